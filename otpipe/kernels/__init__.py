@@ -1,0 +1,42 @@
+"""Reduction backends: each file implements the same small set of row-wise reductions.
+
+An *operator* binds two batches of points ``x (B, N, D)`` (rows) and ``y (B, M, D)``
+(columns) to a :class:`~otpipe.costs.Cost` and offers
+
+* ``softmin(eps, h)``: ``f_i = -eps log sum_j exp(h_j - C(x_i, y_j) / eps)``, shape ``(B, N)``;
+* ``softmax_mean(eps, h, v)``: ``sum_j softmax_j(h_j - C_ij / eps) v_j``, shape ``(B, N, K)``;
+* ``softmax_cost(eps, h)``: ``sum_j softmax_j(h_j - C_ij / eps) C_ij``, shape ``(B, N)``;
+* ``kernel_apply(kernel, sigma, v)``: ``sum_j k(x_i, y_j) v_j``, shape ``(B, N)``;
+* ``transpose()``: the operator with rows and columns exchanged.
+
+The solver only ever talks to operators, so a new backend is one new file here.
+"""
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["BACKENDS", "get_backend", "choose_backend"]
+
+BACKENDS = {
+    "tensorized": "otpipe.kernels.tensorized",
+    "keops": "otpipe.kernels.keops",
+}
+_ALIASES = {"online": "keops", "dense": "tensorized"}
+
+#: above this many cost-matrix entries (B * N * M), ``auto`` leaves the dense backend
+AUTO_DENSE_MAX_ENTRIES = 5000 * 5000
+
+
+def choose_backend(name: str, B: int, N: int, M: int) -> str:
+    """Resolve ``"auto"`` and aliases to a backend name; validate explicit names."""
+    name = _ALIASES.get(name, name)
+    if name == "auto":
+        return "tensorized" if B * max(N, M) * max(N, M) <= AUTO_DENSE_MAX_ENTRIES else "keops"
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {sorted(BACKENDS) + ['auto']}")
+    return name
+
+
+def get_backend(name: str):
+    """The backend module for a resolved backend name (imported on first use)."""
+    return importlib.import_module(BACKENDS[name])

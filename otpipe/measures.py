@@ -1,0 +1,165 @@
+"""Measures as tensors: validation of user input and padding of ragged batches.
+
+A measure is ``alpha = sum_i a_i delta_{x_i}``: points ``x (N, D)`` and weights ``a (N,)``;
+a batch stacks ``B`` measures as ``x (B, N, D)``, ``a (B, N)``. Measures of different sizes
+share a batch by zero-weight padding (:func:`pad_batch`), which changes no result.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["Pair", "as_points", "as_weights", "validate_pair", "pad_batch", "log_weights"]
+
+#: log-weight given to zero-weight (padding) points: finite, so that online reductions never
+#: see ``-inf - (-inf)``, and far below any real exponent.
+_LOG_ZERO = -1e30
+
+
+def _to_tensor(v, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        t = v
+    else:
+        try:
+            arr = np.asarray(v)
+        except Exception as exc:  # noqa: BLE001 - report any conversion failure as bad input
+            raise ValueError(f"{name} cannot be converted to an array: {exc}") from None
+        if arr.dtype == object:
+            raise ValueError(f"{name} must be a numeric array, got ragged or object data")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if like is not None:
+        if t.device != like.device:
+            raise ValueError(f"{name} is on {t.device} but the points are on {like.device}")
+        t = t.to(dtype=like.dtype)
+    elif not t.is_floating_point():
+        if t.dtype == torch.bool or t.is_complex():
+            raise ValueError(f"{name} must be real numbers, got {t.dtype}")
+        t = t.to(torch.get_default_dtype())
+    elif t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return t
+
+
+def as_points(x, name: str = "x") -> torch.Tensor:
+    """Validate points: a real tensor ``(N, D)`` or ``(B, N, D)`` with finite coordinates, ``N >= 1``."""
+    t = _to_tensor(x, name)
+    if t.dim() not in (2, 3):
+        raise ValueError(f"{name} must have shape (N, D) or (B, N, D), got shape {tuple(t.shape)}")
+    if t.shape[-1] == 0:
+        raise ValueError(f"{name} has dimension D = 0")
+    if t.shape[-2] == 0:
+        raise ValueError(f"{name} is empty: a measure needs at least one point")
+    if t.dim() == 3 and t.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (B = 0)")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite coordinates")
+    return t
+
+
+def as_weights(a, x: torch.Tensor, name: str = "a") -> torch.Tensor:
+    """Validate weights for points ``x``: shape ``x.shape[:-1]``, finite, ``>= 0``, positive total.
+
+    ``None`` gives uniform weights ``1/N``.
+    """
+    if a is None:
+        n = x.shape[-2]
+        return torch.full(x.shape[:-1], 1.0 / n, dtype=x.dtype, device=x.device)
+    t = _to_tensor(a, name, like=x)
+    if tuple(t.shape) != tuple(x.shape[:-1]):
+        raise ValueError(f"{name} must have shape {tuple(x.shape[:-1])} to match the points, got {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite weights")
+    if bool((t < 0).any()):
+        raise ValueError(f"{name} contains negative weights")
+    if bool((t.sum(-1) <= 0).any()):
+        raise ValueError(f"{name} has zero total mass (all weights are zero)")
+    return t
+
+
+@dataclass
+class Pair:
+    """A validated (batch of) pair(s) of measures, always batched: ``x (B, N, D)``, ``a (B, N)``."""
+
+    x: torch.Tensor
+    a: torch.Tensor
+    y: torch.Tensor
+    b: torch.Tensor
+    batched: bool
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(B, N, M, D)``."""
+        return (self.x.shape[0], self.x.shape[1], self.y.shape[1], self.x.shape[2])
+
+
+def validate_pair(x, y, a=None, b=None) -> Pair:
+    """Validate two measures (or two batches of measures) and return them batched.
+
+    Raises
+    ------
+    ValueError
+        On NaN/inf, empty clouds, negative or all-zero weights, mismatched dimensions,
+        batch sizes, dtypes or devices, or wrong shapes; the message names the problem.
+    """
+    x = as_points(x, "x")
+    y = as_points(y, "y")
+    if x.dim() != y.dim():
+        raise ValueError(f"x and y must both be single measures (N, D) or both batches (B, N, D); got {x.dim()}-d and {y.dim()}-d")
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"dimension mismatch: x has D = {x.shape[-1]}, y has D = {y.shape[-1]}")
+    if x.dim() == 3 and x.shape[0] != y.shape[0]:
+        raise ValueError(f"batch size mismatch: x has B = {x.shape[0]}, y has B = {y.shape[0]}")
+    if x.device != y.device:
+        raise ValueError(f"x is on {x.device} but y is on {y.device}")
+    if x.dtype != y.dtype:
+        dt = torch.promote_types(x.dtype, y.dtype)
+        x, y = x.to(dt), y.to(dt)
+    a = as_weights(a, x, "a")
+    b = as_weights(b, y, "b")
+    batched = x.dim() == 3
+    if not batched:
+        x, y, a, b = x[None], y[None], a[None], b[None]
+    return Pair(x=x, a=a, y=y, b=b, batched=batched)
+
+
+def log_weights(a: torch.Tensor) -> torch.Tensor:
+    """``log a`` with zero weights mapped to a huge finite negative number (padding)."""
+    a = a.detach()
+    return torch.where(a > 0, torch.log(torch.where(a > 0, a, torch.ones_like(a))), torch.full_like(a, _LOG_ZERO))
+
+
+def pad_batch(
+    points: Sequence, weights: Sequence | None = None, *, dtype: torch.dtype | None = None, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack measures of different sizes into ``x (B, Nmax, D)``, ``a (B, Nmax)`` by zero-weight padding.
+
+    Padding points sit at the first point of their measure, so they never move the bounding box.
+    """
+    if len(points) == 0:
+        raise ValueError("pad_batch needs at least one measure")
+    xs = [as_points(p, f"points[{k}]") for k, p in enumerate(points)]
+    if any(x.dim() != 2 for x in xs):
+        raise ValueError("pad_batch takes single measures of shape (N, D)")
+    dims = {x.shape[1] for x in xs}
+    if len(dims) != 1:
+        raise ValueError(f"dimension mismatch in batch: D values {sorted(dims)}")
+    if dtype is None:
+        dtype = xs[0].dtype
+        for x in xs[1:]:
+            dtype = torch.promote_types(dtype, x.dtype)
+    device = device if device is not None else xs[0].device
+    xs = [x.to(dtype=dtype, device=device) for x in xs]
+    ws = [as_weights(None if weights is None else weights[k], x, f"weights[{k}]") for k, x in enumerate(xs)]
+    nmax = max(x.shape[0] for x in xs)
+    D = xs[0].shape[1]
+    X = torch.empty(len(xs), nmax, D, dtype=dtype, device=device)
+    A = torch.zeros(len(xs), nmax, dtype=dtype, device=device)
+    for k, (x, w) in enumerate(zip(xs, ws)):
+        n = x.shape[0]
+        X[k, :n] = x
+        X[k, n:] = x[0]
+        A[k, :n] = w
+    return X, A
