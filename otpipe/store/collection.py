@@ -533,7 +533,7 @@ def create(
         raise ValueError(f"shard_points must be >= 1, got {shard_points}")
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise FileExistsError(f"{path}: already exists (use --append or --overwrite)")
+            raise FileExistsError(f"{path}: already exists (use --overwrite)")
         if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists():
             raise FileExistsError(f"{path}: refusing to overwrite a non-empty directory that is not a Zarr store")
     path.parent.mkdir(parents=True, exist_ok=True)

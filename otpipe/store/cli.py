@@ -1,0 +1,136 @@
+"""Click commands ``otpipe synth``, ``otpipe ingest`` and ``otpipe info``.
+
+Registered lazily by :mod:`otpipe.cli`. This module imports only Click at import time (so that
+``otpipe --help`` stays fast); Zarr and NumPy are imported when a command runs. Errors are
+raised as ``ValueError`` / ``OSError`` and turned into one-line messages by ``otpipe.cli.main``.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+__all__ = ["synth", "ingest", "info"]
+
+_DTYPE = click.Choice(["float32", "float64"])
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def _summary(c, seconds: float) -> str:
+    return (
+        f"wrote {c.path}: {len(c)} measures, {c.n_points} points, D={c.dim}, {c.dtype}, "
+        f"{c.n_shards} shard(s), {c.content_hash} ({seconds:.1f} s)"
+    )
+
+
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--kind", "kinds", multiple=True, default=("mixed",), show_default=True,
+              help="Family: uniform, gaussian, mixture, circle, sphere, torus, or mixed (all valid for --dim). "
+                   "Repeat or comma-separate for several (cycled).")
+@click.option("--n-measures", type=click.IntRange(min=1), default=10, show_default=True, help="Number of measures.")
+@click.option("--n-points", type=click.IntRange(min=1), default=100, show_default=True, help="Points per measure (maximum with --min-points).")
+@click.option("--min-points", type=click.IntRange(min=1), default=None, help="Draw sizes uniformly in [MIN_POINTS, N_POINTS].")
+@click.option("--dim", type=click.IntRange(min=1), default=2, show_default=True, help="Dimension D.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed (measure i uses rng([seed, i])).")
+@click.option("--weights", type=click.Choice(["uniform", "random"]), default="uniform", show_default=True, help="Uniform 1/N or random positive weights.")
+@click.option("--noise", type=click.FloatRange(min=0), default=0.05, show_default=True, help="Noise level of the shapes.")
+@click.option("--dtype", type=_DTYPE, default="float32", show_default=True, help="Storage dtype.")
+@click.option("--shard-points", type=click.IntRange(min=1), default=None, help="Target points per shard (default 2^20).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing collection at OUT.")
+def synth(out, kinds, n_measures, n_points, min_points, dim, seed, weights, noise, dtype, shard_points, overwrite):
+    """Write a reproducible synthetic collection of measures to OUT (labels = families)."""
+    from .collection import DEFAULT_SHARD_POINTS, create
+    from .synth import resolve_kinds, synth_measures
+
+    fams = resolve_kinds(list(kinds), dim)  # fail before creating anything
+    t0 = time.perf_counter()
+    ms = synth_measures(fams, n_measures, n_points, dim, seed, min_points=min_points, weights=weights, noise=noise)
+    c = create(out, ms, overwrite=overwrite, shard_points=shard_points or DEFAULT_SHARD_POINTS, dtype=dtype)
+    click.echo(_summary(c, time.perf_counter() - t0))
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Collection to write.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "npy", "npz", "csv", "txt", "xyz", "ply", "png", "jpg", "image"]),
+              default="auto", show_default=True, help="Input format (auto: by file extension).")
+@click.option("--append", is_flag=True, help="Append to an existing collection at OUT.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing collection at OUT.")
+@click.option("--labels", type=click.Choice(["none", "parent"]), default="none", show_default=True,
+              help="parent: label = name of the file's directory.")
+@click.option("--manifest", type=click.Path(dir_okay=False), default=None,
+              help="CSV with columns file (or path/name), label[, name] giving labels (and names).")
+@click.option("--names", type=click.Choice(["stem", "relpath"]), default="stem", show_default=True,
+              help="Measure names: file stems, or paths relative to the source directory.")
+@click.option("--weight-column", default=None, help="Column index/name (tables) or vertex property (PLY) holding weights.")
+@click.option("--columns", default=None, help="Comma-separated coordinate columns (indices or names).")
+@click.option("--invert", is_flag=True, help="Images: use vmax - intensity (dark = mass).")
+@click.option("--threshold", type=float, default=None, help="Images: intensities below this become 0.")
+@click.option("--downsample", type=click.IntRange(min=1), default=1, show_default=True, help="Images: sum over KxK pixel blocks.")
+@click.option("--dtype", type=_DTYPE, default=None, help="Storage dtype (default float32; with --append, the store's).")
+@click.option("--shard-points", type=click.IntRange(min=1), default=None, help="Target points per shard (default 2^20).")
+def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight_column, columns, invert,
+           threshold, downsample, dtype, shard_points):
+    """Ingest files, directories or globs of point clouds / images (SOURCES) into a collection.
+
+    One file is one measure: .npy/.npz arrays, .csv/.txt/.xyz columns, .ply vertices, images
+    (.png/.jpg: weights = pixel intensities). Names come from file stems and must be unique.
+    """
+    from .collection import DEFAULT_SHARD_POINTS
+    from .ingest import ingest as _ingest
+    from .readers import ReaderOptions
+
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    opts = ReaderOptions(weight_column=weight_column, columns=cols, invert=invert, threshold=threshold, downsample=downsample)
+    t0 = time.perf_counter()
+    c = _ingest(list(sources), out, fmt=fmt, append=append, overwrite=overwrite, labels=labels, manifest=manifest,
+                names=names, options=opts, dtype=dtype, shard_points=shard_points or DEFAULT_SHARD_POINTS)
+    click.echo(_summary(c, time.perf_counter() - t0))
+
+
+@click.command()
+@click.argument("store", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--verify", is_flag=True, help="Recompute the content hash from the data (reads everything).")
+def info(store, as_json, verify):
+    """Summarise a collection: counts, dimension, sizes, labels, dtype, hash, chunking."""
+    from .collection import open as _open
+
+    c = _open(store)
+    d = c.info()
+    if verify:
+        d["verified"] = c.verify()
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+    else:
+        s = d["points_per_measure"]
+        lines = [
+            f"collection  {d['path']}  ({d['format']} v{d['format_version']}, {d['created_by']}, created {d['created']})",
+            f"measures    {d['n_measures']}",
+            f"points      {d['n_points']}  (per measure: min {s['min']}, median {s['median']:g}, max {s['max']})",
+            f"dimension   {d['dim']}",
+            f"dtype       {d['dtype']}",
+            f"shards      {d['n_shards']}  (shard_points {d['shard_points']}, chunk_points {d['chunk_points']}, {d['n_rows']} rows)",
+            f"size        {_human(d['data_bytes'])} data, {_human(d['stored_bytes'])} on disk",
+            f"hash        {d['hash']}",
+        ]
+        if d["labels"] is not None:
+            lab = ", ".join(f"{k}: {v}" for k, v in list(d["labels"].items())[:20])
+            more = f", ... ({len(d['labels'])} labels)" if len(d["labels"]) > 20 else ""
+            lines.append(f"labels      {lab}{more}")
+        else:
+            lines.append("labels      (none)")
+        if verify:
+            lines.append(f"verified    {'OK' if d['verified'] else 'MISMATCH'}")
+        click.echo("\n".join(lines))
+    if verify and not d["verified"]:
+        c.verify(raise_on_error=True)

@@ -1,0 +1,333 @@
+"""File readers: one function per input format, each returning ``(points, weights)``.
+
+Formats
+-------
+``npy``
+    A 2-D array ``(N, D)`` (a 1-D array is ``(N, 1)``); loaded with ``allow_pickle=False``.
+``npz``
+    Arrays ``points`` (or ``x``, ``X``, ``positions``, ``coords``) and optionally ``weights``
+    (or ``a``, ``w``, ``mass``); an archive with a single array is the points. Never pickles.
+``csv`` (``.csv``, ``.tsv``, ``.txt``) and ``xyz`` (``.xyz``, ``.pts``)
+    Numeric columns, delimiter detected (comma, semicolon, tab or whitespace), ``#`` comments,
+    an optional header line of column names.
+``ply``
+    Point clouds and mesh vertices (the ``vertex`` element; ``x``, ``y`` and, if present, ``z``);
+    faces are ignored. Read with ``plyfile``.
+``image`` (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``, ``.gif``)
+    A density on the pixel grid: grey-level intensities (colour images are converted to luma by
+    Pillow, 16-bit and float images keep their values) become weights, pixel centres become
+    points, ``x = (j + 1/2) k`` (column) and ``y = (h - i - 1/2) k`` (row, pointing up) for a
+    downsampling factor ``k``; zero-intensity pixels are dropped. Options: ``invert``
+    (``vmax - v``, ``vmax`` = 255, 65535 or the image maximum), ``threshold`` (values below it
+    become 0) and ``downsample`` (sum over ``k x k`` blocks, cropping the ragged edge: the mass
+    is preserved up to the crop).
+
+For tabular formats (npy, npz points, csv, xyz) ``weight_column`` picks a column (index, negative
+index, or header name) as weights, the others being coordinates unless ``columns`` selects them;
+for PLY both are vertex property names. Every reader raises ``ValueError("<file>: <problem>")``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["ReaderOptions", "FORMATS", "EXTENSIONS", "format_of", "read_file"]
+
+#: format -> file extensions (lower case)
+FORMATS: dict[str, tuple[str, ...]] = {
+    "npy": (".npy",),
+    "npz": (".npz",),
+    "csv": (".csv", ".tsv", ".txt"),
+    "xyz": (".xyz", ".pts"),
+    "ply": (".ply",),
+    "image": (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"),
+}
+#: extension -> format
+EXTENSIONS: dict[str, str] = {ext: fmt for fmt, exts in FORMATS.items() for ext in exts}
+#: names accepted by ``--format`` that mean another format
+ALIASES = {"png": "image", "jpg": "image", "jpeg": "image", "txt": "csv"}
+
+_POINT_KEYS = ("points", "x", "X", "positions", "coords")
+_WEIGHT_KEYS = ("weights", "a", "w", "mass")
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """Options shared by the readers.
+
+    Parameters
+    ----------
+    weight_column : str or int, optional
+        Column (tabular formats) or vertex property (PLY) holding the weights.
+    columns : sequence of str or int, optional
+        Coordinate columns / properties (default: all but the weight column; PLY: x, y[, z]).
+    invert, threshold, downsample
+        Image options (see the module docstring).
+    """
+
+    weight_column: str | int | None = None
+    columns: Sequence[str | int] | None = None
+    invert: bool = False
+    threshold: float | None = None
+    downsample: int = 1
+
+
+def format_of(path: str | os.PathLike, fmt: str = "auto") -> str | None:
+    """Canonical format of ``path`` (``None`` when ``fmt='auto'`` and the extension is unknown)."""
+    if fmt != "auto":
+        fmt = ALIASES.get(fmt, fmt)
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r} (choose from auto, {', '.join(sorted(set(FORMATS) | set(ALIASES)))})")
+        return fmt
+    return EXTENSIONS.get(Path(path).suffix.lower())
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
+
+def read_file(path: str | os.PathLike, fmt: str = "auto", options: ReaderOptions | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read one file as a measure.
+
+    Returns
+    -------
+    (points, weights) : numpy arrays ``(N, D)`` and ``(N,)``, or ``weights=None`` (uniform)
+        Not yet validated (see :func:`otpipe.store.collection.validate_measure`).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        ``"<path>: <problem>"`` for unknown formats and unreadable, corrupt or malformed files.
+    """
+    options = options or ReaderOptions()
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    f = format_of(path, fmt)
+    if f is None:
+        raise ValueError(f"{path}: unknown file type {path.suffix!r} (use --format)")
+    reader: Callable = _READERS[f]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return reader(path, options)
+    except _FileError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except (FileNotFoundError, PermissionError) as exc:
+        raise type(exc)(f"{path}: {exc.strerror or _one_line(exc)}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any library failure means an unreadable file
+        raise ValueError(f"{path}: cannot read as {f}: {_one_line(exc)}") from None
+
+
+class _FileError(Exception):
+    """A problem with the file's content (message without the path)."""
+
+
+# --------------------------------------------------------------------------------------------
+# tabular
+# --------------------------------------------------------------------------------------------
+def _column_index(col: str | int, header: list[str] | None, ncols: int, what: str) -> int:
+    if isinstance(col, str) and re.fullmatch(r"-?\d+", col.strip()):
+        col = int(col)
+    if isinstance(col, str):
+        if header is None or col not in header:
+            raise _FileError(f"no {what} column named {col!r} (columns: {header if header else 'no header'})")
+        return header.index(col)
+    if not -ncols <= col < ncols:
+        raise _FileError(f"{what} column {col} out of range for {ncols} columns")
+    return col % ncols
+
+
+def _split_table(table: np.ndarray, opts: ReaderOptions, header: list[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    if table.ndim == 1:
+        table = table[:, None]
+    if table.ndim != 2:
+        raise _FileError(f"expected a 2-D array (N, D), got shape {table.shape}")
+    ncols = table.shape[1]
+    wcol = None if opts.weight_column is None else _column_index(opts.weight_column, header, ncols, "weight")
+    if opts.columns:
+        cols = [_column_index(c, header, ncols, "coordinate") for c in opts.columns]
+    else:
+        cols = [j for j in range(ncols) if j != wcol]
+    if not cols:
+        raise _FileError("no coordinate columns left besides the weight column")
+    points = table[:, cols]
+    weights = None if wcol is None else table[:, wcol]
+    return points, weights
+
+
+def _check_array(a: np.ndarray, what: str) -> np.ndarray:
+    if a.dtype == object or a.dtype.kind not in "iuf" or a.dtype.names:
+        raise _FileError(f"{what} must be a numeric array, got dtype {a.dtype}")
+    return a
+
+
+def _read_npy(path: Path, opts: ReaderOptions):
+    a = np.load(path, allow_pickle=False)
+    if not isinstance(a, np.ndarray):
+        raise _FileError("not a single .npy array")
+    return _split_table(_check_array(a, "the array"), opts)
+
+
+def _read_npz(path: Path, opts: ReaderOptions):
+    with np.load(path, allow_pickle=False) as z:
+        keys = list(z.files)
+        pkey = next((k for k in _POINT_KEYS if k in keys), None)
+        if pkey is None:
+            if len(keys) != 1:
+                raise _FileError(f"no points array (expected one of {list(_POINT_KEYS)}; found {keys})")
+            pkey = keys[0]
+        wkey = next((k for k in _WEIGHT_KEYS if k in keys), None)
+        table = _check_array(z[pkey], f"array {pkey!r}")
+        weights = None if wkey is None else _check_array(z[wkey], f"array {wkey!r}")
+    if weights is not None:
+        if opts.weight_column is not None:
+            raise _FileError(f"has a {wkey!r} array and a weight column was also requested")
+        if table.ndim == 1:
+            table = table[:, None]
+        points = table if not opts.columns else _split_table(table, opts)[0]
+        return points, weights.reshape(-1) if weights.ndim == 2 and 1 in weights.shape else weights
+    return _split_table(table, opts)
+
+
+def _sniff(path: Path) -> tuple[str | None, list[str] | None, int]:
+    """Delimiter, header names and number of lines to skip of a text table."""
+    with path.open("r", encoding="utf-8", errors="strict") as fh:
+        skipped = 0
+        for line in fh:
+            s = line.strip()
+            if not s or s.startswith("#"):
+                skipped += 1
+                continue
+            if "," in s:
+                delim = ","
+            elif ";" in s:
+                delim = ";"
+            elif "\t" in s:
+                delim = "\t"
+            else:
+                delim = None
+            tokens = [t.strip() for t in (s.split(delim) if delim else s.split())]
+            try:
+                [float(t) for t in tokens]
+                return delim, None, skipped
+            except ValueError:
+                return delim, [t.strip("\"'") for t in tokens], skipped + 1
+    return None, None, skipped
+
+
+def _read_text(path: Path, opts: ReaderOptions):
+    delim, header, skip = _sniff(path)
+    table = np.loadtxt(path, delimiter=delim, skiprows=skip, comments="#", ndmin=2, dtype=np.float64)
+    if table.size == 0:
+        raise _FileError("empty measure (no points)")
+    return _split_table(table, opts, header)
+
+
+# --------------------------------------------------------------------------------------------
+# PLY
+# --------------------------------------------------------------------------------------------
+def _read_ply(path: Path, opts: ReaderOptions):
+    from plyfile import PlyData
+
+    ply = PlyData.read(str(path))
+    try:
+        vertex = ply["vertex"]
+    except KeyError:
+        raise _FileError(f"no 'vertex' element (elements: {[e.name for e in ply.elements]})") from None
+    props = [p.name for p in vertex.properties]
+    if opts.columns:
+        cols = [str(c) for c in opts.columns]
+    else:
+        cols = [c for c in ("x", "y", "z") if c in props]
+        if "x" not in cols or "y" not in cols:
+            raise _FileError(f"vertex element has no x/y properties (properties: {props})")
+    for c in cols:
+        if c not in props:
+            raise _FileError(f"no vertex property {c!r} (properties: {props})")
+    data = vertex.data
+    if len(data) == 0:
+        raise _FileError("empty measure (no points)")
+    points = np.stack([np.asarray(data[c]) for c in cols], axis=1)
+    weights = None
+    if opts.weight_column is not None:
+        w = str(opts.weight_column)
+        if w not in props:
+            raise _FileError(f"no vertex property {w!r} for the weights (properties: {props})")
+        weights = np.asarray(data[w])
+    return points, weights
+
+
+# --------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------
+def image_array(path: Path) -> tuple[np.ndarray, float]:
+    """Grey-level intensities of an image as float64 ``(H, W)`` and the nominal maximum value."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+            a, vmax = np.asarray(im, dtype=np.float64), 65535.0
+        elif mode in ("I", "F"):
+            a = np.asarray(im, dtype=np.float64)
+            vmax = float(a.max()) if a.size else 0.0
+        elif mode == "L":
+            a, vmax = np.asarray(im, dtype=np.float64), 255.0
+        else:
+            a, vmax = np.asarray(im.convert("L"), dtype=np.float64), 255.0
+    if a.ndim != 2:
+        raise _FileError(f"unsupported image layout (shape {a.shape}, mode {mode})")
+    return a, vmax
+
+
+def image_to_measure(
+    a: np.ndarray, vmax: float, *, invert: bool = False, threshold: float | None = None, downsample: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn an intensity array into ``(points, weights)`` (see the module docstring)."""
+    if invert:
+        a = vmax - a
+    if threshold is not None:
+        a = np.where(a >= threshold, a, 0.0)
+    k = int(downsample)
+    if k < 1:
+        raise _FileError(f"downsample factor must be >= 1, got {k}")
+    if k > 1:
+        h, w = a.shape[0] // k, a.shape[1] // k
+        if h == 0 or w == 0:
+            raise _FileError(f"image of shape {a.shape} is smaller than the downsample factor {k}")
+        a = a[: h * k, : w * k].reshape(h, k, w, k).sum(axis=(1, 3))
+    h = a.shape[0]
+    i, j = np.nonzero(a > 0)
+    points = np.stack([(j + 0.5) * k, (h - i - 0.5) * k], axis=1).astype(np.float64)
+    return points, a[i, j]
+
+
+def _read_image(path: Path, opts: ReaderOptions):
+    a, vmax = image_array(path)
+    points, weights = image_to_measure(a, vmax, invert=opts.invert, threshold=opts.threshold, downsample=opts.downsample)
+    if points.shape[0] == 0:
+        raise _FileError("empty measure (no pixel with positive intensity)")
+    return points, weights
+
+
+_READERS: dict[str, Callable] = {
+    "npy": _read_npy,
+    "npz": _read_npz,
+    "csv": _read_text,
+    "xyz": _read_text,
+    "ply": _read_ply,
+    "image": _read_image,
+}
