@@ -206,7 +206,8 @@ def validate_measure(
         raise ValueError(f"{where}: empty measure (no points)")
     if p.shape[1] == 0:
         raise ValueError(f"{where}: points have dimension D = 0")
-    p = np.ascontiguousarray(p, dtype=dt)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below as inf
+        p = np.ascontiguousarray(p, dtype=dt)
     if not np.isfinite(p).all():
         raise ValueError(f"{where}: contains NaN or infinite coordinates")
     n = p.shape[0]
@@ -216,7 +217,8 @@ def validate_measure(
         w = _numeric(weights, "weights", where)
         if w.shape != (n,):
             raise ValueError(f"{where}: weights must have shape ({n},) to match the points, got {w.shape}")
-        w = np.ascontiguousarray(w, dtype=dt)
+        with np.errstate(over="ignore", invalid="ignore"):
+            w = np.ascontiguousarray(w, dtype=dt)
         if not np.isfinite(w).all():
             raise ValueError(f"{where}: contains NaN or infinite weights")
         if (w < 0).any():
