@@ -118,7 +118,7 @@ shards of 2^20 points) and reads the subprocess's peak resident memory with
 |---|---|
 | input files | {r['files']} `.npy`, {r['input_gb']:.2f} GB |
 | collection (points + weights, no padding) | {r['n_points']:,} points, {r['collection_gb']:.2f} GB |
-| store on disk (zstd; random floats barely compress) | {r['stored_gb']:.2f} GB, {r['n_shards']} shards |
+| store on disk (zstd: uniform weights compress to almost nothing, random coordinates a little) | {r['stored_gb']:.2f} GB, {r['n_shards']} shards |
 | ingest wall time | {r['ingest_s']:.0f} s |
 | ingest throughput (input bytes) | {r['throughput_mb_s']:.0f} MB/s |
 | **peak RSS of the ingest process** | **{r['peak_rss_mib']:.0f} MiB** |
