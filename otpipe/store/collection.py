@@ -49,10 +49,14 @@ Atomicity
 ---------
 :func:`create` writes into a hidden temporary sibling directory, sets ``complete`` last and
 renames it into place, so an interrupted write never leaves a store at the target path.
-:meth:`Collection.append` first sets ``complete = False``, writes new shards after the existing
-ones, and commits by writing the new counts, hash and ``complete = True``; on any error it
-restores the previous shapes and attributes. :func:`open` refuses stores whose ``complete``
-flag is not set.
+:meth:`Collection.append` writes new shards after the existing ones (new chunks only; the
+per-measure arrays are extended, their existing entries rewritten with the same values, and
+Zarr writes every chunk file atomically), then commits with a single atomic write of the group
+metadata carrying the new counts and hash. Readers trust the committed counts and ignore rows
+beyond them, so a reader never sees a half-done append, and an append that fails or is killed
+leaves the previous collection, complete and verifiable (on an exception the array shapes are
+also restored). There is one writer at a time (no locking). :func:`open` refuses stores whose
+``complete`` flag is not set (such as the temporary directory of an interrupted create).
 """
 from __future__ import annotations
 
@@ -905,7 +909,6 @@ class Collection:
         names = _strings(g["names"][: attrs["n_measures"]]).tolist()
         shapes = {k: g[k].shape for k in _DATA_ARRAYS + _MEASURE_ARRAYS + _SHARD_ARRAYS if k in g}
         old_attrs = dict(g.attrs)
-        g.attrs.update({"complete": False})
         try:
             b = _Builder(
                 g,
@@ -922,11 +925,9 @@ class Collection:
             for m in measures:
                 b.add(m)
             if not b.sizes:
-                g.attrs.update({"complete": True})
                 return self
             new = b.finish(old=attrs)
-            g.attrs.update({**new, "modified": _now()})
-            g.attrs.update({"complete": True})
+            g.attrs.update({**new, "modified": _now()})  # the commit: one atomic metadata write
         except BaseException:
             for k, shape in shapes.items():
                 try:

@@ -203,14 +203,32 @@ def test_killed_create_and_append_never_look_complete(tmp_path):
                 yield store.Measure(np.random.default_rng(i).random((50, dim)), None, f"k{i}")
     """)
     _killed(prelude + "store.create('c.zarr', gen(100, 60), shard_points=200)\n", tmp_path)
-    assert not (tmp_path / "c.zarr").exists()  # only a hidden temporary sibling can be left
+    assert not (tmp_path / "c.zarr").exists()
     with pytest.raises(FileNotFoundError):
         store.open(tmp_path / "c.zarr")
-
-    store.create(tmp_path / "d.zarr", [Measure(np.ones((3, 3)), None, "first")], shard_points=200)
-    _killed(prelude + "store.open('d.zarr').append(gen(100, 60))\n", tmp_path)
+    (leftover,) = [p for p in tmp_path.iterdir() if p.name.startswith(".c.zarr.tmp-")]  # hidden sibling
     with pytest.raises(ValueError, match="incomplete collection"):
-        store.open(tmp_path / "d.zarr")
+        store.open(leftover)
+
+    first = Measure(np.ones((3, 3)), None, "first")
+    store.create(tmp_path / "d.zarr", [first], shard_points=200)
+    h = store.open(tmp_path / "d.zarr").content_hash
+    _killed(prelude + "store.open('d.zarr').append(gen(100, 60))\n", tmp_path)
+    # the append never committed: the store is the previous one, complete and verifiable
+    d = store.open(tmp_path / "d.zarr")
+    assert len(d) == 1 and d.content_hash == h and d.verify()
+    assert_same_measure(d["first"], first)
+    d.append(Measure(np.full((4, 3), 2.0), None, f"k{i}") for i in range(5))
+    d = store.open(tmp_path / "d.zarr")
+    assert len(d) == 6 and d.verify() and d["k4"].n == 4
+
+
+def test_incomplete_flag_is_refused(tmp_path):
+    store.create(tmp_path / "c.zarr", known_measures(3))
+    g = zarr.open_group(str(tmp_path / "c.zarr"), mode="r+")
+    g.attrs["complete"] = False
+    with pytest.raises(ValueError, match="incomplete collection"):
+        store.open(tmp_path / "c.zarr")
 
 
 def test_foreign_and_other_version_stores_are_refused(tmp_path):
