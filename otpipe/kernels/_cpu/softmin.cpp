@@ -186,11 +186,12 @@ OTP_INLINE void tile_exponents(const Problem<T>& P, const T* xr[ROWS], const T* 
   const int D = DS > 0 ? DS : (int)P.D;
   const T c = P.c, hp = P.hp;
   T m0 = -std::numeric_limits<T>::infinity(), m1 = m0, m2 = m0, m3 = m0;
-  if constexpr (DS > 0) {
+  const T* hj = hb + j0;
+  if constexpr (DS > 0 && PK != 0) {
+    // small D, p in {1, 2}: one fused loop (coordinates unrolled, ROWS rows per column load)
     T xv[ROWS][DS > 0 ? DS : 1];
     for (int r = 0; r < ROWS; ++r)
       for (int k = 0; k < DS; ++k) xv[r][k] = xr[r][k];
-    const T* hj = hb + j0;
 #pragma omp simd reduction(max : m0, m1, m2, m3)
     for (int j = 0; j < nt; ++j) {
       T q[ROWS] = {T(0), T(0), T(0), T(0)};
@@ -217,26 +218,48 @@ OTP_INLINE void tile_exponents(const Problem<T>& P, const T* xr[ROWS], const T* 
       m3 = std::max(m3, sv[3]);
     }
   } else {
-    // any D: squared distances accumulated coordinate by coordinate in the d2 buffer
-    for (int r = 0; r < ROWS; ++r) {
-      T* q = d2[r];
+    // squared distances into the d2 buffer, then one simple loop per row for r^p, exponents and max
+    // (keeps the polynomial log/exp of general p in a loop that the compiler vectorises)
+    if constexpr (DS > 0) {
+      T xv[ROWS][DS > 0 ? DS : 1];
+      for (int r = 0; r < ROWS; ++r)
+        for (int k = 0; k < DS; ++k) xv[r][k] = xr[r][k];
+      T* q0 = d2[0];
+      T* q1 = d2[1];
+      T* q2 = d2[2];
+      T* q3 = d2[3];
 #pragma omp simd
-      for (int j = 0; j < nt; ++j) q[j] = T(0);
-      for (int k = 0; k < D; ++k) {
-        const T xk = xr[r][k];
-        const T* yk = yb + k * M + j0;
+      for (int j = 0; j < nt; ++j) {
+        T q[ROWS] = {T(0), T(0), T(0), T(0)};
+        for (int k = 0; k < DS; ++k) {
+          T yk = yb[k * M + j0 + j];
+          for (int r = 0; r < ROWS; ++r) {
+            T dk = xv[r][k] - yk;
+            q[r] += dk * dk;
+          }
+        }
+        q0[j] = q[0], q1[j] = q[1], q2[j] = q[2], q3[j] = q[3];
+      }
+    } else {
+      for (int r = 0; r < ROWS; ++r) {
+        T* q = d2[r];
 #pragma omp simd
-        for (int j = 0; j < nt; ++j) {
-          T dk = xk - yk[j];
-          q[j] += dk * dk;
+        for (int j = 0; j < nt; ++j) q[j] = T(0);
+        for (int k = 0; k < D; ++k) {
+          const T xk = xr[r][k];
+          const T* yk = yb + k * M + j0;
+#pragma omp simd
+          for (int j = 0; j < nt; ++j) {
+            T dk = xk - yk[j];
+            q[j] += dk * dk;
+          }
         }
       }
     }
-    const T* hj = hb + j0;
     T mm[ROWS];
     for (int r = 0; r < ROWS; ++r) {
       T m = -std::numeric_limits<T>::infinity();
-      T* q = d2[r];
+      const T* q = d2[r];
       T* sr = s[r];
       T* pr = pw[r];
 #pragma omp simd reduction(max : m)
@@ -267,8 +290,9 @@ void reduce(const Problem<T>& P, int nthreads) {
 #pragma omp parallel num_threads(nthreads)
   {
     alignas(64) T s[ROWS][TILE];
-    alignas(64) T pw[KEEP || DS == 0 ? ROWS : 1][TILE];
-    alignas(64) T d2[KEEP || DS == 0 ? ROWS : 1][TILE];
+    constexpr int NB = (KEEP || DS == 0 || PK == 0) ? ROWS : 1;  // rows of the r^p and d2 buffers
+    alignas(64) T pw[NB][TILE];
+    alignas(64) T d2[NB][TILE];
     alignas(64) T e[ROWS][TILE];
     double* acc = KA > 0 ? new double[ROWS * KA] : nullptr;
 
