@@ -18,7 +18,7 @@ atomic rename. When no compiler is found or the build fails, :func:`available` i
 
 Autograd: :meth:`CpuOperator.softmin` is differentiable w.r.t. ``x``, ``y`` and ``h`` through fused
 weighted reductions (no ``N x M`` matrix), first order only. ``softmax_mean`` / ``softmax_cost`` with
-inputs that require grad fall back to the dense (tensorized) computation.
+inputs that require grad fall back to the tensorized computation (KeOps above the dense-size limit).
 """
 from __future__ import annotations
 
@@ -292,6 +292,14 @@ class CpuOperator:
 
         return DenseOperator(self.x, self.y, self.cost)
 
+    def _autograd_fallback(self):
+        """Differentiable stand-in for ``softmax_mean`` / ``softmax_cost``: dense when small, else KeOps."""
+        from . import AUTO_DENSE_MAX_ENTRIES
+
+        if self.x.shape[0] * self.x.shape[1] * self.y.shape[1] <= AUTO_DENSE_MAX_ENTRIES:
+            return self._dense()
+        return _fallback(self.x, self.y, self.cost)
+
     def transpose(self) -> "CpuOperator":
         return CpuOperator(self.y, self.x, self.cost)
 
@@ -304,19 +312,19 @@ class CpuOperator:
         return lse.mul_(-eps)
 
     def softmax_mean(self, eps: float, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``sum_j softmax_j(h_j - C_ij / eps) v_j``, shape ``(B, N, K)`` (dense fallback under autograd)."""
+        """``sum_j softmax_j(h_j - C_ij / eps) v_j``, shape ``(B, N, K)``; under autograd: dense/KeOps fallback."""
         eps = float(eps)
         if self._needs_grad(h, v):
-            return self._dense().softmax_mean(eps, h, v)
+            return self._autograd_fallback().softmax_mean(eps, h, v)
         vT = v.detach().to(self.x.dtype).transpose(1, 2).contiguous()
         _, acc = _reduce(self._xd(), self._yT(), self._h(h), self.cost.scale / eps, self.cost.p, "mean", v=vT)
         return acc
 
     def softmax_cost(self, eps: float, h: torch.Tensor) -> torch.Tensor:
-        """``sum_j softmax_j(h_j - C_ij / eps) C_ij``, shape ``(B, N)`` (dense fallback under autograd)."""
+        """``sum_j softmax_j(h_j - C_ij / eps) C_ij``, shape ``(B, N)``; under autograd: dense/KeOps fallback."""
         eps = float(eps)
         if self._needs_grad(h):
-            return self._dense().softmax_cost(eps, h)
+            return self._autograd_fallback().softmax_cost(eps, h)
         _, acc = _reduce(self._xd(), self._yT(), self._h(h), self.cost.scale / eps, self.cost.p, "cost")
         return acc.mul_(self.cost.scale) if self.cost.scale != 1.0 else acc
 
