@@ -104,6 +104,7 @@ def _compile(cxx: str, target: Path) -> None:
                                       timeout=600)
                 if proc.returncode != 0:
                     raise RuntimeError(f"{cxx} failed:\n{proc.stderr[-4000:]}")
+                os.chmod(tmp, 0o755)  # mkstemp made it private; the cache may be shared
                 os.replace(tmp, target)
             finally:
                 if os.path.exists(tmp):

@@ -80,6 +80,18 @@ def test_row_gradient_only_envelope_pattern():
     torch.testing.assert_close(gx, rx, rtol=1e-4, atol=1e-5)
 
 
+def test_self_interaction_gradients():
+    """``operator(x, x)`` with ``x`` and ``h`` requiring grad: row and column paths add up."""
+    x, _, h = _problem(torch.float64, B=2, N=200, M=200, pad=False)
+    grads = []
+    for mod in (cpu, tensorized):
+        xs, hs = x.clone().requires_grad_(), h.clone().requires_grad_()
+        f = mod.operator(xs, xs, Cost(1.5)).softmin(0.1, hs)
+        grads.append(torch.autograd.grad((f ** 2).sum(), [xs, hs]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_padding_is_exactly_removed():
     x, y, h = _problem(torch.float64, B=1, N=20, M=300, pad=False)
     cost = Cost(2.0)
