@@ -37,13 +37,15 @@ def _tol(dt):
     return dict(rtol=2e-5, atol=2e-5) if dt == torch.float32 else dict(rtol=1e-11, atol=1e-11)
 
 
-COSTS = [Cost(2.0, True), Cost(2.0, False), Cost(1.0, True), Cost(1.0, False), Cost(1.5, True), Cost(1.5, False)]
+# p = 1, 3/2, 2 have dedicated code; 0.7 and 2.5 take the general polynomial log/exp path
+COSTS = [Cost(2.0, True), Cost(2.0, False), Cost(1.0, True), Cost(1.0, False), Cost(1.5, True), Cost(1.5, False),
+         Cost(0.7, True), Cost(2.5, False)]
 
 
 @pytest.mark.parametrize("dt", [torch.float32, torch.float64])
 @pytest.mark.parametrize("cost", COSTS, ids=lambda c: f"p{c.p}-{'halved' if c.halved else 'plain'}")
 def test_agrees_with_tensorized(dt, cost):
-    D = {2.0: 3, 1.0: 2, 1.5: 5}[cost.p]  # specialised small D and the generic-D path
+    D = {2.0: 3, 1.0: 2, 1.5: 5, 0.7: 1, 2.5: 3}[cost.p]  # specialised small D and the generic-D path
     x, y, h = _problem(dt, D=D)
     eps = 0.3 ** cost.p
     A, R = cpu.operator(x, y, cost), tensorized.operator(x, y, cost)
@@ -117,7 +119,7 @@ def test_edge_cases(dt):
     x, _, _ = _problem(dt, B=1, N=50, M=1, pad=False)
     y = torch.cat([x, x[:, :10]], dim=1)
     h = torch.zeros(1, 60, dtype=dt)
-    for c in (Cost(1.0), Cost(1.5, False), Cost(2.0)):
+    for c in (Cost(1.0), Cost(1.5, False), Cost(0.7), Cost(2.0)):
         xs = x.clone().requires_grad_()
         fa = cpu.operator(xs, y, c).softmin(0.05, h)
         (ga,) = torch.autograd.grad(fa.sum(), [xs])
@@ -161,7 +163,7 @@ def test_online_max_across_tiles():
 def test_float32_accuracy_vs_float64_reference():
     x, y, h = _problem(torch.float64, B=1, N=1000, M=4000, D=3, seed=5, pad=False)
     h = h * 0.1
-    for cost, eps in ((Cost(2.0), 0.05 ** 2), (Cost(1.5, False), 0.05 ** 1.5)):
+    for cost, eps in ((Cost(2.0), 0.05 ** 2), (Cost(1.5, False), 0.05 ** 1.5), (Cost(2.5), 0.05 ** 2.5)):
         ref = cpu.operator(x, y, cost).softmin(eps, h)
         ref_t = tensorized.operator(x, y, cost).softmin(eps, h)
         torch.testing.assert_close(ref, ref_t, rtol=1e-12, atol=1e-14)

@@ -140,12 +140,15 @@ OTP_INLINE double log_poly(double x) {
   return fe * 6.93147180369123816490e-01 + (2.0 * s * q + fe * 1.90821492927058770002e-10);
 }
 
-// r^p from the squared distance d2 = r^2.  PK: 2 -> p = 2, 1 -> p = 1, 0 -> general p (hp = p / 2).
+// r^p from the squared distance d2 = r^2.  PK: 2 -> p = 2, 1 -> p = 1, 3 -> p = 3/2, 0 -> any p (hp = p / 2).
 template <typename T, int PK> OTP_INLINE T power_of(T d2, T hp) {
   if constexpr (PK == 2) {
     return d2;
   } else if constexpr (PK == 1) {
     return std::sqrt(d2);
+  } else if constexpr (PK == 3) {  // p = 3/2 (the sample-complexity study): r^1.5 = r * sqrt(r)
+    T r = std::sqrt(d2);
+    return r * std::sqrt(r);
   } else {
     const T tiny = std::numeric_limits<T>::min();
     const T hi = sizeof(T) == 4 ? T(88) : T(709);
@@ -188,7 +191,7 @@ OTP_INLINE void tile_exponents(const Problem<T>& P, const T* xr[ROWS], const T* 
   T m0 = -std::numeric_limits<T>::infinity(), m1 = m0, m2 = m0, m3 = m0;
   const T* hj = hb + j0;
   if constexpr (DS > 0 && PK != 0) {
-    // small D, p in {1, 2}: one fused loop (coordinates unrolled, ROWS rows per column load)
+    // small D, p in {1, 3/2, 2}: one fused loop (coordinates unrolled, ROWS rows per column load)
     T xv[ROWS][DS > 0 ? DS : 1];
     for (int r = 0; r < ROWS; ++r)
       for (int k = 0; k < DS; ++k) xv[r][k] = xr[r][k];
@@ -409,6 +412,7 @@ template <typename T, int DS, int PK> void dispatch_mode(const Problem<T>& P, in
 template <typename T, int DS> void dispatch_p(const Problem<T>& P, int pk, int mode, int nthreads) {
   if (pk == 2) dispatch_mode<T, DS, 2>(P, mode, nthreads);
   else if (pk == 1) dispatch_mode<T, DS, 1>(P, mode, nthreads);
+  else if (pk == 3) dispatch_mode<T, DS, 3>(P, mode, nthreads);
   else dispatch_mode<T, DS, 0>(P, mode, nthreads);
 }
 
@@ -418,7 +422,7 @@ int run(const T* x, const T* yT, const T* h, const T* vT, const T* u, int64_t B,
   if (B < 0 || N < 0 || M < 1 || D < 1 || mode < 0 || mode > 3 || (mode == 1 && K < 1) || !(p > 0)) return 1;
   if (B == 0 || N == 0) return 0;
   Problem<T> P{x, yT, h, vT, u, B, N, M, D, K, (T)c, (T)(0.5 * p), lse, acc};
-  const int pk = p == 2.0 ? 2 : p == 1.0 ? 1 : 0;
+  const int pk = p == 2.0 ? 2 : p == 1.0 ? 1 : p == 1.5 ? 3 : 0;
   if (nthreads < 1) nthreads = 1;
   switch (D) {
     case 1: dispatch_p<T, 1>(P, pk, mode, nthreads); break;
