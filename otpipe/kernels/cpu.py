@@ -256,7 +256,7 @@ class CpuOperator:
     """Rows ``x (B, N, D)``, columns ``y (B, M, D)`` on the CPU; reductions over ``j`` by compiled kernels.
 
     Same interface as :class:`~otpipe.kernels.tensorized.DenseOperator`; float32 or float64, any ``D``,
-    any ``p > 0`` (``p = 1``, ``2`` and ``D <= 3`` have specialised code), memory ``O((N + M) D)``.
+    any ``p > 0`` (``p = 1``, ``3/2``, ``2`` and ``D <= 3`` have specialised code), memory ``O((N + M) D)``.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: Cost):
