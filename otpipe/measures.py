@@ -125,9 +125,10 @@ def validate_pair(x, y, a=None, b=None) -> Pair:
     return Pair(x=x, a=a, y=y, b=b, batched=batched)
 
 
-def log_weights(a: torch.Tensor) -> torch.Tensor:
+def log_weights(a: torch.Tensor, detach: bool = True) -> torch.Tensor:
     """``log a`` with zero weights mapped to a huge finite negative number (padding)."""
-    a = a.detach()
+    if detach:
+        a = a.detach()
     return torch.where(a > 0, torch.log(torch.where(a > 0, a, torch.ones_like(a))), torch.full_like(a, _LOG_ZERO))
 
 
