@@ -402,7 +402,7 @@ def _check_balance(P: Pair, rho):
 
 def _resolve(P: Pair, prm: SinkhornParams, symmetric_only: bool = False):
     B, N, M, D = P.shape
-    backend = choose_backend(prm.backend, B, N, M if not symmetric_only else N)
+    backend = choose_backend(prm.backend, B, N, M if not symmetric_only else N, device=P.x.device)
     if prm.diameter is not None:
         diam = prm.diameter
     else:
