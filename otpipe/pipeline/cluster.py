@@ -66,7 +66,8 @@ def _local(spec: ClusterSpec):
         threads_per_worker=spec.threads_per_worker or 1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address="127.0.0.1:0" if spec.dashboard else None,
+        # None would mean the default ':8787' on every interface: always loopback, random port
+        dashboard_address="127.0.0.1:0",
         memory_limit=spec.memory_limit if spec.memory_limit is not None else "auto",
         **spec.extra,
     )
@@ -79,7 +80,7 @@ def _cuda(spec: ClusterSpec):
         raise ValueError("--gpus needs dask-cuda (pip install 'otpipe[gpu]')") from exc
     return LocalCUDACluster(
         ip="127.0.0.1",
-        dashboard_address="127.0.0.1:0" if spec.dashboard else None,
+        dashboard_address="127.0.0.1:0",
         resources={"GPU": 1},
         threads_per_worker=spec.threads_per_worker or 1,
         **spec.extra,
@@ -167,7 +168,7 @@ def cluster_options(f):
         click.option("--queue", default=None, help="Batch queue/partition (slurm/pbs)."),
         click.option("--walltime", default=None, help="Batch job wall time (slurm/pbs)."),
         click.option("--gpus", is_flag=True, help="One worker per GPU (dask-cuda); GPU tasks request the GPU resource."),
-        click.option("--dashboard", is_flag=True, help="Serve the Dask dashboard on 127.0.0.1."),
+        click.option("--dashboard", is_flag=True, help="Print the address of the Dask dashboard (always on 127.0.0.1)."),
     ]
     for o in reversed(opts):
         f = o(f)
