@@ -38,7 +38,7 @@ import torch
 
 from ..costs import Cost
 
-__all__ = ["operator", "available", "CpuOperator", "build_error"]
+__all__ = ["operator", "available", "CpuOperator", "Blocks", "build_error"]
 
 _SOURCE = Path(__file__).parent / "_cpu" / "softmin.cpp"
 _FLAGS = (
@@ -119,6 +119,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn = getattr(lib, name)
         fn.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i64, dbl, dbl, c_int, c_int, p, p]
         fn.restype = c_int
+    for name in ("otp_reduce_ranges_f32", "otp_reduce_ranges_f64"):
+        fn = getattr(lib, name)
+        fn.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i64, dbl, dbl, c_int, c_int, p, p, p, p, p, i64]
+        fn.restype = c_int
     for name in ("otp_exp_f32", "otp_log_f32", "otp_exp_f64", "otp_log_f64"):
         getattr(lib, name).argtypes = [p, p, i64]
         getattr(lib, name).restype = None
@@ -173,9 +177,48 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+class Blocks:
+    """Block-sparsity pattern of a sorted point pair: which column ranges each row cluster visits.
+
+    Rows (``x``) are sorted so that cluster ``I`` is ``x[rows[I]:rows[I + 1]]``, columns likewise with
+    ``cols``; ``mask[I, J]`` (boolean, ``(n_I, n_J)``) says whether the block ``(I, J)`` is summed over.
+    Consecutive kept column clusters are merged into one range. :meth:`transpose` gives the pattern
+    of the transposed pair (same kept pairs), so gradients visit exactly the blocks of the forward pass.
+    """
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, mask: torch.Tensor):
+        import numpy as np
+
+        self.rows = rows.to(torch.int64).contiguous()
+        self.cols = cols.to(torch.int64).contiguous()
+        self.mask = mask.to(torch.bool)
+        m = self.mask.numpy().astype(np.int8)
+        nI = m.shape[0]
+        edge = np.diff(np.pad(m, ((0, 0), (1, 1))), axis=1)  # +1 at run starts, -1 after run ends
+        si, sj = np.nonzero(edge == 1)
+        _, ej = np.nonzero(edge == -1)  # same row order, one end per start
+        c = self.cols.numpy()
+        self.rng = torch.from_numpy(np.stack([c[sj], c[ej]], axis=1).reshape(-1).astype(np.int64)).contiguous()
+        counts = np.bincount(si, minlength=nI)
+        self.cptr = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)).contiguous()
+        self.nclus = nI
+        #: number of point pairs visited (per batch element)
+        self.pairs = int(((self.rows[1:] - self.rows[:-1])[:, None].double() * (self.cols[1:] - self.cols[:-1])[None, :].double()
+                          * self.mask.double()).sum())
+
+    def transpose(self) -> "Blocks":
+        if not hasattr(self, "_T"):
+            self._T = Blocks(self.cols, self.rows, self.mask.t().contiguous())
+            self._T._T = self
+        return self._T
+
+
 def _reduce(x: torch.Tensor, yT: torch.Tensor, h: torch.Tensor, c: float, p: float, mode: str,
-            v: torch.Tensor | None = None, u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            v: torch.Tensor | None = None, u: torch.Tensor | None = None,
+            blocks: Blocks | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Raw kernel call: ``lse_i = log sum_j exp(h_j - c r_ij^p)`` and the mode's softmax-weighted sums.
+
+    With ``blocks``, the sums run over the kept column ranges of each row's cluster only.
 
     ``x (B, N, D)``, ``yT (B, D, M)``, ``h (B, M)``, ``v (B, K, M)`` (mode ``mean``), ``u (B, M)`` (mode
     ``grad``), all contiguous, same dtype, no autograd. Returns ``lse (B, N)`` and ``acc``: ``(B, N, K)``
@@ -200,9 +243,16 @@ def _reduce(x: torch.Tensor, yT: torch.Tensor, h: torch.Tensor, c: float, p: flo
         if acc is not None:
             acc.fill_(float("nan"))
         return lse, acc
-    fn = lib.otp_reduce_f32 if x.dtype == torch.float32 else lib.otp_reduce_f64
-    rc = fn(_ptr(x), _ptr(yT), _ptr(h), _ptr(v), _ptr(u), B, N, M, D, K, float(c), float(p), _MODE[mode],
+    args = (_ptr(x), _ptr(yT), _ptr(h), _ptr(v), _ptr(u), B, N, M, D, K, float(c), float(p), _MODE[mode],
             torch.get_num_threads(), _ptr(lse), _ptr(acc))
+    if blocks is None:
+        fn = lib.otp_reduce_f32 if x.dtype == torch.float32 else lib.otp_reduce_f64
+        rc = fn(*args)
+    else:
+        if int(blocks.rows[-1]) != N or int(blocks.cols[-1]) != M:
+            raise ValueError(f"block pattern for {int(blocks.rows[-1])} x {int(blocks.cols[-1])} points used on {N} x {M}")
+        fn = lib.otp_reduce_ranges_f32 if x.dtype == torch.float32 else lib.otp_reduce_ranges_f64
+        rc = fn(*args, _ptr(blocks.rows), _ptr(blocks.cptr), _ptr(blocks.rng), blocks.nclus)
     if rc != 0:
         raise RuntimeError(f"otpipe cpu kernel rejected its arguments (code {rc})")
     return lse, acc
@@ -221,34 +271,36 @@ class _Softmin(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, h, eps: float, cost: Cost):  # noqa: D401
+    def forward(ctx, x, y, h, eps: float, cost: Cost, blocks: Blocks | None = None):  # noqa: D401
         dt = x.dtype
         xd, yd, hd = _prep(x, dt), _prep(y, dt), _prep(h, dt)
-        lse, _ = _reduce(xd, yd.transpose(1, 2).contiguous(), hd, cost.scale / eps, cost.p, "lse")
+        lse, _ = _reduce(xd, yd.transpose(1, 2).contiguous(), hd, cost.scale / eps, cost.p, "lse", blocks=blocks)
         ctx.save_for_backward(xd, yd, hd, lse)
-        ctx.eps, ctx.cost = eps, cost
+        ctx.eps, ctx.cost, ctx.blocks = eps, cost, blocks
         return -eps * lse
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_f):
         xd, yd, hd, lse = ctx.saved_tensors
-        eps, cost = ctx.eps, ctx.cost
+        eps, cost, blocks = ctx.eps, ctx.cost, ctx.blocks
+        bT = None if blocks is None else blocks.transpose()
         c, k = cost.scale / eps, cost.scale * cost.p
         g = grad_f.detach().to(xd.dtype).contiguous()
         gx = gy = gh = None
         if ctx.needs_input_grad[0]:
-            _, acc = _reduce(xd, yd.transpose(1, 2).contiguous(), hd, c, cost.p, "grad")
+            _, acc = _reduce(xd, yd.transpose(1, 2).contiguous(), hd, c, cost.p, "grad", blocks=blocks)
             gx = (k * g)[..., None] * acc[..., :-1]
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             # rows y_j, columns x_i, offsets -lse_i: exp(h_j + lse'_j) * softmax' = w_ij
-            lse_t, acc_t = _reduce(yd, xd.transpose(1, 2).contiguous(), (-lse).contiguous(), c, cost.p, "grad", u=g)
+            lse_t, acc_t = _reduce(yd, xd.transpose(1, 2).contiguous(), (-lse).contiguous(), c, cost.p, "grad", u=g,
+                                   blocks=bT)
             mass = torch.exp(hd + lse_t)
             if ctx.needs_input_grad[1]:
                 gy = k * mass[..., None] * acc_t[..., :-1]
             if ctx.needs_input_grad[2]:
                 gh = -eps * mass * acc_t[..., -1]
-        return gx, gy, gh, None, None
+        return gx, gy, gh, None, None, None
 
 
 # -------------------------------------------------------------------------------------- operator
@@ -257,16 +309,18 @@ class CpuOperator:
 
     Same interface as :class:`~otpipe.kernels.tensorized.DenseOperator`; float32 or float64, any ``D``,
     any ``p > 0`` (``p = 1``, ``3/2``, ``2`` and ``D <= 3`` have specialised code), memory ``O((N + M) D)``.
+    With ``blocks`` (:class:`Blocks`, points sorted by cluster) every reduction visits only the kept
+    cluster pairs (block-sparse; the differentiable ``softmax_mean``/``softmax_cost`` fallbacks stay dense).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: Cost):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: Cost, blocks: Blocks | None = None):
         if x.device.type != "cpu" or y.device.type != "cpu":
             raise ValueError(f"the 'cpu' backend needs CPU tensors, got {x.device} and {y.device}")
         if x.dtype not in (torch.float32, torch.float64) or y.dtype != x.dtype:
             raise ValueError(f"the 'cpu' backend needs float32 or float64 points of one dtype, got {x.dtype}, {y.dtype}")
         if x.dim() != 3 or y.dim() != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
             raise ValueError(f"expected x (B, N, D) and y (B, M, D), got {tuple(x.shape)} and {tuple(y.shape)}")
-        self.x, self.y, self.cost = x, y, cost
+        self.x, self.y, self.cost, self.blocks = x, y, cost, blocks
         self._cache: dict[str, torch.Tensor] = {}
 
     # detached contiguous copies, made once per operator
@@ -302,14 +356,15 @@ class CpuOperator:
         return _fallback(self.x, self.y, self.cost)
 
     def transpose(self) -> "CpuOperator":
-        return CpuOperator(self.y, self.x, self.cost)
+        return CpuOperator(self.y, self.x, self.cost, None if self.blocks is None else self.blocks.transpose())
 
     def softmin(self, eps: float, h: torch.Tensor) -> torch.Tensor:
         """``f_i = -eps log sum_j exp(h_j - C(x_i, y_j) / eps)``, shape ``(B, N)``; differentiable in x, y, h."""
         eps = float(eps)
         if self._needs_grad(h):
-            return _Softmin.apply(self.x, self.y, h, eps, self.cost)
-        lse, _ = _reduce(self._xd(), self._yT(), self._h(h), self.cost.scale / eps, self.cost.p, "lse")
+            return _Softmin.apply(self.x, self.y, h, eps, self.cost, self.blocks)
+        lse, _ = _reduce(self._xd(), self._yT(), self._h(h), self.cost.scale / eps, self.cost.p, "lse",
+                         blocks=self.blocks)
         return lse.mul_(-eps)
 
     def softmax_mean(self, eps: float, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -318,7 +373,8 @@ class CpuOperator:
         if self._needs_grad(h, v):
             return self._autograd_fallback().softmax_mean(eps, h, v)
         vT = v.detach().to(self.x.dtype).transpose(1, 2).contiguous()
-        _, acc = _reduce(self._xd(), self._yT(), self._h(h), self.cost.scale / eps, self.cost.p, "mean", v=vT)
+        _, acc = _reduce(self._xd(), self._yT(), self._h(h), self.cost.scale / eps, self.cost.p, "mean", v=vT,
+                         blocks=self.blocks)
         return acc
 
     def softmax_cost(self, eps: float, h: torch.Tensor) -> torch.Tensor:
@@ -326,7 +382,8 @@ class CpuOperator:
         eps = float(eps)
         if self._needs_grad(h):
             return self._autograd_fallback().softmax_cost(eps, h)
-        _, acc = _reduce(self._xd(), self._yT(), self._h(h), self.cost.scale / eps, self.cost.p, "cost")
+        _, acc = _reduce(self._xd(), self._yT(), self._h(h), self.cost.scale / eps, self.cost.p, "cost",
+                         blocks=self.blocks)
         return acc.mul_(self.cost.scale) if self.cost.scale != 1.0 else acc
 
     def dense_cost(self) -> torch.Tensor:

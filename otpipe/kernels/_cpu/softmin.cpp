@@ -22,6 +22,8 @@
 // exp/log are evaluated by inline polynomial code written for auto-vectorisation (no libm calls, no
 // -ffast-math: IEEE semantics are kept, reductions vectorise through `omp simd` clauses).
 // Threads: OpenMP over (batch, block of ROWS rows), with the thread count given by the caller.
+// Block-sparse variant (otp_reduce_ranges_*): rows sorted by cluster, each row cluster visits only a list of
+// column ranges (the multiscale backend's kept cluster pairs); sums over the other columns are skipped.
 
 #include <algorithm>
 #include <cmath>
@@ -29,6 +31,7 @@
 #include <cstring>
 #include <limits>
 #include <omp.h>
+#include <vector>
 
 #define OTP_INLINE inline __attribute__((always_inline))
 
@@ -178,6 +181,12 @@ template <typename T> struct Problem {
   T c, hp;
   T* lse;        // (B, N)
   T* acc;        // (B, N, K) mode 1, (B, N) mode 2, (B, N, D + 1) mode 3
+  // block-sparse variant (null: dense): row cluster I owns rows [rptr[I], rptr[I+1]) and visits the column
+  // ranges [rng[2q], rng[2q+1]) for q in [cptr[I], cptr[I+1]); the same structure for every batch element
+  const int64_t* rptr;
+  const int64_t* cptr;
+  const int64_t* rng;
+  int64_t nclus;
 };
 
 // Pass 1 over one tile: exponents s[r][j] (and r^p, d2 when needed), returns per-row maxima.
@@ -286,7 +295,16 @@ void reduce(const Problem<T>& P, int nthreads) {
   constexpr bool KEEP = (MODE == 2 || MODE == 3);
   const int64_t B = P.B, N = P.N, M = P.M, D = P.D;
   const int64_t KA = MODE == 1 ? P.K : MODE == 2 ? 1 : MODE == 3 ? D + 1 : 0;  // accumulator channels
-  const int64_t nblk = (N + ROWS - 1) / ROWS;
+  // tasks: blocks of ROWS rows inside one row cluster (dense: one cluster, all rows, one column range)
+  const int64_t dense_r[2] = {0, N}, dense_c[2] = {0, 1}, dense_rng[2] = {0, M};
+  const int64_t* rptr = P.rptr ? P.rptr : dense_r;
+  const int64_t* cptr = P.rptr ? P.cptr : dense_c;
+  const int64_t* rng = P.rptr ? P.rng : dense_rng;
+  const int64_t nclus = P.rptr ? P.nclus : 1;
+  std::vector<int64_t> blk_start, blk_clus;
+  for (int64_t I = 0; I < nclus; ++I)
+    for (int64_t i = rptr[I]; i < rptr[I + 1]; i += ROWS) blk_start.push_back(i), blk_clus.push_back(I);
+  const int64_t nblk = (int64_t)blk_start.size();
   const int64_t ntask = B * nblk;
   const T ninf = -std::numeric_limits<T>::infinity();
 
@@ -299,12 +317,14 @@ void reduce(const Problem<T>& P, int nthreads) {
     alignas(64) T e[ROWS][TILE];
     double* acc = KA > 0 ? new double[ROWS * KA] : nullptr;
 
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
     for (int64_t task = 0; task < ntask; ++task) {
       const int64_t b = task / nblk;
-      const int64_t i0 = (task % nblk) * ROWS;
+      const int64_t i0 = blk_start[task % nblk];
+      const int64_t I = blk_clus[task % nblk];
+      const int64_t iend = rptr[I + 1];
       const T* xr[ROWS];
-      for (int r = 0; r < ROWS; ++r) xr[r] = P.x + (b * N + std::min(i0 + r, N - 1)) * D;
+      for (int r = 0; r < ROWS; ++r) xr[r] = P.x + (b * N + std::min(i0 + r, iend - 1)) * D;
       const T* yb = P.yT + b * D * M;
       const T* hb = P.h + b * M;
       const T* vb = MODE == 1 ? P.vT + b * P.K * M : nullptr;
@@ -313,8 +333,9 @@ void reduce(const Problem<T>& P, int nthreads) {
       for (int r = 0; r < ROWS; ++r) run_m[r] = -std::numeric_limits<double>::infinity(), run_s[r] = 0.0;
       for (int64_t a = 0; a < ROWS * KA; ++a) acc[a] = 0.0;
 
-      for (int64_t j0 = 0; j0 < M; j0 += TILE) {
-        const int nt = (int)std::min<int64_t>(TILE, M - j0);
+      for (int64_t q = cptr[I]; q < cptr[I + 1]; ++q)
+      for (int64_t j0 = rng[2 * q], jend = rng[2 * q + 1]; j0 < jend; j0 += TILE) {
+        const int nt = (int)std::min<int64_t>(TILE, jend - j0);
         T mx[ROWS];
         tile_exponents<T, DS, PK, KEEP>(P, xr, yb, hb, j0, nt, s, pw, d2, mx);
         for (int r = 0; r < ROWS; ++r) {
@@ -387,7 +408,7 @@ void reduce(const Problem<T>& P, int nthreads) {
           run_s[r] += (double)tot;
         }
       }
-      for (int r = 0; r < ROWS && i0 + r < N; ++r) {
+      for (int r = 0; r < ROWS && i0 + r < iend; ++r) {
         const int64_t i = b * N + i0 + r;
         P.lse[i] = (T)(run_m[r] + std::log(run_s[r]));
         if (KA > 0) {
@@ -418,10 +439,18 @@ template <typename T, int DS> void dispatch_p(const Problem<T>& P, int pk, int m
 
 template <typename T>
 int run(const T* x, const T* yT, const T* h, const T* vT, const T* u, int64_t B, int64_t N, int64_t M, int64_t D,
-        int64_t K, double c, double p, int mode, int nthreads, T* lse, T* acc) {
+        int64_t K, double c, double p, int mode, int nthreads, T* lse, T* acc, const int64_t* rptr = nullptr,
+        const int64_t* cptr = nullptr, const int64_t* rng = nullptr, int64_t nclus = 0) {
   if (B < 0 || N < 0 || M < 1 || D < 1 || mode < 0 || mode > 3 || (mode == 1 && K < 1) || !(p > 0)) return 1;
   if (B == 0 || N == 0) return 0;
-  Problem<T> P{x, yT, h, vT, u, B, N, M, D, K, (T)c, (T)(0.5 * p), lse, acc};
+  if (rptr) {  // the block structure must cover rows 0..N in order and name column ranges inside 0..M
+    if (nclus < 1 || rptr[0] != 0 || rptr[nclus] != N || cptr[0] != 0) return 2;
+    for (int64_t I = 0; I < nclus; ++I)
+      if (rptr[I + 1] < rptr[I] || cptr[I + 1] < cptr[I]) return 2;
+    for (int64_t q = 0; q < cptr[nclus]; ++q)
+      if (rng[2 * q] < 0 || rng[2 * q + 1] > M || rng[2 * q + 1] < rng[2 * q]) return 2;
+  }
+  Problem<T> P{x, yT, h, vT, u, B, N, M, D, K, (T)c, (T)(0.5 * p), lse, acc, rptr, cptr, rng, nclus};
   const int pk = p == 2.0 ? 2 : p == 1.0 ? 1 : p == 1.5 ? 3 : 0;
   if (nthreads < 1) nthreads = 1;
   switch (D) {
@@ -449,6 +478,21 @@ int otp_reduce_f64(const double* x, const double* yT, const double* h, const dou
   return run<double>(x, yT, h, vT, u, B, N, M, D, K, c, p, mode, nthreads, lse, acc);
 }
 
+// Block-sparse variants: only the column ranges listed for each row cluster are visited (see Problem).
+int otp_reduce_ranges_f32(const float* x, const float* yT, const float* h, const float* vT, const float* u,
+                          int64_t B, int64_t N, int64_t M, int64_t D, int64_t K, double c, double p, int mode,
+                          int nthreads, float* lse, float* acc, const int64_t* rptr, const int64_t* cptr,
+                          const int64_t* rng, int64_t nclus) {
+  return run<float>(x, yT, h, vT, u, B, N, M, D, K, c, p, mode, nthreads, lse, acc, rptr, cptr, rng, nclus);
+}
+
+int otp_reduce_ranges_f64(const double* x, const double* yT, const double* h, const double* vT, const double* u,
+                          int64_t B, int64_t N, int64_t M, int64_t D, int64_t K, double c, double p, int mode,
+                          int nthreads, double* lse, double* acc, const int64_t* rptr, const int64_t* cptr,
+                          const int64_t* rng, int64_t nclus) {
+  return run<double>(x, yT, h, vT, u, B, N, M, D, K, c, p, mode, nthreads, lse, acc, rptr, cptr, rng, nclus);
+}
+
 // exp and log as vectorised here, for accuracy tests.
 void otp_exp_f32(const float* x, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = exp_poly(x[i]);
@@ -463,6 +507,6 @@ void otp_log_f64(const double* x, double* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = log_poly(x[i]);
 }
 
-int otp_abi_version(void) { return 1; }
+int otp_abi_version(void) { return 2; }
 
 }  // extern "C"
