@@ -19,6 +19,7 @@ __all__ = [
     "hausdorff",
     "SamplesLoss",
     "store",
+    "two_sample_test",
 ]
 
 _LAZY = {
@@ -30,6 +31,7 @@ _LAZY = {
     "hausdorff": ("otpipe.losses", "hausdorff"),
     "SamplesLoss": ("otpipe.losses", "SamplesLoss"),
     "store": ("otpipe.store", None),
+    "two_sample_test": ("otpipe.testing", "two_sample_test"),
 }
 
 

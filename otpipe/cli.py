@@ -21,6 +21,7 @@ _COMMANDS = {
     "synth": ("otpipe.store.cli", "synth"),
     "ingest": ("otpipe.store.cli", "ingest"),
     "info": ("otpipe.store.cli", "info"),
+    "two-sample": ("otpipe.pipeline.two_sample_cli", "two_sample"),
 }
 
 

@@ -1,0 +1,132 @@
+"""``otpipe two-sample``: permutation two-sample tests over collections, with a report plot.
+
+``otpipe two-sample COLLECTION [OTHER] --out OUT.zarr [--by measure|label|collection] ...`` writes
+the xarray Dataset of :func:`otpipe.pipeline.two_sample.many_two_sample_tests` and a PNG next to it
+(``OUT.png``): the null histogram with the observed statistic for a single test, the p-value
+matrices (raw and Benjamini-Hochberg) for many.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+
+from .cluster import client_from_options, cluster_options
+
+__all__ = ["two_sample", "plot_report"]
+
+
+def plot_report(ds, path) -> Path:
+    """Write the report PNG of a two-sample result Dataset to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    path = Path(path)
+    stat_name = ds.attrs.get("statistic", "statistic")
+    if "null" in ds and int(ds.attrs.get("n_tests", 0)) == 1:
+        i, j = np.argwhere(np.isfinite(ds["p_value"].values))[0]
+        null = ds["null"].values[i, j]
+        obs, p = float(ds["statistic"].values[i, j]), float(ds["p_value"].values[i, j])
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        ax.hist(null, bins=min(50, max(10, null.size // 20)), color="0.65", edgecolor="0.35", label="permutation null")
+        ax.axvline(obs, color="crimson", lw=2, label=f"observed = {obs:.4g}")
+        ax.set_xlabel(f"{stat_name} statistic")
+        ax.set_ylabel("count")
+        src, tgt = str(ds["source"].values[i]), str(ds["target"].values[j])
+        ax.set_title(f"{src} vs {tgt}: p = {p:.4g} ({null.size} permutations)")
+        ax.legend(frameon=False)
+    else:
+        S, T = ds.sizes["source"], ds.sizes["target"]
+        fig, axes = plt.subplots(1, 2, figsize=(min(16, 5 + 0.35 * 2 * T), min(9, 3 + 0.3 * S)), constrained_layout=True)
+        for ax, var, title in ((axes[0], "p_value", "p-value"), (axes[1], "p_bh", "Benjamini-Hochberg adjusted")):
+            v = ds[var].values
+            im = ax.imshow(v, vmin=0, vmax=1, cmap="viridis_r", aspect="auto", interpolation="nearest")
+            sig = np.argwhere(np.nan_to_num(v, nan=1.0) <= 0.05)
+            if len(sig) and len(sig) <= 2500:
+                ax.scatter(sig[:, 1], sig[:, 0], marker="*", s=18, color="white", linewidths=0, label="<= 0.05")
+            ax.set_title(f"{title} ({stat_name})")
+            ax.set_xlabel("target")
+            ax.set_ylabel("source")
+            if T <= 40:
+                ax.set_xticks(range(T), [str(t) for t in ds["target"].values], rotation=90, fontsize=7)
+            if S <= 40:
+                ax.set_yticks(range(S), [str(s) for s in ds["source"].values], fontsize=7)
+        fig.colorbar(im, ax=axes, shrink=0.8, label="p (white stars: <= 0.05)")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+@click.command("two-sample")
+@click.argument("collection", type=click.Path(file_okay=False))
+@click.argument("other", required=False, type=click.Path(file_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Result Zarr store (xarray Dataset).")
+@click.option("--statistic", type=click.Choice(["sinkhorn", "mmd", "energy"]), default="sinkhorn", show_default=True)
+@click.option("--by", type=click.Choice(["measure", "label", "collection"]), default="measure", show_default=True,
+              help="Groups tested against each other: each measure, the pooled measures of each label, or whole collections (two collections).")
+@click.option("--n-permutations", type=click.IntRange(min=1), default=999, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed: test (i, j) uses SeedSequence([seed, i, j]).")
+@click.option("--block-size", type=click.IntRange(min=1), default=100, show_default=True, help="Permutations per batched solve.")
+@click.option("--p", "p", type=float, default=2.0, show_default=True, help="Sinkhorn: exponent of the cost |x-y|^p/p.")
+@click.option("--blur", type=float, default=0.05, show_default=True, help="Sinkhorn: eps = blur^p.")
+@click.option("--scaling", type=float, default=0.5, show_default=True, help="Sinkhorn: eps-scaling factor.")
+@click.option("--tol", type=float, default=None, help="Sinkhorn: converge to this marginal error (default: fixed schedule).")
+@click.option("--backend", default="auto", show_default=True, help="Sinkhorn reduction backend.")
+@click.option("--sigma", multiple=True, help="MMD Gaussian bandwidth(s) or 'median' (default); repeat for several.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing result at OUT.")
+@click.option("--no-plot", is_flag=True, help="Do not write the report PNG.")
+@cluster_options
+def two_sample(collection, other, out, statistic, by, n_permutations, seed, block_size, p, blur, scaling, tol,
+               backend, sigma, overwrite, no_plot, **kw):
+    """Permutation two-sample tests between the measures (or labels) of COLLECTION, or against OTHER."""
+    from ..store import open as open_store
+    from .two_sample import many_two_sample_tests, write_result
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    spec = client_from_options(kw)
+    outp = Path(out)
+    if outp.exists() and not overwrite:
+        raise FileExistsError(f"output exists: {outp} (use --overwrite)")
+    src = open_store(collection)
+    tgt = open_store(other) if other else None
+    if statistic == "sinkhorn":
+        params = dict(p=p, blur=blur, scaling=scaling, tol=tol, backend=backend)
+    elif statistic == "mmd":
+        sig = [s if s == "median" else _positive(s) for s in sigma] or ["median"]
+        params = dict(sigma=sig[0] if len(sig) == 1 else sig)
+    else:
+        params = {}
+    t0 = time.perf_counter()
+    ds = many_two_sample_tests(src, tgt, by=by, statistic=statistic, n_permutations=n_permutations, seed=seed,
+                               block_size=block_size, spec=spec, **params)
+    write_result(ds, outp, overwrite=overwrite)
+    n_tests = int(ds.attrs["n_tests"])
+    msg = f"{n_tests} test(s) ({statistic}, {n_permutations} permutations) in {time.perf_counter() - t0:.1f} s -> {outp}"
+    if n_tests == 1:
+        import numpy as np
+
+        pv = ds["p_value"].values
+        msg += f"; p = {float(pv[np.isfinite(pv)][0]):.4g}"
+    else:
+        import numpy as np
+
+        msg += f"; {int(np.nansum(ds['p_bh'].values <= 0.05) // (1 if tgt is not None else 2))} rejected at FDR 0.05"
+    if not no_plot:
+        png = plot_report(ds, outp.with_suffix(".png"))
+        msg += f"; plot {png}"
+    click.echo(msg)
+
+
+def _positive(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise ValueError(f"--sigma must be 'median' or a positive number, got {s!r}") from None
+    if not v > 0:
+        raise ValueError(f"--sigma must be positive, got {s}")
+    return v
