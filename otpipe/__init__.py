@@ -19,6 +19,7 @@ __all__ = [
     "hausdorff",
     "SamplesLoss",
     "store",
+    "complexity",
     "two_sample_test",
 ]
 
@@ -31,6 +32,7 @@ _LAZY = {
     "hausdorff": ("otpipe.losses", "hausdorff"),
     "SamplesLoss": ("otpipe.losses", "SamplesLoss"),
     "store": ("otpipe.store", None),
+    "complexity": ("otpipe.complexity", None),
     "two_sample_test": ("otpipe.testing", "two_sample_test"),
 }
 
