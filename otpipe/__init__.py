@@ -19,6 +19,7 @@ __all__ = [
     "hausdorff",
     "SamplesLoss",
     "store",
+    "pairwise",
     "complexity",
     "two_sample_test",
 ]
@@ -32,6 +33,7 @@ _LAZY = {
     "hausdorff": ("otpipe.losses", "hausdorff"),
     "SamplesLoss": ("otpipe.losses", "SamplesLoss"),
     "store": ("otpipe.store", None),
+    "pairwise": ("otpipe.pipeline.pairwise", "pairwise"),
     "complexity": ("otpipe.complexity", None),
     "two_sample_test": ("otpipe.testing", "two_sample_test"),
 }

@@ -21,6 +21,8 @@ _COMMANDS = {
     "synth": ("otpipe.store.cli", "synth"),
     "ingest": ("otpipe.store.cli", "ingest"),
     "info": ("otpipe.store.cli", "info"),
+    "distances": ("otpipe.pipeline.cli", "distances"),
+    "report": ("otpipe.pipeline.cli", "report"),
     "two-sample": ("otpipe.pipeline.two_sample_cli", "two_sample"),
 }
 

@@ -1,0 +1,98 @@
+"""Click commands of the pipeline: ``otpipe distances`` and ``otpipe report``."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from .cluster import client_from_options, cluster_options
+
+__all__ = ["distances", "report"]
+
+
+def _setup_logging(quiet: bool) -> None:
+    logger = logging.getLogger("otpipe")
+    if not any(getattr(h, "_otpipe", False) for h in logger.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("otpipe: %(message)s"))
+        h._otpipe = True
+        logger.addHandler(h)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+@click.command("distances")
+@click.argument("collection", type=click.Path())
+@click.option("--other", type=click.Path(), default=None, help="Second collection: an N x M run (default: N x N).")
+@click.option("--out", required=True, type=click.Path(), help="Result store (Zarr, xarray Dataset).")
+@click.option("--loss", type=click.Choice(["sinkhorn", "energy", "gaussian", "laplacian", "hausdorff"]), default="sinkhorn", show_default=True)
+@click.option("--p", "p", type=float, default=2.0, show_default=True, help="Cost exponent: |x-y|^p / p.")
+@click.option("--blur", type=float, default=0.05, show_default=True, help="eps = blur^p (kernel bandwidth for gaussian/laplacian).")
+@click.option("--reach", type=float, default=None, help="Unbalanced OT: KL penalty rho = reach^p.")
+@click.option("--scaling", type=float, default=0.5, show_default=True, help="eps-scaling ratio in (0, 1).")
+@click.option("--tol", type=float, default=None, help="Converged mode: marginal error tolerance (default: fixed schedule).")
+@click.option("--max-iter", type=int, default=None, help="Iteration cap with --tol.")
+@click.option("--diameter", type=float, default=None, help="Start of the eps-scaling (default: bounding box of all points).")
+@click.option("--cost", type=click.Choice(["|x-y|^p/p", "|x-y|^p"]), default=None, help="Cost convention.")
+@click.option("--backend", default="auto", show_default=True, help="Reduction backend: auto, tensorized, keops, cpu.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None, help="Compute dtype (default: that of the store).")
+@click.option("--tile", type=int, default=None, help="Tile side: tile x tile pairs per task (default: automatic).")
+@click.option("--resume", is_flag=True, help="Continue the run stored at --out (finished tiles are kept).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing result at --out.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (pairs, tiles, solves) and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
+@cluster_options
+def distances(collection, other, out, dry_run, as_json, no_progress, quiet, **kw):
+    """Pairwise Sinkhorn divergences (or kernel losses) of COLLECTION (N x N) or COLLECTION x --other (N x M).
+
+    Runs on Dask (an embedded LocalCluster on 127.0.0.1 by default), tile by tile; the result is
+    an xarray Dataset in Zarr, checkpointed per tile: rerun with --resume after an interruption.
+    """
+    _setup_logging(quiet)
+    from .pairwise import pairwise
+
+    spec = client_from_options(kw)
+    res = pairwise(
+        collection,
+        other,
+        out=out,
+        cluster=spec,
+        progress=not no_progress and not quiet,
+        dry_run=dry_run,
+        **kw,
+    )
+    if dry_run:
+        s = res
+        if as_json:
+            click.echo(json.dumps(s))
+            return
+        click.echo(
+            f"plan: {s['source']} x {s['target']} ({'symmetric' if s['symmetric'] else 'cross'}), tile {s['tile']}\n"
+            f"  tiles (tasks): {s['tiles']}" + (f" ({s['tiles_done']} already done)" if "tiles_done" in s else "") + "\n"
+            f"  pairs:         {s['pairs']}\n"
+            f"  self terms:    {s['self_terms']} in {s['self_tasks']} tasks\n"
+            f"  solves:        {s['solves']} (pair by pair: {s['solves_pair_by_pair']})"
+        )
+        return
+    a = res.attrs
+    if as_json:
+        keys = ("tiles_computed", "tiles_resumed", "self_tasks_computed", "pairs_computed", "seconds", "n_tiles", "tile", "diameter", "complete")
+        click.echo(json.dumps({k: a.get(k) for k in keys} | {"out": str(out)}))
+
+
+@click.command("report")
+@click.argument("result", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Output PNG (an HTML page is written next to it).")
+@click.option("--title", default=None, help="Figure title.")
+def report(result, out, title):
+    """Plots of a pairwise result: clustered heatmap, MDS embedding, nearest-neighbour label accuracy."""
+    from .report import make_report
+
+    info = make_report(result, out, title=title)
+    click.echo(f"wrote {info['png']} and {info['html']}", err=True)
+    for line in info["lines"]:
+        click.echo(line)

@@ -1,0 +1,473 @@
+"""``otpipe.pairwise``: the matrix of Sinkhorn divergences (or kernel losses) of one or two
+collections, computed tile by tile on Dask and stored as a resumable xarray/Zarr result.
+
+Phases: (1) one diameter for the whole run (bounding box of every point of both collections,
+one task per shard of measures) so that every solve uses the same eps-schedule; (2) the self
+terms ``OT_eps(a_i, a_i)``, once per measure; (3) the tiles of pairs, one task each, combined as
+``S_ij = OT_eps(a_i, b_j) - (OT_eps(a_i, a_i) + OT_eps(b_j, b_j)) / 2``. Workers read their
+measures from the Zarr store(s) themselves; the client writes each finished tile into the
+result store (region writes of whole chunks) and marks it done, so a killed run resumes with
+the unfinished tiles only, and a killed worker's tiles are simply recomputed by Dask.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import plan as _plan
+from . import result as _result
+from .tasks import KERNEL_LOSSES, LOSSES, RunParams, bbox_task, cross_task, diameter_from_boxes, self_task
+
+__all__ = ["pairwise", "resolve_run"]
+
+log = logging.getLogger("otpipe.pairwise")
+
+
+@dataclass
+class _Input:
+    """A collection (or a selection of one) as the tasks see it: a path and measure indices."""
+
+    path: str
+    indices: np.ndarray
+    names: np.ndarray
+    labels: np.ndarray | None
+    content_hash: str
+    dim: int
+    dtype: str
+    shards: list
+
+    @property
+    def n(self) -> int:
+        return len(self.indices)
+
+    def fingerprint(self) -> dict:
+        sel = hashlib.sha256(np.ascontiguousarray(self.indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+        return {"hash": self.content_hash, "n_measures": self.n, "selection": sel}
+
+
+def _input(obj) -> _Input:
+    from otpipe import store
+
+    if isinstance(obj, (str, os.PathLike)):
+        if not Path(obj).exists():
+            raise FileNotFoundError(f"no collection store at {obj}")
+        obj = store.open(obj)
+    base = getattr(obj, "_base", None)
+    if base is None or not hasattr(obj, "indices"):
+        raise ValueError(f"expected a collection store path or otpipe.store Collection, got {type(obj).__name__}")
+    idx = np.asarray(obj.indices, dtype=np.int64)
+    # per-shard groups of the selected measures (one bounding-box task each)
+    shard_of = np.searchsorted(base.shard_offsets, idx, side="right") - 1
+    shards = [idx[shard_of == k] for k in np.unique(shard_of)]
+    return _Input(
+        path=str(Path(base.path).resolve()),
+        indices=idx,
+        names=np.asarray(obj.names, dtype=object),
+        labels=None if obj.labels is None else np.asarray(obj.labels, dtype=object),
+        content_hash=base.content_hash,
+        dim=base.dim,
+        dtype=str(base.dtype),
+        shards=shards,
+    )
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("otpipe", "torch", "numpy", "dask", "distributed", "zarr", "xarray"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def resolve_run(collection, other=None, **params):
+    """Validate inputs and parameters; return ``(source, target_or_None, RunParams)``.
+
+    Raises ``FileNotFoundError``/``ValueError`` with a one-line message on bad input.
+    """
+    from otpipe.sinkhorn import SinkhornParams
+
+    loss = params.get("loss", "sinkhorn")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+    src = _input(collection)
+    tgt = None if other is None else _input(other)
+    if tgt is not None and tgt.dim != src.dim:
+        raise ValueError(f"dimension mismatch: {src.path} has D = {src.dim}, {tgt.path} has D = {tgt.dim}")
+    if loss in KERNEL_LOSSES:
+        for k in ("reach", "tol", "max_iter", "diameter"):
+            if params.get(k) is not None:
+                raise ValueError(f"--{k.replace('_', '-')} applies to loss 'sinkhorn' only, not {loss!r}")
+    prm = SinkhornParams.make(
+        params.get("p", 2.0),
+        params.get("blur", 0.05),
+        params.get("reach"),
+        params.get("diameter"),
+        params.get("scaling", 0.5),
+        params.get("tol"),
+        params.get("max_iter"),
+        params.get("backend", "auto"),
+        params.get("cost"),
+    )
+    from otpipe.kernels import choose_backend
+
+    choose_backend(prm.backend, 1, 1, 1)  # validates the name
+    dtype = params.get("dtype")
+    if dtype is None:
+        dtype = "float64" if "float64" in (src.dtype, tgt.dtype if tgt else src.dtype) else "float32"
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    rp = RunParams(
+        loss=loss,
+        p=prm.p,
+        blur=prm.blur,
+        reach=prm.reach,
+        scaling=prm.scaling,
+        tol=prm.tol,
+        max_iter=prm.max_iter,
+        backend=prm.backend,
+        cost=params.get("cost"),
+        diameter=prm.diameter,
+        dtype=dtype,
+    )
+    return src, tgt, rp
+
+
+def _fingerprint(src: _Input, tgt: _Input | None, rp: RunParams) -> tuple[str, dict]:
+    d = rp.as_dict()
+    d.pop("gpu")
+    content = {
+        "parameters": d,
+        "source": src.fingerprint(),
+        "target": None if tgt is None else tgt.fingerprint(),
+    }
+    h = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return h, content
+
+
+def _differences(stored: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(stored) | set(new)):
+        a, b = stored.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: stored {a!r}, now {b!r}")
+    return out
+
+
+def _check_resume(out: Path, fp: str, content: dict, tile: int | None) -> dict:
+    attrs = _result.stored_attrs(out)
+    if attrs.get("fingerprint") != fp:
+        diffs = _differences(attrs.get("run", {}), content)
+        raise ValueError(
+            f"cannot resume {out}: it was computed with different parameters or inputs ("
+            + ("; ".join(diffs[:4]) or "fingerprint differs")
+            + "); use --overwrite to start again"
+        )
+    if tile is not None and int(tile) != int(attrs["tile"]):
+        raise ValueError(f"cannot resume {out}: it uses tile {attrs['tile']}, not {tile}")
+    return attrs
+
+
+def _with_worker(fn, *args, **kw):
+    """Run a task and tell which worker ran it (for the log of what ran where)."""
+    try:
+        from distributed import get_worker
+
+        where = get_worker().address
+    except (ImportError, ValueError):
+        where = "local"
+    return where, fn(*args, **kw)
+
+
+def _gather_as_completed(client, futures, on_result):
+    from distributed import as_completed
+
+    for fut in as_completed(futures):
+        where, res = fut.result()
+        on_result(futures[fut], where, res)
+        fut.release()
+
+
+def pairwise(
+    collection,
+    other=None,
+    *,
+    loss: str = "sinkhorn",
+    p: float = 2.0,
+    blur: float = 0.05,
+    reach: float | None = None,
+    scaling: float = 0.5,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    backend: str = "auto",
+    cost: str | None = None,
+    diameter: float | None = None,
+    dtype: str | None = None,
+    client=None,
+    cluster=None,
+    out=None,
+    tile: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    dry_run: bool = False,
+):
+    """Pairwise matrix ``S[i, j] = loss(a_i, b_j)`` of a collection (``N x N``) or two (``N x M``).
+
+    Sinkhorn: ``S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2`` with each self term
+    solved once per measure; every solve uses one eps-schedule, from ``diameter`` (default: the
+    bounding-box diagonal of all points of both collections, recorded in ``attrs["diameter"]``),
+    so ``S[i, j]`` equals ``otpipe.sinkhorn_divergence(x_i, x_j, a_i, a_j, diameter=D, ...)``.
+    Balanced runs (``reach=None``) normalise each measure's weights to total mass 1.
+
+    Parameters
+    ----------
+    collection, other : str, path or :class:`otpipe.store.Collection` (or a ``select`` view)
+        Source collection; ``other`` (optional) the target collection (``N x M`` run).
+    loss : {"sinkhorn", "energy", "gaussian", "laplacian", "hausdorff"}
+        Kernel losses use ``blur`` as the bandwidth (gaussian/laplacian) or temperature (hausdorff).
+    p, blur, reach, scaling, tol, max_iter, backend, cost, diameter
+        As in :func:`otpipe.solve`. In converged mode (``tol``) the values of a padded batch
+        depend on its other members up to ``tol``.
+    dtype : {"float32", "float64"}, optional
+        Compute dtype (default: float64 if a collection is stored in float64, else float32).
+    client : distributed.Client, optional
+        Use this client; otherwise one is opened from ``cluster`` (a
+        :class:`~otpipe.pipeline.cluster.ClusterSpec`; default: an embedded ``LocalCluster``).
+    out : path, optional
+        Result store (Zarr). Without it the result is computed in a temporary store and returned in memory.
+    tile : int, optional
+        Tile side (pairs per task = tile^2); default from the matrix size and worker count.
+    resume : bool
+        Continue the run stored at ``out`` (same parameters and inputs): finished tiles are kept.
+    overwrite : bool
+        Replace an existing result at ``out``.
+    progress : bool
+        Progress bar (tiles, pairs, rate, ETA) on stderr.
+    dry_run : bool
+        Return the plan summary (pairs, tiles, solves) without computing anything.
+
+    Returns
+    -------
+    xarray.Dataset
+        The result (see :mod:`otpipe.pipeline.result`); ``attrs["tiles_computed"]`` counts the
+        tiles computed by this call. With ``dry_run``: a dict.
+    """
+    from .cluster import ClusterSpec, open_client
+
+    src, tgt, rp = resolve_run(
+        collection, other, loss=loss, p=p, blur=blur, reach=reach, scaling=scaling, tol=tol,
+        max_iter=max_iter, backend=backend, cost=cost, diameter=diameter, dtype=dtype,
+    )
+    fp, content = _fingerprint(src, tgt, rp)
+    spec = cluster if cluster is not None else ClusterSpec()
+    stored = None
+    if out is not None:
+        out = Path(out)
+        if out.exists():
+            if resume:
+                stored = _check_resume(out, fp, content, tile)
+            elif not overwrite:
+                raise FileExistsError(f"{out} exists: pass --overwrite to replace it or --resume to continue it")
+            elif not _result.is_result(out) and (not out.is_dir() or any(out.iterdir())):
+                raise FileExistsError(f"{out} exists and is not an otpipe result: refusing to overwrite it")
+    if resume and overwrite:
+        raise ValueError("give either --resume or --overwrite, not both")
+    if dry_run:
+        t = int(stored["tile"]) if stored else tile
+        n_workers = spec.n_workers or max(1, min(os.cpu_count() or 1, 4))
+        if client is not None:
+            n_workers = len(client.scheduler_info().get("workers", {})) or n_workers
+        pl = _plan.make_plan(src.n, None if tgt is None else tgt.n, tile=t, n_workers=n_workers)
+        summary = pl.summary(rp.self_terms)
+        if stored is not None:
+            done = _result.load_state(out)["tile_done"][: len(pl.tiles)]
+            summary["tiles_done"] = int(done.sum())
+        return summary
+
+    tmp = None
+    if out is None:
+        tmp = tempfile.TemporaryDirectory(prefix="otpipe-pairwise-")
+        out = Path(tmp.name) / "result.zarr"
+    try:
+        with open_client(spec, client=client) as c:
+            ds = _run(c, src, tgt, rp, fp, content, Path(out), tile, stored, overwrite, progress)
+            if tmp is not None:
+                ds = ds.load()
+            return ds
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _run(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress):
+    from dataclasses import replace
+
+    t0 = time.perf_counter()
+    info = c.scheduler_info()
+    workers = info.get("workers", {})
+    gpu = any(w.get("resources", {}).get("GPU") for w in workers.values())
+    if gpu:
+        rp = replace(rp, gpu=True)
+    resources = {"GPU": 1} if gpu else None
+    symmetric = tgt is None
+    tgt_ = src if symmetric else tgt
+    token = uuid.uuid4().hex[:8]
+
+    if stored is not None:
+        tile = int(stored["tile"])
+    pl = _plan.make_plan(src.n, None if symmetric else tgt.n, tile=tile, n_workers=max(1, len(workers)))
+    log.info(
+        "plan: %d x %d %s, tile %d: %d tiles, %d pairs, %d self terms",
+        pl.n_source, pl.n_target, "symmetric" if symmetric else "cross", pl.tile, len(pl.tiles), pl.n_pairs,
+        pl.n_self if rp.self_terms else 0,
+    )
+
+    if stored is not None:
+        if rp.self_terms and rp.diameter is None:
+            rp = replace(rp, diameter=float(stored["diameter"]))
+        log.info("resuming %s", out)
+    else:
+        if rp.self_terms and rp.diameter is None:
+            groups = [(src.path, s) for s in src.shards] + ([] if symmetric else [(tgt.path, s) for s in tgt.shards])
+            futs = [c.submit(bbox_task, path, idx, key=f"otpipe-bbox-{k}-{token}", resources=resources) for k, (path, idx) in enumerate(groups)]
+            rp = replace(rp, diameter=diameter_from_boxes(c.gather(futs), rp.blur))
+            log.info("diameter of the run (bounding box of all points): %.6g", rp.diameter)
+        attrs = {
+            "fingerprint": fp,
+            "run": content,
+            "parameters": rp.as_dict(),
+            "diameter": rp.diameter,
+            "symmetric": symmetric,
+            "loss": rp.loss,
+            "versions": _versions(),
+            "inputs": {
+                "source": {"path": src.path, **src.fingerprint()},
+                "target": None if symmetric else {"path": tgt.path, **tgt.fingerprint()},
+            },
+            "divergence_formula": (
+                "OT_eps(a_i,b_j) - (OT_eps(a_i,a_i) + OT_eps(b_j,b_j))/2" if rp.self_terms else f"{rp.loss} loss 1/2<a-b,K(a-b)>"
+            ),
+        }
+        _result.create(
+            out,
+            names_source=src.names,
+            names_target=tgt_.names,
+            labels_source=src.labels,
+            labels_target=tgt_.labels,
+            tile=pl.tile,
+            n_tiles=len(pl.tiles),
+            n_self_source=len(pl.self_chunks_source),
+            n_self_target=len(pl.self_chunks_target),
+            attrs=attrs,
+            overwrite=overwrite,
+        )
+    state = _result.load_state(out)
+    where_count: dict[str, int] = {}
+
+    def _count(where):
+        where_count[where] = where_count.get(where, 0) + 1
+
+    # ---- phase 2: self terms --------------------------------------------------------------
+    self_computed = 0
+    if rp.self_terms:
+        futures = {}
+        sides = [("source", src, pl.self_chunks_source)] + ([] if symmetric else [("target", tgt, pl.self_chunks_target)])
+        for which, inp, chunks in sides:
+            done = state[f"self_done_{which}"]
+            for k, (r0, r1) in enumerate(chunks):
+                if done[k]:
+                    continue
+                f = c.submit(
+                    _with_worker, self_task, inp.path, inp.indices[r0:r1], rp,
+                    key=f"otpipe-self-{which}-{k}-{token}", resources=resources,
+                )
+                futures[f] = (which, k, r0, r1)
+
+        def _on_self(meta, where, res):
+            nonlocal self_computed
+            which, k, r0, r1 = meta
+            _result.write_self(out, which, k, r0, r1, res["value"], mirror=symmetric)
+            _count(where)
+            self_computed += 1
+
+        if futures:
+            log.info("self terms: %d tasks", len(futures))
+            _gather_as_completed(c, futures, _on_self)
+        state = _result.load_state(out)
+        if not symmetric and not np.isfinite(state["self_target"]).all():
+            raise RuntimeError("self terms missing after the self-term phase")
+
+    # ---- phase 3: tiles ---------------------------------------------------------------------
+    tile_done = state["tile_done"]
+    pending = [t for t in pl.tiles if not tile_done[t.index]]
+    n_done_before = len(pl.tiles) - len(pending)
+    pairs_before = sum(t.n_pairs for t in pl.tiles if tile_done[t.index])
+    log.info("tiles: %d to compute, %d already done", len(pending), n_done_before)
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=pl.n_pairs, initial=pairs_before, unit="pair", file=sys.stderr, disable=not progress,
+        desc="pairs", dynamic_ncols=True, smoothing=0.1,
+    )
+    bar.set_postfix_str(f"tiles {n_done_before}/{len(pl.tiles)}")
+    ss, st = state["self_source"], state["self_target"]
+    futures = {}
+    for t in pending:
+        kw = dict(diagonal=t.diagonal)
+        if rp.self_terms:
+            kw.update(self_rows=ss[t.r0 : t.r1], self_cols=st[t.c0 : t.c1])
+        f = c.submit(
+            _with_worker, cross_task, src.path, src.indices[t.r0 : t.r1], tgt_.path, tgt_.indices[t.c0 : t.c1], rp,
+            key=f"otpipe-tile-{t.index}-{token}", resources=resources, **kw,
+        )
+        futures[f] = t
+    computed = 0
+
+    def _on_tile(t, where, res):
+        nonlocal computed
+        _result.write_tile(out, t, res, symmetric)
+        computed += 1
+        _count(where)
+        log.debug("tile %d (%d:%d x %d:%d, %d pairs) from %s", t.index, t.r0, t.r1, t.c0, t.c1, t.n_pairs, where)
+        bar.update(t.n_pairs)
+        bar.set_postfix_str(f"tiles {n_done_before + computed}/{len(pl.tiles)}")
+
+    try:
+        if futures:
+            _gather_as_completed(c, futures, _on_tile)
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    pairs_now = pl.n_pairs - pairs_before
+    log.info("tasks per worker: %s", ", ".join(f"{w}: {n}" for w, n in sorted(where_count.items())) or "none")
+    _result.mark_complete(
+        out,
+        tiles_computed=computed,
+        tiles_resumed=n_done_before,
+        self_tasks_computed=self_computed,
+        pairs_computed=pairs_now,
+        seconds=round(elapsed, 3),
+        workers={w: n for w, n in where_count.items()},
+        gpu=gpu,
+    )
+    log.info(
+        "done: %d tiles computed now, %d from a previous run; %d pairs in %.1f s (%.1f pairs/s) -> %s",
+        computed, n_done_before, pairs_now, elapsed, pairs_now / elapsed if elapsed > 0 else float("nan"), out,
+    )
+    return _result.open_result(out)

@@ -1,0 +1,193 @@
+"""The result store of a pairwise run: an xarray Dataset in Zarr, written tile by tile.
+
+Layout (``DESIGN.md`` section 3): dims ``("source", "target")`` with the measure names as
+coordinates (``source_label``/``target_label`` when labelled); ``divergence``, ``ot`` (the cross
+term ``OT_eps(a_i, b_j)``, Sinkhorn only), ``n_iter``, ``marginal_error`` chunked by the tile
+size, so each tile is a region write of whole chunks; ``self_source``/``self_target`` (the self
+terms ``OT_eps(a_i, a_i)``); the checkpoints ``tile_done (tile,)`` and ``self_done_source``/
+``self_done_target`` (one chunk per element). A tile's data is written before its marker, so a
+killed run never marks a tile it did not write. ``attrs["complete"]`` turns true only after
+every tile is written; the parameters, their ``fingerprint``, library versions and the input
+content hashes are in the attrs from the start.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["RESULT_FORMAT", "create", "load_state", "write_tile", "write_self", "mark_complete", "open_result", "is_result"]
+
+RESULT_FORMAT = "otpipe.pairwise"
+_MATRIX_VARS = {"divergence": np.float64, "ot": np.float64, "n_iter": np.int64, "marginal_error": np.float64}
+
+
+def _zarr_json(path: Path) -> dict | None:
+    f = Path(path) / "zarr.json"
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_result(path) -> bool:
+    """Whether ``path`` holds an otpipe pairwise result (complete or not)."""
+    meta = _zarr_json(Path(path))
+    return bool(meta) and meta.get("attributes", {}).get("format") == RESULT_FORMAT
+
+
+def stored_attrs(path) -> dict:
+    """The attrs of the result at ``path`` (``ValueError`` if it is not an otpipe result)."""
+    if not is_result(path):
+        raise ValueError(f"{path} is not an otpipe pairwise result")
+    return dict(_zarr_json(Path(path))["attributes"])
+
+
+def create(
+    path,
+    *,
+    names_source,
+    names_target,
+    labels_source=None,
+    labels_target=None,
+    tile: int,
+    n_tiles: int,
+    n_self_source: int,
+    n_self_target: int,
+    attrs: dict,
+    overwrite: bool = False,
+) -> None:
+    """Write the empty template (metadata and coordinates only; ``compute=False``).
+
+    ``overwrite`` replaces an existing otpipe result; anything else at ``path`` is refused.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path} exists: pass --overwrite to replace it or --resume to continue it")
+        if not is_result(path) and (not path.is_dir() or any(path.iterdir())):
+            raise FileExistsError(f"{path} exists and is not an otpipe result: refusing to overwrite it")
+        shutil.rmtree(path) if path.is_dir() else os.remove(path)
+    ns, nt = len(names_source), len(names_target)
+    data = {}
+    for name, dt in _MATRIX_VARS.items():
+        fill = np.nan if dt == np.float64 else 0
+        data[name] = (("source", "target"), da.full((ns, nt), fill, dtype=dt, chunks=(tile, tile)))
+    data["self_source"] = (("source",), da.full(ns, np.nan, chunks=tile))
+    data["self_target"] = (("target",), da.full(nt, np.nan, chunks=tile))
+    data["tile_done"] = (("tile",), da.zeros(max(n_tiles, 1), dtype=bool, chunks=1))
+    data["self_done_source"] = (("source_chunk",), da.zeros(max(n_self_source, 1), dtype=bool, chunks=1))
+    data["self_done_target"] = (("target_chunk",), da.zeros(max(n_self_target, 1), dtype=bool, chunks=1))
+    coords = {
+        "source": np.asarray(names_source, dtype=object),
+        "target": np.asarray(names_target, dtype=object),
+    }
+    if labels_source is not None:
+        coords["source_label"] = ("source", np.asarray(labels_source, dtype=object))
+    if labels_target is not None:
+        coords["target_label"] = ("target", np.asarray(labels_target, dtype=object))
+    a = dict(attrs)
+    a.update(format=RESULT_FORMAT, complete=False, created=_now(), tile=int(tile), n_tiles=int(n_tiles))
+    ds = xr.Dataset(data, coords=coords, attrs=a)
+    ds.to_zarr(path, mode="w", compute=False, consolidated=False)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def load_state(path) -> dict:
+    """Checkpoints of a stored run: ``tile_done``, ``self_done_*``, the self terms and the attrs."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    return {
+        "attrs": dict(g.attrs),
+        "tile_done": np.asarray(g["tile_done"][:], dtype=bool),
+        "self_done_source": np.asarray(g["self_done_source"][:], dtype=bool),
+        "self_done_target": np.asarray(g["self_done_target"][:], dtype=bool),
+        "self_source": np.asarray(g["self_source"][:]),
+        "self_target": np.asarray(g["self_target"][:]),
+    }
+
+
+def _region_write(path, data: dict, region: dict) -> None:
+    import xarray as xr
+
+    xr.Dataset(data).to_zarr(path, region=region, mode="r+", consolidated=False)
+
+
+def write_tile(path, tile, out: dict, symmetric: bool) -> None:
+    """Write one tile's arrays (and their mirror for an off-diagonal symmetric tile), then its marker."""
+    st = ("source", "target")
+    _region_write(
+        path,
+        {k: (st, np.asarray(out[k], dtype=dt)) for k, dt in _MATRIX_VARS.items()},
+        {"source": slice(tile.r0, tile.r1), "target": slice(tile.c0, tile.c1)},
+    )
+    if symmetric and not tile.diagonal:
+        _region_write(
+            path,
+            {k: (st, np.asarray(out[k], dtype=dt).T) for k, dt in _MATRIX_VARS.items()},
+            {"source": slice(tile.c0, tile.c1), "target": slice(tile.r0, tile.r1)},
+        )
+    _region_write(path, {"tile_done": (("tile",), np.array([True]))}, {"tile": slice(tile.index, tile.index + 1)})
+
+
+def write_self(path, which: str, chunk: int, r0: int, r1: int, values, mirror: bool = False) -> None:
+    """Write the self terms of measures ``r0:r1`` (``which``: "source" or "target"), then the chunk marker.
+
+    ``mirror`` (symmetric runs): the same values go to ``self_target`` too.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    _region_write(path, {f"self_{which}": ((which,), v)}, {which: slice(r0, r1)})
+    if mirror:
+        _region_write(path, {"self_target": (("target",), v)}, {"target": slice(r0, r1)})
+    _region_write(path, {f"self_done_{which}": ((f"{which}_chunk",), np.array([True]))}, {f"{which}_chunk": slice(chunk, chunk + 1)})
+
+
+def update_attrs(path, **attrs) -> None:
+    """Merge ``attrs`` into the stored group attributes."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    g.attrs.update(attrs)
+
+
+def mark_complete(path, **attrs) -> None:
+    """Set ``complete=True`` (last step of a run) and consolidate the metadata."""
+    import zarr
+
+    update_attrs(path, **attrs, completed=_now())
+    update_attrs(path, complete=True)
+    zarr.consolidate_metadata(str(path))
+
+
+def open_result(path, *, require_complete: bool = True):
+    """Open a pairwise result as an ``xarray.Dataset`` (lazy, Dask-backed).
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``path``.
+    ValueError
+        Not an otpipe result, or an incomplete one (unless ``require_complete=False``).
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no result at {path}")
+    attrs = stored_attrs(path)
+    if require_complete and not attrs.get("complete"):
+        raise ValueError(f"{path} is an incomplete run: finish it with `otpipe distances ... --resume`")
+    return xr.open_zarr(path, consolidated=bool(attrs.get("complete")))

@@ -1,0 +1,252 @@
+"""What one Dask task does, in plain Python (no Dask here): read measures, solve, return arrays.
+
+Every task opens the collection store(s) by path on the worker, reads the measures it needs,
+and calls the public solver (:func:`otpipe.solve`, :func:`otpipe.sinkhorn.solve_symmetric`,
+the kernel losses) on padded batches of many small problems at a time; large problems are
+solved one at a time, where ``backend="auto"`` picks a linear-memory (online) reduction.
+Tasks return small NumPy arrays only.
+
+Sinkhorn runs reuse self terms: ``S_ij = OT_eps(a_i, b_j) - (OT_eps(a_i, a_i) + OT_eps(b_j, b_j)) / 2``
+with every solve on the same eps-schedule (one ``diameter`` for the whole run).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["RunParams", "bbox_task", "self_task", "cross_task", "KERNEL_LOSSES", "LOSSES"]
+
+KERNEL_LOSSES = ("energy", "gaussian", "laplacian", "hausdorff")
+LOSSES = ("sinkhorn",) + KERNEL_LOSSES
+#: cost-matrix entries (B * N * M) of one padded batch; bigger problems are solved alone
+BATCH_ENTRIES = 2**24
+#: most problems in one padded batch
+BATCH_MAX = 512
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Everything a task needs to reproduce one solve (recorded in the result's attrs)."""
+
+    loss: str = "sinkhorn"
+    p: float = 2.0
+    blur: float = 0.05
+    reach: float | None = None
+    scaling: float = 0.5
+    tol: float | None = None
+    max_iter: int | None = None
+    backend: str = "auto"
+    cost: str | None = None
+    diameter: float | None = None
+    dtype: str = "float64"
+    gpu: bool = False
+
+    @property
+    def normalize(self) -> bool:
+        """Balanced problems use weights normalised to total mass 1 (unbalanced: raw weights)."""
+        return self.reach is None
+
+    @property
+    def self_terms(self) -> bool:
+        """Whether the run has a self-term phase (Sinkhorn only)."""
+        return self.loss == "sinkhorn"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_OPEN: dict[str, object] = {}
+
+
+def _collection(path: str):
+    from otpipe import store
+
+    c = _OPEN.get(path)
+    if c is None:
+        if len(_OPEN) > 8:
+            _OPEN.clear()
+        c = _OPEN[path] = store.open(path)
+    return c
+
+
+def _read(path: str, indices, normalize: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(points, weights)`` of the measures ``indices`` of the collection at ``path``."""
+    c = _collection(path)
+    out = []
+    for i in indices:
+        m = c[int(i)]
+        w = np.asarray(m.weights, dtype=np.float64)
+        if normalize:
+            w = w / w.sum()
+        out.append((np.asarray(m.points), w))
+    return out
+
+
+def _device(prm: RunParams):
+    import torch
+
+    return torch.device("cuda") if prm.gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def _batch(measures: list[tuple[np.ndarray, np.ndarray]], prm: RunParams):
+    import torch
+
+    from otpipe.measures import pad_batch
+
+    dtype = getattr(torch, prm.dtype)
+    pts = [torch.as_tensor(np.asarray(x, dtype=prm.dtype)) for x, _ in measures]
+    ws = [torch.as_tensor(np.asarray(w, dtype=prm.dtype)) for _, w in measures]
+    return pad_batch(pts, ws, dtype=dtype, device=_device(prm))
+
+
+def _solver_kw(prm: RunParams) -> dict:
+    return dict(
+        p=prm.p,
+        blur=prm.blur,
+        reach=prm.reach,
+        diameter=prm.diameter,
+        scaling=prm.scaling,
+        tol=prm.tol,
+        max_iter=prm.max_iter,
+        backend=prm.backend,
+        cost=prm.cost,
+    )
+
+
+def _groups(sizes_x: list[int], sizes_y: list[int]) -> list[list[int]]:
+    """Consecutive groups of problems whose padded batch stays under the size limits."""
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    nmax = mmax = 0
+    for k, (n, m) in enumerate(zip(sizes_x, sizes_y)):
+        n2, m2 = max(nmax, n), max(mmax, m)
+        if cur and ((len(cur) + 1) * n2 * m2 > BATCH_ENTRIES or len(cur) >= BATCH_MAX):
+            groups.append(cur)
+            cur, n2, m2 = [], n, m
+        cur.append(k)
+        nmax, mmax = n2, m2
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def bbox_task(path: str, indices) -> tuple[np.ndarray, np.ndarray]:
+    """Per-coordinate ``(min, max)`` of the points with positive weight of the given measures."""
+    lo = hi = None
+    for x, w in _read(path, indices, normalize=False):
+        x = np.asarray(x, dtype=np.float64)[w > 0]
+        if len(x) == 0:
+            continue
+        a, b = x.min(axis=0), x.max(axis=0)
+        lo = a if lo is None else np.minimum(lo, a)
+        hi = b if hi is None else np.maximum(hi, b)
+    return lo, hi
+
+
+def self_task(path: str, indices, prm: RunParams) -> dict:
+    """Self terms ``OT_eps(a_i, a_i)`` of the measures ``indices`` (padded batches, one schedule)."""
+    from otpipe.sinkhorn import solve_symmetric
+
+    meas = _read(path, indices, prm.normalize)
+    n = len(meas)
+    value = np.empty(n)
+    n_iter = np.empty(n, dtype=np.int64)
+    err = np.empty(n)
+    sizes = [len(x) for x, _ in meas]
+    for g in _groups(sizes, sizes):
+        X, A = _batch([meas[k] for k in g], prm)
+        r = solve_symmetric(X, A, **_solver_kw(prm))
+        value[g] = r.value.detach().cpu().double().numpy()
+        n_iter[g] = r.n_iter.cpu().numpy()
+        err[g] = r.marginal_error.detach().cpu().double().numpy()
+    return {"value": value, "n_iter": n_iter, "marginal_error": err}
+
+
+def _kernel_values(X, Y, A, B, prm: RunParams):
+    import otpipe
+
+    if prm.loss == "energy":
+        return otpipe.energy_distance(X, Y, A, B, backend=prm.backend)
+    if prm.loss in ("gaussian", "laplacian"):
+        return otpipe.mmd(X, Y, A, B, kernel=prm.loss, sigma=prm.blur, backend=prm.backend)
+    return otpipe.hausdorff(X, Y, A, B, p=prm.p, blur=prm.blur, cost=prm.cost, backend=prm.backend)
+
+
+def cross_task(
+    src_path: str,
+    rows,
+    tgt_path: str,
+    cols,
+    prm: RunParams,
+    *,
+    diagonal: bool = False,
+    self_rows=None,
+    self_cols=None,
+) -> dict:
+    """One tile: the losses between measures ``rows`` of ``src_path`` and ``cols`` of ``tgt_path``.
+
+    ``diagonal``: rows and columns are the same measures; only pairs ``i < j`` are solved, the
+    diagonal is 0 and the lower triangle mirrors the upper. ``self_rows``/``self_cols``: the
+    self terms (Sinkhorn), combined as ``S_ij = OT_ij - (self_i + self_j) / 2``.
+
+    Returns
+    -------
+    dict of ``(len(rows), len(cols))`` arrays: ``divergence``, ``ot`` (the cross term
+    ``OT_eps(a_i, b_j)``, Sinkhorn only, else NaN), ``n_iter``, ``marginal_error``.
+    """
+    import torch
+
+    from otpipe.sinkhorn import solve
+
+    rows, cols = list(rows), list(cols)
+    src = _read(src_path, rows, prm.normalize)
+    tgt = src if diagonal else _read(tgt_path, cols, prm.normalize)
+    nr, nc = len(rows), len(cols)
+    pairs = [(i, j) for i in range(nr) for j in range(nc) if not diagonal or i < j]
+    ot = np.full((nr, nc), np.nan)
+    div = np.zeros((nr, nc))
+    n_iter = np.zeros((nr, nc), dtype=np.int64)
+    err = np.zeros((nr, nc))
+    if not prm.self_terms:
+        err[:] = np.nan
+    sx = [len(src[i][0]) for i, _ in pairs]
+    sy = [len(tgt[j][0]) for _, j in pairs]
+    with torch.no_grad():
+        for g in _groups(sx, sy):
+            ii = [pairs[k][0] for k in g]
+            jj = [pairs[k][1] for k in g]
+            X, A = _batch([src[i] for i in ii], prm)
+            Y, B = _batch([tgt[j] for j in jj], prm)
+            if prm.self_terms:
+                r = solve(X, Y, A, B, **_solver_kw(prm))
+                ot[ii, jj] = r.value.cpu().double().numpy()
+                n_iter[ii, jj] = r.n_iter.cpu().numpy()
+                err[ii, jj] = r.marginal_error.cpu().double().numpy()
+            else:
+                div[ii, jj] = _kernel_values(X, Y, A, B, prm).cpu().double().numpy()
+    if prm.self_terms:
+        sr = np.asarray(self_rows, dtype=np.float64)
+        sc = np.asarray(self_cols, dtype=np.float64)
+        div = ot - 0.5 * (sr[:, None] + sc[None, :])
+    if diagonal:
+        iu = np.triu_indices(nr, 1)
+        for a in (ot, div, n_iter, err):
+            a[(iu[1], iu[0])] = a[iu]
+        np.fill_diagonal(div, 0.0)
+        np.fill_diagonal(n_iter, 0)
+        if prm.self_terms:
+            np.fill_diagonal(ot, np.asarray(self_rows, dtype=np.float64))
+            np.fill_diagonal(err, 0.0)
+    return {"divergence": div, "ot": ot, "n_iter": n_iter, "marginal_error": err}
+
+
+def diameter_from_boxes(boxes, blur: float) -> float:
+    """Bounding-box diagonal from per-task ``(min, max)`` pairs (``blur`` if every point coincides)."""
+    los = [lo for lo, hi in boxes if lo is not None]
+    his = [hi for lo, hi in boxes if hi is not None]
+    if not los:
+        return float(blur)
+    d = float(np.linalg.norm(np.max(his, axis=0) - np.min(los, axis=0)))
+    return d if d > 0 and math.isfinite(d) else float(blur)
