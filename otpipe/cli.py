@@ -23,6 +23,8 @@ _COMMANDS = {
     "info": ("otpipe.store.cli", "info"),
     "distances": ("otpipe.pipeline.cli", "distances"),
     "report": ("otpipe.pipeline.cli", "report"),
+    "complexity": ("otpipe.pipeline.complexity_cli", "complexity"),
+    "run": ("otpipe.workflows_cli", "run"),
     "two-sample": ("otpipe.pipeline.two_sample_cli", "two_sample"),
 }
 

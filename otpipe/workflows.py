@@ -1,0 +1,599 @@
+"""YAML workflow specs -> reproducible runs with provenance (``otpipe run WORKFLOW.yaml``).
+
+A spec (``workflows/README.md`` documents the format)::
+
+    version: 1
+    name: quickstart
+    run_dir: runs/quickstart          # relative to the current directory (default runs/<name>)
+    cluster: {n_workers: 2}           # one Dask cluster shared by every distributed step
+    steps:
+      - {step: synth, id: shapes, params: {kind: [circle, gaussian], n_measures: 16}}
+      - {step: two-sample, id: tests, inputs: [shapes], params: {statistic: energy}}
+      - {step: report, id: report, inputs: [shapes, tests]}
+
+Every step except ``report`` runs the CLI command of the same name in-process (through Click, so
+the workflow uses exactly the options of ``otpipe <step> --help``): params map to options
+(``n_measures`` -> ``--n-measures``, lists -> repeated or comma-joined), ``inputs`` fill the
+positional arguments (collections produced by earlier steps), ``--out`` is ``run_dir/<id>/<id>.zarr``.
+``report`` writes ``run_dir/<id>/index.html`` (steps, provenance, the figures of its inputs).
+
+The whole spec is validated before any work (unknown step or option, missing required option,
+wrong type, unknown input, YAML syntax): ``ValueError("spec.yaml line N: ...")``.
+
+Provenance (``run_dir/provenance.json``): the resolved spec, every step's argv and parameters,
+package versions, git commit, host, seeds, input content hashes, timings, and per step a
+*fingerprint* ``sha256(step, params, input hashes)`` and the hash of its outputs. ``--resume``
+skips a step whose fingerprint is unchanged and whose outputs still hash as recorded; a changed
+parameter or input changes the fingerprint, so that step and its dependants are recomputed (and
+reported as changed).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import html
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+__all__ = ["load_spec", "Workflow", "run_workflow", "tree_hash"]
+
+STEP_TYPES = ("synth", "ingest", "distances", "barycenter", "two-sample", "complexity", "report")
+#: steps whose output is a collection of measures (valid as positional inputs)
+COLLECTION_STEPS = ("synth", "ingest", "barycenter")
+_TOP_KEYS = {"version", "name", "run_dir", "cluster", "steps", "description"}
+_STEP_KEYS = {"step", "id", "params", "inputs", "description"}
+_RESERVED = {"out", "overwrite", "scheduler", "scheduler_file", "help"}
+_CLUSTER_KEYS = {"n_workers", "threads_per_worker", "memory_limit", "scheduler", "scheduler_file"}
+_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+#: attrs that record when/where rather than what: ignored by :func:`tree_hash` in JSON metadata
+VOLATILE_KEYS = {"created", "created_at", "modified", "timestamp", "date", "seconds", "elapsed", "wall_time",
+                 "timings", "host", "hostname", "duration", "time"}
+
+
+# ------------------------------------------------------------------------------------------------
+# loading and validation
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    type: str
+    id: str
+    params: dict
+    inputs: list
+    line: int
+    argv: list = field(default_factory=list)
+
+
+@dataclass
+class Workflow:
+    path: str
+    name: str
+    run_dir: Path
+    cluster: dict
+    steps: list
+    raw: dict
+
+
+class _Lines:
+    """Line numbers (1-based) of the YAML nodes, addressed by key paths."""
+
+    def __init__(self, node):
+        self.node = node
+
+    def line(self, *path) -> int:
+        node = self.node
+        best = node.start_mark.line + 1 if node is not None else 1
+        for key in path:
+            nxt = None
+            if isinstance(node, yaml.MappingNode):
+                for k, v in node.value:
+                    if k.value == key:
+                        nxt = v if not isinstance(v, yaml.ScalarNode) or key != path[-1] else k
+                        break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+                nxt = node.value[key]
+            if nxt is None:
+                break
+            node = nxt
+            best = node.start_mark.line + 1
+        return best
+
+
+def _err(path: str, line: int, msg: str) -> ValueError:
+    return ValueError(f"{path} line {line}: {msg}")
+
+
+def load_spec(path, *, run_dir=None) -> Workflow:
+    """Read and validate a workflow spec; nothing is computed or written. Raises ``ValueError`` naming the line."""
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"workflow spec not found: {path}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise _err(path, line, f"YAML syntax error: {problem}") from None
+    L = _Lines(node)
+    if not isinstance(raw, dict):
+        raise _err(path, 1, "a workflow spec is a mapping with 'version', 'name' and 'steps'")
+    for k in raw:
+        if k not in _TOP_KEYS:
+            raise _err(path, L.line(k), f"unknown key {k!r} (allowed: {', '.join(sorted(_TOP_KEYS))})")
+    if raw.get("version", 1) != 1:
+        raise _err(path, L.line("version"), f"unsupported version {raw.get('version')!r} (this otpipe reads version 1)")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _ID.match(name):
+        raise _err(path, L.line("name"), f"'name' must be an identifier (letters, digits, _ or -), got {name!r}")
+    rd = run_dir if run_dir is not None else raw.get("run_dir", f"runs/{name}")
+    if not isinstance(rd, str) or not rd:
+        raise _err(path, L.line("run_dir"), f"'run_dir' must be a path, got {rd!r}")
+    cluster = raw.get("cluster") or {}
+    if not isinstance(cluster, dict):
+        raise _err(path, L.line("cluster"), "'cluster' must be a mapping (n_workers, threads_per_worker, scheduler, ...)")
+    for k in cluster:
+        if k not in _CLUSTER_KEYS:
+            raise _err(path, L.line("cluster", k), f"unknown cluster key {k!r} (allowed: {', '.join(sorted(_CLUSTER_KEYS))})")
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise _err(path, L.line("steps"), "'steps' must be a non-empty list")
+    steps: list[Step] = []
+    seen: dict[str, Step] = {}
+    for i, s in enumerate(steps_raw):
+        ln = L.line("steps", i)
+        if not isinstance(s, dict):
+            raise _err(path, ln, f"step {i + 1} must be a mapping with 'step' and 'id'")
+        for k in s:
+            if k not in _STEP_KEYS:
+                raise _err(path, L.line("steps", i, k), f"unknown key {k!r} in step {i + 1} (allowed: {', '.join(sorted(_STEP_KEYS))})")
+        typ = s.get("step")
+        if typ not in STEP_TYPES:
+            raise _err(path, L.line("steps", i, "step"), f"unknown step {typ!r} (known: {', '.join(STEP_TYPES)})")
+        sid = s.get("id", typ.replace("-", "_") if isinstance(typ, str) else None)
+        if not isinstance(sid, str) or not _ID.match(sid):
+            raise _err(path, L.line("steps", i, "id"), f"step id must be an identifier, got {sid!r}")
+        if sid in seen:
+            raise _err(path, L.line("steps", i, "id"), f"duplicate step id {sid!r}")
+        params = s.get("params") or {}
+        if not isinstance(params, dict):
+            raise _err(path, L.line("steps", i, "params"), f"params of step {sid!r} must be a mapping")
+        inputs = s.get("inputs") or []
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list):
+            raise _err(path, L.line("steps", i, "inputs"), f"inputs of step {sid!r} must be a list of step ids")
+        for j, ref in enumerate(inputs):
+            if ref not in seen:
+                later = any(isinstance(t, dict) and t.get("id") == ref for t in steps_raw[i:])
+                why = "is defined later (inputs must refer to earlier steps)" if later else "is not a step id"
+                raise _err(path, L.line("steps", i, "inputs"), f"input {ref!r} of step {sid!r} {why}")
+        step = Step(typ, sid, dict(params), list(inputs), ln)
+        _check_step(path, L, i, step, seen)
+        steps.append(step)
+        seen[sid] = step
+    return Workflow(path, name, Path(rd), dict(cluster), steps, raw)
+
+
+def _command(name: str):
+    import click
+
+    from .cli import cli
+
+    with click.Context(cli) as ctx:
+        return cli.get_command(ctx, name)
+
+
+def _opt_name(p) -> str:
+    return p.name
+
+
+def _check_step(path: str, L: _Lines, i: int, step: Step, seen: dict) -> None:
+    """Resolve a step's argv against its Click command (or the built-in report), raising on any problem."""
+    import click
+
+    if step.type == "report":
+        bad = [k for k in step.params if k not in ("title",)]
+        if bad:
+            raise _err(path, L.line("steps", i, "params", bad[0]), f"unknown param {bad[0]!r} of step 'report' (allowed: title)")
+        return
+    cmd = _command(step.type)
+    if cmd is None:
+        raise _err(path, L.line("steps", i, "step"),
+                   f"step {step.id!r}: command 'otpipe {step.type}' is not available in this installation")
+    opts = {p.name: p for p in cmd.params if isinstance(p, click.Option)}
+    args = [p for p in cmd.params if isinstance(p, click.Argument)]
+    argv: list[str] = [step.type]
+    # positional arguments: OUT (synth), SOURCES (ingest, from params), collections (from inputs)
+    inputs = list(step.inputs)
+    for a in args:
+        if a.name == "out":
+            argv.append("{out}")
+        elif a.name == "sources":
+            src = step.params.get("sources")
+            if not src:
+                raise _err(path, L.line("steps", i, "params"), f"step {step.id!r} needs params.sources (files, folders or globs)")
+            argv += [str(s) for s in (src if isinstance(src, list) else [src])]
+        elif inputs:
+            ref = inputs.pop(0)
+            if seen[ref].type not in COLLECTION_STEPS:
+                raise _err(path, L.line("steps", i, "inputs"),
+                           f"input {ref!r} of step {step.id!r} is a {seen[ref].type} result, not a collection")
+            argv.append("{input:%s}" % ref)
+        elif a.required:
+            raise _err(path, L.line("steps", i), f"step {step.id!r} needs an input for {a.human_readable_name} (inputs: [...])")
+    if inputs:
+        raise _err(path, L.line("steps", i, "inputs"), f"step {step.id!r} takes fewer inputs than given: {inputs}")
+    if "out" in opts:
+        argv += ["--out", "{out}"]
+    for k, v in step.params.items():
+        if k == "sources" and any(a.name == "sources" for a in args):
+            continue
+        ln = L.line("steps", i, "params", k)
+        key = str(k).replace("-", "_")
+        o = opts.get(key) or next((o for o in opts.values() if f"--{str(k).replace('_', '-')}" in o.opts), None)
+        if o is None or key in _RESERVED:
+            allowed = sorted(n for n in opts if n not in _RESERVED)
+            raise _err(path, ln, f"unknown param {k!r} of step {step.type!r} (see 'otpipe {step.type} --help'; allowed: {', '.join(allowed)})")
+        flag = o.opts[0] if o.opts[0].startswith("--") else o.opts[-1]
+        if o.is_flag:
+            if not isinstance(v, bool):
+                raise _err(path, ln, f"param {k!r} of step {step.id!r} is a flag: use true or false, got {v!r}")
+            if v:
+                argv.append(flag)
+            continue
+        values = v if (isinstance(v, list) and o.multiple) else [v]
+        for one in values:
+            if isinstance(one, list):
+                one = ",".join(str(t) for t in one)
+            if isinstance(one, (dict, bool)) or one is None:
+                raise _err(path, ln, f"param {k!r} of step {step.id!r}: expected {o.type.name}, got {one!r}")
+            try:
+                o.type.convert(one, o, None)
+                if o.callback is not None:
+                    o.callback(None, o, str(one))
+            except click.BadParameter as exc:
+                raise _err(path, ln, f"param {k!r} of step {step.id!r}: {exc.message}") from None
+            argv += [flag, str(one)]
+    missing = [n for n, o in opts.items() if o.required and n != "out" and n not in step.params]
+    if missing:
+        raise _err(path, L.line("steps", i), f"step {step.id!r} misses the required param {missing[0]!r}")
+    if "overwrite" in opts:
+        argv.append("--overwrite")
+    step.argv = argv
+
+
+# ------------------------------------------------------------------------------------------------
+# hashing and provenance
+# ------------------------------------------------------------------------------------------------
+
+
+def _strip(obj):
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in sorted(obj.items()) if k not in VOLATILE_KEYS}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
+
+
+def tree_hash(path) -> str:
+    """``sha256`` of a file or a directory tree (relative names + bytes); JSON metadata files are
+    hashed without their :data:`VOLATILE_KEYS` (creation times and the like)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        rel = f.name if f == path else f.relative_to(path).as_posix()
+        if rel.endswith(".log") or rel.startswith("."):
+            continue
+        data = f.read_bytes()
+        if f.name.endswith(".json") or f.name in ("zarr.json", ".zattrs", ".zmetadata"):
+            try:
+                data = json.dumps(_strip(json.loads(data)), sort_keys=True).encode()
+            except ValueError:
+                pass
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    return "sha256:" + h.hexdigest()
+
+
+def _collection_hash(path: Path) -> str | None:
+    try:
+        from .store import open as _open
+
+        return str(_open(str(path)).content_hash)
+    except Exception:
+        return None
+
+
+def _external_hashes(step: Step) -> dict:
+    """Content hashes of the files a step reads from outside the run (ingest sources, manifest)."""
+    import glob
+
+    out = {}
+    if step.type != "ingest":
+        return out
+    src = step.params.get("sources")
+    src = src if isinstance(src, list) else [src]
+    for s in [*src, step.params.get("manifest")]:
+        if not s:
+            continue
+        for m in sorted(glob.glob(str(s), recursive=True)) or [str(s)]:
+            out[m] = tree_hash(m) if os.path.exists(m) else "missing"
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() or None if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    from ._version import __version__
+
+    v = {"otpipe": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "numpy", "scipy", "dask", "distributed", "zarr", "xarray", "pykeops", "click", "pyyaml"):
+        try:
+            v[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            v[pkg] = None
+    return v
+
+
+def _fingerprint(step: Step, input_hashes: dict) -> str:
+    blob = json.dumps({"step": step.type, "argv": step.argv, "params": step.params, "inputs": input_hashes},
+                      sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# execution
+# ------------------------------------------------------------------------------------------------
+
+
+def _step_dir(wf: Workflow, step: Step) -> Path:
+    return wf.run_dir / step.id
+
+
+def _resolve_argv(wf: Workflow, step: Step) -> list[str]:
+    out = str(_step_dir(wf, step) / f"{step.id}.zarr")
+    res = []
+    for a in step.argv:
+        if a == "{out}":
+            res.append(out)
+        elif a.startswith("{input:"):
+            ref = a[len("{input:"):-1]
+            res.append(str(_step_dir(wf, _by_id(wf, ref)) / f"{ref}.zarr"))
+        else:
+            res.append(a)
+    return res
+
+
+def _by_id(wf: Workflow, sid: str) -> Step:
+    return next(s for s in wf.steps if s.id == sid)
+
+
+def _step_output_hash(wf: Workflow, step: Step) -> str | None:
+    d = _step_dir(wf, step)
+    if not d.exists():
+        return None
+    if step.type in COLLECTION_STEPS:
+        h = _collection_hash(d / f"{step.id}.zarr")
+        if h:
+            return h
+    return tree_hash(d)
+
+
+def plan(wf: Workflow) -> list[str]:
+    """Human-readable plan: one line per step with its command line."""
+    lines = [f"workflow {wf.name!r}: {len(wf.steps)} steps -> {wf.run_dir}"]
+    for s in wf.steps:
+        cmd = "built-in run report (index.html)" if s.type == "report" else "otpipe " + " ".join(_resolve_argv(wf, s))
+        lines.append(f"  [{s.id}] {s.type}{' <- ' + ', '.join(s.inputs) if s.inputs else ''}: {cmd}")
+    return lines
+
+
+def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=None, client=None, echo=print) -> dict | None:
+    """Validate and run a workflow spec; returns the provenance dict (``None`` for a dry run).
+
+    ``resume``: keep the outputs of steps whose fingerprint (params + input hashes) and output hash
+    are unchanged since the last run in the same ``run_dir``; everything else is recomputed.
+    """
+    wf = load_spec(path, run_dir=run_dir)
+    if dry_run:
+        for line in plan(wf):
+            echo(line)
+        echo("dry run: nothing computed, nothing written")
+        return None
+    from .pipeline.cluster import ClusterSpec, describe, open_client
+
+    prov_path = wf.run_dir / "provenance.json"
+    previous = {}
+    if prov_path.exists():
+        try:
+            previous = {s["id"]: s for s in json.loads(prov_path.read_text()).get("steps", [])}
+        except (ValueError, KeyError, TypeError):
+            previous = {}
+    wf.run_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    prov = {
+        "workflow": wf.name,
+        "spec_path": str(Path(wf.path).resolve()),
+        "spec_sha256": hashlib.sha256(Path(wf.path).read_bytes()).hexdigest(),
+        "spec": wf.raw,
+        "run_dir": str(wf.run_dir.resolve()),
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": {"hostname": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "resume": resume,
+        "steps": [],
+    }
+    needs_cluster = any(_has_scheduler(s) for s in wf.steps)
+    spec = ClusterSpec(
+        scheduler=wf.cluster.get("scheduler"), scheduler_file=wf.cluster.get("scheduler_file"),
+        n_workers=wf.cluster.get("n_workers"), threads_per_worker=wf.cluster.get("threads_per_worker", 1),
+        memory_limit=wf.cluster.get("memory_limit", "auto"),
+    )
+    hashes: dict[str, str] = {}
+    with (open_client(spec, client=client) if needs_cluster else contextlib.nullcontext()) as c:
+        if c is not None:
+            prov["cluster"] = describe(c)
+            address = c.scheduler.address
+        for step in wf.steps:
+            in_hashes = {ref: hashes[ref] for ref in step.inputs}
+            in_hashes.update(_external_hashes(step))
+            fp = _fingerprint(step, in_hashes)
+            old = previous.get(step.id)
+            rec = {"id": step.id, "step": step.type, "line": step.line, "params": step.params, "inputs": in_hashes,
+                   "seed": step.params.get("seed"), "fingerprint": fp}
+            current = _step_output_hash(wf, step)
+            if old is not None:
+                rec["changed"] = ("unchanged" if old.get("fingerprint") == fp else
+                                  _what_changed(old, rec))
+            if resume and step.type != "report" and old and old.get("fingerprint") == fp and current and current == old.get("output_hash"):
+                rec.update(status="skipped (unchanged)", argv=old.get("argv"), seconds=0.0, output_hash=current)
+                echo(f"[{step.id}] unchanged: kept {_step_dir(wf, step)}")
+            else:
+                t0 = time.perf_counter()
+                if step.type == "report":
+                    rec["argv"] = ["report (built-in)"]
+                    _write_report(wf, step, prov, hashes)
+                else:
+                    argv = _resolve_argv(wf, step)
+                    if c is not None and _has_scheduler(step):
+                        argv += ["--scheduler", address]
+                    rec["argv"] = argv
+                    echo(f"[{step.id}] otpipe {' '.join(argv)}")
+                    _run_cli(argv, _step_dir(wf, step))
+                rec["seconds"] = round(time.perf_counter() - t0, 3)
+                rec["status"] = "ran"
+                rec["output_hash"] = _step_output_hash(wf, step)
+                if old is not None and old.get("output_hash") and rec["changed"] == "unchanged":
+                    rec["reproduced"] = old.get("output_hash") == rec["output_hash"]
+                echo(f"[{step.id}] done in {rec['seconds']:.1f} s: {rec['output_hash']}")
+            hashes[step.id] = rec["output_hash"]
+            prov["steps"].append(rec)
+    prov["seconds"] = round(time.perf_counter() - t_start, 3)
+    tmp = prov_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(prov, indent=2, default=str))
+    os.replace(tmp, prov_path)
+    return prov
+
+
+def _what_changed(old: dict, new: dict) -> str:
+    what = []
+    if old.get("params") != new.get("params"):
+        keys = sorted(set(old.get("params") or {}) | set(new["params"]))
+        what += [f"param {k}" for k in keys if (old.get("params") or {}).get(k) != new["params"].get(k)]
+    oi, ni = old.get("inputs") or {}, new["inputs"]
+    what += [f"input {k}" for k in sorted(set(oi) | set(ni)) if oi.get(k) != ni.get(k)]
+    return "changed: " + (", ".join(what) if what else "command or version")
+
+
+def _has_scheduler(step: Step) -> bool:
+    if step.type == "report":
+        return False
+    cmd = _command(step.type)
+    return any(p.name == "scheduler" for p in cmd.params)
+
+
+def _run_cli(argv: list[str], step_dir: Path) -> None:
+    """Run ``otpipe ARGV`` in-process; its output goes to ``step_dir/<command>.log``."""
+    import click
+
+    from .cli import cli
+
+    step_dir.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            cli.main(args=list(argv), prog_name="otpipe", standalone_mode=False)
+    except click.ClickException as exc:
+        raise ValueError(f"step 'otpipe {argv[0]}' failed: {exc.format_message()}") from None
+    finally:
+        (step_dir / f"{argv[0]}.log").write_text(buf.getvalue())
+
+
+def _write_report(wf: Workflow, step: Step, prov: dict, hashes: dict) -> None:
+    """``run_dir/<id>/index.html``: steps, provenance, and the figures and tables of the inputs."""
+    d = _step_dir(wf, step)
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    title = step.params.get("title", f"otpipe run: {wf.name}")
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}img{max-width:100%}code{font-size:90%}</style>",
+             f"</head><body><h1>{e(title)}</h1>",
+             f"<p>spec <code>{e(prov['spec_path'])}</code> (sha256 {e(prov['spec_sha256'][:16])}...), "
+             f"otpipe {e(str(prov['versions']['otpipe']))}, git {e(str(prov['git_commit'] or 'n/a'))}; "
+             "timings and the full provenance: <code>provenance.json</code> in the run directory.</p>",
+             "<h2>Steps</h2><table><tr><th>id</th><th>step</th><th>status</th><th>output hash</th></tr>"]
+    for r in prov["steps"]:
+        parts.append(f"<tr><td>{e(r['id'])}</td><td>{e(r['step'])}</td><td>{e(r.get('status', ''))}</td>"
+                     f"<td><code>{e(str(r.get('output_hash'))[:23])}</code></td></tr>")
+    parts.append("</table>")
+    for ref in step.inputs:
+        src = _step_dir(wf, _by_id(wf, ref))
+        typ = _by_id(wf, ref).type
+        parts.append(f"<h2>{e(ref)} ({e(typ)})</h2>")
+        if typ in COLLECTION_STEPS:
+            try:
+                from .store import open as _open
+
+                info = _open(str(src / f"{ref}.zarr")).info()
+                labels = info.get("labels") or {}
+                parts.append(f"<p>{info['n_measures']} measures, {info['n_points']} points, D = {info['dim']}, "
+                             f"labels: {e(', '.join(f'{k} ({v})' for k, v in labels.items()) or 'none')}; "
+                             f"hash <code>{e(str(info['hash']))}</code></p>")
+            except Exception as exc:  # pragma: no cover - the report still lists the rest
+                parts.append(f"<p>(could not read the collection: {e(str(exc))})</p>")
+        for md in sorted(src.rglob("*.md")):
+            parts.append(_md_table_html(md.read_text()))
+        for k, png in enumerate(sorted(src.rglob("*.png"))):
+            name = f"{ref}-{k}-{png.name}"
+            shutil.copyfile(png, d / name)
+            parts.append(f"<figure><img src='{e(name)}'><figcaption>{e(png.relative_to(wf.run_dir).as_posix())}"
+                         "</figcaption></figure>")
+        report_cmd = _command("report") if typ == "distances" else None
+        if report_cmd is not None:
+            out = d / f"{ref}-report.png"
+            _run_cli(["report", str(src / f"{ref}.zarr"), "--out", str(out)], d)
+            if out.exists():
+                parts.append(f"<figure><img src='{e(out.name)}'></figure>")
+    parts.append("<h2>Provenance</h2><pre>" + e(json.dumps(
+        {k: prov[k] for k in ("versions", "git_commit", "host")}, indent=2)) + "</pre></body></html>")
+    (d / "index.html").write_text("\n".join(parts))
+
+
+def _md_table_html(text: str) -> str:
+    rows = [r.strip().strip("|").split("|") for r in text.strip().splitlines() if r.strip().startswith("|")]
+    rows = [r for r in rows if not all(set(c.strip()) <= set("-:") for c in r)]
+    if not rows:
+        return ""
+    e = html.escape
+    out = ["<table>", "<tr>" + "".join(f"<th>{e(c.strip())}</th>" for c in rows[0]) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{e(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:]]
+    return "\n".join(out + ["</table>"])
