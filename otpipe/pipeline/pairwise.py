@@ -279,7 +279,7 @@ def pairwise(
     stored = None
     if out is not None:
         out = Path(out)
-        if out.exists():
+        if out.exists() and (resume or not dry_run):
             if resume:
                 stored = _check_resume(out, fp, content, tile)
             elif not overwrite:
@@ -300,6 +300,11 @@ def pairwise(
             summary["tiles_done"] = int(done.sum())
         return summary
 
+    if stored is not None and stored.get("complete"):
+        log.info("%s is already complete: nothing to compute", out)
+        ds = _result.open_result(out)
+        ds.attrs.update(tiles_computed=0, tiles_resumed=int(stored["n_tiles"]), self_tasks_computed=0, pairs_computed=0, seconds=0.0)
+        return ds
     tmp = None
     if out is None:
         tmp = tempfile.TemporaryDirectory(prefix="otpipe-pairwise-")

@@ -169,7 +169,11 @@ def mark_complete(path, **attrs) -> None:
 
     update_attrs(path, **attrs, completed=_now())
     update_attrs(path, complete=True)
-    zarr.consolidate_metadata(str(path))
+    import warnings
+
+    with warnings.catch_warnings():  # "consolidated metadata is not in the Zarr v3 spec": known, harmless
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(path))
 
 
 def open_result(path, *, require_complete: bool = True):
@@ -190,4 +194,8 @@ def open_result(path, *, require_complete: bool = True):
     attrs = stored_attrs(path)
     if require_complete and not attrs.get("complete"):
         raise ValueError(f"{path} is an incomplete run: finish it with `otpipe distances ... --resume`")
-    return xr.open_zarr(path, consolidated=bool(attrs.get("complete")))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return xr.open_zarr(path, consolidated=bool(attrs.get("complete")))
