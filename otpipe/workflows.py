@@ -449,56 +449,70 @@ def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=N
         "resume": resume,
         "steps": [],
     }
-    needs_cluster = any(_has_scheduler(s) for s in wf.steps)
     spec = ClusterSpec(
         scheduler=wf.cluster.get("scheduler"), scheduler_file=wf.cluster.get("scheduler_file"),
         n_workers=wf.cluster.get("n_workers"), threads_per_worker=wf.cluster.get("threads_per_worker", 1),
         memory_limit=wf.cluster.get("memory_limit", "auto"),
     )
     hashes: dict[str, str] = {}
-    with (open_client(spec, client=client) if needs_cluster else contextlib.nullcontext()) as c:
-        if c is not None:
-            prov["cluster"] = describe(c)
-            address = c.scheduler.address
-        for step in wf.steps:
-            in_hashes = {ref: hashes[ref] for ref in step.inputs}
-            in_hashes.update(_external_hashes(step))
-            fp = _fingerprint(step, in_hashes)
-            old = previous.get(step.id)
-            rec = {"id": step.id, "step": step.type, "line": step.line, "params": step.params, "inputs": in_hashes,
-                   "seed": step.params.get("seed"), "fingerprint": fp}
-            current = _step_output_hash(wf, step)
-            if old is not None:
-                rec["changed"] = ("unchanged" if old.get("fingerprint") == fp else
-                                  _what_changed(old, rec))
-            if resume and step.type != "report" and old and old.get("fingerprint") == fp and current and current == old.get("output_hash"):
-                rec.update(status="skipped (unchanged)", argv=old.get("argv"), seconds=0.0, output_hash=current)
-                echo(f"[{step.id}] unchanged: kept {_step_dir(wf, step)}")
-            else:
-                t0 = time.perf_counter()
-                if step.type == "report":
-                    rec["argv"] = ["report (built-in)"]
-                    _write_report(wf, step, prov, hashes)
-                else:
-                    argv = _resolve_argv(wf, step)
-                    if c is not None and _has_scheduler(step):
-                        argv += ["--scheduler", address]
-                    rec["argv"] = argv
-                    echo(f"[{step.id}] otpipe {' '.join(argv)}")
-                    _run_cli(argv, _step_dir(wf, step))
-                rec["seconds"] = round(time.perf_counter() - t0, 3)
-                rec["status"] = "ran"
-                rec["output_hash"] = _step_output_hash(wf, step)
-                if old is not None and old.get("output_hash") and rec["changed"] == "unchanged":
-                    rec["reproduced"] = old.get("output_hash") == rec["output_hash"]
-                echo(f"[{step.id}] done in {rec['seconds']:.1f} s: {rec['output_hash']}")
-            hashes[step.id] = rec["output_hash"]
-            prov["steps"].append(rec)
-    prov["seconds"] = round(time.perf_counter() - t_start, 3)
-    tmp = prov_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(prov, indent=2, default=str))
-    os.replace(tmp, prov_path)
+    with contextlib.ExitStack() as stack:
+        address = None
+
+        def _scheduler() -> str:  # one cluster for the whole run, started when a step first needs it
+            nonlocal address
+            if address is None:
+                c = stack.enter_context(open_client(spec, client=client))
+                prov["cluster"] = describe(c)
+                address = c.scheduler.address
+            return address
+
+        try:
+            _run_steps(wf, prov, previous, hashes, resume, _scheduler, echo)
+        finally:
+            prov["complete"] = len(prov["steps"]) == len(wf.steps)
+            prov["seconds"] = round(time.perf_counter() - t_start, 3)
+            tmp = prov_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(prov, indent=2, default=str))
+            os.replace(tmp, prov_path)
     return prov
+
+
+def _run_steps(wf: Workflow, prov: dict, previous: dict, hashes: dict, resume: bool, _scheduler, echo) -> None:
+    """Run (or keep, with ``resume``) every step in order, appending its record to ``prov["steps"]``."""
+    for step in wf.steps:
+        in_hashes = {ref: hashes[ref] for ref in step.inputs}
+        in_hashes.update(_external_hashes(step))
+        fp = _fingerprint(step, in_hashes)
+        old = previous.get(step.id)
+        rec = {"id": step.id, "step": step.type, "line": step.line, "params": step.params, "inputs": in_hashes,
+               "seed": step.params.get("seed"), "fingerprint": fp}
+        current = _step_output_hash(wf, step)
+        if old is not None:
+            rec["changed"] = ("unchanged" if old.get("fingerprint") == fp else
+                              _what_changed(old, rec))
+        if resume and step.type != "report" and old and old.get("fingerprint") == fp and current and current == old.get("output_hash"):
+            rec.update(status="skipped (unchanged)", argv=old.get("argv"), seconds=0.0, output_hash=current)
+            echo(f"[{step.id}] unchanged: kept {_step_dir(wf, step)}")
+        else:
+            t0 = time.perf_counter()
+            if step.type == "report":
+                rec["argv"] = ["report (built-in)"]
+                _write_report(wf, step, prov, hashes)
+            else:
+                argv = _resolve_argv(wf, step)
+                if _has_scheduler(step):
+                    argv += ["--scheduler", _scheduler()]
+                rec["argv"] = argv
+                echo(f"[{step.id}] otpipe {' '.join(argv)}")
+                _run_cli(argv, _step_dir(wf, step))
+            rec["seconds"] = round(time.perf_counter() - t0, 3)
+            rec["status"] = "ran"
+            rec["output_hash"] = _step_output_hash(wf, step)
+            if old is not None and old.get("output_hash") and rec["changed"] == "unchanged":
+                rec["reproduced"] = old.get("output_hash") == rec["output_hash"]
+            echo(f"[{step.id}] done in {rec['seconds']:.1f} s: {rec['output_hash']}")
+        hashes[step.id] = rec["output_hash"]
+        prov["steps"].append(rec)
 
 
 def _what_changed(old: dict, new: dict) -> str:
@@ -550,9 +564,9 @@ def _write_report(wf: Workflow, step: Step, prov: dict, hashes: dict) -> None:
              f"<p>spec <code>{e(prov['spec_path'])}</code> (sha256 {e(prov['spec_sha256'][:16])}...), "
              f"otpipe {e(str(prov['versions']['otpipe']))}, git {e(str(prov['git_commit'] or 'n/a'))}; "
              "timings and the full provenance: <code>provenance.json</code> in the run directory.</p>",
-             "<h2>Steps</h2><table><tr><th>id</th><th>step</th><th>status</th><th>output hash</th></tr>"]
+             "<h2>Steps</h2><table><tr><th>id</th><th>step</th><th>inputs</th><th>output hash</th></tr>"]
     for r in prov["steps"]:
-        parts.append(f"<tr><td>{e(r['id'])}</td><td>{e(r['step'])}</td><td>{e(r.get('status', ''))}</td>"
+        parts.append(f"<tr><td>{e(r['id'])}</td><td>{e(r['step'])}</td><td>{e(', '.join(r.get('inputs') or {}))}</td>"
                      f"<td><code>{e(str(r.get('output_hash'))[:23])}</code></td></tr>")
     parts.append("</table>")
     for ref in step.inputs:
