@@ -169,11 +169,12 @@ def many_two_sample_tests(
         for arr in (stat, pval, p_holm, p_bh):
             low = np.tril_indices(S, -1)
             arr[low] = arr.T[low]
-    coords: dict[str, Any] = {"source": [nm for nm, _ in sg], "target": [nm for nm, _ in tg]}
+    # object dtype: stored as variable-length strings (fixed-width UTF-32 has no Zarr v3 spec)
+    coords: dict[str, Any] = {"source": _strings(nm for nm, _ in sg), "target": _strings(nm for nm, _ in tg)}
     if by == "measure":
         for dim, coll in (("source", src), ("target", tgt)):
             if coll.labels is not None:
-                coords[f"{dim}_label"] = (dim, [str(v) for v in coll.labels])
+                coords[f"{dim}_label"] = (dim, _strings(coll.labels))
     data = {
         "statistic": (("source", "target"), stat),
         "p_value": (("source", "target"), pval),
@@ -193,6 +194,10 @@ def many_two_sample_tests(
     attrs = _attrs(params, statistic=statistic, n_permutations=n_permutations, seed=seed, by=by,
                    block_size=block_size, src=src, tgt=None if same else tgt, n_tests=len(pairs))
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _strings(values) -> np.ndarray:
+    return np.array([str(v) for v in values], dtype=object)
 
 
 def _jsonable(v):

@@ -48,7 +48,7 @@ def plot_report(ds, path) -> Path:
             im = ax.imshow(v, vmin=0, vmax=1, cmap="viridis_r", aspect="auto", interpolation="nearest")
             sig = np.argwhere(np.nan_to_num(v, nan=1.0) <= 0.05)
             if len(sig) and len(sig) <= 2500:
-                ax.scatter(sig[:, 1], sig[:, 0], marker="*", s=18, color="white", linewidths=0, label="<= 0.05")
+                ax.scatter(sig[:, 1], sig[:, 0], marker="*", s=22, color="black", linewidths=0, label="<= 0.05")
             ax.set_title(f"{title} ({stat_name})")
             ax.set_xlabel("target")
             ax.set_ylabel("source")
@@ -56,7 +56,7 @@ def plot_report(ds, path) -> Path:
                 ax.set_xticks(range(T), [str(t) for t in ds["target"].values], rotation=90, fontsize=7)
             if S <= 40:
                 ax.set_yticks(range(S), [str(s) for s in ds["source"].values], fontsize=7)
-        fig.colorbar(im, ax=axes, shrink=0.8, label="p (white stars: <= 0.05)")
+        fig.colorbar(im, ax=axes, shrink=0.8, label="p (black stars: <= 0.05)")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -87,7 +87,7 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
     from ..store import open as open_store
     from .two_sample import many_two_sample_tests, write_result
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _log_to_stderr()
     spec = client_from_options(kw)
     outp = Path(out)
     if outp.exists() and not overwrite:
@@ -120,6 +120,15 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
         png = plot_report(ds, outp.with_suffix(".png"))
         msg += f"; plot {png}"
     click.echo(msg)
+
+
+def _log_to_stderr() -> None:
+    lg = logging.getLogger("otpipe")
+    if not lg.handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(message)s"))
+        lg.addHandler(h)
+    lg.setLevel(logging.INFO)
 
 
 def _positive(s: str) -> float:
