@@ -17,6 +17,9 @@
   ``p_holm``, ``p_bh`` (Holm / Benjamini-Hochberg over all distinct tests; for one collection
   the ``i < j`` tests, mirrored, NaN on the diagonal), ``n_source``, ``n_target`` (sample sizes), and
   ``null (source, target, permutation)`` when there is a single test.
+
+Tasks run torch with one thread each (the workers' task threads already cover the cores; a
+thread pool per task oversubscribes them, which slows small batched solves many times over).
 """
 from __future__ import annotations
 
@@ -58,8 +61,8 @@ def two_sample_test_distributed(
                         block_size=block_size, **loss_params)
     with open_client(spec, client=client) as c:
         [pf] = c.scatter([plan], broadcast=True)
-        obs = c.submit(_t.observed, pf, pure=False)
-        futs = [c.submit(_t.run_block, pf, k, pure=False) for k in range(plan.n_blocks)]
+        obs = c.submit(_observed_task, pf, pure=False)
+        futs = [c.submit(_block_task, pf, k, pure=False) for k in range(plan.n_blocks)]
         blocks = c.gather(futs)
         obs = obs.result()
     return _t.finish(plan, obs, blocks)
@@ -90,7 +93,26 @@ def _points(coll, idx: list[int]) -> np.ndarray:
     return np.concatenate([np.asarray(coll[i].points, dtype=np.float64) for i in idx], axis=0)
 
 
+def _worker_threads() -> None:
+    """Torch threads of a task = the worker's task threads' share (each task thread gets one)."""
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+def _block_task(plan, k):
+    _worker_threads()
+    return _t.run_block(plan, k)
+
+
+def _observed_task(plan):
+    _worker_threads()
+    return _t.observed(plan)
+
+
 def _pair_task(src, src_idx, tgt, tgt_idx, kw: dict, entropy: list, keep_null: bool):
+    _worker_threads()
     res = _t.two_sample_test(_points(src, src_idx), _points(tgt, tgt_idx), seed=entropy, **kw)
     return res.statistic, res.p_value, (res.null if keep_null else None), res.params
 
