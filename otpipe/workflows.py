@@ -129,6 +129,9 @@ def load_spec(path, *, run_dir=None) -> Workflow:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        ctx, cm = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if ctx and cm is not None and cm.line + 1 != line:
+            problem += f" ({ctx} started on line {cm.line + 1})"
         raise _err(path, line, f"YAML syntax error: {problem}") from None
     L = _Lines(node)
     if not isinstance(raw, dict):
