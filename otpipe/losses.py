@@ -346,8 +346,6 @@ class SamplesLoss(torch.nn.Module):
             raise ValueError("custom cost callables are not supported: use p= and cost='|x-y|^p/p' or '|x-y|^p'")
         if kernel is not None or cluster_scale is not None:
             raise ValueError("custom kernels and cluster_scale are not supported")
-        if backend == "multiscale":
-            raise ValueError("the 'multiscale' backend is not available yet: use 'auto', 'tensorized' or 'keops'")
         self.loss, self.p, self.blur, self.reach = loss, p, blur, reach
         self.diameter, self.scaling, self.truncate, self.cost = diameter, scaling, truncate, cost
         self.debias, self.potentials, self.verbose, self.backend = debias, potentials, verbose, backend

@@ -423,6 +423,10 @@ def _run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, se
     Returns a dict with the backend, schedule, and for each requested problem its final
     (differentiable) potentials, n_iter and marginal error.
     """
+    if choose_backend(prm.backend, P.shape[0], P.shape[1], P.shape[2], device=P.x.device) == "multiscale":
+        from .multiscale import _multiscale_run
+
+        return _multiscale_run(P, prm, cross=cross, self_x=self_x, self_y=self_y)
     backend, schedule = _resolve(P, prm, symmetric_only=not cross)
     mod = get_backend(backend)
     cost, rho = prm.cost, prm.rho

@@ -21,6 +21,7 @@ BACKENDS = {
     "tensorized": "otpipe.kernels.tensorized",
     "keops": "otpipe.kernels.keops",
     "cpu": "otpipe.kernels.cpu",
+    "multiscale": "otpipe.kernels.multiscale",
 }
 _ALIASES = {"online": "keops", "dense": "tensorized"}
 
@@ -29,6 +30,8 @@ AUTO_DENSE_MAX_ENTRIES = 5000 * 5000
 #: on CPU tensors, ``auto`` uses the compiled ``cpu`` backend from this many entries (B * N * M) on;
 #: measured: it is 2x faster than dense at N = M = 100 and 50x at 1000; below, both take ~10-30 us a call
 AUTO_CPU_MIN_ENTRIES = 100 * 100
+#: on CPU tensors, ``auto`` uses the ``multiscale`` solver for single pairs (B = 1) from this many entries on
+AUTO_MULTISCALE_MIN_ENTRIES = 50_000 * 50_000
 
 
 def _on_cpu(device) -> bool:
@@ -42,7 +45,8 @@ def _on_cpu(device) -> bool:
 def choose_backend(name: str, B: int, N: int, M: int, *, device=None) -> str:
     """Resolve ``"auto"`` and aliases to a backend name; validate explicit names.
 
-    ``auto`` picks ``cpu`` for CPU tensors (``device``; when ``None``: when CUDA is absent) with at least
+    ``auto`` picks ``multiscale`` for single CPU pairs with at least :data:`AUTO_MULTISCALE_MIN_ENTRIES`
+    entries, else ``cpu`` for CPU tensors (``device``; when ``None``: when CUDA is absent) with at least
     :data:`AUTO_CPU_MIN_ENTRIES` entries if its kernels compile (warning once and falling back otherwise),
     else ``tensorized`` up to :data:`AUTO_DENSE_MAX_ENTRIES` entries, else ``keops``.
     """
@@ -52,7 +56,7 @@ def choose_backend(name: str, B: int, N: int, M: int, *, device=None) -> str:
             from . import cpu
 
             if cpu.available():
-                return "cpu"
+                return "multiscale" if B == 1 and N * M >= AUTO_MULTISCALE_MIN_ENTRIES else "cpu"
             cpu._warn_unavailable()
         return "tensorized" if B * max(N, M) * max(N, M) <= AUTO_DENSE_MAX_ENTRIES else "keops"
     if name not in BACKENDS:

@@ -1,0 +1,215 @@
+"""Multiscale Sinkhorn driver (Schmitzer 2016): coarse eps-scaling on cluster centroids, a jump to the
+points, and the end of the schedule with block-sparse (truncated) reductions.
+
+With ``s`` the cluster scale (:mod:`otpipe.kernels.multiscale`) and the temperatures of
+:func:`~otpipe.sinkhorn.epsilon_schedule`:
+
+1. the temperatures with ``eps >= s^p`` run on the coarse measures (centroids, summed weights), with the
+   same updates as the full solver (``_Cross`` / ``_Symmetric``, fixed schedule or converging mode);
+2. jump: ``f_i = -eps log sum_J B_J exp((G_J - C(x_i, y_J)) / eps)`` (damped when unbalanced) extrapolates
+   the coarse potentials to the points;
+3. at each remaining temperature the kept cluster pairs are recomputed from the current potentials
+   (:func:`~otpipe.kernels.multiscale.block_mask`) and the updates run on those blocks only;
+4. the final differentiable extrapolation (envelope gradients) uses the last blocks.
+
+Batches (``B > 1``) and non-CPU tensors fall back to the ``cpu`` / ``keops`` backends with a warning.
+Memory: ``O((N + M) D + n_I n_J)``; nothing of size ``N x M`` is formed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import torch
+
+from .kernels import cpu
+from .kernels import multiscale as ms
+from .measures import Pair, log_weights
+from .sinkhorn import STAGE_TOL, DEFAULT_MAX_ITER, SinkhornParams, _Cross, _Symmetric, _damping, _iterate, _needs_grad, _resolve
+
+__all__ = ["_multiscale_run"]
+
+
+class _WarmCross(_Cross):
+    """A cross problem whose potentials are already set (the jump): ``init`` keeps them."""
+
+    def init(self, eps, d):
+        pass
+
+
+class _WarmSymmetric(_Symmetric):
+    def init(self, eps, d):
+        pass
+
+
+class _Permuted:
+    """An operator on sorted points seen in the original order: ``h`` in, results out."""
+
+    def __init__(self, op, row_inv: torch.Tensor, col_perm: torch.Tensor):
+        self.op, self.row_inv, self.col_perm = op, row_inv, col_perm
+
+    def _call(self, name, eps, h, *rest):
+        out = getattr(self.op, name)(eps, h[:, self.col_perm], *[v[:, self.col_perm] for v in rest])
+        return out[:, self.row_inv]
+
+    def softmin(self, eps, h):
+        return self._call("softmin", eps, h)
+
+    def softmax_cost(self, eps, h):
+        return self._call("softmax_cost", eps, h)
+
+    def softmax_mean(self, eps, h, v):
+        return self._call("softmax_mean", eps, h, v)
+
+
+class _View:
+    """The final state of a problem in the original point order (what :mod:`otpipe.losses` reads)."""
+
+
+def _fallback(P: Pair, prm: SinkhornParams, why: str, backend: str, **kw):
+    from .sinkhorn import _run_problems
+
+    warnings.warn(f"multiscale backend: {why}; using the {backend!r} backend", RuntimeWarning, stacklevel=4)
+    out = _run_problems(P, dataclasses.replace(prm, backend=backend), **kw)
+    return out
+
+
+def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool,
+                    truncate: float | None = None, scale: float | None = None):
+    """Multiscale counterpart of :func:`otpipe.sinkhorn._run_problems` (same inputs and output dict)."""
+    B, N, M, D = P.shape
+    kw = dict(cross=cross, self_x=self_x, self_y=self_y)
+    if P.x.device.type != "cpu":
+        return _fallback(P, prm, "block-sparse reductions exist for CPU tensors only", "keops", **kw)
+    if B != 1:
+        return _fallback(P, prm, f"one pair at a time (got a batch of {B})", "cpu", **kw)
+    if not cpu.available():
+        return _fallback(P, prm, f"the compiled kernels are unavailable ({cpu.build_error()})", "auto", **kw)
+    if P.x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"the 'multiscale' backend needs float32 or float64 points, got {P.x.dtype}")
+    _, schedule = _resolve(P, prm, symmetric_only=not cross)
+    truncate = ms.TRUNCATE if truncate is None else float(truncate)
+    cost, rho, p = prm.cost, prm.rho, prm.p
+    x, y, a, b = P.x, P.y, P.a, P.b
+    xd, yd, ad, bd = x.detach()[0], y.detach()[0], a.detach()[0], b.detach()[0]
+
+    s = ms.default_scale(xd, yd) if scale is None else float(scale)
+    cx = ms.cluster(xd, ad, s) if (cross or self_x) else None
+    cy = ms.cluster(yd, bd, s) if (cross or self_y) else None
+    if D > 3:  # k-means: the scale is the clusters' typical size
+        s = max(float(c.radius.max()) for c in (cx, cy) if c is not None)
+    # coarse temperatures: eps >= s^p, leaving at least one for the points
+    kj = sum(1 for e in schedule[:-1] if e >= s**p)
+    coarse, fine = schedule[:kj], schedule[kj:]
+    cap = prm.max_iter if prm.max_iter is not None else DEFAULT_MAX_ITER
+    tol = prm.tol
+
+    def sorted_pts(c, pts, w):
+        return pts[c.perm][None].contiguous(), w[c.perm][None].contiguous()
+
+    names, fine_pbs, levels, n_coarse = [], [], [], []
+    with torch.no_grad():
+        if cross:
+            names.append("xy")
+            levels.append((cx, cy))
+        if self_x:
+            names.append("xx")
+            levels.append((cx, cx))
+        if self_y:
+            names.append("yy")
+            levels.append((cy, cy))
+        pts = {id(cx): (xd, ad), id(cy): (yd, bd)}
+        srt = {k: sorted_pts(c, *pts[id(c)]) for k, c in (("x", cx), ("y", cy)) if c is not None}
+        key = {id(cx): "x", id(cy): "y"}
+
+        # 1. coarse level
+        coarse_pbs = []
+        if coarse:
+            for name, (c1, c2) in zip(names, levels):
+                op = cpu.CpuOperator(c1.centers[None], c2.centers[None], cost)
+                if name == "xy":
+                    coarse_pbs.append(_Cross(op, op.transpose(), c1.weights[None], c2.weights[None]))
+                else:
+                    coarse_pbs.append(_Symmetric(op, c1.weights[None]))
+            n_coarse = _iterate(coarse_pbs, coarse, rho, None if tol is None else max(tol, STAGE_TOL),
+                                max(len(coarse), cap - len(fine)))
+        else:
+            n_coarse = [torch.zeros(1, dtype=torch.int64) for _ in names]
+
+        # 2. the jump (or a plain start on the points when there is no coarse level)
+        for name, (c1, c2), cpb in zip(names, levels, coarse_pbs or [None] * len(names)):
+            (xs, as_), (ys, bs) = srt[key[id(c1)]], srt[key[id(c2)]]
+            if name == "xy":
+                pb = _WarmCross(None, None, as_, bs)
+            else:
+                pb = _WarmSymmetric(None, as_)
+            if cpb is not None:
+                e0 = coarse[-1]
+                dd = _damping(e0, rho)
+                if name == "xy":
+                    pb.f = dd * cpu.CpuOperator(xs, c2.centers[None], cost).softmin(e0, cpb.lb + cpb.g / e0)
+                    pb.g = dd * cpu.CpuOperator(ys, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
+                else:
+                    pb.f = dd * cpu.CpuOperator(xs, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
+            fine_pbs.append(pb)
+
+        # 3. fine temperatures, blocks recomputed at each
+        n_fine = [torch.zeros(1, dtype=torch.int64) for _ in names]
+        used = int(max(int(n.max()) for n in n_coarse)) if names else 0
+        blocks = {}
+        for k, eps in enumerate(fine):
+            last = k == len(fine) - 1
+            for j, (name, (c1, c2), pb) in enumerate(zip(names, levels, fine_pbs)):
+                (xs, _), (ys, _) = srt[key[id(c1)]], srt[key[id(c2)]]
+                if not coarse and k == 0:
+                    bl = cpu.Blocks(c1.bounds, c2.bounds, torch.ones(c1.n, c2.n, dtype=torch.bool))
+                else:
+                    g = pb.g if name == "xy" else pb.f
+                    mask = ms.block_mask(c1, c2, ms.segment_max(pb.f[0], c1), ms.segment_max(g[0], c2), eps, cost,
+                                         truncate)
+                    bl = cpu.Blocks(c1.bounds, c2.bounds, mask)
+                blocks[name] = bl
+                op = cpu.CpuOperator(xs, ys, cost, bl)
+                if name == "xy":
+                    pb.op_xy, pb.op_yx = op, op.transpose()
+                else:
+                    pb.op = op
+                if not coarse and k == 0:  # no coarse level: the solver's usual start
+                    (_Cross if name == "xy" else _Symmetric).init(pb, eps, _damping(eps, rho))
+            t = None if tol is None else (tol if last else max(tol, STAGE_TOL))
+            remaining = max(len(fine) - k, cap - used - (len(fine) - 1 - k))
+            its = _iterate(fine_pbs, [eps], rho, t, remaining)
+            for j in range(len(names)):
+                n_fine[j] = n_fine[j] + its[j]
+            used += int(max(int(n.max()) for n in its))
+
+    # 4. differentiable extrapolation on the final blocks, results in the original order
+    eps = schedule[-1]
+    d = _damping(eps, rho)
+    out = {"backend": "multiscale", "schedule": schedule, "eps": eps}
+    grad_x, grad_y = _needs_grad(x), _needs_grad(y)
+    for name, (c1, c2), pb, nc, nf in zip(names, levels, fine_pbs, n_coarse, n_fine):
+        bl = blocks[name]
+        n_it = nc + nf
+        if name == "xy":
+            xs = x[0][c1.perm][None] if grad_x else pb.op_xy.x
+            ys = y[0][c2.perm][None] if grad_y else pb.op_yx.x
+            op_xy = cpu.CpuOperator(xs, pb.op_xy.y, cost, bl) if grad_x else pb.op_xy
+            op_yx = cpu.CpuOperator(ys, pb.op_yx.y, cost, bl.transpose()) if grad_y else pb.op_yx
+            f, g, err = pb.extrapolate(eps, d, op_xy, op_yx)
+            f, g = f[:, c1.inv], g[:, c2.inv]
+            view = _View()
+            view.op_xy = _Permuted(pb.op_xy, c1.inv, c2.perm)
+            view.lb, view.g = log_weights(b.detach()), pb.g[:, c2.inv]
+            view.la, view.f = log_weights(a.detach()), pb.f[:, c1.inv]
+            out[name] = dict(f=f, g=g, err=err, n_iter=n_it, problem=view)
+        else:
+            src, needs = (x, grad_x) if name == "xx" else (y, grad_y)
+            op = cpu.CpuOperator(src[0][c1.perm][None], pb.op.y, cost, bl) if needs else pb.op
+            f, err = pb.extrapolate(eps, d, op)
+            f = f[:, c1.inv]
+            view = _View()
+            view.op = _Permuted(pb.op, c1.inv, c1.perm)
+            view.la, view.f = log_weights((a if name == "xx" else b).detach()), pb.f[:, c1.inv]
+            out[name] = dict(f=f, err=err, n_iter=n_it, problem=view)
+    return out
