@@ -1,0 +1,565 @@
+"""Wasserstein barycenters of weighted point clouds: free support and fixed support.
+
+For input measures ``beta_k`` and barycentric weights ``lambda_k >= 0`` with ``sum lambda_k = 1``:
+
+* **Free support** (positions, optionally weights, of ``alpha = sum_i a_i delta_{x_i}`` move):
+  ``min_alpha F(alpha) = sum_k lambda_k S_eps(alpha, beta_k)`` with the debiased Sinkhorn
+  divergence. The gradient comes from the envelope theorem and, divided by ``a_i``, gives the
+  step ``x_i <- x_i - tau * grad_{x_i} F / a_i``; for ``p = 2`` and ``tau = 1`` this is the
+  Brenier-map step ``x_i <- sum_k lambda_k T_k(x_i) + x_i - T_aa(x_i)`` (``T_k``: barycentric
+  projection onto ``beta_k``, ``T_aa``: that of the self term, ``~ x_i`` for small blur).
+  Weights (``learn_weights=True``) take the mirror step ``a <- a exp(-step (grad_a F - <a, grad_a F>) / eps)``.
+  Stopping rule: largest displacement ``< tol * diameter`` (and weight change ``< tol``) or an
+  objective that stalls.
+* **Fixed support** (Benamou et al. 2015, iterative Bregman projections, log domain) on a common
+  support with cost ``C``: ``v_k = b_k / K^T u_k``, ``a = d * prod_k (K v_k)^lambda_k``,
+  ``u_k = a / K v_k``; with ``debiased=True`` (Janati et al. 2020) ``d`` solves the
+  autocorrelation fixed point ``d * K d = a`` (``d <- sqrt(d a / K d)``), so the barycenter of
+  identical inputs is that input; otherwise ``d = 1``. On regular 2-D/3-D grids the kernel
+  ``K = exp(-C / eps)`` of ``C = |x - y|^2 / 2`` is applied axis by axis (separable log-sum-exp
+  convolutions) instead of as a dense matrix.
+
+Inputs are probability measures: weights are normalised to unit mass (raw store weights, such as
+image intensities, are fine). This module knows nothing of Dask or Zarr; the distributed runner
+(:mod:`otpipe.pipeline.barycenter`) plugs its own per-iteration terms in through :class:`Terms`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "barycenter",
+    "free_support_barycenter",
+    "fixed_support_barycenter",
+    "BarycenterResult",
+    "LocalTerms",
+    "init_support",
+    "detect_grid",
+]
+
+_MAX_GRID_CELLS = 1 << 22
+
+
+@dataclass
+class BarycenterResult:
+    """A barycenter ``sum_i weights_i delta_{points_i}`` with its diagnostics.
+
+    ``history`` holds the objective per iteration (free support) or the marginal error (fixed
+    support); ``displacement`` the largest point move per iteration (free support);
+    ``image`` the barycenter as an array on the grid (convolutional path), else ``None``.
+    """
+
+    points: np.ndarray
+    weights: np.ndarray
+    n_iter: int
+    converged: bool
+    method: str
+    history: list = field(default_factory=list)
+    displacement: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+    image: np.ndarray | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# input validation
+# --------------------------------------------------------------------------------------------
+
+
+def _as_measure(m, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(m, "points"):
+        pts, w = m.points, getattr(m, "weights", None)
+    elif isinstance(m, (tuple, list)) and len(m) == 2 and np.ndim(m[0]) >= 1 and np.ndim(m[1]) == 1 and len(m[0]) == len(m[1]):
+        pts, w = m
+    else:
+        pts, w = m, None
+    pts = np.asarray(pts, dtype=np.float64)
+    if pts.ndim == 1:
+        pts = pts[:, None]
+    if pts.ndim != 2 or pts.shape[0] == 0 or pts.shape[1] == 0:
+        raise ValueError(f"measure {k}: points must be a non-empty (N, D) array, got shape {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise ValueError(f"measure {k}: points contain NaN or inf")
+    w = np.full(len(pts), 1.0 / len(pts)) if w is None else np.asarray(w, dtype=np.float64).reshape(-1)
+    if w.shape != (len(pts),):
+        raise ValueError(f"measure {k}: {len(w)} weights for {len(pts)} points")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"measure {k}: weights must be finite, non-negative, with positive total")
+    keep = w > 0
+    return pts[keep], w[keep] / w[keep].sum()
+
+
+def validate_inputs(measures, lambdas=None) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Points, unit-mass weights and barycentric weights of the inputs, or a one-line ``ValueError``."""
+    measures = list(measures) if measures is not None else []
+    if not measures:
+        raise ValueError("no measures to average (the group is empty)")
+    ys, bs = zip(*(_as_measure(m, k) for k, m in enumerate(measures)))
+    D = ys[0].shape[1]
+    for k, y in enumerate(ys):
+        if y.shape[1] != D:
+            raise ValueError(f"dimension mismatch: measure 0 has D = {D}, measure {k} has D = {y.shape[1]}")
+    return list(ys), list(bs), check_lambdas(lambdas, len(ys))
+
+
+def check_lambdas(lambdas, K: int) -> np.ndarray:
+    """Barycentric weights: ``K`` finite non-negative numbers summing to one (uniform if ``None``)."""
+    if lambdas is None:
+        return np.full(K, 1.0 / K)
+    lam = np.asarray(lambdas, dtype=np.float64).reshape(-1)
+    if lam.shape != (K,):
+        raise ValueError(f"{len(lam)} barycenter weights for {K} measures")
+    if not np.isfinite(lam).all() or (lam < 0).any():
+        raise ValueError("barycenter weights must be finite and non-negative")
+    if abs(lam.sum() - 1.0) > 1e-6:
+        raise ValueError(f"barycenter weights must sum to one, got sum = {lam.sum():.6g}")
+    return lam
+
+
+def _bbox_diameter(arrays: Sequence[np.ndarray]) -> float:
+    z = np.concatenate([np.asarray(a).reshape(-1, np.asarray(a).shape[-1]) for a in arrays])
+    d = float(np.linalg.norm(z.max(0) - z.min(0)))
+    return d if d > 0 else 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# free support
+# --------------------------------------------------------------------------------------------
+
+
+def init_support(ys, bs, lambdas, n_points: int, init="sample", seed: int = 0) -> np.ndarray:
+    """Starting positions ``(n_points, D)``.
+
+    ``"sample"``: points drawn without replacement from the pooled inputs with probabilities
+    ``lambda_k b_kj`` (with replacement and a tiny jitter if there are too few);
+    ``"mean"``: a Gaussian with the pooled mean and covariance; an array: used as given.
+    """
+    D = ys[0].shape[1]
+    if not isinstance(init, str):
+        X = np.asarray(init, dtype=np.float64)
+        if X.ndim == 1 and D == 1:
+            X = X[:, None]
+        if X.ndim != 2 or X.shape[1] != D or not np.isfinite(X).all():
+            raise ValueError(f"init must be a finite (n, {D}) array, got shape {X.shape}")
+        return X.copy()
+    if n_points < 1:
+        raise ValueError(f"n_points must be >= 1, got {n_points}")
+    rng = np.random.default_rng(seed)
+    Z = np.concatenate(ys)
+    w = np.concatenate([l * b for l, b in zip(lambdas, bs)])
+    w = w / w.sum()
+    if init == "sample":
+        nz = int((w > 0).sum())
+        if n_points <= nz:
+            return Z[rng.choice(len(Z), size=n_points, replace=False, p=w)].copy()
+        X = Z[rng.choice(len(Z), size=n_points, replace=True, p=w)]
+        return X + 1e-3 * _bbox_diameter([Z]) * rng.standard_normal(X.shape)
+    if init == "mean":
+        mean = w @ Z
+        cov = (Z - mean).T @ ((Z - mean) * w[:, None])
+        return rng.multivariate_normal(mean, cov + 1e-12 * np.eye(D), size=n_points)
+    raise ValueError(f"unknown init {init!r}: use 'sample', 'mean' or an (n, D) array")
+
+
+class Terms(Protocol):
+    """The per-iteration terms of the free-support objective (local or distributed)."""
+
+    def cross(self, X: np.ndarray, a: np.ndarray, grad_weights: bool) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """``sum_k lambda_k OT_eps(alpha, beta_k)`` and its gradients w.r.t. ``X`` and ``a``."""
+
+    def self_constant(self) -> float:
+        """``sum_k lambda_k OT_eps(beta_k, beta_k) / 2`` (constant part of the objective)."""
+
+
+def _solver_kw(opts: dict) -> dict:
+    return {k: opts[k] for k in ("p", "blur", "diameter", "scaling", "tol", "max_iter", "backend")}
+
+
+def cross_terms(X, a, ys, bs, lambdas, opts: dict, grad_weights: bool = False):
+    """``sum_k lambda_k OT_eps(alpha, beta_k)`` with envelope gradients (NumPy in and out)."""
+    from .sinkhorn import solve
+
+    Xt = torch.tensor(X, dtype=torch.float64, requires_grad=True)
+    at = torch.tensor(a, dtype=torch.float64, requires_grad=grad_weights)
+    total = torch.zeros((), dtype=torch.float64)
+    for y, b, lam in zip(ys, bs, lambdas):
+        if lam == 0:
+            continue
+        r = solve(Xt, torch.as_tensor(y, dtype=torch.float64), at, torch.as_tensor(b, dtype=torch.float64), **_solver_kw(opts))
+        total = total + float(lam) * r.value
+    if not total.requires_grad:
+        return float(total), np.zeros_like(X), (np.zeros_like(a) if grad_weights else None)
+    grads = torch.autograd.grad(total, [Xt, at] if grad_weights else [Xt], allow_unused=True)
+    gX = grads[0].numpy() if grads[0] is not None else np.zeros_like(X)
+    ga = None
+    if grad_weights:
+        ga = grads[1].numpy() if grads[1] is not None else np.zeros_like(a)
+    return float(total.detach()), gX, ga
+
+
+def self_terms(ys, bs, lambdas, opts: dict) -> float:
+    """``sum_k lambda_k OT_eps(beta_k, beta_k) / 2``."""
+    from .sinkhorn import solve_symmetric
+
+    with torch.no_grad():
+        return float(sum(0.5 * lam * float(solve_symmetric(torch.as_tensor(y), torch.as_tensor(b), **_solver_kw(opts)).value)
+                         for y, b, lam in zip(ys, bs, lambdas) if lam > 0))
+
+
+class LocalTerms:
+    """:class:`Terms` computed in this process, measure after measure."""
+
+    def __init__(self, ys, bs, lambdas, opts: dict):
+        self.ys, self.bs, self.lambdas, self.opts = ys, bs, lambdas, opts
+
+    def cross(self, X, a, grad_weights):
+        return cross_terms(X, a, self.ys, self.bs, self.lambdas, self.opts, grad_weights)
+
+    def self_constant(self):
+        return self_terms(self.ys, self.bs, self.lambdas, self.opts)
+
+
+def _self_term(X, a, opts: dict, grad_weights: bool):
+    from .sinkhorn import solve_symmetric
+
+    Xt = torch.tensor(X, dtype=torch.float64, requires_grad=True)
+    at = torch.tensor(a, dtype=torch.float64, requires_grad=grad_weights)
+    v = solve_symmetric(Xt, at, **_solver_kw(opts)).value
+    vf = float(v.detach())
+    if not v.requires_grad:
+        return float(v), np.zeros_like(X), (np.zeros_like(a) if grad_weights else None)
+    grads = torch.autograd.grad(v, [Xt, at] if grad_weights else [Xt], allow_unused=True)
+    gX = grads[0].numpy() if grads[0] is not None else np.zeros_like(X)
+    ga = (grads[1].numpy() if grads[1] is not None else np.zeros_like(a)) if grad_weights else None
+    return vf, gX, ga
+
+
+def free_support_barycenter(
+    measures,
+    lambdas=None,
+    *,
+    n_points: int | None = None,
+    init="sample",
+    weights_init=None,
+    learn_weights: bool = False,
+    p: float = 2,
+    blur: float | None = None,
+    diameter: float | None = None,
+    scaling: float = 0.5,
+    sinkhorn_tol: float | None = None,
+    sinkhorn_max_iter: int | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 100,
+    step: float = 1.0,
+    seed: int = 0,
+    backend: str = "auto",
+    terms: Terms | None = None,
+) -> BarycenterResult:
+    """Free-support barycenter ``argmin_alpha sum_k lambda_k S_eps(alpha, beta_k)``.
+
+    Parameters
+    ----------
+    measures : sequence
+        Input measures: ``(N_k, D)`` arrays, ``(points, weights)`` pairs or objects with
+        ``.points``/``.weights`` (store measures); sizes may differ; weights are normalised.
+    lambdas : array, optional
+        Barycentric weights (non-negative, summing to one); uniform by default.
+    n_points : int, optional
+        Support size of the barycenter (default: the largest input size).
+    init : {"sample", "mean"} or array
+        Starting positions (see :func:`init_support`), seeded by ``seed``.
+    learn_weights : bool
+        Also optimise the barycenter's weights (mirror descent), else uniform ``1/n``.
+    p, blur, diameter, scaling, sinkhorn_tol, sinkhorn_max_iter, backend
+        Sinkhorn parameters (:func:`otpipe.solve`); ``blur`` defaults to ``0.02 * diameter``
+        and ``diameter`` to the bounding-box diagonal of the inputs and the initial support,
+        fixed for the whole run so every iteration solves the same kind of problem.
+    tol : float
+        Stop when the largest displacement is below ``tol * diameter`` (and the weights move
+        by less than ``tol`` in L1), or the objective changes by less than ``tol**2 * diameter**p``.
+    max_iter : int
+        Cap on the outer iterations.
+    step : float
+        ``tau`` of the step ``x_i <- x_i - tau grad_{x_i} F / a_i`` (1: the Brenier-map step).
+    terms : Terms, optional
+        Where the per-measure terms are computed (default: here, :class:`LocalTerms`).
+
+    Returns
+    -------
+    BarycenterResult
+    """
+    ys, bs, lam = validate_inputs(measures, lambdas)
+    if n_points is None:
+        n_points = max(len(y) for y in ys)
+    X = init_support(ys, bs, lam, n_points, init, seed)
+    n = len(X)
+    a = np.full(n, 1.0 / n) if weights_init is None else np.asarray(weights_init, dtype=np.float64) / np.sum(weights_init)
+    if a.shape != (n,):
+        raise ValueError(f"weights_init must have shape ({n},)")
+    if diameter is None:
+        diameter = _bbox_diameter(list(ys) + [X])
+    if blur is None:
+        blur = 0.02 * diameter
+    if not (blur > 0 and diameter > 0 and step > 0 and tol > 0 and max_iter >= 1):
+        raise ValueError("blur, diameter, step and tol must be positive and max_iter >= 1")
+    opts = dict(p=float(p), blur=float(blur), diameter=float(diameter), scaling=float(scaling), tol=sinkhorn_tol,
+                max_iter=sinkhorn_max_iter, backend=backend)
+    terms = terms if terms is not None else LocalTerms(ys, bs, lam, opts)
+    eps = float(blur) ** float(p)
+    const = terms.self_constant()
+    history, disp_hist = [], []
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        vx, gx, ga = terms.cross(X, a, learn_weights)
+        vs, gsx, gsa = _self_term(X, a, opts, learn_weights)
+        history.append(vx - 0.5 * vs - const)
+        gX = gx - 0.5 * gsx
+        Xn = X - step * gX / np.maximum(a, 1e-300)[:, None]
+        disp = float(np.sqrt(((Xn - X) ** 2).sum(1)).max())
+        dw = 0.0
+        if learn_weights:
+            g = ga - 0.5 * gsa
+            h = np.clip(-step * (g - a @ g) / eps, -5.0, 5.0)
+            an = a * np.exp(h)
+            an /= an.sum()
+            dw = float(np.abs(an - a).sum())
+            a = an
+        X = Xn
+        disp_hist.append(disp)
+        stalled = len(history) > 1 and abs(history[-1] - history[-2]) <= tol**2 * diameter**p
+        if (disp < tol * diameter and dw < tol) or stalled:
+            converged = True
+            break
+    params = dict(opts, method="free", n_points=n, init=init if isinstance(init, str) else "given", seed=seed,
+                  step=step, learn_weights=learn_weights, outer_tol=tol, outer_max_iter=max_iter,
+                  lambdas=lam.tolist())
+    return BarycenterResult(points=X, weights=a, n_iter=it, converged=converged, method="free",
+                            history=history, displacement=disp_hist, params=params)
+
+
+# --------------------------------------------------------------------------------------------
+# fixed support (iterative Bregman projections)
+# --------------------------------------------------------------------------------------------
+
+
+class _DenseKernel:
+    """``h -> log sum_j exp(h_j - C_ij / eps)`` with a dense cost matrix."""
+
+    def __init__(self, C: torch.Tensor, eps: float):
+        self.logK = -C / eps
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(h[..., None, :] + self.logK, dim=-1)
+
+
+class _GridKernel:
+    """The same for ``C = |x - y|^2 / 2`` on a regular grid: one log-sum-exp convolution per axis."""
+
+    def __init__(self, shape: tuple[int, ...], spacing: Sequence[float], eps: float):
+        self.logK = []
+        for n, s in zip(shape, spacing):
+            t = torch.arange(n, dtype=torch.float64) * s
+            self.logK.append(-((t[:, None] - t[None, :]) ** 2) / (2 * eps))
+        self.ndim = len(shape)
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        for d, lk in enumerate(self.logK):
+            ax = h.dim() - self.ndim + d
+            h = torch.logsumexp(h.movedim(ax, -1)[..., None, :] + lk, dim=-1).movedim(-1, ax)
+        return h
+
+
+def _ibp(logb: torch.Tensor, lam: torch.Tensor, kernel, *, debiased: bool, tol: float, max_iter: int):
+    """Log-domain iterative Bregman projections; ``logb`` is ``(K, *support)``."""
+    K = logb.shape[0]
+    sup_dims = tuple(range(1, logb.dim()))
+    lam_b = lam.reshape((K,) + (1,) * (logb.dim() - 1))
+    logu = torch.zeros_like(logb)
+    logd = torch.zeros_like(logb[0])
+    loga = logd
+    history, converged, it = [], False, 0
+    for it in range(1, max_iter + 1):
+        logv = logb - kernel(logu)
+        lKv = kernel(logv)
+        loga = (lam_b * lKv).sum(0)
+        if debiased:
+            loga = loga + logd
+        err = float((torch.exp(logu + lKv) - torch.exp(loga)[None]).abs().sum(dim=sup_dims).max())
+        logu = loga[None] - lKv
+        if debiased:
+            logd = 0.5 * (logd + loga - kernel(logd))
+        history.append(err)
+        if err < tol:
+            converged = True
+            break
+    a = torch.exp(loga)
+    return (a / a.sum()).numpy(), it, converged, history
+
+
+def fixed_support_barycenter(
+    histograms,
+    lambdas=None,
+    *,
+    support=None,
+    cost_matrix=None,
+    grid_spacing=None,
+    p: float = 2,
+    blur: float | None = None,
+    debiased: bool = True,
+    tol: float = 1e-7,
+    max_iter: int = 5000,
+) -> BarycenterResult:
+    """Fixed-support barycenter by log-domain iterative Bregman projections.
+
+    ``min_a sum_k lambda_k OT_eps(a, b_k)`` (``- OT_eps(a, a)/2`` when ``debiased``), ``eps = blur^p``.
+
+    Parameters
+    ----------
+    histograms : array ``(K, n)`` or, with ``grid_spacing``, ``(K, n_1, ..., n_D)``
+        Non-negative weights of the inputs on the common support (normalised to unit mass).
+    support : array ``(n, D)``, optional
+        Support points; the cost is ``|x - y|^p / p``.
+    cost_matrix : array ``(n, n)``, optional
+        A symmetric cost instead of ``support``.
+    grid_spacing : float or sequence, optional
+        Convolutional path: the histograms are images/volumes on a regular grid with this
+        spacing along each axis; ``C = |x - y|^2 / 2`` (``p = 2`` only).
+    blur : float, optional
+        Default: one grid step (grid) or ``0.05 *`` the support diameter.
+    debiased : bool
+        Janati et al.'s debiased barycenter (identical inputs give that input).
+    tol, max_iter : stopping rule on the largest L1 gap between the plans' barycenter-side
+        marginals and the barycenter.
+    """
+    B = np.asarray(histograms, dtype=np.float64)
+    if B.ndim < 2 or B.shape[0] == 0:
+        raise ValueError("no measures to average: histograms must be (K, n) with K >= 1")
+    if not np.isfinite(B).all() or (B < 0).any():
+        raise ValueError("histograms must be finite and non-negative")
+    mass = B.reshape(len(B), -1).sum(1)
+    if (mass <= 0).any():
+        raise ValueError(f"histogram {int(np.argmin(mass))} has zero mass")
+    B = B / mass.reshape((-1,) + (1,) * (B.ndim - 1))
+    lam = check_lambdas(lambdas, len(B))
+    if grid_spacing is not None:
+        if p != 2:
+            raise ValueError("the convolutional (grid) path needs p = 2")
+        shape = B.shape[1:]
+        spacing = np.broadcast_to(np.asarray(grid_spacing, dtype=np.float64), (len(shape),))
+        blur = float(spacing.min()) if blur is None else float(blur)
+        eps = blur**p
+        kernel = _GridKernel(shape, spacing, eps)
+        method = "fixed-convolutional"
+    else:
+        if B.ndim != 2:
+            raise ValueError("histograms must be (K, n) without grid_spacing")
+        n = B.shape[1]
+        if cost_matrix is not None:
+            C = torch.as_tensor(np.asarray(cost_matrix, dtype=np.float64))
+            if C.shape != (n, n):
+                raise ValueError(f"cost_matrix must be ({n}, {n}), got {tuple(C.shape)}")
+            diam = float(C.max()) ** (1.0 / p)
+        elif support is not None:
+            S = np.asarray(support, dtype=np.float64)
+            S = S[:, None] if S.ndim == 1 else S
+            if S.shape[0] != n:
+                raise ValueError(f"support has {S.shape[0]} points for histograms of length {n}")
+            St = torch.as_tensor(S)
+            C = torch.cdist(St, St) ** p / p
+            diam = _bbox_diameter([S])
+        else:
+            raise ValueError("fixed support needs support points, a cost matrix or a grid spacing")
+        blur = 0.05 * diam if blur is None else float(blur)
+        eps = blur**p
+        kernel = _DenseKernel(C, eps)
+        method = "fixed"
+    if not blur > 0:
+        raise ValueError("blur must be positive")
+    with np.errstate(divide="ignore"):
+        logb = torch.as_tensor(np.log(B))
+    a, it, conv, hist = _ibp(logb, torch.as_tensor(lam), kernel, debiased=debiased, tol=tol, max_iter=max_iter)
+    params = dict(method=method, p=p, blur=blur, debiased=debiased, tol=tol, max_iter=max_iter, lambdas=lam.tolist())
+    if grid_spacing is not None:
+        idx = np.indices(a.shape).reshape(a.ndim, -1).T
+        pts = idx * spacing
+        return BarycenterResult(points=pts, weights=a.reshape(-1), n_iter=it, converged=conv, method=method,
+                                history=hist, params=params, image=a)
+    pts = None if support is None else np.asarray(support, dtype=np.float64).reshape(B.shape[1], -1)
+    return BarycenterResult(points=pts, weights=a, n_iter=it, converged=conv, method=method, history=hist, params=params)
+
+
+# --------------------------------------------------------------------------------------------
+# grids and the dispatcher
+# --------------------------------------------------------------------------------------------
+
+
+def detect_grid(measures, spacing: float | None = None):
+    """``(origin, spacing, shape)`` of a regular grid (2-D or 3-D) holding every input point, or ``None``.
+
+    The spacing is the smallest gap between distinct coordinates (or ``spacing``); the grid is
+    the bounding box of the points. Point clouds that are not on such a lattice give ``None``.
+    """
+    ys = [np.asarray(m.points if hasattr(m, "points") else m, dtype=np.float64) for m in measures]
+    if not ys or ys[0].ndim != 2 or ys[0].shape[1] not in (2, 3):
+        return None
+    Z = np.concatenate(ys)
+    lo, hi = Z.min(0), Z.max(0)
+    if spacing is None:
+        gaps = [np.diff(np.unique(Z[:, d])) for d in range(Z.shape[1])]
+        gaps = [g[g > 1e-9 * max(1.0, float(np.abs(Z).max()))] for g in gaps]
+        if not any(len(g) for g in gaps):
+            return None
+        spacing = float(min(g.min() for g in gaps if len(g)))
+    idx = (Z - lo) / spacing
+    if np.abs(idx - np.round(idx)).max() > 1e-4:
+        return None
+    shape = tuple(int(s) + 1 for s in np.round((hi - lo) / spacing))
+    if math.prod(shape) > _MAX_GRID_CELLS:
+        return None
+    return lo, spacing, shape
+
+
+def _to_grid(measures, origin, spacing, shape) -> np.ndarray:
+    H = np.zeros((len(measures),) + tuple(shape))
+    for k, m in enumerate(measures):
+        pts, w = _as_measure(m, k)
+        idx = np.round((pts - origin) / spacing).astype(int)
+        if (idx < 0).any() or (idx >= np.asarray(shape)).any():
+            raise ValueError(f"measure {k} has points outside the grid")
+        np.add.at(H[k], tuple(idx.T), w)
+    return H
+
+
+def barycenter(measures, weights=None, *, method: str = "auto", grid=None, debiased: bool = True, **kw) -> BarycenterResult:
+    """Wasserstein barycenter of ``measures`` with barycentric ``weights`` (uniform by default).
+
+    ``method="free"`` (:func:`free_support_barycenter`, the default for 1-D and general point
+    clouds), ``"fixed"`` (:func:`fixed_support_barycenter` on the common pixel/voxel grid of the
+    inputs: images as stored by ``otpipe ingest``; ``grid`` forces its spacing), or ``"auto"``:
+    fixed when ``grid`` is given, free otherwise. Keyword arguments go to the chosen method.
+    The returned points are in the inputs' coordinates.
+    """
+    measures = list(measures) if measures is not None else []
+    if not measures:
+        raise ValueError("no measures to average (the group is empty)")
+    if method == "auto":
+        method = "fixed" if grid is not None else "free"
+    if method == "free":
+        return free_support_barycenter(measures, weights, **kw)
+    if method != "fixed":
+        raise ValueError(f"unknown method {method!r}: use free, fixed or auto")
+    validate_inputs(measures, weights)  # clear errors first (dimensions, weights)
+    g = detect_grid(measures, None if grid in (None, True) else float(grid))
+    if g is None:
+        raise ValueError("method 'fixed' needs inputs on a common regular 2-D/3-D grid (images); use method 'free'")
+    origin, spacing, shape = g
+    H = _to_grid(measures, origin, spacing, shape)
+    res = fixed_support_barycenter(H, weights, grid_spacing=spacing, debiased=debiased, **kw)
+    res.points = res.points + origin
+    res.params.update(grid_origin=origin.tolist(), grid_spacing=spacing, grid_shape=list(shape))
+    return res
