@@ -44,7 +44,7 @@ DEFAULT_MAX_ITER = 10000
 STAGE_TOL = 1e-2
 #: updates without halving the error after which a temperature is considered stalled
 STALL_ITERS = 500
-#: over-relaxation factor of the converging updates (1: plain alternating Sinkhorn)
+#: over-relaxation factor of the converging updates (1: plain alternating Sinkhorn; Thibault et al. 2017)
 OVERRELAX = 1.8
 
 
@@ -291,8 +291,9 @@ def _iterate(problems, schedule, rho, tol, max_iter, overrelax=None):
 
     ``tol=None``: one symmetric (averaged) update per temperature, GeomLoss's schedule.
     ``tol`` set: at every temperature, alternating updates until the marginal error of every
-    problem is ``<= tol`` (warm start for the next one), over-relaxed by ``overrelax`` after a
-    few plain steps, with a fall-back to plain steps whenever the error grows.
+    problem is ``<= tol`` (warm start for the next one; intermediate temperatures stop at
+    ``max(tol, STAGE_TOL)``), over-relaxed by ``overrelax`` after a few plain updates, with a fall-back to plain updates if the error
+    blows up, and a stop when a temperature makes no progress (reported as not converged).
     """
     if overrelax is None:
         overrelax = OVERRELAX
@@ -319,6 +320,7 @@ def _iterate(problems, schedule, rho, tol, max_iter, overrelax=None):
         done = [False] * len(problems)
         best = [float("inf")] * len(problems)
         best_at = [0] * len(problems)
+        ref = [float("inf")] * len(problems)
         plain = [False] * len(problems)
         met_final = [torch.zeros(B, dtype=torch.bool, device=device) for _ in problems]
         stage = 0
@@ -329,12 +331,13 @@ def _iterate(problems, schedule, rho, tol, max_iter, overrelax=None):
             for j, pb in enumerate(problems):
                 if done[j]:
                     continue
+                # a few plain updates after each change of temperature, then over-relaxed ones
                 err = pb.converging_step(eps, d, 1.0 if (plain[j] or stage <= 5) else overrelax, rho)
                 emax = float(err.max())
                 if emax > 10.0 * best[j]:
                     plain[j] = True  # the error blows up: plain Sinkhorn for the rest of this temperature
-                if emax < (0.5 if k < last else 0.9) * best[j] or best[j] == float("inf"):
-                    best_at[j] = stage
+                if emax < (0.5 if k < last else 0.9) * ref[j]:
+                    ref[j], best_at[j] = emax, stage  # progress since the last checkpoint
                 best[j] = min(best[j], emax)
                 met = err <= target
                 if k == last:

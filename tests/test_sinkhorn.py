@@ -81,7 +81,7 @@ def test_divergence_properties():
         assert float(otpipe.sinkhorn_divergence(x, y, blur=blur)) > 0
 
 
-@pytest.mark.parametrize("blur", [0.02, 0.3, 3.0])
+@pytest.mark.parametrize("blur", [0.02, 1.0, 3.0])
 def test_translation_gives_half_squared_shift(blur):
     # p = 2: S_eps(alpha, alpha + t) = |t|^2 / 2 exactly, at every eps
     x = gaussian_cloud(80, 3, seed=7)
@@ -93,8 +93,8 @@ def test_translation_gives_half_squared_shift(blur):
 def test_unbalanced_reach_to_infinity_recovers_balanced():
     x = gaussian_cloud(40, 2, seed=8)
     y = gaussian_cloud(30, 2, mean=0.5, seed=9)
-    bal = float(otpipe.sinkhorn_divergence(x, y, blur=0.1, tol=1e-10))
-    ub = [float(otpipe.sinkhorn_divergence(x, y, blur=0.1, reach=r, tol=1e-10)) for r in (1e1, 1e2, 1e3)]
+    bal = float(otpipe.sinkhorn_divergence(x, y, blur=0.3, tol=1e-9))
+    ub = [float(otpipe.sinkhorn_divergence(x, y, blur=0.3, reach=r, tol=1e-9)) for r in (1e1, 1e2, 1e3)]
     errs = [abs(u - bal) / bal for u in ub]
     assert errs[-1] < 1e-4
     assert errs[0] > errs[1] > errs[2]
