@@ -1,0 +1,196 @@
+"""The multiscale backend against the full (dense / cpu) solves: values, potentials, gradients, edge cases."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import otpipe
+from otpipe.costs import Cost
+from otpipe.kernels import choose_backend, cpu
+from otpipe.kernels import multiscale as ms
+from otpipe.sinkhorn import solve_symmetric
+
+pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"cpu kernels unavailable: {cpu.build_error()}")
+
+
+def _clouds(N, M, D, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(N, D, generator=g, dtype=dtype)
+    y = 0.8 * torch.rand(M, D, generator=g, dtype=dtype) + 0.3
+    a = torch.rand(N, generator=g, dtype=dtype) + 0.5
+    b = torch.rand(M, generator=g, dtype=dtype) + 0.5
+    return x, y, a / a.sum(), b / b.sum()
+
+
+def _rel(u, v):
+    return float((u - v).abs().max() / v.abs().max().clamp(min=1e-300))
+
+
+def _rel_pot(u, v):
+    """Potentials are defined up to (f + c, g - c): compare them centred."""
+    return _rel(u - u.mean(), v - v.mean())
+
+
+# ------------------------------------------------------------------------------------ kernel pieces
+def test_block_sparse_kernel_matches_masked_dense():
+    """Block-sparse softmin and its x/y/h gradients equal the dense log-sum-exp restricted to the kept blocks."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 40, 3, generator=g, dtype=torch.float64)
+    y = torch.rand(1, 55, 3, generator=g, dtype=torch.float64)
+    h = torch.randn(1, 55, generator=g, dtype=torch.float64)
+    rows, cols = torch.tensor([0, 7, 8, 40]), torch.tensor([0, 20, 21, 30, 55])
+    mask = torch.tensor([[1, 0, 1, 1], [0, 0, 0, 1], [1, 1, 0, 1]], dtype=torch.bool)
+    M = torch.zeros(40, 55, dtype=torch.bool)
+    for i in range(3):
+        for j in range(4):
+            M[rows[i]:rows[i + 1], cols[j]:cols[j + 1]] = mask[i, j]
+    w = torch.randn(1, 40, generator=g, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (x, y, h)]
+    f = cpu.CpuOperator(leaves[0], leaves[1], Cost(), cpu.Blocks(rows, cols, mask)).softmin(0.05, leaves[2])
+    (f * w).sum().backward()
+    ref_leaves = [t.clone().requires_grad_() for t in (x, y, h)]
+    s = ref_leaves[2][:, None, :] - Cost().dense(ref_leaves[0], ref_leaves[1]) / 0.05
+    ref = -0.05 * torch.logsumexp(torch.where(M, s, -math.inf), -1)
+    (ref * w).sum().backward()
+    assert _rel(f.detach(), ref.detach()) < 1e-13
+    for t, r in zip(leaves, ref_leaves):
+        assert _rel(t.grad, r.grad) < 1e-12
+
+
+def test_clustering_is_a_sorted_partition():
+    x, _, a, _ = _clouds(3000, 10, 3)
+    c = ms.cluster(x, a, 0.1)
+    assert sorted(c.perm.tolist()) == list(range(3000))
+    assert torch.equal(c.perm[c.inv], torch.arange(3000))
+    assert int(c.bounds[-1]) == 3000 and bool((c.bounds[1:] > c.bounds[:-1]).all())
+    # every point lies in its cluster's ball; cluster weights sum to the total mass
+    xs = x[c.perm]
+    assert bool(((xs - c.centers[c.labels]).norm(dim=1) <= c.radius[c.labels] + 1e-12).all())
+    assert abs(float(c.weights.sum()) - 1.0) < 1e-12
+    # voxel cells of side 0.1 in 3-D: members and centroid share a cell, radius at most its diagonal
+    assert float(c.radius.max()) <= math.sqrt(3) * 0.1 + 1e-12
+
+
+# ------------------------------------------------------------------------------------ full solves
+@pytest.mark.parametrize("D", [2, 3])
+def test_converged_matches_full_solve(D):
+    """Converged mode: value, potentials and gradients (points and weights) of the full cpu solve."""
+    x, y, a, b = _clouds(1500, 1800, D, seed=D)
+    out = {}
+    for be in ("cpu", "multiscale"):
+        xg, ag = x.clone().requires_grad_(), a.clone().requires_grad_()
+        r = otpipe.solve(xg, y, ag, b, blur=0.05, tol=1e-6, backend=be)
+        r.value.backward()
+        out[be] = (r, xg.grad, ag.grad)
+    (r0, gx0, ga0), (r1, gx1, ga1) = out["cpu"], out["multiscale"]
+    assert r1.backend == "multiscale"
+    assert abs(float(r1.value - r0.value)) <= 1e-6 * abs(float(r0.value))
+    assert _rel_pot(r1.f, r0.f) < 1e-4 and _rel_pot(r1.g, r0.g) < 1e-4
+    assert _rel(gx1, gx0) < 1e-4
+    assert _rel(ga1 - ga1.mean(), ga0 - ga0.mean()) < 1e-4
+    assert float(r1.marginal_error) < 1e-5
+
+
+def test_fixed_schedule_divergence_and_tensorized():
+    """Default (fixed-schedule) mode: S_eps within 1e-3 of the tensorized backend, gradients close."""
+    x, y, a, b = _clouds(1200, 1000, 3, seed=5)
+    vals, grads = {}, {}
+    for be in ("tensorized", "multiscale"):
+        xg = x.clone().requires_grad_()
+        v = otpipe.sinkhorn_divergence(xg, y, a, b, blur=0.05, backend=be)
+        v.backward()
+        vals[be], grads[be] = float(v), xg.grad
+    assert abs(vals["multiscale"] - vals["tensorized"]) <= 1e-3 * abs(vals["tensorized"])
+    assert _rel(grads["multiscale"], grads["tensorized"]) < 5e-2
+
+
+def test_samplesloss_and_transport_variant():
+    x, y, a, b = _clouds(800, 900, 2, seed=7)
+    loss = otpipe.SamplesLoss("sinkhorn", blur=0.05, backend="multiscale", tol=1e-6)
+    ref = otpipe.SamplesLoss("sinkhorn", blur=0.05, backend="cpu", tol=1e-6)
+    assert abs(float(loss(a, x, b, y)) - float(ref(a, x, b, y))) < 1e-7
+    t = otpipe.sinkhorn_divergence(x, y, a, b, blur=0.05, tol=1e-6, backend="multiscale", variant="transport")
+    t0 = otpipe.sinkhorn_divergence(x, y, a, b, blur=0.05, tol=1e-6, backend="cpu", variant="transport")
+    assert abs(float(t) - float(t0)) <= 1e-5 * abs(float(t0))
+
+
+def test_float32_accuracy_vs_float64_reference():
+    x, y, a, b = _clouds(1500, 1500, 3, seed=9)
+    v64 = otpipe.solve(x, y, a, b, blur=0.05, tol=1e-6, backend="cpu").value
+    v32 = otpipe.solve(x.float(), y.float(), a.float(), b.float(), blur=0.05, tol=1e-5, backend="multiscale").value
+    assert v32.dtype == torch.float32
+    assert abs(float(v32) - float(v64)) <= 1e-4 * abs(float(v64))
+
+
+def test_five_dimensional_kmeans():
+    x, y, a, b = _clouds(1500, 1500, 5, seed=11)
+    c = ms.cluster(x, a, 0.0)
+    assert 2 <= c.n <= 1500 // ms.POINTS_PER_CLUSTER
+    v0 = otpipe.solve(x, y, a, b, blur=0.1, tol=1e-6, backend="cpu")
+    v1 = otpipe.solve(x, y, a, b, blur=0.1, tol=1e-6, backend="multiscale")
+    assert abs(float(v1.value - v0.value)) <= 1e-6 * abs(float(v0.value))
+    assert _rel_pot(v1.f, v0.f) < 1e-4
+
+
+def test_unbalanced_matches_full_solve():
+    x, y, a, b = _clouds(1000, 1200, 2, seed=13)
+    r0 = otpipe.solve(x, y, a, 2 * b, blur=0.05, reach=0.3, tol=1e-6, backend="cpu")
+    r1 = otpipe.solve(x, y, a, 2 * b, blur=0.05, reach=0.3, tol=1e-6, backend="multiscale")
+    assert abs(float(r1.value - r0.value)) <= 1e-5 * abs(float(r0.value))
+
+
+# ------------------------------------------------------------------------------------ edge cases
+def test_single_points():
+    x, y = torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64), torch.tensor([[0.4, 0.6, 0.3]], dtype=torch.float64)
+    r = otpipe.solve(x, y, blur=0.05, backend="multiscale")
+    assert abs(float(r.value) - 0.5 * 0.25) < 1e-12  # one point each: OT = C(x, y)
+    r1 = otpipe.solve(x, torch.rand(300, 3, dtype=torch.float64), blur=0.05, tol=1e-6, backend="multiscale")
+    assert math.isfinite(float(r1.value))
+
+
+def test_duplicate_points_and_self_term():
+    x, _, a, _ = _clouds(500, 10, 3, seed=3)
+    xx = torch.cat([x, x])
+    aa = torch.cat([a, a]) / 2
+    v = otpipe.sinkhorn_divergence(xx, x, aa, a, blur=0.05, backend="multiscale")
+    assert abs(float(v)) < 1e-10  # the same measure written twice
+    s0 = solve_symmetric(x, a, blur=0.05, tol=1e-7, backend="cpu")
+    s1 = solve_symmetric(x, a, blur=0.05, tol=1e-7, backend="multiscale")
+    assert abs(float(s1.value - s0.value)) <= 1e-6 * abs(float(s0.value))
+
+
+def test_far_apart_clouds_and_different_scales():
+    x, y, a, b = _clouds(700, 800, 3, seed=4)
+    # 100 apart: the cost is dominated by the translation, OT ~ |t|^2 / 2 + OT(x, y - t)
+    r0 = otpipe.solve(x, y + 100.0, a, b, blur=0.05, tol=1e-6, backend="cpu")
+    r1 = otpipe.solve(x, y + 100.0, a, b, blur=0.05, tol=1e-6, backend="multiscale")
+    assert abs(float(r1.value - r0.value)) <= 1e-7 * abs(float(r0.value))
+    # one cloud 1000x smaller than the other
+    r0 = otpipe.solve(x, 1e-3 * y, a, b, blur=0.05, tol=1e-6, backend="cpu")
+    r1 = otpipe.solve(x, 1e-3 * y, a, b, blur=0.05, tol=1e-6, backend="multiscale")
+    assert abs(float(r1.value - r0.value)) <= 1e-6 * abs(float(r0.value))
+
+
+def test_blur_far_below_point_spacing():
+    """eps much smaller than the spacing: the plan is a permutation; OT = the assignment cost."""
+    scipy = pytest.importorskip("scipy.optimize")
+    g = torch.Generator().manual_seed(8)
+    x, y = torch.rand(60, 2, generator=g, dtype=torch.float64), torch.rand(60, 2, generator=g, dtype=torch.float64)
+    C = Cost().dense(x[None], y[None])[0]
+    i, j = scipy.linear_sum_assignment(C.numpy())
+    exact = float(C[i, j].mean())
+    r = otpipe.solve(x, y, blur=1e-3, tol=1e-4, max_iter=20000, backend="multiscale")
+    assert abs(float(r.value) - exact) <= 1e-3 * exact
+
+
+def test_batches_fall_back_and_auto_rule():
+    x, y, a, b = _clouds(200, 200, 2, seed=2)
+    X, Y = torch.stack([x, x]), torch.stack([y, y])
+    with pytest.warns(RuntimeWarning, match="batch"):
+        r = otpipe.solve(X, Y, blur=0.05, backend="multiscale")
+    assert r.backend == "cpu" and r.value.shape == (2,)
+    assert choose_backend("auto", 1, 60000, 60000, device="cpu") == "multiscale"
+    assert choose_backend("auto", 2, 60000, 60000, device="cpu") == "cpu"
+    assert choose_backend("auto", 1, 5000, 5000, device="cpu") == "cpu"
