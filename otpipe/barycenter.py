@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 _MAX_GRID_CELLS = 1 << 22
+#: symmetric-Sinkhorn updates of the debiasing factor ``d`` per outer iteration
+D_INNER = 5
 
 
 @dataclass
@@ -381,7 +383,7 @@ def _ibp(logb: torch.Tensor, lam: torch.Tensor, kernel, *, debiased: bool, tol: 
     lam_b = lam.reshape((K,) + (1,) * (logb.dim() - 1))
     logu = torch.zeros_like(logb)
     logd = torch.zeros_like(logb[0])
-    loga = logd
+    loga = loga_old = logd
     history, converged, it = [], False, 0
     for it in range(1, max_iter + 1):
         logv = logb - kernel(logu)
@@ -389,12 +391,17 @@ def _ibp(logb: torch.Tensor, lam: torch.Tensor, kernel, *, debiased: bool, tol: 
         loga = (lam_b * lKv).sum(0)
         if debiased:
             loga = loga + logd
+        # plans' barycenter-side marginals before the projection vs the barycenter, and its change
         err = float((torch.exp(logu + lKv) - torch.exp(loga)[None]).abs().sum(dim=sup_dims).max())
+        if it > 1:
+            err = max(err, float((torch.exp(loga) - torch.exp(loga_old)).abs().sum()))
         logu = loga[None] - lKv
         if debiased:
-            logd = 0.5 * (logd + loga - kernel(logd))
+            for _ in range(D_INNER):
+                logd = 0.5 * (logd + loga - kernel(logd))
+        loga_old = loga
         history.append(err)
-        if err < tol:
+        if it > 1 and err < tol:
             converged = True
             break
     a = torch.exp(loga)
@@ -412,7 +419,7 @@ def fixed_support_barycenter(
     blur: float | None = None,
     debiased: bool = True,
     tol: float = 1e-7,
-    max_iter: int = 5000,
+    max_iter: int = 10000,
 ) -> BarycenterResult:
     """Fixed-support barycenter by log-domain iterative Bregman projections.
 
