@@ -26,6 +26,8 @@ image intensities, are fine). This module knows nothing of Dask or Zarr; the dis
 from __future__ import annotations
 
 import math
+import sys
+import types
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -570,3 +572,17 @@ def barycenter(measures, weights=None, *, method: str = "auto", grid=None, debia
     res.points = res.points + origin
     res.params.update(grid_origin=origin.tolist(), grid_spacing=spacing, grid_shape=list(shape))
     return res
+
+
+class _CallableModule(types.ModuleType):
+    """``otpipe.barycenter`` is both this module and the function :func:`barycenter`.
+
+    Importing the submodule rebinds the package attribute to the module, so the module itself
+    forwards calls to :func:`barycenter`.
+    """
+
+    def __call__(self, *args, **kwargs) -> BarycenterResult:
+        return barycenter(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

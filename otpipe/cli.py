@@ -21,6 +21,7 @@ _COMMANDS = {
     "synth": ("otpipe.store.cli", "synth"),
     "ingest": ("otpipe.store.cli", "ingest"),
     "info": ("otpipe.store.cli", "info"),
+    "barycenter": ("otpipe.pipeline.barycenter_cli", "barycenter"),
     "distances": ("otpipe.pipeline.cli", "distances"),
     "report": ("otpipe.pipeline.cli", "report"),
     "complexity": ("otpipe.pipeline.complexity_cli", "complexity"),
