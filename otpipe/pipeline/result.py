@@ -3,7 +3,8 @@
 Layout (``DESIGN.md`` section 3): dims ``("source", "target")`` with the measure names as
 coordinates (``source_label``/``target_label`` when labelled); ``divergence``, ``ot`` (the cross
 term ``OT_eps(a_i, b_j)``, Sinkhorn only), ``n_iter``, ``marginal_error`` chunked by the tile
-size, so each tile is a region write of whole chunks; ``self_source``/``self_target`` (the self
+size, so each tile is a region write of whole chunks (``array[r0:r1, c0:c1] = tile``; the
+template itself is written by xarray with ``compute=False``); ``self_source``/``self_target`` (the self
 terms ``OT_eps(a_i, a_i)``); the checkpoints ``tile_done (tile,)`` and ``self_done_source``/
 ``self_done_target`` (one chunk per element). A tile's data is written before its marker, so a
 killed run never marks a tile it did not write. ``attrs["complete"]`` turns true only after
@@ -77,6 +78,7 @@ def create(
         if not is_result(path) and (not path.is_dir() or any(path.iterdir())):
             raise FileExistsError(f"{path} exists and is not an otpipe result: refusing to overwrite it")
         shutil.rmtree(path) if path.is_dir() else os.remove(path)
+    forget(path)
     ns, nt = len(names_source), len(names_target)
     data = {}
     for name, dt in _MATRIX_VARS.items():
@@ -120,10 +122,32 @@ def load_state(path) -> dict:
     }
 
 
-def _region_write(path, data: dict, region: dict) -> None:
-    import xarray as xr
+_GROUPS: dict[str, object] = {}
 
-    xr.Dataset(data).to_zarr(path, region=region, mode="r+", consolidated=False)
+
+def _group(path):
+    """The result group opened for writing (cached: one open per run, not per tile)."""
+    import zarr
+
+    key = str(Path(path).resolve())
+    g = _GROUPS.get(key)
+    if g is None:
+        if len(_GROUPS) > 16:
+            _GROUPS.clear()
+        g = _GROUPS[key] = zarr.open_group(key, mode="r+", use_consolidated=False)
+    return g
+
+
+def _region_write(path, data: dict, region: dict) -> None:
+    """Write ``{var: (dims, array)}`` into the slices ``region`` (whole chunks: the regions are tile-aligned)."""
+    g = _group(path)
+    for name, (dims, arr) in data.items():
+        g[name][tuple(region[d] for d in dims)] = arr
+
+
+def forget(path) -> None:
+    """Drop the cached handle of ``path`` (after it was deleted or replaced)."""
+    _GROUPS.pop(str(Path(path).resolve()), None)
 
 
 def write_tile(path, tile, out: dict, symmetric: bool) -> None:
@@ -169,6 +193,7 @@ def mark_complete(path, **attrs) -> None:
 
     update_attrs(path, **attrs, completed=_now())
     update_attrs(path, complete=True)
+    forget(path)
     import warnings
 
     with warnings.catch_warnings():  # "consolidated metadata is not in the Zarr v3 spec": known, harmless

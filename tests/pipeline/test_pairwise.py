@@ -44,11 +44,12 @@ def test_symmetric_matches_pair_by_pair_any_tile(client, small, tmp_path):
     assert ds5.attrs["n_tiles"] == 6
 
 
-def test_worker_count_and_in_memory(small, tmp_path):
-    """A fresh 1-worker embedded cluster (no client given) gives the same matrix."""
-    from otpipe.pipeline.cluster import ClusterSpec
+def test_worker_count_and_in_memory(small):
+    """One worker (a real in-process LocalCluster: inproc comms, nothing listens) gives the same matrix; no ``out``: returned in memory."""
+    from distributed import Client, LocalCluster
 
-    ds = pairwise(small, cluster=ClusterSpec(n_workers=1), tile=4, progress=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, Client(lc) as c:
+        ds = pairwise(small, client=c, tile=4, progress=False)
     ref = reference_matrix(small, None, ds.attrs["diameter"], True)
     assert _rel(ds.divergence.values, ref) < RTOL
 
