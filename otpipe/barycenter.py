@@ -513,7 +513,7 @@ def detect_grid(measures, spacing: float | None = None):
     The spacing is the smallest gap between distinct coordinates (or ``spacing``); the grid is
     the bounding box of the points. Point clouds that are not on such a lattice give ``None``.
     """
-    ys = [np.asarray(m.points if hasattr(m, "points") else m, dtype=np.float64) for m in measures]
+    ys = [_as_measure(m, k)[0] for k, m in enumerate(measures)] if measures else []
     if not ys or ys[0].ndim != 2 or ys[0].shape[1] not in (2, 3):
         return None
     Z = np.concatenate(ys)
