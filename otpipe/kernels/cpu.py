@@ -46,6 +46,9 @@ _FLAGS = (
     "-fPIC", "-shared", "-std=c++17",
 )
 _MODE = {"lse": 0, "mean": 1, "cost": 2, "grad": 3}
+#: reductions over fewer pairs run on one thread (~10 ms of work): on a loaded machine, waiting for a
+#: second OpenMP thread to be scheduled cost ~25 ms per call (measured at N = M = 1000 and 5000, load 10 on 2 cores)
+PARALLEL_MIN_PAIRS = 1 << 26
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -243,8 +246,10 @@ def _reduce(x: torch.Tensor, yT: torch.Tensor, h: torch.Tensor, c: float, p: flo
         if acc is not None:
             acc.fill_(float("nan"))
         return lse, acc
+    pairs = B * N * M if blocks is None else B * blocks.pairs
+    threads = torch.get_num_threads() if pairs >= PARALLEL_MIN_PAIRS else 1
     args = (_ptr(x), _ptr(yT), _ptr(h), _ptr(v), _ptr(u), B, N, M, D, K, float(c), float(p), _MODE[mode],
-            torch.get_num_threads(), _ptr(lse), _ptr(acc))
+            threads, _ptr(lse), _ptr(acc))
     if blocks is None:
         fn = lib.otp_reduce_f32 if x.dtype == torch.float32 else lib.otp_reduce_f64
         rc = fn(*args)
