@@ -528,24 +528,32 @@ def solve(
     P = validate_pair(x, y, a, b)
     _check_balance(P, prm.rho)
     out = _run_problems(P, prm, cross=True, self_x=False, self_y=False)
-    r = out["xy"]
-    eps = out["eps"]
-    value = _dual_value(P.a, r["f"], P.b, r["g"], eps, prm.rho)
+    return _result(P, prm, out, "xy")
+
+
+def _result(P: Pair, prm: SinkhornParams, out: dict, key: str) -> OTResult:
+    """Package the output of :func:`_run_problems` for problem ``key`` ("xy" or "xx")."""
+    r = out[key]
+    f = r["f"]
+    g = r["g"] if key == "xy" else f
+    b = P.b if key == "xy" else P.a
+    value = _dual_value(P.a, f, b, g, out["eps"], prm.rho)
     un = (lambda t: t) if P.batched else (lambda t: t[0])
     return OTResult(
         value=un(value),
-        f=un(r["f"]),
-        g=un(r["g"]),
+        f=un(f),
+        g=un(g),
         n_iter=un(r["n_iter"]),
         marginal_error=un(r["err"]),
         converged=None if prm.tol is None else un(_converged(r["err"], prm.tol)),
-        eps=eps,
+        eps=out["eps"],
         schedule=out["schedule"],
         backend=out["backend"],
         params=prm,
         _pair=P,
-        _fb=r["f"].detach(),
-        _gb=r["g"].detach(),
+        symmetric=key != "xy",
+        _fb=f.detach(),
+        _gb=g.detach(),
     )
 
 
@@ -572,23 +580,4 @@ def solve_symmetric(
     prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost)
     P = validate_pair(x, x, a, a)
     out = _run_problems(P, prm, cross=False, self_x=True, self_y=False)
-    r = out["xx"]
-    eps = out["eps"]
-    value = _dual_value(P.a, r["f"], P.a, r["f"], eps, prm.rho)
-    un = (lambda t: t) if P.batched else (lambda t: t[0])
-    return OTResult(
-        value=un(value),
-        f=un(r["f"]),
-        g=un(r["f"]),
-        n_iter=un(r["n_iter"]),
-        marginal_error=un(r["err"]),
-        converged=None if prm.tol is None else un(_converged(r["err"], prm.tol)),
-        eps=eps,
-        schedule=out["schedule"],
-        backend=out["backend"],
-        params=prm,
-        _pair=P,
-        symmetric=True,
-        _fb=r["f"].detach(),
-        _gb=r["f"].detach(),
-    )
+    return _result(P, prm, out, "xx")
