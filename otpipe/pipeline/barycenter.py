@@ -132,13 +132,22 @@ def run_barycenter(
     grps = _groups(coll, group_by, groups)
     if weights is not None and len(grps) != 1:
         raise ValueError("--weights needs a single group (use --group-by none)")
-    results, inputs = {}, {}
+    if method not in ("auto", "free", "fixed"):
+        raise ValueError(f"unknown method {method!r}: use free, fixed or auto")
+    # validate every group before a cluster starts: bad input fails fast and writes nothing
+    inputs, lams = {}, {}
+    for g, idx in grps.items():
+        inputs[g] = _read(coll, idx)  # client copy: validation, initialisation, the picture
+        lams[g] = _bary.check_lambdas(weights, len(idx))
+        try:
+            _bary.validate_inputs(inputs[g], lams[g])
+        except ValueError as e:
+            raise ValueError(f"group {g!r}: {e}") from None
+    results = {}
     with open_client(spec, client=client) as c:
         n_workers = max(1, len(c.scheduler_info().get("workers", {})))
         for g, idx in grps.items():
-            ms = _read(coll, idx)  # client copy: validation, initialisation, the picture
-            lam = _bary.check_lambdas(weights, len(idx))
-            _bary.validate_inputs(ms, lam)
+            ms, lam = inputs[g], lams[g]
             m = method
             grid_found = _bary.detect_grid(ms, grid) if m in ("auto", "fixed") else None
             if m == "auto":
@@ -154,7 +163,7 @@ def run_barycenter(
             else:
                 raise ValueError(f"unknown method {method!r}: use free, fixed or auto")
             log.info("group %s: %s, %d iterations, converged=%s", g, res.method, res.n_iter, res.converged)
-            results[g], inputs[g] = res, ms
+            results[g] = res
     bary = [store.Measure(r.points.astype(np.float64), r.weights.astype(np.float64), name=g, label=g) for g, r in results.items()]
     store.create(out, bary, overwrite=overwrite, dtype="float64")
     from .barycenter_report import plot_barycenters
