@@ -16,7 +16,8 @@ def _digit(i=0):
 
 def test_debiased_barycenter_of_identical_images_is_the_image():
     img = _digit(0)
-    r = fixed_support_barycenter(np.stack([img] * 3), grid_spacing=1.0, tol=1e-9, max_iter=3000)
+    r = fixed_support_barycenter(np.stack([img] * 3), grid_spacing=1.0, tol=1e-9, max_iter=2000)
+    # the debiased IBP approaches zero pixels only as ~1/iterations (see notes/issue-6.md): 5.8e-4 at 2000
     assert np.abs(r.image - img).max() < 1e-3
     biased = fixed_support_barycenter(np.stack([img] * 3), grid_spacing=1.0, debiased=False, max_iter=300)
     assert np.abs(biased.image - img).max() > 10 * np.abs(r.image - img).max()  # the plain IBP blurs
@@ -29,8 +30,8 @@ def test_agrees_with_pot_ibp():
     A = rng.uniform(0, 1, (3, 30))
     A /= A.sum(1, keepdims=True)
     M = (S - S.T) ** 2 / 2
-    r = fixed_support_barycenter(A, support=S, blur=0.1, debiased=False, tol=1e-11)
-    ref = ot.bregman.barycenter(A.T, M, 0.01, stopThr=1e-13, numItermax=100000)
+    r = fixed_support_barycenter(A, support=S, blur=0.15, debiased=False, tol=1e-11)
+    ref = ot.bregman.barycenter(A.T, M, 0.15**2, stopThr=1e-13, numItermax=100000)
     np.testing.assert_allclose(r.weights, ref, atol=1e-9)
 
 
@@ -38,9 +39,9 @@ def test_convolutional_path_equals_dense_path():
     rng = np.random.default_rng(2)
     G = rng.uniform(0, 1, (3, 6, 7))
     lam = [0.2, 0.5, 0.3]
-    rg = fixed_support_barycenter(G, lam, grid_spacing=0.5, blur=0.4, max_iter=200)
+    rg = fixed_support_barycenter(G, lam, grid_spacing=0.5, blur=0.4, max_iter=50)
     pts = np.indices((6, 7)).reshape(2, -1).T * 0.5
-    rd = fixed_support_barycenter(G.reshape(3, -1), lam, support=pts, blur=0.4, max_iter=200)
+    rd = fixed_support_barycenter(G.reshape(3, -1), lam, support=pts, blur=0.4, max_iter=50)
     np.testing.assert_allclose(rg.weights, rd.weights, atol=1e-12)
     np.testing.assert_allclose(rg.points, pts)
 
