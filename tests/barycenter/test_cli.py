@@ -13,8 +13,22 @@ N_MEASURES, N_POINTS = 6, 20
 
 
 def _otpipe(*args: str) -> subprocess.CompletedProcess:
-    """The real console entry point (one-line errors, exit codes)."""
+    """The real console entry point in a subprocess (one-line errors, exit codes)."""
     return subprocess.run([sys.executable, "-m", "otpipe.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def _otpipe_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``otpipe.cli.main`` in this process (the same entry point, without the start-up cost)."""
+    from otpipe.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +67,10 @@ def _one_line_error(r: subprocess.CompletedProcess, pattern: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("Error:") and pattern in lines[0], r.stderr
 
 
-def test_existing_output_is_kept_without_overwrite(synth_run):
+def test_existing_output_is_kept_without_overwrite(synth_run, capsys):
     before = store.open(synth_run / "b.zarr")
     pts = {n: np.asarray(before[n].points).copy() for n in before.names}
-    r = _otpipe("barycenter", synth_run / "c.zarr", "--out", synth_run / "b.zarr", "--n-workers", 1)
+    r = _otpipe_here(capsys, "barycenter", synth_run / "c.zarr", "--out", synth_run / "b.zarr", "--n-workers", 1)
     _one_line_error(r, "exists")
     after = store.open(synth_run / "b.zarr")
     assert sorted(after.names) == sorted(pts)
@@ -73,13 +87,13 @@ def test_existing_output_is_kept_without_overwrite(synth_run):
         (["--weights", "a,b"], "comma-separated numbers"),
     ],
 )
-def test_bad_input_gives_one_line_error_and_no_output(synth_run, tmp_path, args, pattern):
-    r = _otpipe("barycenter", synth_run / "c.zarr", "--out", tmp_path / "o.zarr", "--n-workers", 1, *args)
+def test_bad_input_gives_one_line_error_and_no_output(synth_run, tmp_path, capsys, args, pattern):
+    r = _otpipe_here(capsys, "barycenter", synth_run / "c.zarr", "--out", tmp_path / "o.zarr", "--n-workers", 1, *args)
     _one_line_error(r, pattern)
     assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "o.png").exists()
 
 
-def test_missing_collection(tmp_path):
-    r = _otpipe("barycenter", tmp_path / "missing.zarr", "--out", tmp_path / "o.zarr")
+def test_missing_collection(tmp_path, capsys):
+    r = _otpipe_here(capsys, "barycenter", tmp_path / "missing.zarr", "--out", tmp_path / "o.zarr")
     _one_line_error(r, "missing.zarr")
     assert not (tmp_path / "o.zarr").exists()
