@@ -43,17 +43,18 @@ def _summary(c, seconds: float) -> str:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed (measure i uses rng([seed, i])).")
 @click.option("--weights", type=click.Choice(["uniform", "random"]), default="uniform", show_default=True, help="Uniform 1/N or random positive weights.")
 @click.option("--noise", type=click.FloatRange(min=0), default=0.05, show_default=True, help="Noise level of the shapes.")
+@click.option("--spread", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Random centres in [-spread, spread]^D (0: all centred).")
 @click.option("--dtype", type=_DTYPE, default="float32", show_default=True, help="Storage dtype.")
 @click.option("--shard-points", type=click.IntRange(min=1), default=None, help="Target points per shard (default 2^20).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing collection at OUT.")
-def synth(out, kinds, n_measures, n_points, min_points, dim, seed, weights, noise, dtype, shard_points, overwrite):
+def synth(out, kinds, n_measures, n_points, min_points, dim, seed, weights, noise, spread, dtype, shard_points, overwrite):
     """Write a reproducible synthetic collection of measures to OUT (labels = families)."""
     from .collection import DEFAULT_SHARD_POINTS, create
     from .synth import resolve_kinds, synth_measures
 
     fams = resolve_kinds(list(kinds), dim)  # fail before creating anything
     t0 = time.perf_counter()
-    ms = synth_measures(fams, n_measures, n_points, dim, seed, min_points=min_points, weights=weights, noise=noise)
+    ms = synth_measures(fams, n_measures, n_points, dim, seed, min_points=min_points, weights=weights, noise=noise, spread=spread)
     c = create(out, ms, overwrite=overwrite, shard_points=shard_points or DEFAULT_SHARD_POINTS, dtype=dtype)
     click.echo(_summary(c, time.perf_counter() - t0))
 

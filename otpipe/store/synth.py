@@ -18,7 +18,7 @@ Families (the label of each measure is its family):
     A torus with radii ``R`` in ``[0.8, 1.2]``, ``r`` in ``[0.2, 0.4]`` in the first three
     coordinates (``D >= 3``), uniform angles.
 
-Shapes get a random centre in ``[-2, 2]^D`` and isotropic Gaussian noise (``noise``, default 0.05).
+Shapes get a random centre in ``[-spread, spread]^D`` (default 2) and isotropic Gaussian noise (``noise``, default 0.05).
 
 Measure ``i`` is drawn from ``numpy.random.default_rng([seed, i])``: the same seed gives the same
 measures whatever ``n_measures`` is, and generating is streaming (one measure at a time).
@@ -61,24 +61,24 @@ def resolve_kinds(kinds: Sequence[str] | str, dim: int) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _shape_noise(rng: np.random.Generator, pts: np.ndarray, noise: float) -> np.ndarray:
-    centre = rng.uniform(-2, 2, size=pts.shape[1])
+def _shape_noise(rng: np.random.Generator, pts: np.ndarray, noise: float, spread: float = 2.0) -> np.ndarray:
+    centre = rng.uniform(-2, 2, size=pts.shape[1]) * (spread / 2.0)
     return pts + centre + noise * rng.standard_normal(pts.shape)
 
 
-def sample(kind: str, n: int, dim: int, rng: np.random.Generator, noise: float = 0.05) -> np.ndarray:
-    """``n`` points of family ``kind`` in ``R^dim`` (float64)."""
+def sample(kind: str, n: int, dim: int, rng: np.random.Generator, noise: float = 0.05, spread: float = 2.0) -> np.ndarray:
+    """``n`` points of family ``kind`` in ``R^dim`` (float64); centres/means in ``[-spread, spread]^dim``."""
     if kind == "uniform":
         return rng.random((n, dim))
     if kind == "gaussian":
-        mean = rng.uniform(-2, 2, size=dim)
+        mean = rng.uniform(-2, 2, size=dim) * (spread / 2.0)
         a = rng.standard_normal((dim, dim)) * rng.uniform(0.2, 1.0)
         cov = a @ a.T / dim + 0.05 * np.eye(dim)
         return mean + rng.standard_normal((n, dim)) @ np.linalg.cholesky(cov).T
     if kind == "mixture":
         k = int(rng.integers(2, 5))
         props = rng.dirichlet(np.ones(k))
-        means = rng.uniform(-3, 3, size=(k, dim))
+        means = rng.uniform(-3, 3, size=(k, dim)) * (spread / 2.0)
         sds = rng.uniform(0.15, 0.6, size=k)
         comp = rng.choice(k, size=n, p=props)
         return means[comp] + sds[comp, None] * rng.standard_normal((n, dim))
@@ -99,7 +99,7 @@ def sample(kind: str, n: int, dim: int, rng: np.random.Generator, noise: float =
         pts[:, 2] = small * np.sin(v)
     else:
         raise ValueError(f"unknown kind {kind!r}")
-    return _shape_noise(rng, pts, noise)
+    return _shape_noise(rng, pts, noise, spread)
 
 
 def synth_measures(
@@ -112,6 +112,7 @@ def synth_measures(
     min_points: int | None = None,
     weights: str = "uniform",
     noise: float = 0.05,
+    spread: float = 2.0,
 ) -> Iterator[Measure]:
     """Generate measures ``kind_000000, ...`` (families cycled in order), labelled by family.
 
@@ -127,6 +128,9 @@ def synth_measures(
         ``uniform``: ``1/N``; ``random``: uniform in [0.1, 1.1), not normalised.
     noise : float
         Standard deviation of the noise added to shapes.
+    spread : float
+        Half-width of the box of random centres (shapes, Gaussian means; mixture means scaled
+        by ``spread / 2``); 0 centres every measure at the origin.
     """
     if n_measures < 0 or n_points < 1 or dim < 1:
         raise ValueError(f"need n_measures >= 0, n_points >= 1, dim >= 1 (got {n_measures}, {n_points}, {dim})")
@@ -141,6 +145,6 @@ def synth_measures(
         kind = fams[i % len(fams)]
         rng = np.random.default_rng([int(seed), i])
         n = n_points if min_points is None else int(rng.integers(min_points, n_points + 1))
-        pts = sample(kind, n, dim, rng, noise)
+        pts = sample(kind, n, dim, rng, noise, spread)
         w = None if weights == "uniform" else rng.uniform(0.1, 1.1, size=n)
         yield Measure(pts, w, f"{kind}_{i:06d}", kind)
