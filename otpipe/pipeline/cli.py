@@ -89,10 +89,30 @@ def distances(collection, other, out, dry_run, as_json, no_progress, quiet, **kw
 @click.option("--out", required=True, type=click.Path(), help="Output PNG (an HTML page is written next to it).")
 @click.option("--title", default=None, help="Figure title.")
 def report(result, out, title):
-    """Plots of a pairwise result: clustered heatmap, MDS embedding, nearest-neighbour label accuracy."""
+    """Plots of a result: for a pairwise result, a clustered heatmap, an MDS embedding and the
+    nearest-neighbour label accuracy; for a collection (e.g. barycenters), its measures."""
+    if _is_collection(result):
+        from ..store import open as open_collection
+        from ..store.plot import plot_collection
+
+        click.echo(f"wrote {plot_collection(open_collection(result), out, title=title)}", err=True)
+        return
     from .report import make_report
 
     info = make_report(result, out, title=title)
     click.echo(f"wrote {info['png']} and {info['html']}", err=True)
     for line in info["lines"]:
         click.echo(line)
+
+
+def _is_collection(path) -> bool:
+    """Whether ``path`` is an otpipe collection store (its zarr.json names the format)."""
+    import json
+    import os
+
+    meta = os.path.join(str(path), "zarr.json")
+    try:
+        with open(meta) as fh:
+            return json.load(fh).get("attributes", {}).get("format") == "otpipe.collection"
+    except (OSError, ValueError):
+        return False
