@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
-__all__ = ["ClusterSpec", "open_client", "cluster_options", "client_from_options", "describe"]
+__all__ = ["ClusterSpec", "open_client", "cluster_options", "client_from_options", "describe", "job_script"]
 
 log = logging.getLogger("otpipe.cluster")
 
@@ -87,7 +87,7 @@ def _cuda(spec: ClusterSpec):
     )
 
 
-def _jobqueue(spec: ClusterSpec):
+def _jobqueue(spec: ClusterSpec, scale: bool = True):
     try:
         import dask_jobqueue
     except ImportError as exc:
@@ -101,8 +101,21 @@ def _jobqueue(spec: ClusterSpec):
         kw["worker_extra_args"] = ["--resources", "GPU=1"]
     kw.update(spec.extra)
     cluster = cls(**kw)
-    cluster.scale(jobs=spec.jobs)
+    if scale:
+        cluster.scale(jobs=spec.jobs)
     return cluster
+
+
+def job_script(spec: ClusterSpec) -> str:
+    """The batch script that ``--cluster slurm|pbs`` would submit (nothing is submitted)."""
+    spec.validate()
+    if spec.cluster not in ("slurm", "pbs"):
+        raise ValueError("job_script needs --cluster slurm or pbs")
+    cluster = _jobqueue(spec, scale=False)
+    try:
+        return cluster.job_script()
+    finally:
+        cluster.close()
 
 
 def describe(client) -> str:
