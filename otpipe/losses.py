@@ -94,6 +94,8 @@ def sinkhorn_divergence(
     debias: bool = True,
     variant: str = "dual",
     full_output: bool = False,
+    truncate: float | None = None,
+    cluster_scale: float | None = None,
 ):
     """Debiased Sinkhorn divergence ``S_eps(a, b) = OT_eps(a,b) - OT_eps(a,a)/2 - OT_eps(b,b)/2``.
 
@@ -108,6 +110,8 @@ def sinkhorn_divergence(
         returned without gradient.
     full_output : bool
         Return a :class:`DivergenceResult` with the parts and diagnostics instead of a tensor.
+    truncate, cluster_scale : float, optional
+        ``multiscale`` backend settings (see :func:`otpipe.solve`).
 
     Returns
     -------
@@ -117,7 +121,8 @@ def sinkhorn_divergence(
     """
     if variant not in _VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: use 'dual' or 'transport'")
-    prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost)
+    prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost,
+                              truncate=truncate, cluster_scale=cluster_scale)
     P = validate_pair(x, y, a, b)
     _check_balance(P, prm.rho)
     if variant == "transport" and _needs_any_grad(P):
@@ -314,8 +319,11 @@ class SamplesLoss(torch.nn.Module):
         See :func:`sinkhorn_divergence`.
     cost : {"|x-y|^p/p", "|x-y|^p"}, optional
         Cost convention (GeomLoss's formula strings and callables are not supported).
-    truncate, kernel, cluster_scale, verbose
-        Accepted for signature compatibility; ``kernel`` and ``cluster_scale`` must be None.
+    truncate, cluster_scale
+        ``multiscale`` backend settings (see :func:`otpipe.solve`); ``truncate`` there bounds the dropped
+        terms by ``exp(-truncate)`` of each row's sum, where GeomLoss's is a kernel radius in ``blur`` units.
+    kernel, verbose
+        Accepted for signature compatibility; ``kernel`` must be None.
     """
 
     def __init__(
@@ -344,14 +352,20 @@ class SamplesLoss(torch.nn.Module):
             raise ValueError(f"unknown loss {loss!r}: use one of {_LOSSES}")
         if callable(cost):
             raise ValueError("custom cost callables are not supported: use p= and cost='|x-y|^p/p' or '|x-y|^p'")
-        if kernel is not None or cluster_scale is not None:
-            raise ValueError("custom kernels and cluster_scale are not supported")
+        if kernel is not None:
+            raise ValueError("custom kernels are not supported")
         self.loss, self.p, self.blur, self.reach = loss, p, blur, reach
         self.diameter, self.scaling, self.truncate, self.cost = diameter, scaling, truncate, cost
+        self.cluster_scale = cluster_scale
         self.debias, self.potentials, self.verbose, self.backend = debias, potentials, verbose, backend
         self.tol, self.max_iter, self.variant = tol, max_iter, variant
         # validate once, early
-        SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost)
+        self._params()
+
+    def _params(self) -> SinkhornParams:
+        return SinkhornParams.make(self.p, self.blur, self.reach, self.diameter, self.scaling, self.tol,
+                                   self.max_iter, self.backend, self.cost, truncate=self.truncate,
+                                   cluster_scale=self.cluster_scale)
 
     def extra_repr(self) -> str:
         return f"loss={self.loss!r}, p={self.p}, blur={self.blur}, reach={self.reach}, debias={self.debias}"
@@ -370,7 +384,8 @@ class SamplesLoss(torch.nn.Module):
             return sinkhorn_divergence(
                 x, y, a, b, p=self.p, blur=self.blur, reach=self.reach, diameter=self.diameter,
                 scaling=self.scaling, tol=self.tol, max_iter=self.max_iter, backend=self.backend,
-                cost=self.cost, debias=self.debias, variant=self.variant,
+                cost=self.cost, debias=self.debias, variant=self.variant, truncate=self.truncate,
+                cluster_scale=self.cluster_scale,
             )
         if self.loss == "hausdorff":
             return hausdorff(x, y, a, b, p=self.p, blur=self.blur, cost=self.cost, backend=self.backend,
@@ -379,8 +394,7 @@ class SamplesLoss(torch.nn.Module):
         return _kernel_loss(x, y, a, b, self.loss, sigma, self.backend, potentials=self.potentials)
 
     def _sinkhorn_potentials(self, x, y, a, b):
-        prm = SinkhornParams.make(self.p, self.blur, self.reach, self.diameter, self.scaling, self.tol,
-                                  self.max_iter, self.backend, self.cost)
+        prm = self._params()
         P = validate_pair(x, y, a, b)
         _check_balance(P, prm.rho)
         out = _run_problems(P, prm, cross=True, self_x=self.debias, self_y=self.debias)

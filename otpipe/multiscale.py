@@ -12,12 +12,18 @@ With ``s`` the cluster scale (:mod:`otpipe.kernels.multiscale`) and the temperat
    (:func:`~otpipe.kernels.multiscale.block_mask`) and the updates run on those blocks only;
 4. the final differentiable extrapolation (envelope gradients) uses the last blocks.
 
-Batches (``B > 1``) and non-CPU tensors fall back to the ``cpu`` / ``keops`` backends with a warning.
+Reductions on the points run on the ``cpu`` backend's compiled block-sparse kernels for CPU tensors and
+on KeOps with block-sparse ``ranges`` otherwise (CUDA), or when the compiled kernels are unavailable
+(:data:`otpipe.kernels.multiscale.FINE_BACKEND` forces one). The clustering and the masks are computed on
+the CPU (``O(N)`` and ``O(n_I n_J)`` work); the potentials stay on the points' device.
+Batches (``B > 1``) fall back to the full solver with a warning.
 Memory: ``O((N + M) D + n_I n_J)``; nothing of size ``N x M`` is formed.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 import warnings
 
 import torch
@@ -28,6 +34,9 @@ from .measures import Pair, log_weights
 from .sinkhorn import STAGE_TOL, DEFAULT_MAX_ITER, SinkhornParams, _Cross, _Symmetric, _damping, _iterate, _needs_grad, _resolve
 
 __all__ = ["_multiscale_run"]
+
+#: per-temperature progress (eps, share of point pairs kept, updates, seconds) at INFO level
+log = logging.getLogger("otpipe.multiscale")
 
 
 class _WarmCross(_Cross):
@@ -74,28 +83,72 @@ def _fallback(P: Pair, prm: SinkhornParams, why: str, backend: str, **kw):
     return out
 
 
-def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool,
-                    truncate: float | None = None, scale: float | None = None):
+def _fine_backend(device: torch.device) -> str | None:
+    """Kernel family for the point-level reductions: ``"cpu"``, ``"keops"``, or ``None`` (neither works)."""
+    if ms.FINE_BACKEND is not None:
+        if ms.FINE_BACKEND not in ("cpu", "keops"):
+            raise ValueError(f"otpipe.kernels.multiscale.FINE_BACKEND must be None, 'cpu' or 'keops', "
+                             f"got {ms.FINE_BACKEND!r}")
+        return ms.FINE_BACKEND
+    if device.type == "cpu" and cpu.available():
+        return "cpu"
+    try:
+        import pykeops  # noqa: F401
+    except ImportError:
+        return None
+    return "keops"
+
+
+def _operator_class(kind: str):
+    if kind == "cpu":
+        return cpu.CpuOperator
+    from .kernels.keops import KeOpsOperator
+
+    return KeOpsOperator
+
+
+class _OnDevice:
+    """A CPU :class:`~otpipe.kernels.multiscale.Clustering` with the tensors the solver indexes on ``device``."""
+
+    def __init__(self, c: ms.Clustering, device: torch.device):
+        self.c = c
+        self.perm, self.inv = c.perm.to(device), c.inv.to(device)
+        self.centers, self.weights = c.centers.to(device), c.weights.to(device)
+
+    def __getattr__(self, name):  # bounds, labels, radius, n: the CPU clustering's
+        return getattr(self.c, name)
+
+
+def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool):
     """Multiscale counterpart of :func:`otpipe.sinkhorn._run_problems` (same inputs and output dict)."""
     B, N, M, D = P.shape
     kw = dict(cross=cross, self_x=self_x, self_y=self_y)
-    if P.x.device.type != "cpu":
-        return _fallback(P, prm, "block-sparse reductions exist for CPU tensors only", "keops", **kw)
     if B != 1:
-        return _fallback(P, prm, f"one pair at a time (got a batch of {B})", "cpu", **kw)
-    if not cpu.available():
-        return _fallback(P, prm, f"the compiled kernels are unavailable ({cpu.build_error()})", "auto", **kw)
+        return _fallback(P, prm, f"one pair at a time (got a batch of {B})",
+                         "cpu" if P.x.device.type == "cpu" and cpu.available() else "auto", **kw)
+    kind = _fine_backend(P.x.device)
+    if kind is None:
+        return _fallback(P, prm, f"the compiled kernels are unavailable ({cpu.build_error()}) and pykeops is not "
+                         "installed", "tensorized", **kw)
+    if kind == "cpu" and P.x.device.type != "cpu":
+        raise ValueError(f"FINE_BACKEND='cpu' needs CPU tensors, got {P.x.device}")
     if P.x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"the 'multiscale' backend needs float32 or float64 points, got {P.x.dtype}")
+    Op = _operator_class(kind)
     _, schedule = _resolve(P, prm, symmetric_only=not cross)
-    truncate = ms.TRUNCATE if truncate is None else float(truncate)
+    truncate = ms.TRUNCATE if prm.truncate is None else prm.truncate
     cost, rho, p = prm.cost, prm.rho, prm.p
     x, y, a, b = P.x, P.y, P.a, P.b
+    dev = x.device
     xd, yd, ad, bd = x.detach()[0], y.detach()[0], a.detach()[0], b.detach()[0]
 
-    s = ms.default_scale(xd, yd) if scale is None else float(scale)
-    cx = ms.cluster(xd, ad, s) if (cross or self_x) else None
-    cy = ms.cluster(yd, bd, s) if (cross or self_y) else None
+    xc, yc = xd.cpu(), yd.cpu()
+    s = ms.default_scale(xc, yc) if prm.cluster_scale is None else prm.cluster_scale
+    if D > 3 and prm.cluster_scale is not None:
+        warnings.warn("cluster_scale is ignored for D > 3 (k-means clustering with about "
+                      f"{ms.POINTS_PER_CLUSTER} points a cluster)", RuntimeWarning, stacklevel=4)
+    cx = _OnDevice(ms.cluster(xc, ad.cpu(), s), dev) if (cross or self_x) else None
+    cy = _OnDevice(ms.cluster(yc, bd.cpu(), s), dev) if (cross or self_y) else None
     if D > 3:  # k-means: the scale is the clusters' typical size
         s = max(float(c.radius.max()) for c in (cx, cy) if c is not None)
     # coarse temperatures: eps >= s^p, leaving at least one for the points
@@ -126,7 +179,7 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
         coarse_pbs = []
         if coarse:
             for name, (c1, c2) in zip(names, levels):
-                op = cpu.CpuOperator(c1.centers[None], c2.centers[None], cost)
+                op = Op(c1.centers[None], c2.centers[None], cost)
                 if name == "xy":
                     coarse_pbs.append(_Cross(op, op.transpose(), c1.weights[None], c2.weights[None]))
                 else:
@@ -147,17 +200,20 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
                 e0 = coarse[-1]
                 dd = _damping(e0, rho)
                 if name == "xy":
-                    pb.f = dd * cpu.CpuOperator(xs, c2.centers[None], cost).softmin(e0, cpb.lb + cpb.g / e0)
-                    pb.g = dd * cpu.CpuOperator(ys, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
+                    pb.f = dd * Op(xs, c2.centers[None], cost).softmin(e0, cpb.lb + cpb.g / e0)
+                    pb.g = dd * Op(ys, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
                 else:
-                    pb.f = dd * cpu.CpuOperator(xs, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
+                    pb.f = dd * Op(xs, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
             fine_pbs.append(pb)
 
         # 3. fine temperatures, blocks recomputed at each
         n_fine = [torch.zeros(1, dtype=torch.int64) for _ in names]
         used = int(max(int(n.max()) for n in n_coarse)) if names else 0
         blocks = {}
+        log.info("multiscale: %d x %d points, %s clusters, scale %.3g, %d coarse + %d fine temperatures, %s kernels",
+                 N, M, "/".join(str(c.n) for c in (cx, cy) if c is not None), s, len(coarse), len(fine), kind)
         for k, eps in enumerate(fine):
+            t0 = time.perf_counter()
             last = k == len(fine) - 1
             for j, (name, (c1, c2), pb) in enumerate(zip(names, levels, fine_pbs)):
                 (xs, _), (ys, _) = srt[key[id(c1)]], srt[key[id(c2)]]
@@ -165,11 +221,11 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
                     bl = cpu.Blocks(c1.bounds, c2.bounds, torch.ones(c1.n, c2.n, dtype=torch.bool))
                 else:
                     g = pb.g if name == "xy" else pb.f
-                    mask = ms.block_mask(c1, c2, ms.segment_max(pb.f[0], c1), ms.segment_max(g[0], c2), eps, cost,
+                    mask = ms.block_mask(c1.c, c2.c, ms.segment_max(pb.f[0], c1.c), ms.segment_max(g[0], c2.c), eps, cost,
                                          truncate)
                     bl = cpu.Blocks(c1.bounds, c2.bounds, mask)
                 blocks[name] = bl
-                op = cpu.CpuOperator(xs, ys, cost, bl)
+                op = Op(xs, ys, cost, bl)
                 if name == "xy":
                     pb.op_xy, pb.op_yx = op, op.transpose()
                 else:
@@ -182,11 +238,16 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
             for j in range(len(names)):
                 n_fine[j] = n_fine[j] + its[j]
             used += int(max(int(n.max()) for n in its))
+            if log.isEnabledFor(logging.INFO):
+                kept = ", ".join(f"{nm} {blocks[nm].pairs / float(int(blocks[nm].rows[-1]) * int(blocks[nm].cols[-1])):.2%}"
+                                 for nm in names)
+                log.info("multiscale: eps %.3g: pairs kept %s, %s updates, %.2f s", eps, kept,
+                         "/".join(str(int(n.max())) for n in its), time.perf_counter() - t0)
 
     # 4. differentiable extrapolation on the final blocks, results in the original order
     eps = schedule[-1]
     d = _damping(eps, rho)
-    out = {"backend": "multiscale", "schedule": schedule, "eps": eps}
+    out = {"backend": "multiscale", "schedule": schedule, "eps": eps, "fine_backend": kind}
     grad_x, grad_y = _needs_grad(x), _needs_grad(y)
     for name, (c1, c2), pb, nc, nf in zip(names, levels, fine_pbs, n_coarse, n_fine):
         bl = blocks[name]
@@ -194,8 +255,8 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
         if name == "xy":
             xs = x[0][c1.perm][None] if grad_x else pb.op_xy.x
             ys = y[0][c2.perm][None] if grad_y else pb.op_yx.x
-            op_xy = cpu.CpuOperator(xs, pb.op_xy.y, cost, bl) if grad_x else pb.op_xy
-            op_yx = cpu.CpuOperator(ys, pb.op_yx.y, cost, bl.transpose()) if grad_y else pb.op_yx
+            op_xy = Op(xs, pb.op_xy.y, cost, bl) if grad_x else pb.op_xy
+            op_yx = Op(ys, pb.op_yx.y, cost, bl.transpose()) if grad_y else pb.op_yx
             f, g, err = pb.extrapolate(eps, d, op_xy, op_yx)
             f, g = f[:, c1.inv], g[:, c2.inv]
             view = _View()
@@ -205,7 +266,7 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
             out[name] = dict(f=f, g=g, err=err, n_iter=n_it, problem=view)
         else:
             src, needs = (x, grad_x) if name == "xx" else (y, grad_y)
-            op = cpu.CpuOperator(src[0][c1.perm][None], pb.op.y, cost, bl) if needs else pb.op
+            op = Op(src[0][c1.perm][None], pb.op.y, cost, bl) if needs else pb.op
             f, err = pb.extrapolate(eps, d, op)
             f = f[:, c1.inv]
             view = _View()

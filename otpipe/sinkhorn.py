@@ -76,6 +76,8 @@ class SinkhornParams:
     max_iter: int | None = None
     backend: str = "auto"
     cost: Cost = field(default_factory=Cost)
+    truncate: float | None = None
+    cluster_scale: float | None = None
 
     @classmethod
     def make(
@@ -89,6 +91,9 @@ class SinkhornParams:
         max_iter=None,
         backend="auto",
         cost=None,
+        *,
+        truncate=None,
+        cluster_scale=None,
     ) -> "SinkhornParams":
         c = make_cost(p, cost)
 
@@ -116,7 +121,9 @@ class SinkhornParams:
             max_iter = int(max_iter)
         if not isinstance(backend, str):
             raise ValueError(f"backend must be a string, got {backend!r}")
-        return cls(c.p, blur, reach, diameter, scaling, tol, max_iter, backend, c)
+        truncate = _pos("truncate", truncate, allow_none=True)
+        cluster_scale = _pos("cluster_scale", cluster_scale, allow_none=True)
+        return cls(c.p, blur, reach, diameter, scaling, tol, max_iter, backend, c, truncate, cluster_scale)
 
     @property
     def rho(self) -> float | None:
@@ -486,6 +493,8 @@ def solve(
     max_iter: int | None = None,
     backend: str = "auto",
     cost: str | None = None,
+    truncate: float | None = None,
+    cluster_scale: float | None = None,
 ) -> OTResult:
     """Entropic optimal transport ``OT_eps(a, b)`` between two (batches of) weighted point clouds.
 
@@ -515,16 +524,23 @@ def solve(
         iterating at the final ``eps`` until the relative L1 marginal error is ``<= tol``.
     max_iter : int, optional
         Cap on the total number of updates when ``tol`` is set (default 10000).
-    backend : {"auto", "tensorized", "keops"}
-        Reduction backend; ``auto`` picks by size.
+    backend : {"auto", "tensorized", "keops", "cpu", "multiscale"}
+        Reduction backend; ``auto`` picks by size and device.
     cost : {"|x-y|^p/p", "|x-y|^p"}, optional
         Cost convention.
+    truncate : float, optional
+        ``multiscale`` backend: keep the cluster pairs whose terms can reach ``exp(-truncate)`` of a
+        row's log-sum-exp (default 5). Unlike GeomLoss's ``truncate`` (a kernel radius in units of
+        ``blur``) it is a bound in units of ``eps`` on the dropped terms.
+    cluster_scale : float, optional
+        ``multiscale`` backend: side of the voxel cells (``D <= 3``); default: about 64 points a cell.
 
     Returns
     -------
     OTResult
     """
-    prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost)
+    prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost,
+                              truncate=truncate, cluster_scale=cluster_scale)
     P = validate_pair(x, y, a, b)
     _check_balance(P, prm.rho)
     out = _run_problems(P, prm, cross=True, self_x=False, self_y=False)
@@ -570,6 +586,8 @@ def solve_symmetric(
     max_iter: int | None = None,
     backend: str = "auto",
     cost: str | None = None,
+    truncate: float | None = None,
+    cluster_scale: float | None = None,
 ) -> OTResult:
     """The self term ``OT_eps(a, a)`` with its symmetric potential (``f = g``).
 
@@ -577,7 +595,8 @@ def solve_symmetric(
     ``S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2`` can reuse self terms
     across pairs with exactly the numbers of :func:`~otpipe.losses.sinkhorn_divergence`.
     """
-    prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost)
+    prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost,
+                              truncate=truncate, cluster_scale=cluster_scale)
     P = validate_pair(x, x, a, a)
     out = _run_problems(P, prm, cross=False, self_x=True, self_y=False)
     return _result(P, prm, out, "xx")

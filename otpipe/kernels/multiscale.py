@@ -12,8 +12,9 @@ points with reductions restricted to the cluster pairs ``(I, J)`` that can carry
   current potentials), and the mask is only ``(n_I, n_J)`` booleans.
 
 The solver driver is :mod:`otpipe.multiscale`; reductions on the points are the ``cpu`` backend's
-block-sparse kernels (:class:`otpipe.kernels.cpu.Blocks`). :func:`operator` (used for transport maps and
-kernel losses) is the full ``cpu`` operator.
+block-sparse kernels (:class:`otpipe.kernels.cpu.Blocks`) for CPU tensors and KeOps with the same pattern
+as block-sparse ``ranges`` for CUDA tensors. :func:`operator` (used for transport maps and kernel losses)
+is the full ``cpu`` operator on CPU tensors, the KeOps one otherwise.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from . import cpu
 
 __all__ = ["operator", "Clustering", "cluster", "default_scale", "block_mask"]
 
+#: kernels of the point-level reductions: ``None`` (automatic: the compiled ``cpu`` kernels for CPU tensors
+#: when they build, KeOps ``ranges`` otherwise), ``"cpu"`` or ``"keops"``
+FINE_BACKEND: str | None = None
 #: default truncation threshold (in units of eps) of the kept cluster pairs
 TRUNCATE = 5.0
 #: default points per cluster aimed at by :func:`default_scale`
@@ -40,8 +44,12 @@ KMEANS_ITERS = 10
 
 
 def operator(x: torch.Tensor, y: torch.Tensor, cost: Cost):
-    """The full (not truncated) ``cpu`` operator: transport maps and kernel sums on any size."""
-    return cpu.operator(x, y, cost)
+    """The full (not truncated) operator: ``cpu`` for CPU tensors, KeOps otherwise (transport maps, kernel sums)."""
+    if x.device.type == "cpu":
+        return cpu.operator(x, y, cost)
+    from .keops import KeOpsOperator
+
+    return KeOpsOperator(x, y, cost)
 
 
 @dataclass
@@ -146,7 +154,7 @@ def cluster(x: torch.Tensor, a: torch.Tensor, scale: float, *, seed: int = 0) ->
 def segment_max(values: torch.Tensor, c: Clustering) -> torch.Tensor:
     """``max_{i in I} values_i`` for sorted ``values (N,)``, shape ``(n,)``."""
     out = torch.full((c.n,), -math.inf, dtype=torch.float64)
-    return out.scatter_reduce(0, c.labels, values.detach().double(), "amax", include_self=True)
+    return out.scatter_reduce(0, c.labels, values.detach().double().cpu(), "amax", include_self=True)
 
 
 def block_mask(cx: Clustering, cy: Clustering, fmax: torch.Tensor, gmax: torch.Tensor, eps: float, cost: Cost,

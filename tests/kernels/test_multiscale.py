@@ -59,6 +59,78 @@ def test_block_sparse_kernel_matches_masked_dense():
         assert _rel(t.grad, r.grad) < 1e-12
 
 
+def _keops_ready():
+    return pytest.importorskip("pykeops")
+
+
+def test_keops_ranges_match_cpu_blocks():
+    """KeOps with block-sparse ``ranges`` (the GPU path, run here on the CPU) equals the cpu block kernel:
+    softmin and its x/y/h gradients, softmax_cost, and the transposed operator."""
+    _keops_ready()
+    from otpipe.kernels.keops import KeOpsOperator
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 40, 3, generator=g, dtype=torch.float64)
+    y = torch.rand(1, 55, 3, generator=g, dtype=torch.float64)
+    h = torch.randn(1, 55, generator=g, dtype=torch.float64)
+    k = torch.randn(1, 40, generator=g, dtype=torch.float64)
+    bl = cpu.Blocks(torch.tensor([0, 7, 8, 40]), torch.tensor([0, 20, 21, 30, 55]),
+                    torch.tensor([[1, 0, 1, 1], [0, 0, 0, 1], [1, 1, 0, 0]], dtype=torch.bool))
+    w = torch.randn(1, 40, generator=g, dtype=torch.float64)
+    res = {}
+    for name, Op in (("cpu", cpu.CpuOperator), ("keops", KeOpsOperator)):
+        leaves = [t.clone().requires_grad_() for t in (x, y, h)]
+        op = Op(leaves[0], leaves[1], Cost(), bl)
+        f = op.softmin(0.05, leaves[2])
+        (f * w).sum().backward()
+        with torch.no_grad():
+            res[name] = [f.detach(), *(t.grad for t in leaves), op.softmax_cost(0.05, h),
+                         op.transpose().softmin(0.05, k)]
+    assert res["keops"][0].shape == (1, 40) and res["keops"][-1].shape == (1, 55)
+    for u, v in zip(res["keops"], res["cpu"]):
+        assert _rel(u, v) < 1e-12
+    with pytest.raises(ValueError, match="block pattern"):
+        KeOpsOperator(x[:, :30], y, Cost(), bl)
+
+
+def test_multiscale_on_keops_ranges_matches_full_solve(monkeypatch):
+    """The multiscale solver with KeOps block-sparse reductions (what CUDA tensors use) equals the full
+    solve; no compiled-cpu operator is built on that path."""
+    _keops_ready()
+    x, y, a, b = _clouds(900, 1000, 3, seed=21)
+    r0 = otpipe.solve(x, y, a, b, blur=0.05, tol=1e-6, backend="cpu")
+    s0 = otpipe.sinkhorn_divergence(x, y, a, b, blur=0.05, backend="multiscale")
+
+    def _forbidden(*args, **kwargs):
+        raise AssertionError("the cpu kernels were used on the KeOps path")
+
+    monkeypatch.setattr(ms, "FINE_BACKEND", "keops")
+    monkeypatch.setattr(cpu, "CpuOperator", _forbidden)
+    xg = x.clone().requires_grad_()
+    r1 = otpipe.solve(xg, y, a, b, blur=0.05, tol=1e-6, backend="multiscale")
+    (gx,) = torch.autograd.grad(r1.value, [xg])
+    assert r1.backend == "multiscale"
+    assert abs(float(r1.value) - float(r0.value)) <= 1e-6 * abs(float(r0.value))
+    assert _rel_pot(r1.f.detach(), r0.f) < 1e-4
+    assert torch.isfinite(gx).all() and float(gx.abs().max()) > 0
+    s1 = otpipe.sinkhorn_divergence(x, y, a, b, blur=0.05, backend="multiscale")
+    assert abs(float(s1) - float(s0)) <= 1e-9 * abs(float(s0))  # same schedule, same blocks, other kernels
+
+
+def test_truncate_and_cluster_scale_keywords():
+    x, y, a, b = _clouds(1200, 1000, 2, seed=17)
+    v0 = float(otpipe.sinkhorn_divergence(x, y, a, b, blur=0.05, tol=1e-6, backend="cpu"))
+    # a huge truncation threshold keeps every block: the full solve
+    v_all = float(otpipe.sinkhorn_divergence(x, y, a, b, blur=0.05, tol=1e-6, backend="multiscale", truncate=60))
+    assert abs(v_all - v0) <= 1e-9 * abs(v0)
+    for s in (0.03, 0.2):
+        loss = otpipe.SamplesLoss("sinkhorn", blur=0.05, tol=1e-6, backend="multiscale", cluster_scale=s)
+        assert abs(float(loss(a, x, b, y)) - v0) <= 1e-6 * abs(v0)
+    for bad in (dict(truncate=0), dict(cluster_scale=-1.0), dict(truncate=float("nan"))):
+        with pytest.raises(ValueError, match="truncate|cluster_scale"):
+            otpipe.solve(x, y, a, b, backend="multiscale", **bad)
+
+
 def test_clustering_is_a_sorted_partition():
     x, _, a, _ = _clouds(3000, 10, 3)
     c = ms.cluster(x, a, 0.1)
@@ -194,3 +266,21 @@ def test_batches_fall_back_and_auto_rule():
     assert choose_backend("auto", 1, 60000, 60000, device="cpu") == "multiscale"
     assert choose_backend("auto", 2, 60000, 60000, device="cpu") == "cpu"
     assert choose_backend("auto", 1, 5000, 5000, device="cpu") == "cpu"
+    # GPU tensors: KeOps up to AUTO_MULTISCALE_MIN_ENTRIES_GPU, multiscale (KeOps ranges) above
+    assert choose_backend("auto", 1, 60000, 60000, device="cuda") == "keops"
+    assert choose_backend("auto", 1, 300000, 300000, device="cuda") == "multiscale"
+    assert choose_backend("auto", 2, 300000, 300000, device="cuda") == "keops"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_multiscale_matches_full_keops(dtype):
+    """CUDA tensors: multiscale (KeOps ranges) vs the full KeOps solve, value and x-gradient, on the device."""
+    x, y, a, b = (t.to("cuda", dtype) for t in _clouds(20000, 20000, 3, seed=6))
+    r0 = otpipe.solve(x, y, a, b, blur=0.02, tol=1e-5, backend="keops")
+    xg = x.clone().requires_grad_()
+    r1 = otpipe.solve(xg, y, a, b, blur=0.02, tol=1e-5, backend="multiscale")
+    (gx,) = torch.autograd.grad(r1.value, [xg])
+    assert r1.value.device.type == "cuda" and gx.device.type == "cuda"
+    assert abs(float(r1.value) - float(r0.value)) <= 1e-3 * abs(float(r0.value))
+    assert _rel_pot(r1.f.detach().double().cpu(), r0.f.double().cpu()) < 1e-2
