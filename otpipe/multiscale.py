@@ -4,7 +4,7 @@ points, and the end of the schedule with block-sparse (truncated) reductions.
 With ``s`` the cluster scale (:mod:`otpipe.kernels.multiscale`) and the temperatures of
 :func:`~otpipe.sinkhorn.epsilon_schedule`:
 
-1. the temperatures with ``eps >= s^p`` run on the coarse measures (centroids, summed weights), with the
+1. the temperatures with ``eps >= (s / 2)^p`` run on the coarse measures (centroids, summed weights), with the
    same updates as the full solver (``_Cross`` / ``_Symmetric``, fixed schedule or converging mode);
 2. jump: ``f_i = -eps log sum_J B_J exp((G_J - C(x_i, y_J)) / eps)`` (damped when unbalanced) extrapolates
    the coarse potentials to the points;
@@ -151,8 +151,8 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
     cy = _OnDevice(ms.cluster(yc, bd.cpu(), s), dev) if (cross or self_y) else None
     if D > 3:  # k-means: the scale is the clusters' typical size
         s = max(float(c.radius.max()) for c in (cx, cy) if c is not None)
-    # coarse temperatures: eps >= s^p, leaving at least one for the points
-    kj = sum(1 for e in schedule[:-1] if e >= s**p)
+    # coarse temperatures: eps >= (JUMP_FRACTION s)^p, leaving at least one for the points
+    kj = sum(1 for e in schedule[:-1] if e >= (ms.JUMP_FRACTION * s) ** p)
     coarse, fine = schedule[:kj], schedule[kj:]
     cap = prm.max_iter if prm.max_iter is not None else DEFAULT_MAX_ITER
     tol = prm.tol
@@ -221,8 +221,7 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
                     bl = cpu.Blocks(c1.bounds, c2.bounds, torch.ones(c1.n, c2.n, dtype=torch.bool))
                 else:
                     g = pb.g if name == "xy" else pb.f
-                    mask = ms.block_mask(c1.c, c2.c, ms.segment_max(pb.f[0], c1.c), ms.segment_max(g[0], c2.c), eps, cost,
-                                         truncate)
+                    mask = ms.block_mask(c1.c, c2.c, pb.f[0], g[0], eps, cost, truncate)
                     bl = cpu.Blocks(c1.bounds, c2.bounds, mask)
                 blocks[name] = bl
                 op = Op(xs, ys, cost, bl)

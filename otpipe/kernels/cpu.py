@@ -38,7 +38,7 @@ import torch
 
 from ..costs import Cost
 
-__all__ = ["operator", "available", "CpuOperator", "Blocks", "build_error"]
+__all__ = ["operator", "available", "CpuOperator", "Blocks", "build_error", "block_mask"]
 
 _SOURCE = Path(__file__).parent / "_cpu" / "softmin.cpp"
 _FLAGS = (
@@ -126,6 +126,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn = getattr(lib, name)
         fn.argtypes = [p, p, p, p, p, i64, i64, i64, i64, i64, dbl, dbl, c_int, c_int, p, p, p, p, p, i64]
         fn.restype = c_int
+    lib.otp_block_mask.argtypes = [p, p, p, p, p, p, p, i64, p, p, p, p, p, p, p, i64, i64, dbl, dbl, dbl, c_int, p]
+    lib.otp_block_mask.restype = c_int
     for name in ("otp_exp_f32", "otp_log_f32", "otp_exp_f64", "otp_log_f64"):
         getattr(lib, name).argtypes = [p, p, i64]
         getattr(lib, name).restype = None
@@ -261,6 +263,26 @@ def _reduce(x: torch.Tensor, yT: torch.Tensor, h: torch.Tensor, c: float, p: flo
     if rc != 0:
         raise RuntimeError(f"otpipe cpu kernel rejected its arguments (code {rc})")
     return lse, acc
+
+
+def block_mask(row: tuple, col: tuple, cost: Cost, thr: float) -> torch.Tensor:
+    """Compiled truncation test of :func:`otpipe.kernels.multiscale.block_mask` (same arithmetic, fused).
+
+    ``row``/``col``: ``(centers, radius, lo, hi, fmax, beta, rmax)`` per cluster, float64, shapes
+    ``(n, D), (n,), (n, D), (n, D), (n,), (n, D), (n,)``. Returns the ``(n_I, n_J)`` bool mask.
+    """
+    lib = _load()
+    row = [t.detach().to(torch.float64).contiguous() for t in row]
+    col = [t.detach().to(torch.float64).contiguous() for t in col]
+    nI, D = row[0].shape
+    nJ = col[0].shape[0]
+    keep = torch.zeros(nI, nJ, dtype=torch.uint8)
+    threads = torch.get_num_threads() if nI * nJ >= 1 << 20 else 1
+    rc = lib.otp_block_mask(*[_ptr(t) for t in row], nI, *[_ptr(t) for t in col], nJ, D, float(cost.scale),
+                            float(cost.p), float(thr), threads, _ptr(keep))
+    if rc != 0:
+        raise RuntimeError(f"otpipe cpu block mask rejected its arguments (code {rc})")
+    return keep.bool()
 
 
 def _prep(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

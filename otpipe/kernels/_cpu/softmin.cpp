@@ -24,6 +24,8 @@
 // Threads: OpenMP over (batch, block of ROWS rows), with the thread count given by the caller.
 // Block-sparse variant (otp_reduce_ranges_*): rows sorted by cluster, each row cluster visits only a list of
 // column ranges (the multiscale backend's kept cluster pairs); sums over the other columns are skipped.
+// otp_block_mask: the multiscale backend's truncation test on every cluster pair (see
+// otpipe/kernels/multiscale.py for the two bounds; this is the same arithmetic, fused, without temporaries).
 
 #include <algorithm>
 #include <cmath>
@@ -493,6 +495,75 @@ int otp_reduce_ranges_f64(const double* x, const double* yT, const double* h, co
   return run<double>(x, yT, h, vT, u, B, N, M, D, K, c, p, mode, nthreads, lse, acc, rptr, cptr, rng, nclus);
 }
 
+// Cluster-pair truncation mask. Row clusters I (nI), column clusters J (nJ), D coordinates. Per cluster:
+// centre c, ball radius rad, box lo/hi, potential max fmax, least-squares slope beta and residual max rmax.
+// U_IJ = min(fmax_I + fmax_J - s * max(box_gap, ball_gap)^p,
+//            rmax_I + rmax_J + sum_d max((bI+bJ) lo_I, (bI+bJ) hi_I) + sum_d max_{z in [loI-hiJ, hiI-loJ]} q(z))
+// with q(z) = -bJ z - s z^2 for p = 2, and for other p the looser max(-bJ z) - s * box_gap^p.
+// keep[I * nJ + J] = U_IJ >= thr; then each row's and each column's largest U_IJ is kept too.
+int otp_block_mask(const double* cI, const double* radI, const double* loI, const double* hiI, const double* fmaxI,
+                   const double* betaI, const double* rmaxI, int64_t nI, const double* cJ, const double* radJ,
+                   const double* loJ, const double* hiJ, const double* fmaxJ, const double* betaJ,
+                   const double* rmaxJ, int64_t nJ, int64_t D, double s, double p, double thr, int nthreads,
+                   uint8_t* keep) {
+  if (nI <= 0 || nJ <= 0 || D <= 0) return 1;
+  const bool p2 = (p == 2.0);
+  const double NEG = -std::numeric_limits<double>::infinity();
+  std::vector<double> colbest((size_t)nthreads * nJ, NEG);
+  std::vector<int64_t> colarg((size_t)nthreads * nJ, 0);
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int t = omp_get_thread_num();
+    double* cb = colbest.data() + (size_t)t * nJ;
+    int64_t* ca = colarg.data() + (size_t)t * nJ;
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t I = 0; I < nI; ++I) {
+      double rowbest = NEG;
+      int64_t rowarg = 0;
+      uint8_t* out = keep + I * nJ;
+      for (int64_t J = 0; J < nJ; ++J) {
+        double d2c = 0, g2 = 0, lin = 0, quad = 0, lin2 = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          const double li = loI[I * D + d], hi = hiI[I * D + d], lj = loJ[J * D + d], hj = hiJ[J * D + d];
+          const double dc = cI[I * D + d] - cJ[J * D + d];
+          d2c += dc * dc;
+          const double zlo = li - hj, zhi = hi - lj;
+          const double gd = zlo > 0 ? zlo : (zhi < 0 ? -zhi : 0.0);
+          g2 += gd * gd;
+          const double bj = betaJ[J * D + d], v = betaI[I * D + d] + bj;
+          lin += std::max(v * li, v * hi);
+          if (p2) {
+            const double z = std::min(std::max(-bj / (2 * s), zlo), zhi);
+            quad += -bj * z - s * z * z;
+          } else {
+            lin2 += std::max(-bj * zlo, -bj * zhi);
+          }
+        }
+        const double box_gap = std::sqrt(g2);
+        const double ball_gap = std::max(std::sqrt(d2c) - radI[I] - radJ[J], 0.0);
+        const double gap = std::max(box_gap, ball_gap);
+        const double zeroth = fmaxI[I] + fmaxJ[J] - s * (p2 ? gap * gap : std::pow(gap, p));
+        if (!p2) quad = lin2 - s * std::pow(box_gap, p);
+        const double first = rmaxI[I] + rmaxJ[J] + lin + quad;
+        const double U = std::min(zeroth, first);
+        out[J] = U >= thr;
+        if (U > rowbest) { rowbest = U; rowarg = J; }
+        if (U > cb[J]) { cb[J] = U; ca[J] = I; }
+      }
+      out[rowarg] = 1;
+    }
+  }
+  for (int64_t J = 0; J < nJ; ++J) {
+    double b = NEG;
+    int64_t a = 0;
+    for (int t = 0; t < nthreads; ++t) {
+      if (colbest[(size_t)t * nJ + J] > b) { b = colbest[(size_t)t * nJ + J]; a = colarg[(size_t)t * nJ + J]; }
+    }
+    keep[a * nJ + J] = 1;
+  }
+  return 0;
+}
+
 // exp and log as vectorised here, for accuracy tests.
 void otp_exp_f32(const float* x, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = exp_poly(x[i]);
@@ -507,6 +578,6 @@ void otp_log_f64(const double* x, double* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = log_poly(x[i]);
 }
 
-int otp_abi_version(void) { return 2; }
+int otp_abi_version(void) { return 3; }
 
 }  // extern "C"
