@@ -8,7 +8,11 @@ For input measures ``beta_k`` and barycentric weights ``lambda_k >= 0`` with ``s
   step ``x_i <- x_i - tau * grad_{x_i} F / a_i``; for ``p = 2`` and ``tau = 1`` this is the
   Brenier-map step ``x_i <- sum_k lambda_k T_k(x_i) + x_i - T_aa(x_i)`` (``T_k``: barycentric
   projection onto ``beta_k``, ``T_aa``: that of the self term, ``~ x_i`` for small blur).
-  Weights (``learn_weights=True``) take the mirror step ``a <- a exp(-step (grad_a F - <a, grad_a F>) / eps)``.
+  Weights (``learn_weights=True``) take the mirror step ``a <- a exp(-eta (grad_a F - <a, grad_a F>))``,
+  ``eta = step / eps`` at first; an iteration whose objective rises is undone and ``eta`` quartered (the
+  natural ``1/eps`` scale is far too large when the points are far apart compared with the blur, where
+  ``grad_a F`` moves by transport costs, not by ``eps``). Learned weights need accurate potentials, so the
+  Sinkhorn solves then run to ``sinkhorn_tol = 1e-6`` unless another value is given.
   Stopping rule: largest displacement ``< tol * diameter`` (and weight change ``< tol``) or an
   objective that stalls.
 * **Fixed support** (Benamou et al. 2015, iterative Bregman projections, log domain) on a common
@@ -243,6 +247,11 @@ def _self_term(X, a, opts: dict, grad_weights: bool):
     return vf, gX, ga
 
 
+#: Sinkhorn tolerance of the solves when weights are learned: the weight step follows the potentials, which
+#: the fixed eps-scaling schedule leaves unconverged when points are far apart compared with the blur
+LEARN_WEIGHTS_SINKHORN_TOL = 1e-6
+
+
 def free_support_barycenter(
     measures,
     lambdas=None,
@@ -278,7 +287,8 @@ def free_support_barycenter(
     init : {"sample", "mean"} or array
         Starting positions (see :func:`init_support`), seeded by ``seed``.
     learn_weights : bool
-        Also optimise the barycenter's weights (mirror descent), else uniform ``1/n``.
+        Also optimise the barycenter's weights (safeguarded mirror descent: a step that raises the
+        objective is undone), else uniform ``1/n``. Sinkhorn then runs to ``sinkhorn_tol = 1e-6`` by default.
     p, blur, diameter, scaling, sinkhorn_tol, sinkhorn_max_iter, backend
         Sinkhorn parameters (:func:`otpipe.solve`); ``blur`` defaults to ``0.02 * diameter``
         and ``diameter`` to the bounding-box diagonal of the inputs and the initial support,
@@ -311,6 +321,8 @@ def free_support_barycenter(
         blur = 0.02 * diameter
     if not (blur > 0 and diameter > 0 and step > 0 and tol > 0 and max_iter >= 1):
         raise ValueError("blur, diameter, step and tol must be positive and max_iter >= 1")
+    if learn_weights and sinkhorn_tol is None:
+        sinkhorn_tol = LEARN_WEIGHTS_SINKHORN_TOL
     opts = dict(p=float(p), blur=float(blur), diameter=float(diameter), scaling=float(scaling), tol=sinkhorn_tol,
                 max_iter=sinkhorn_max_iter, backend=backend)
     terms = terms if terms is not None else LocalTerms(ys, bs, lam, opts)
@@ -319,17 +331,28 @@ def free_support_barycenter(
     history, disp_hist = [], []
     converged = False
     it = 0
+    eta = step / diameter**p  # weight step, adapted below (x2 after an accepted step, /4 after a rejected one)
+    prev = None  # (X, a, gX, g) of the last accepted iterate, to undo a weight step that raised F
     for it in range(1, max_iter + 1):
         vx, gx, ga = terms.cross(X, a, learn_weights)
         vs, gsx, gsa = _self_term(X, a, opts, learn_weights)
-        history.append(vx - 0.5 * vs - const)
-        gX = gx - 0.5 * gsx
+        F = vx - 0.5 * vs - const
+        if learn_weights and prev is not None and F > history[-1] + 1e-12 * max(1.0, abs(history[-1])):
+            # the last step raised the objective: back to its start, with a quarter of the weight step
+            X, a, gX, g = prev
+            eta /= 4.0
+        else:
+            if learn_weights and prev is not None:
+                eta = min(2.0 * eta, step / eps)
+            history.append(F)
+            gX = gx - 0.5 * gsx
+            g = ga - 0.5 * gsa if learn_weights else None
+            prev = (X, a, gX, g)
         Xn = X - step * gX / np.maximum(a, 1e-300)[:, None]
         disp = float(np.sqrt(((Xn - X) ** 2).sum(1)).max())
         dw = 0.0
         if learn_weights:
-            g = ga - 0.5 * gsa
-            h = np.clip(-step * (g - a @ g) / eps, -5.0, 5.0)
+            h = np.clip(-eta * (g - a @ g), -5.0, 5.0)
             an = a * np.exp(h)
             an /= an.sum()
             dw = float(np.abs(an - a).sum())

@@ -183,6 +183,7 @@ def _free_on_dask(c, coll, idx, ms, lam, n_chunks, kw):
     p = kw["p"]
     diameter = _bary._bbox_diameter(list(ys) + [X0])
     blur = kw.pop("blur", None) or 0.02 * diameter
-    opts = dict(p=float(p), blur=float(blur), diameter=float(diameter), scaling=0.5, tol=None, max_iter=None, backend="auto")
+    stol = _bary.LEARN_WEIGHTS_SINKHORN_TOL if kw.get("learn_weights") else None
+    opts = dict(p=float(p), blur=float(blur), diameter=float(diameter), scaling=0.5, tol=stol, max_iter=None, backend="auto")
     terms = DaskTerms(c, coll, idx, lam, opts, n_chunks)
     return _bary.free_support_barycenter(ms, lam, init=X0, blur=blur, diameter=diameter, terms=terms, **kw)
