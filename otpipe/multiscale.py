@@ -187,7 +187,7 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
             n_coarse = _iterate(coarse_pbs, coarse, rho, None if tol is None else max(tol, STAGE_TOL),
                                 max(len(coarse), cap - len(fine)))
         else:
-            n_coarse = [torch.zeros(1, dtype=torch.int64) for _ in names]
+            n_coarse = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in names]
 
         # 2. the jump (or a plain start on the points when there is no coarse level)
         for name, (c1, c2), cpb in zip(names, levels, coarse_pbs or [None] * len(names)):
@@ -207,7 +207,7 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
             fine_pbs.append(pb)
 
         # 3. fine temperatures, blocks recomputed at each
-        n_fine = [torch.zeros(1, dtype=torch.int64) for _ in names]
+        n_fine = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in names]
         used = int(max(int(n.max()) for n in n_coarse)) if names else 0
         blocks = {}
         log.info("multiscale: %d x %d points, %s clusters, scale %.3g, %d coarse + %d fine temperatures, %s kernels",
