@@ -52,12 +52,14 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
-@pytest.mark.parametrize("case", sorted(BAD))
+# every entry point with every bad input, except SamplesLoss with a bad weight shape: its (x, y) call form
+# builds its own weights, so that case does not exist for it
+_BAD_CASES = [(e, c) for c in sorted(BAD) for e in sorted(ENTRY_POINTS) if (e, c) != ("SamplesLoss", "weights shape")]
+
+
+@pytest.mark.parametrize("entry, case", _BAD_CASES)
 def test_bad_input_is_a_clear_value_error(entry, case):
     kwargs, needle = BAD[case]
-    if entry == "SamplesLoss" and case == "weights shape":
-        pytest.skip("SamplesLoss builds its own weights for the (x, y) call form")
     with pytest.raises(ValueError, match=needle):
         ENTRY_POINTS[entry](**kwargs)
 
