@@ -220,8 +220,9 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
                 if not coarse and k == 0:
                     bl = cpu.Blocks(c1.bounds, c2.bounds, torch.ones(c1.n, c2.n, dtype=torch.bool))
                 else:
-                    g = pb.g if name == "xy" else pb.f
-                    mask = ms.block_mask(c1.c, c2.c, pb.f[0], g[0], eps, cost, truncate)
+                    f0 = pb.f[0]
+                    g0 = pb.g[0] if name == "xy" else f0  # the same object for a self problem: fitted once
+                    mask = ms.block_mask(c1.c, c2.c, f0, g0, eps, cost, truncate)
                     bl = cpu.Blocks(c1.bounds, c2.bounds, mask)
                 blocks[name] = bl
                 op = Op(xs, ys, cost, bl)

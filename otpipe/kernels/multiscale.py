@@ -233,8 +233,11 @@ def block_mask(cx: Clustering, cy: Clustering, f: torch.Tensor, g: torch.Tensor,
     ``f (N,)`` and ``g (M,)`` are the current potentials on the sorted points of ``cx`` and ``cy``.
     Each row and column keeps at least its best block, so no row is left without terms.
     """
-    fmax, gmax = segment_max(f, cx), segment_max(g, cy)
-    fit_f, fit_g = affine_fit(f, cx), affine_fit(g, cy)
+    fmax, fit_f = segment_max(f, cx), affine_fit(f, cx)
+    if g is f and cy is cx:  # a self problem: one cloud, one potential
+        gmax, fit_g = fmax, fit_f
+    else:
+        gmax, fit_g = segment_max(g, cy), affine_fit(g, cy)
     if compiled and cpu.available():
         return cpu.block_mask((cx.centers, cx.radius, cx.lo, cx.hi, fmax, *fit_f),
                               (cy.centers, cy.radius, cy.lo, cy.hi, gmax, *fit_g), cost, -truncate * eps)
