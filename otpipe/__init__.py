@@ -37,7 +37,7 @@ _LAZY = {
     "barycenter": ("otpipe.barycenter", "barycenter"),
     "pairwise": ("otpipe.pipeline.pairwise", "pairwise"),
     "complexity": ("otpipe.complexity", None),
-    "two_sample_test": ("otpipe.testing", "two_sample_test"),
+    "two_sample_test": ("otpipe.two_sample", "two_sample_test"),
 }
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DISTRIBUTIONS", "DIVERGENCES", "draw", "cell_values", "fit_rate", "RateFit", "diameter_of", "run_study"]
+__all__ = ["DISTRIBUTIONS", "DIVERGENCES", "draw", "cell_values", "fit_rate", "RateFit", "diameter_of"]
 
 #: sample distributions ``xi``
 DISTRIBUTIONS = ("uniform", "gaussian", "mixture")
@@ -179,10 +179,3 @@ def fit_rate(n, r, *, level: float = 0.95) -> RateFit:
     se = math.sqrt(float((res**2).sum()) / (m - 2) / sxx)
     h = float(stats.t.ppf(0.5 + level / 2, m - 2)) * se
     return RateFit(-slope, -slope - h, -slope + h, log_c, m, level)
-
-
-def run_study(*args, **kwargs):
-    """Run a study on Dask: see :func:`otpipe.pipeline.complexity.run_study` (same arguments)."""
-    from .pipeline.complexity import run_study as _run
-
-    return _run(*args, **kwargs)

@@ -31,7 +31,7 @@ import torch
 from .kernels import cpu
 from .kernels import multiscale as ms
 from .measures import Pair, log_weights
-from .sinkhorn import STAGE_TOL, DEFAULT_MAX_ITER, SinkhornParams, _Cross, _Symmetric, _damping, _iterate, _needs_grad, _resolve
+from .loop import STAGE_TOL, DEFAULT_MAX_ITER, SinkhornParams, _Cross, _Symmetric, _damping, _iterate, _needs_grad, _resolve, run_full
 
 __all__ = ["_multiscale_run"]
 
@@ -76,10 +76,8 @@ class _View:
 
 
 def _fallback(P: Pair, prm: SinkhornParams, why: str, backend: str, **kw):
-    from .sinkhorn import _run_problems
-
     warnings.warn(f"multiscale backend: {why}; using the {backend!r} backend", RuntimeWarning, stacklevel=4)
-    out = _run_problems(P, dataclasses.replace(prm, backend=backend), **kw)
+    out = run_full(P, dataclasses.replace(prm, backend=backend), **kw)
     return out
 
 
@@ -120,7 +118,7 @@ class _OnDevice:
 
 
 def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool):
-    """Multiscale counterpart of :func:`otpipe.sinkhorn._run_problems` (same inputs and output dict)."""
+    """Multiscale counterpart of :func:`otpipe.loop.run_full` (same inputs and output dict)."""
     B, N, M, D = P.shape
     kw = dict(cross=cross, self_x=self_x, self_y=self_y)
     if B != 1:

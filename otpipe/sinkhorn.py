@@ -23,112 +23,25 @@ This module knows nothing of Dask or Zarr.
 """
 from __future__ import annotations
 
-import math
-import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from .costs import Cost, diameter as _bbox_diameter, make_cost
 from .kernels import choose_backend, get_backend
+from .loop import (  # noqa: F401 - re-exported: the solver's parameters and schedule
+    DEFAULT_MAX_ITER,
+    STAGE_TOL,
+    SinkhornParams,
+    _damping,
+    epsilon_schedule,
+    run_full,
+)
 from .measures import Pair, log_weights, validate_pair
 
 __all__ = ["solve", "solve_symmetric", "OTResult", "SinkhornParams", "epsilon_schedule"]
 
 #: largest number of entries a dense plan may have (``OTResult.plan``)
 PLAN_MAX_ENTRIES = 50_000_000
-#: default iteration cap (schedule included) when a tolerance is given
-DEFAULT_MAX_ITER = 10000
-#: marginal error targeted at intermediate temperatures of the converging mode
-STAGE_TOL = 1e-2
-#: updates without halving the error after which a temperature is considered stalled
-STALL_ITERS = 500
-#: over-relaxation factor of the converging updates (1: plain alternating Sinkhorn; Thibault et al. 2017)
-OVERRELAX = 1.8
-
-
-def epsilon_schedule(p: float, diameter: float, blur: float, scaling: float) -> list[float]:
-    """Temperatures of the eps-scaling: ``diameter^p``, then ``x scaling^p`` per step, down to ``blur^p``.
-
-    ``[D^p] + [exp(e) for e in arange(p log D, p log blur, p log scaling)] + [blur^p]``.
-    """
-    if not 0.0 < scaling < 1.0:
-        raise ValueError(f"scaling must be in (0, 1), got {scaling}")
-    if not (diameter > 0 and math.isfinite(diameter)):
-        raise ValueError(f"diameter must be positive and finite, got {diameter}")
-    if not (blur > 0 and math.isfinite(blur)):
-        raise ValueError(f"blur must be positive and finite, got {blur}")
-    steps = np.arange(p * np.log(diameter), p * np.log(blur), p * np.log(scaling))
-    return [diameter**p] + [float(np.exp(e)) for e in steps] + [blur**p]
-
-
-@dataclass(frozen=True)
-class SinkhornParams:
-    """Validated solver parameters (see :func:`solve` for their meaning)."""
-
-    p: float = 2.0
-    blur: float = 0.05
-    reach: float | None = None
-    diameter: float | None = None
-    scaling: float = 0.5
-    tol: float | None = None
-    max_iter: int | None = None
-    backend: str = "auto"
-    cost: Cost = field(default_factory=Cost)
-    truncate: float | None = None
-    cluster_scale: float | None = None
-
-    @classmethod
-    def make(
-        cls,
-        p=2.0,
-        blur=0.05,
-        reach=None,
-        diameter=None,
-        scaling=0.5,
-        tol=None,
-        max_iter=None,
-        backend="auto",
-        cost=None,
-        *,
-        truncate=None,
-        cluster_scale=None,
-    ) -> "SinkhornParams":
-        c = make_cost(p, cost)
-
-        def _pos(name, v, allow_none=False):
-            if v is None and allow_none:
-                return None
-            try:
-                v = float(v)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a positive number, got {v!r}") from None
-            if not (v > 0 and math.isfinite(v)):
-                raise ValueError(f"{name} must be a positive finite number, got {v}")
-            return v
-
-        blur = _pos("blur", blur)
-        reach = _pos("reach", reach, allow_none=True)
-        diameter = _pos("diameter", diameter, allow_none=True)
-        scaling = float(scaling)
-        if not 0.0 < scaling < 1.0:
-            raise ValueError(f"scaling must be in (0, 1), got {scaling}")
-        tol = _pos("tol", tol, allow_none=True)
-        if max_iter is not None:
-            if int(max_iter) != max_iter or max_iter < 1:
-                raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-            max_iter = int(max_iter)
-        if not isinstance(backend, str):
-            raise ValueError(f"backend must be a string, got {backend!r}")
-        truncate = _pos("truncate", truncate, allow_none=True)
-        cluster_scale = _pos("cluster_scale", cluster_scale, allow_none=True)
-        return cls(c.p, blur, reach, diameter, scaling, tol, max_iter, backend, c, truncate, cluster_scale)
-
-    @property
-    def rho(self) -> float | None:
-        """KL penalty strength ``reach^p`` (``None``: balanced)."""
-        return None if self.reach is None else self.reach**self.p
 
 
 @dataclass
@@ -206,160 +119,6 @@ class OTResult:
     _gb: torch.Tensor = field(default=None, repr=False)
 
 
-# --------------------------------------------------------------------------------------------
-# the loop
-# --------------------------------------------------------------------------------------------
-
-
-def _damping(eps: float, rho: float | None) -> float:
-    return 1.0 if rho is None else 1.0 / (1.0 + eps / rho)
-
-
-def _rel_error(a: torch.Tensor, f_old: torch.Tensor, f_new: torch.Tensor, eps: float) -> torch.Tensor:
-    """``sum_i a_i |exp((f_old_i - f_new_i) / eps) - 1| / sum_i a_i`` per batch element."""
-    r = torch.expm1(((f_old - f_new) / eps).clamp(max=80.0)).abs()
-    return (a * r).sum(-1) / a.sum(-1)
-
-
-class _Cross:
-    """A cross problem OT(a, b): operators both ways and the potentials (f, g)."""
-
-    symmetric = False
-
-    def __init__(self, op_xy, op_yx, a, b):
-        self.op_xy, self.op_yx = op_xy, op_yx
-        self.a, self.b = a, b
-        self.la, self.lb = log_weights(a), log_weights(b)
-
-    def init(self, eps, d):
-        self.f = d * self.op_xy.softmin(eps, self.lb)
-        self.g = d * self.op_yx.softmin(eps, self.la)
-
-    def averaged_step(self, eps, d):
-        ft = d * self.op_xy.softmin(eps, self.lb + self.g / eps)
-        gt = d * self.op_yx.softmin(eps, self.la + self.f / eps)
-        self.f, self.g = 0.5 * (self.f + ft), 0.5 * (self.g + gt)
-
-    def converging_step(self, eps, d, omega=1.0, rho=None):
-        """One alternating (over-relaxed) update; returns the marginal error of the plan it starts from."""
-        ft = d * self.op_xy.softmin(eps, self.lb + self.g / eps)
-        err_f = _rel_error(self.a, self.f, ft, eps)
-        self.f = ft if omega == 1.0 else self.f + omega * (ft - self.f)
-        gt = d * self.op_yx.softmin(eps, self.la + self.f / eps)
-        err_g = _rel_error(self.b, self.g, gt, eps)
-        self.g = gt if omega == 1.0 else self.g + omega * (gt - self.g)
-        if rho is not None:
-            # the dual is flat-ish along (f + c, g - c) when rho >> eps: move there optimally
-            # (translation-invariant Sinkhorn), c = rho/2 log(<a, e^{-f/rho}> / <b, e^{-g/rho}>)
-            la_ = torch.logsumexp(self.la - self.f / rho, dim=-1)
-            lb_ = torch.logsumexp(self.lb - self.g / rho, dim=-1)
-            c = (0.5 * rho) * (la_ - lb_)
-            self.f, self.g = self.f + c[:, None], self.g - c[:, None]
-        return torch.maximum(err_f, err_g)
-
-    def extrapolate(self, eps, d, op_xy, op_yx):
-        """Final (differentiable) update of both potentials from the current ones, in parallel."""
-        f = d * op_xy.softmin(eps, self.lb + self.g / eps)
-        g = d * op_yx.softmin(eps, self.la + self.f / eps)
-        err = torch.maximum(
-            _rel_error(self.a, self.f.detach(), f.detach(), eps), _rel_error(self.b, self.g.detach(), g.detach(), eps)
-        )
-        return f, g, err
-
-
-class _Symmetric:
-    """A symmetric problem OT(a, a): one potential, symmetric averaged updates."""
-
-    symmetric = True
-
-    def __init__(self, op, a):
-        self.op, self.a, self.la = op, a, log_weights(a)
-
-    def init(self, eps, d):
-        self.f = d * self.op.softmin(eps, self.la)
-
-    def averaged_step(self, eps, d):
-        ft = d * self.op.softmin(eps, self.la + self.f / eps)
-        self.f = 0.5 * (self.f + ft)
-
-    def converging_step(self, eps, d, omega=1.0, rho=None):
-        ft = d * self.op.softmin(eps, self.la + self.f / eps)
-        err = _rel_error(self.a, self.f, ft, eps)
-        self.f = 0.5 * (self.f + ft)
-        return err
-
-    def extrapolate(self, eps, d, op):
-        f = d * op.softmin(eps, self.la + self.f / eps)
-        return f, _rel_error(self.a, self.f.detach(), f.detach(), eps)
-
-
-def _iterate(problems, schedule, rho, tol, max_iter, overrelax=None):
-    """Run the eps-scaling; returns the number of updates per problem, ``(B,)`` int64 each.
-
-    ``tol=None``: one symmetric (averaged) update per temperature, GeomLoss's schedule.
-    ``tol`` set: at every temperature, alternating updates until the marginal error of every
-    problem is ``<= tol`` (warm start for the next one; intermediate temperatures stop at
-    ``max(tol, STAGE_TOL)``), over-relaxed by ``overrelax`` after a few plain updates, with a fall-back to plain updates if the error
-    blows up, and a stop when a temperature makes no progress (reported as not converged).
-    """
-    if overrelax is None:
-        overrelax = OVERRELAX
-    eps0 = schedule[0]
-    for pb in problems:
-        pb.init(eps0, _damping(eps0, rho))
-    B = problems[0].a.shape[0]
-    device = problems[0].a.device
-    if tol is None:
-        for eps in schedule:
-            d = _damping(eps, rho)
-            for pb in problems:
-                pb.averaged_step(eps, d)
-        return [torch.full((B,), len(schedule), dtype=torch.int64, device=device) for _ in problems]
-
-    cap = max_iter if max_iter is not None else DEFAULT_MAX_ITER
-    n = 0
-    last = len(schedule) - 1
-    n_iter = [torch.zeros(B, dtype=torch.int64, device=device) for _ in problems]
-    for k, eps in enumerate(schedule):
-        d = _damping(eps, rho)
-        # intermediate temperatures only prepare a warm start: a looser target
-        target = tol if k == last else max(tol, STAGE_TOL)
-        done = [False] * len(problems)
-        best = [float("inf")] * len(problems)
-        best_at = [0] * len(problems)
-        ref = [float("inf")] * len(problems)
-        plain = [False] * len(problems)
-        met_final = [torch.zeros(B, dtype=torch.bool, device=device) for _ in problems]
-        stage = 0
-        # every remaining temperature gets at least one update within the cap
-        while n < cap - (last - k) or stage == 0:
-            n += 1
-            stage += 1
-            for j, pb in enumerate(problems):
-                if done[j]:
-                    continue
-                # a few plain updates after each change of temperature, then over-relaxed ones
-                err = pb.converging_step(eps, d, 1.0 if (plain[j] or stage <= 5) else overrelax, rho)
-                emax = float(err.max())
-                if emax > 10.0 * best[j]:
-                    plain[j] = True  # the error blows up: plain Sinkhorn for the rest of this temperature
-                if emax < (0.5 if k < last else 0.9) * ref[j]:
-                    ref[j], best_at[j] = emax, stage  # progress since the last checkpoint
-                best[j] = min(best[j], emax)
-                met = err <= target
-                if k == last:
-                    # the plan after n - 1 updates met the tolerance
-                    n_iter[j] = torch.where(
-                        met_final[j], n_iter[j], torch.where(met, n_iter[j].new_tensor(n - 1), n_iter[j].new_tensor(n))
-                    )
-                    met_final[j] = met_final[j] | met
-                # stagnation: give up on this temperature (intermediate: no halving of the error
-                # in STALL_ITERS updates; final: no 10% progress in 4 x STALL_ITERS)
-                done[j] = bool(met.all()) or stage - best_at[j] > (STALL_ITERS if k < last else 4 * STALL_ITERS)
-            if all(done):
-                break
-    return n_iter
-
 
 # --------------------------------------------------------------------------------------------
 # values
@@ -410,68 +169,15 @@ def _check_balance(P: Pair, rho):
         )
 
 
-def _resolve(P: Pair, prm: SinkhornParams, symmetric_only: bool = False):
-    B, N, M, D = P.shape
-    backend = choose_backend(prm.backend, B, N, M if not symmetric_only else N, device=P.x.device)
-    if prm.diameter is not None:
-        diam = prm.diameter
-    else:
-        diam = _bbox_diameter(P.x, P.y, P.a, P.b)
-        if diam <= 0:  # every point at one place: any positive scale works
-            diam = prm.blur
-    schedule = epsilon_schedule(prm.p, diam, prm.blur, prm.scaling)
-    return backend, schedule
-
-
-def _needs_grad(*ts) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
-
 
 def _run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool):
-    """Shared engine of :func:`solve`, :func:`solve_symmetric` and the divergences.
-
-    Returns a dict with the backend, schedule, and for each requested problem its final
-    (differentiable) potentials, n_iter and marginal error.
-    """
+    """Shared engine of :func:`solve`, :func:`solve_symmetric` and the divergences: the multiscale driver
+    when the backend resolves to ``multiscale``, else :func:`otpipe.loop.run_full` (same output dict)."""
     if choose_backend(prm.backend, P.shape[0], P.shape[1], P.shape[2], device=P.x.device) == "multiscale":
         from .multiscale import _multiscale_run
 
         return _multiscale_run(P, prm, cross=cross, self_x=self_x, self_y=self_y)
-    backend, schedule = _resolve(P, prm, symmetric_only=not cross)
-    mod = get_backend(backend)
-    cost, rho = prm.cost, prm.rho
-    x, y, a, b = P.x, P.y, P.a, P.b
-    xd, yd, ad, bd = x.detach(), y.detach(), a.detach(), b.detach()
-    problems, names = [], []
-    with torch.no_grad():
-        if cross:
-            op_xy = mod.operator(xd, yd, cost)
-            problems.append(_Cross(op_xy, op_xy.transpose(), ad, bd))
-            names.append("xy")
-        if self_x:
-            problems.append(_Symmetric(mod.operator(xd, xd, cost), ad))
-            names.append("xx")
-        if self_y:
-            problems.append(_Symmetric(mod.operator(yd, yd, cost), bd))
-            names.append("yy")
-        n_iters = _iterate(problems, schedule, rho, prm.tol, prm.max_iter)
-
-    eps = schedule[-1]
-    d = _damping(eps, rho)
-    out = {"backend": backend, "schedule": schedule, "eps": eps}
-    grad_x, grad_y = _needs_grad(x), _needs_grad(y)
-    for pb, name, n_it in zip(problems, names, n_iters):
-        if name == "xy":
-            op_xy = mod.operator(x, yd, cost) if grad_x else pb.op_xy
-            op_yx = mod.operator(y, xd, cost) if grad_y else pb.op_yx
-            f, g, err = pb.extrapolate(eps, d, op_xy, op_yx)
-            out[name] = dict(f=f, g=g, err=err, n_iter=n_it, problem=pb)
-        else:
-            pts, needs = (x, grad_x) if name == "xx" else (y, grad_y)
-            op = mod.operator(pts, pts.detach(), cost) if needs else pb.op
-            f, err = pb.extrapolate(eps, d, op)
-            out[name] = dict(f=f, err=err, n_iter=n_it, problem=pb)
-    return out
+    return run_full(P, prm, cross=cross, self_x=self_x, self_y=self_y)
 
 
 def _converged(err: torch.Tensor, tol: float | None):

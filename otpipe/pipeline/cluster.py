@@ -5,8 +5,8 @@
 * ``cluster="slurm" | "pbs"``: dask-jobqueue, ``jobs`` jobs of ``cores``/``memory`` each;
 * ``gpus=True``: dask-cuda's ``LocalCUDACluster`` (one worker per GPU, resource ``GPU=1``).
 
-Used by every distributed command (distances, barycenter, two-sample, complexity) through
-:func:`cluster_options` (Click) and :func:`client_from_options`.
+Used by every distributed command (distances, barycenter, two-sample, complexity); their shared
+Click options live in :mod:`otpipe.cli._common`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
-__all__ = ["ClusterSpec", "open_client", "cluster_options", "client_from_options", "describe", "job_script"]
+__all__ = ["ClusterSpec", "open_client", "describe", "job_script"]
 
 log = logging.getLogger("otpipe.cluster")
 
@@ -162,46 +162,3 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
         c.close()
         if cluster is not None:
             cluster.close()
-
-
-def cluster_options(f):
-    """Click options shared by every distributed command (they fill a :class:`ClusterSpec`)."""
-    import click
-
-    opts = [
-        click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786)."),
-        click.option("--scheduler-file", default=None, type=click.Path(), help="Scheduler file of an existing Dask cluster."),
-        click.option("--n-workers", type=int, default=None, help="Workers of the embedded LocalCluster (default: cores, at most 4)."),
-        click.option("--threads-per-worker", type=int, default=1, show_default=True),
-        click.option("--memory-limit", default="auto", show_default=True, help="Per-worker memory limit of the LocalCluster."),
-        click.option("--cluster", "cluster_kind", type=click.Choice(["local", "slurm", "pbs"]), default="local", show_default=True),
-        click.option("--jobs", type=int, default=1, show_default=True, help="Batch jobs to submit (slurm/pbs)."),
-        click.option("--cores", type=int, default=None, help="Cores per batch job (slurm/pbs)."),
-        click.option("--memory", default=None, help="Memory per batch job, e.g. 16GB (slurm/pbs)."),
-        click.option("--queue", default=None, help="Batch queue/partition (slurm/pbs)."),
-        click.option("--walltime", default=None, help="Batch job wall time (slurm/pbs)."),
-        click.option("--gpus", is_flag=True, help="One worker per GPU (dask-cuda); GPU tasks request the GPU resource."),
-        click.option("--dashboard", is_flag=True, help="Print the address of the Dask dashboard (always on 127.0.0.1)."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
-
-
-def client_from_options(kw: dict) -> ClusterSpec:
-    """Pop the :func:`cluster_options` values out of a Click ``kwargs`` dict into a :class:`ClusterSpec`."""
-    return ClusterSpec(
-        scheduler=kw.pop("scheduler", None),
-        scheduler_file=kw.pop("scheduler_file", None),
-        n_workers=kw.pop("n_workers", None),
-        threads_per_worker=kw.pop("threads_per_worker", 1),
-        memory_limit=kw.pop("memory_limit", "auto"),
-        cluster=kw.pop("cluster_kind", "local"),
-        jobs=kw.pop("jobs", 1),
-        cores=kw.pop("cores", None),
-        memory=kw.pop("memory", None),
-        queue=kw.pop("queue", None),
-        walltime=kw.pop("walltime", None),
-        gpus=kw.pop("gpus", False),
-        dashboard=kw.pop("dashboard", False),
-    )

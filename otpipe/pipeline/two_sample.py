@@ -1,7 +1,7 @@
 """Two-sample tests on Dask: permutation blocks of one test, and many tests over collections.
 
 * :func:`two_sample_test_distributed`: one test whose permutation blocks (one batched solve each,
-  :func:`otpipe.testing.run_block`) are Dask tasks. Block ``k`` draws its permutations from
+  :func:`otpipe.two_sample.run_block`) are Dask tasks. Block ``k`` draws its permutations from
   ``SeedSequence(seed, spawn_key=(k,))``, so the result equals :func:`otpipe.two_sample_test`
   with the same seed and ``block_size``, whatever the number of workers.
 * :func:`many_two_sample_tests`: all pairs of *groups* of a collection (or every source group
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import testing as _t
+from .. import two_sample as _t
 from .cluster import ClusterSpec, open_client
 
 __all__ = ["two_sample_test_distributed", "many_two_sample_tests", "write_result", "BY"]

@@ -16,7 +16,7 @@ __all__ = ["run"]
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None, help="Override the spec's run_dir.")
 def run(workflow, dry_run, resume, run_dir):
     """Run the workflow spec WORKFLOW (YAML): steps synth/ingest -> distances -> ... -> report, with provenance."""
-    from .workflows import run_workflow
+    from ..workflows import run_workflow
 
     prov = run_workflow(workflow, dry_run=dry_run, resume=resume, run_dir=run_dir, echo=click.echo)
     if prov is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .cluster import client_from_options, cluster_options
+from ._common import client_from_options, cluster_options
 
 __all__ = ["two_sample", "plot_report"]
 
@@ -85,7 +85,7 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
                backend, sigma, overwrite, no_plot, **kw):
     """Permutation two-sample tests between the measures (or labels) of COLLECTION, or against OTHER."""
     from ..store import open as open_store
-    from .two_sample import many_two_sample_tests, write_result
+    from ..pipeline.two_sample import many_two_sample_tests, write_result
 
     _log_to_stderr()
     spec = client_from_options(kw)

@@ -1,7 +1,9 @@
 """The ``otpipe`` command line (Click).
 
-Each sub-command lives next to the code it drives and is registered here lazily, so that
-``otpipe --help`` stays fast and a failing optional import only affects its own command.
+One module per command group in this package (``store``: synth/ingest/info, ``distances``,
+``report``, ``barycenter``, ``two_sample``, ``complexity``, ``workflows``: run, ``example``); each is
+registered here lazily, so that ``otpipe --help`` stays fast and a failing optional import only
+affects its own command.
 """
 from __future__ import annotations
 
@@ -11,22 +13,22 @@ import sys
 
 import click
 
-from ._version import __version__
+from .._version import __version__
 
 __all__ = ["main", "cli"]
 
 # command name -> (module, attribute)
 _COMMANDS = {
-    "example": ("otpipe._example", "example"),
-    "synth": ("otpipe.store.cli", "synth"),
-    "ingest": ("otpipe.store.cli", "ingest"),
-    "info": ("otpipe.store.cli", "info"),
-    "barycenter": ("otpipe.pipeline.barycenter_cli", "barycenter"),
-    "distances": ("otpipe.pipeline.cli", "distances"),
-    "report": ("otpipe.pipeline.cli", "report"),
-    "complexity": ("otpipe.pipeline.complexity_cli", "complexity"),
-    "run": ("otpipe.workflows_cli", "run"),
-    "two-sample": ("otpipe.pipeline.two_sample_cli", "two_sample"),
+    "example": ("otpipe.cli.example", "example"),
+    "synth": ("otpipe.cli.store", "synth"),
+    "ingest": ("otpipe.cli.store", "ingest"),
+    "info": ("otpipe.cli.store", "info"),
+    "barycenter": ("otpipe.cli.barycenter", "barycenter"),
+    "distances": ("otpipe.cli.distances", "distances"),
+    "report": ("otpipe.cli.distances", "report"),
+    "complexity": ("otpipe.cli.complexity", "complexity"),
+    "run": ("otpipe.cli.workflows", "run"),
+    "two-sample": ("otpipe.cli.two_sample", "two_sample"),
 }
 
 

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .cluster import client_from_options, cluster_options
+from ._common import client_from_options, cluster_options
 
 __all__ = ["barycenter"]
 
@@ -42,7 +42,7 @@ def _floats(s: str | None):
 @cluster_options
 def barycenter(collection, out, **kw):
     """Wasserstein barycenter of each group of COLLECTION (debiased Sinkhorn, free or fixed support)."""
-    from .barycenter import run_barycenter
+    from ..pipeline.barycenter import run_barycenter
 
     spec = client_from_options(kw)
     groups = kw.pop("groups")

@@ -9,7 +9,7 @@ import time
 
 import click
 
-from .cluster import client_from_options, cluster_options
+from ._common import client_from_options, cluster_options
 
 __all__ = ["complexity"]
 
@@ -52,7 +52,7 @@ def _ints(ctx, param, value):
 def complexity(out, eps, dims, ns, reps, p, divergence, only, distribution, seed, tol, scaling, max_iter, dtype,
                figures, no_figures, overwrite, **kw):
     """Sample complexity: E D_eps(mu_N, nu_N) ~ N^-kappa over a grid of eps, d and N (Genevay et al. 2018, App. A)."""
-    from .complexity import kappa_table, run_study
+    from ..pipeline.complexity import kappa_table, run_study
 
     _log = logging.getLogger("otpipe")
     if not _log.handlers:

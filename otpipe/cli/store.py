@@ -49,8 +49,8 @@ def _summary(c, seconds: float) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace an existing collection at OUT.")
 def synth(out, kinds, n_measures, n_points, min_points, dim, seed, weights, noise, spread, dtype, shard_points, overwrite):
     """Write a reproducible synthetic collection of measures to OUT (labels = families)."""
-    from .collection import DEFAULT_SHARD_POINTS, create
-    from .synth import resolve_kinds, synth_measures
+    from ..store.collection import DEFAULT_SHARD_POINTS, create
+    from ..store.synth import resolve_kinds, synth_measures
 
     fams = resolve_kinds(list(kinds), dim)  # fail before creating anything
     t0 = time.perf_counter()
@@ -86,9 +86,9 @@ def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight
     One file is one measure: .npy/.npz arrays, .csv/.txt/.xyz columns, .ply vertices, images
     (.png/.jpg: weights = pixel intensities). Names come from file stems and must be unique.
     """
-    from .collection import DEFAULT_SHARD_POINTS
-    from .ingest import ingest as _ingest
-    from .readers import ReaderOptions
+    from ..store.collection import DEFAULT_SHARD_POINTS
+    from ..store.ingest import ingest as _ingest
+    from ..store.readers import ReaderOptions
 
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     opts = ReaderOptions(weight_column=weight_column, columns=cols, invert=invert, threshold=threshold, downsample=downsample)
@@ -104,7 +104,7 @@ def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight
 @click.option("--verify", is_flag=True, help="Recompute the content hash from the data (reads everything).")
 def info(store, as_json, verify):
     """Summarise a collection: counts, dimension, sizes, labels, dtype, hash, chunking."""
-    from .collection import open as _open
+    from ..store.collection import open as _open
 
     c = _open(store)
     d = c.info()

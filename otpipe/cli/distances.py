@@ -2,25 +2,12 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
 
 import click
 
-from .cluster import client_from_options, cluster_options
+from ._common import client_from_options, cluster_options, setup_logging
 
 __all__ = ["distances", "report"]
-
-
-def _setup_logging(quiet: bool) -> None:
-    logger = logging.getLogger("otpipe")
-    if not any(getattr(h, "_otpipe", False) for h in logger.handlers):
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("otpipe: %(message)s"))
-        h._otpipe = True
-        logger.addHandler(h)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    logger.propagate = False
 
 
 @click.command("distances")
@@ -52,8 +39,8 @@ def distances(collection, other, out, dry_run, as_json, no_progress, quiet, **kw
     Runs on Dask (an embedded LocalCluster on 127.0.0.1 by default), tile by tile; the result is
     an xarray Dataset in Zarr, checkpointed per tile: rerun with --resume after an interruption.
     """
-    _setup_logging(quiet)
-    from .pairwise import pairwise
+    setup_logging(quiet)
+    from ..pipeline.pairwise import pairwise
 
     spec = client_from_options(kw)
     res = pairwise(
@@ -97,7 +84,7 @@ def report(result, out, title):
 
         click.echo(f"wrote {plot_collection(open_collection(result), out, title=title)}", err=True)
         return
-    from .report import make_report
+    from ..pipeline.report import make_report
 
     info = make_report(result, out, title=title)
     click.echo(f"wrote {info['png']} and {info['html']}", err=True)

@@ -1,0 +1,4 @@
+"""``python -m otpipe.cli``: the ``otpipe`` command."""
+from otpipe.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""Options and helpers shared by the ``otpipe`` commands (Click)."""
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..pipeline.cluster import ClusterSpec
+
+__all__ = ["cluster_options", "client_from_options", "setup_logging"]
+
+
+def setup_logging(quiet: bool) -> None:
+    logger = logging.getLogger("otpipe")
+    if not any(getattr(h, "_otpipe", False) for h in logger.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("otpipe: %(message)s"))
+        h._otpipe = True
+        logger.addHandler(h)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+def cluster_options(f):
+    """Click options shared by every distributed command (they fill a :class:`ClusterSpec`)."""
+    import click
+
+    opts = [
+        click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786)."),
+        click.option("--scheduler-file", default=None, type=click.Path(), help="Scheduler file of an existing Dask cluster."),
+        click.option("--n-workers", type=int, default=None, help="Workers of the embedded LocalCluster (default: cores, at most 4)."),
+        click.option("--threads-per-worker", type=int, default=1, show_default=True),
+        click.option("--memory-limit", default="auto", show_default=True, help="Per-worker memory limit of the LocalCluster."),
+        click.option("--cluster", "cluster_kind", type=click.Choice(["local", "slurm", "pbs"]), default="local", show_default=True),
+        click.option("--jobs", type=int, default=1, show_default=True, help="Batch jobs to submit (slurm/pbs)."),
+        click.option("--cores", type=int, default=None, help="Cores per batch job (slurm/pbs)."),
+        click.option("--memory", default=None, help="Memory per batch job, e.g. 16GB (slurm/pbs)."),
+        click.option("--queue", default=None, help="Batch queue/partition (slurm/pbs)."),
+        click.option("--walltime", default=None, help="Batch job wall time (slurm/pbs)."),
+        click.option("--gpus", is_flag=True, help="One worker per GPU (dask-cuda); GPU tasks request the GPU resource."),
+        click.option("--dashboard", is_flag=True, help="Print the address of the Dask dashboard (always on 127.0.0.1)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def client_from_options(kw: dict) -> ClusterSpec:
+    """Pop the :func:`cluster_options` values out of a Click ``kwargs`` dict into a :class:`ClusterSpec`."""
+    return ClusterSpec(
+        scheduler=kw.pop("scheduler", None),
+        scheduler_file=kw.pop("scheduler_file", None),
+        n_workers=kw.pop("n_workers", None),
+        threads_per_worker=kw.pop("threads_per_worker", 1),
+        memory_limit=kw.pop("memory_limit", "auto"),
+        cluster=kw.pop("cluster_kind", "local"),
+        jobs=kw.pop("jobs", 1),
+        cores=kw.pop("cores", None),
+        memory=kw.pop("memory", None),
+        queue=kw.pop("queue", None),
+        walltime=kw.pop("walltime", None),
+        gpus=kw.pop("gpus", False),
+        dashboard=kw.pop("dashboard", False),
+    )
