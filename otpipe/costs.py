@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Cost", "make_cost", "diameter", "COST_NAMES"]
+__all__ = ["Cost", "make_cost", "diameter", "check_range", "COST_NAMES"]
 
 #: accepted spellings of the two cost conventions
 COST_NAMES = {
@@ -120,4 +120,96 @@ def diameter(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b:
         pts.append(flat)
     allp = torch.cat(pts, dim=0).detach()
     ext = allp.max(dim=0).values - allp.min(dim=0).values
-    return float(ext.norm())
+    d = float(ext.norm())
+    if not math.isfinite(d) or (d == 0.0 and bool((ext != 0).any())):
+        # the norm overflowed or underflowed the points' dtype: scaled, in float64
+        e = ext.double().abs()
+        m = float(e.max())
+        d = m * float((e / m).norm()) if math.isfinite(m) else math.inf
+    return d
+
+
+#: headroom below the largest float for the sums of potentials and costs formed by the loop
+RANGE_MARGIN = 64.0
+
+
+def _fmt(log_v: float) -> str:
+    """``exp(log_v)`` written as ``1.23e+45`` even where a Python float would overflow."""
+    e = log_v / math.log(10.0)
+    if abs(e) < 300:
+        return f"{math.exp(log_v):.3g}"
+    k = math.floor(e)
+    m = round(10.0 ** (e - k), 2)
+    if m >= 10.0:
+        m, k = m / 10.0, k + 1
+    return f"{m:.3g}e{k:+03d}"
+
+
+def check_range(
+    dtype: torch.dtype,
+    cost: Cost,
+    *,
+    extent: float,
+    diameter: float,
+    blur: float,
+    reach: float | None = None,
+    diameter_given: bool = False,
+) -> None:
+    """Check that the costs and temperatures of a solve are representable in ``dtype``.
+
+    ``C_max = scale * extent^p`` (``extent`` the bounding-box diagonal of the points), the first
+    temperature ``diameter^p``, the final one ``blur^p`` and ``reach^p`` must lie in
+    ``[tiny, max / RANGE_MARGIN]`` of the dtype (``C_max`` may also be 0: all points at one place).
+
+    Raises
+    ------
+    ValueError
+        Naming the quantity that overflows or underflows and what to do.
+    """
+    fi = torch.finfo(dtype)
+    name = str(dtype).replace("torch.", "")
+    hi, lo = math.log(fi.max / RANGE_MARGIN), math.log(fi.tiny)
+    p = cost.p
+    f64 = "" if dtype == torch.float64 else ", or use float64"
+    fix = "rescale the points (divide all coordinates by a common factor)" + f64
+    up = "rescale the points (multiply all coordinates by a common factor)" + f64
+    if not math.isfinite(extent):
+        raise ValueError(f"the points span more than {name} can hold (their bounding-box diagonal overflows): {fix}")
+    lc = p * math.log(extent) + math.log(cost.scale) if extent > 0 else -math.inf
+    if extent > 0:
+        if max(lc, p * math.log(extent)) > hi:
+            raise ValueError(
+                f"the costs overflow {name}: the points span {extent:.3g} (bounding-box diagonal), so costs "
+                f"{cost.name} reach {_fmt(lc)}, beyond {name}'s range ({fi.max:.3g}): {fix}"
+            )
+        if lc < lo:
+            raise ValueError(
+                f"the costs underflow {name}: the points span only {extent:.3g} (bounding-box diagonal), so costs "
+                f"{cost.name} are below {_fmt(lc)}, under {name}'s smallest normal number ({fi.tiny:.3g}): {up}"
+            )
+    if diameter_given and p * math.log(diameter) > hi:
+        raise ValueError(
+            f"diameter^p = {diameter:.3g}^{p:g} = {_fmt(p * math.log(diameter))} (the first temperature of the "
+            f"eps-scaling) overflows {name}: pass a diameter near the points' extent ({extent:.3g})"
+            + f64
+        )
+    for what, v in (("blur", blur), ("reach", reach)):
+        if v is None:
+            continue
+        lv = p * math.log(v)
+        if lv < lo:
+            raise ValueError(
+                f"{what}^p = {v:.3g}^{p:g} = {_fmt(lv)} underflows {name} (smallest normal number {fi.tiny:.3g}): "
+                f"use a larger {what} (scaled with the points: multiply both by a common factor)" + f64
+            )
+        if lv > hi:
+            raise ValueError(
+                f"{what}^p = {v:.3g}^{p:g} = {_fmt(lv)} overflows {name}: use a smaller {what} (scaled with the points: "
+                "divide both by a common factor)" + f64
+            )
+    if lc - p * math.log(blur) > hi:
+        raise ValueError(
+            f"costs / blur^p overflow {name}: the points span {extent:.3g} (bounding-box diagonal), so costs "
+            f"{cost.name} reach {_fmt(lc)}, {_fmt(lc - p * math.log(blur))} times the final temperature blur^p; "
+            f"use a larger blur, {fix}"
+        )

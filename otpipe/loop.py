@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .costs import Cost, diameter as _bbox_diameter, make_cost
+from .costs import Cost, check_range, diameter as _bbox_diameter, make_cost
 from .kernels import choose_backend, get_backend
 from .measures import Pair, log_weights
 
@@ -113,7 +113,12 @@ class SinkhornParams:
     @property
     def rho(self) -> float | None:
         """KL penalty strength ``reach^p`` (``None``: balanced)."""
-        return None if self.reach is None else self.reach**self.p
+        if self.reach is None:
+            return None
+        try:
+            return self.reach**self.p
+        except OverflowError:
+            raise ValueError(f"reach^p = {self.reach:.3g}^{self.p:g} overflows float64: use a smaller reach") from None
 
 
 
@@ -275,12 +280,12 @@ def _iterate(problems, schedule, rho, tol, max_iter, overrelax=None):
 def _resolve(P: Pair, prm: SinkhornParams, symmetric_only: bool = False):
     B, N, M, D = P.shape
     backend = choose_backend(prm.backend, B, N, M if not symmetric_only else N, device=P.x.device)
+    ext = _bbox_diameter(P.x, P.y, P.a, P.b)
     if prm.diameter is not None:
         diam = prm.diameter
     else:
-        diam = _bbox_diameter(P.x, P.y, P.a, P.b)
-        if diam <= 0:  # every point at one place: any positive scale works
-            diam = prm.blur
+        diam = ext if ext > 0 else prm.blur  # every point at one place: any positive scale works
+    check_range(P.x.dtype, prm.cost, extent=ext, diameter=diam, blur=prm.blur, reach=prm.reach, diameter_given=prm.diameter is not None)
     schedule = epsilon_schedule(prm.p, diam, prm.blur, prm.scaling)
     return backend, schedule
 

@@ -133,12 +133,24 @@ def _dual_value(a, f, b, g, eps: float, rho: float | None) -> torch.Tensor:
     its gradient is replaced by the envelope gradient of the dual objective.
     """
     if rho is None:
-        return (a * f).sum(-1) + (b * g).sum(-1)
+        return _finite((a * f).sum(-1) + (b * g).sum(-1), eps)
     ma, mb = a.sum(-1), b.sum(-1)
     s = (a * -torch.expm1(-f / rho)).sum(-1) + (b * -torch.expm1(-g / rho)).sum(-1)
     forward = (rho + 0.5 * eps) * s + eps * (ma * mb - 0.5 * (ma + mb))
     envelope = (rho + eps) * s + eps * (ma * mb - ma - mb)
-    return envelope + (forward - envelope).detach()
+    return _finite(envelope + (forward - envelope).detach(), eps)
+
+
+def _finite(value: torch.Tensor, eps: float) -> torch.Tensor:
+    """``value`` itself, or a ``ValueError`` when a solve ended in NaN or infinity (never returned)."""
+    v = value.detach()
+    if not bool(torch.isfinite(v).all()):
+        what = "NaN" if bool(torch.isnan(v).any()) else "infinite"
+        raise ValueError(
+            f"the Sinkhorn solve ended with a {what} value in {str(v.dtype).replace('torch.', '')} (final eps = {eps:.3g}): "
+            "an overflow or underflow of the costs or potentials; rescale the points or use float64"
+        )
+    return value
 
 
 def _transport_cost(op, a, f_row, h_cols, eps: float, d: float) -> torch.Tensor:
