@@ -45,7 +45,7 @@ def _summary(c, seconds: float) -> str:
 @click.option("--noise", type=click.FloatRange(min=0), default=0.05, show_default=True, help="Noise level of the shapes.")
 @click.option("--spread", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Random centres in [-spread, spread]^D (0: all centred).")
 @click.option("--dtype", type=_DTYPE, default="float32", show_default=True, help="Storage dtype.")
-@click.option("--shard-points", type=click.IntRange(min=1), default=None, help="Target points per shard (default 2^20).")
+@click.option("--shard-points", type=click.IntRange(min=1), default=None, help="Target points per shard (default: as many as fit in 16 MiB, e.g. 2^20 points in R^3 float32).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing collection at OUT.")
 def synth(out, kinds, n_measures, n_points, min_points, dim, seed, weights, noise, spread, dtype, shard_points, overwrite):
     """Write a reproducible synthetic collection of measures to OUT (labels = families)."""
@@ -78,7 +78,7 @@ def synth(out, kinds, n_measures, n_points, min_points, dim, seed, weights, nois
 @click.option("--threshold", type=float, default=None, help="Images: intensities below this become 0.")
 @click.option("--downsample", type=click.IntRange(min=1), default=1, show_default=True, help="Images: sum over KxK pixel blocks.")
 @click.option("--dtype", type=_DTYPE, default=None, help="Storage dtype (default float32; with --append, the store's).")
-@click.option("--shard-points", type=click.IntRange(min=1), default=None, help="Target points per shard (default 2^20).")
+@click.option("--shard-points", type=click.IntRange(min=1), default=None, help="Target points per shard (default: as many as fit in 16 MiB, e.g. 2^20 points in R^3 float32).")
 def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight_column, columns, invert,
            threshold, downsample, dtype, shard_points):
     """Ingest files, directories or globs of point clouds / images (SOURCES) into a collection.

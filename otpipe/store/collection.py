@@ -79,6 +79,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "DEFAULT_SHARD_POINTS",
+    "CHUNK_BYTES",
     "Measure",
     "Collection",
     "CollectionView",
@@ -91,10 +92,15 @@ __all__ = [
 FORMAT_NAME = "otpipe.collection"
 #: Version of the layout described in this module.
 FORMAT_VERSION = 1
-#: Default target number of points per shard (and per chunk).
-DEFAULT_SHARD_POINTS = 1 << 20
-#: Smallest chunk used for a collection that fits in one shard.
-_MIN_CHUNK = 1 << 16
+#: Default points per shard: ``None``, i.e. sized in bytes by :data:`CHUNK_BYTES` (memory follows
+#: the data, not ``D``).
+DEFAULT_SHARD_POINTS: int | None = None
+#: Largest ``points`` chunk in bytes: ``chunk_points`` is the largest power of two with
+#: ``chunk_points * D * itemsize <= CHUNK_BYTES`` (at least one row), and by default a shard
+#: holds that many points (2^20 points in R^3 in float32: 12 MiB).
+CHUNK_BYTES = 16 << 20
+#: Smallest chunk (bytes) of a collection that fits in one shard (smaller collections get smaller chunks).
+_MIN_CHUNK_BYTES = 1 << 20
 #: Chunk length of the per-measure arrays (offsets, names, ...).
 _MEASURE_CHUNK = 1 << 16
 _DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
@@ -311,6 +317,12 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
 
+def _rows_in(nbytes: int, dim: int, dtype: str) -> int:
+    """Largest power of two of rows ``(D,)`` of ``dtype`` that fit in ``nbytes`` (at least 1)."""
+    rows = max(1, int(nbytes) // (int(dim) * _DTYPES[dtype].itemsize))
+    return 1 << (rows.bit_length() - 1)
+
+
 class _Builder:
     """Streams measures into shards of a group (shared by :func:`create` and ``append``)."""
 
@@ -319,7 +331,7 @@ class _Builder:
         group,
         *,
         dtype: str,
-        shard_points: int,
+        shard_points: int | None,
         dim: int | None = None,
         has_labels: bool | None = None,
         chunk_points: int | None = None,
@@ -330,7 +342,7 @@ class _Builder:
     ) -> None:
         self.group = group
         self.dtype = dtype
-        self.shard_points = int(shard_points)
+        self.shard_points = None if shard_points is None else int(shard_points)
         self.dim = dim
         self.has_labels = has_labels
         self.chunk_points = chunk_points
@@ -361,6 +373,8 @@ class _Builder:
         if self.dim is None:
             self.dim = d
             self.first_where = where
+            if self.shard_points is None:  # sized in bytes: memory follows the data, not D
+                self.shard_points = _rows_in(CHUNK_BYTES, d, self.dtype)
         elif d != self.dim:
             ref = self.first_where or f"the collection {self.store_path}"
             raise ValueError(f"{where}: mixed dimensions: D = {d}, but {ref} has D = {self.dim}")
@@ -393,9 +407,9 @@ class _Builder:
             return
         n = self._buf_points
         if self.chunk_points is None:  # first shard of a new collection: choose the chunking
-            c = self.shard_points
+            c = min(self.shard_points, _rows_in(CHUNK_BYTES, self.dim, self.dtype))
             if final and n < c:  # the whole collection fits in one shard: smaller chunks
-                c = min(c, max(_MIN_CHUNK, _next_pow2(n)))
+                c = min(c, max(_rows_in(_MIN_CHUNK_BYTES, self.dim, self.dtype), _next_pow2(n)))
             self.chunk_points = int(c)
         c = self.chunk_points
         rows = math.ceil(n / c) * c
@@ -405,21 +419,37 @@ class _Builder:
                 warnings.simplefilter("ignore")
                 self.group.create_array("points", shape=(0, self.dim), chunks=(c, self.dim), dtype=dt, fill_value=0)
                 self.group.create_array("weights", shape=(0,), chunks=(c,), dtype=dt, fill_value=0)
-        P = np.zeros((rows, self.dim), dtype=dt)
-        W = np.zeros((rows,), dtype=dt)
-        r = 0
-        for p, w in self._buf:
-            k = p.shape[0]
-            P[r : r + k] = p
-            W[r : r + k] = w
-            self.starts.append(self.row_end + r)
-            r += k
         s = self.row_end
-        parr, warr = self.group["points"], self.group["weights"]
+        # every chunk is written, also one equal to the fill value, so that a missing chunk file
+        # always means a damaged store (see otpipe.store.integrity)
+        parr = self.group["points"].with_config({"write_empty_chunks": True})
+        warr = self.group["weights"].with_config({"write_empty_chunks": True})
         parr.resize((s + rows, self.dim))
         warr.resize((s + rows,))
-        parr[s : s + rows] = P
-        warr[s : s + rows] = W
+        # one chunk at a time: memory is the buffered shard plus one chunk (never a padded copy)
+        P = np.zeros((c, self.dim), dtype=dt)
+        W = np.zeros((c,), dtype=dt)
+        r = 0  # rows of the current chunk filled
+        chunk0 = s
+        for p, w in self._buf:
+            self.starts.append(chunk0 + r)
+            k, done = p.shape[0], 0
+            while done < k:
+                take = min(c - r, k - done)
+                P[r : r + take] = p[done : done + take]
+                W[r : r + take] = w[done : done + take]
+                r += take
+                done += take
+                if r == c:
+                    parr[chunk0 : chunk0 + c] = P
+                    warr[chunk0 : chunk0 + c] = W
+                    chunk0 += c
+                    r = 0
+        if r:
+            P[r:] = 0
+            W[r:] = 0
+            parr[chunk0 : chunk0 + c] = P
+            warr[chunk0 : chunk0 + c] = W
         del P, W
         self.row_end = s + rows
         self.point_end += n
@@ -501,7 +531,7 @@ def create(
     measures: Iterable[Any],
     *,
     overwrite: bool = False,
-    shard_points: int = DEFAULT_SHARD_POINTS,
+    shard_points: int | None = DEFAULT_SHARD_POINTS,
     dtype: str = "float32",
 ) -> "Collection":
     """Write a new collection from an iterable of measures (streamed, one shard in memory).
@@ -516,8 +546,10 @@ def create(
         become ``m000000``, ``m000001``, ...; either all measures have labels or none.
     overwrite : bool
         Replace an existing collection at ``path`` (only Zarr stores are ever replaced).
-    shard_points : int
-        Target number of points per shard (and chunk length of ``points``/``weights``).
+    shard_points : int, optional
+        Target number of points per shard; default (``None``): as many as fit in
+        :data:`CHUNK_BYTES` (memory is one shard, whatever ``D``). Chunks of ``points`` never
+        exceed :data:`CHUNK_BYTES`: a larger shard spans several chunks.
     dtype : {"float32", "float64"}
         Storage dtype of coordinates and weights.
 
@@ -535,7 +567,7 @@ def create(
     """
     path = Path(path)
     dtype = _check_dtype(dtype)
-    if int(shard_points) < 1:
+    if shard_points is not None and int(shard_points) < 1:
         raise ValueError(f"shard_points must be >= 1, got {shard_points}")
     if path.exists() or path.is_symlink():
         if not overwrite:
@@ -549,7 +581,7 @@ def create(
         group.attrs.update(
             {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "complete": False, "created_by": f"otpipe {__version__}"}
         )
-        b = _Builder(group, dtype=dtype, shard_points=int(shard_points), store_path=str(path))
+        b = _Builder(group, dtype=dtype, shard_points=None if shard_points is None else int(shard_points), store_path=str(path))
         for m in measures:
             b.add(m)
         if b.dim is None:

@@ -212,7 +212,7 @@ def ingest(
     names: str = "stem",
     options: ReaderOptions | None = None,
     dtype: str | None = None,
-    shard_points: int = DEFAULT_SHARD_POINTS,
+    shard_points: int | None = DEFAULT_SHARD_POINTS,
 ) -> Collection:
     """Ingest files into a new collection at ``out`` (or append to the one there).
 
@@ -238,8 +238,9 @@ def ingest(
         Reader options (weight column, coordinate columns, image options).
     dtype : {"float32", "float64"}, optional
         Storage dtype (default float32 for a new store, the store's for ``append``).
-    shard_points : int
-        Points per shard of a new store.
+    shard_points : int, optional
+        Points per shard of a new store (default: sized in bytes, see
+        :data:`otpipe.store.collection.CHUNK_BYTES`).
 
     Raises
     ------

@@ -6,7 +6,10 @@ Families (the label of each measure is its family):
     Uniform samples of the unit cube ``[0, 1]^D``.
 ``gaussian``
     One Gaussian blob per measure, mean uniform in ``[-2, 2]^D``, random covariance
-    ``A A^T / D + 0.05 I`` with ``A`` standard normal (scaled by a random factor in [0.2, 1]).
+    ``A A^T / k + 0.05 I`` with ``A`` a standard normal ``D x k`` matrix (scaled by a random
+    factor in [0.2, 1]); ``k = D`` up to ``D = 256`` (sampled through the Cholesky factor), a
+    rank ``k = 64`` above (sampled as ``mean + A z / sqrt(k) + sqrt(0.05) z'``, so time and
+    memory grow like ``N D``, not ``D^2`` or ``D^3``).
 ``mixture``
     A mixture of 2 to 4 isotropic Gaussians (Dirichlet proportions, means in ``[-3, 3]^D``,
     standard deviations in ``[0.15, 0.6]``).
@@ -66,12 +69,35 @@ def _shape_noise(rng: np.random.Generator, pts: np.ndarray, noise: float, spread
     return pts + centre + noise * rng.standard_normal(pts.shape)
 
 
+#: largest D whose Gaussian covariance has full rank (beyond: rank _LOW_RANK)
+_FULL_RANK_MAX = 256
+_LOW_RANK = 64
+
+
+def _low_rank_gaussian(rng: np.random.Generator, mean: np.ndarray, n: int, dim: int) -> np.ndarray:
+    """``n`` draws of ``N(mean, A A^T / k + 0.05 I)``, ``A`` standard normal ``(dim, k)`` times a factor.
+
+    ``A`` is drawn a block of columns at a time (never a ``D x D`` matrix): memory ``O(n D)``.
+    """
+    k = _LOW_RANK
+    scale = rng.uniform(0.2, 1.0) / np.sqrt(k)
+    z = rng.standard_normal((n, k))
+    out = np.sqrt(0.05) * rng.standard_normal((n, dim))
+    step = max(1, min(k, (1 << 22) // dim))
+    for j in range(0, k, step):
+        cols = rng.standard_normal((dim, min(step, k - j)))
+        out += (z[:, j : j + cols.shape[1]] @ cols.T) * scale
+    return out + mean
+
+
 def sample(kind: str, n: int, dim: int, rng: np.random.Generator, noise: float = 0.05, spread: float = 2.0) -> np.ndarray:
     """``n`` points of family ``kind`` in ``R^dim`` (float64); centres/means in ``[-spread, spread]^dim``."""
     if kind == "uniform":
         return rng.random((n, dim))
     if kind == "gaussian":
         mean = rng.uniform(-2, 2, size=dim) * (spread / 2.0)
+        if dim > _FULL_RANK_MAX:
+            return _low_rank_gaussian(rng, mean, n, dim)
         a = rng.standard_normal((dim, dim)) * rng.uniform(0.2, 1.0)
         cov = a @ a.T / dim + 0.05 * np.eye(dim)
         return mean + rng.standard_normal((n, dim)) @ np.linalg.cholesky(cov).T
