@@ -184,7 +184,7 @@ def update_attrs(path, **attrs) -> None:
     import zarr
 
     g = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-    g.attrs.update(attrs)
+    g.update_attributes(attrs)  # one write of zarr.json (attrs.update writes once per key)
 
 
 def mark_complete(path, **attrs) -> None:

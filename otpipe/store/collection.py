@@ -578,7 +578,7 @@ def create(
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
     try:
         group = _open_group(tmp, "w")
-        group.attrs.update(
+        group.update_attributes(
             {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "complete": False, "created_by": f"otpipe {__version__}"}
         )
         b = _Builder(group, dtype=dtype, shard_points=None if shard_points is None else int(shard_points), store_path=str(path))
@@ -588,8 +588,8 @@ def create(
             raise ValueError(f"{path}: no measures to write")
         attrs = b.finish()
         now = _now()
-        group.attrs.update({**attrs, "created": now, "modified": now})
-        group.attrs.update({"complete": True})  # last
+        group.update_attributes({**attrs, "created": now, "modified": now})
+        group.update_attributes({"complete": True})  # last
         if path.exists() or path.is_symlink():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
             os.rename(path, old)
@@ -623,9 +623,11 @@ def _read_attrs(path: Path) -> dict:
         doc = json.loads(meta.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: unreadable Zarr metadata ({exc})") from None
-    if doc.get("node_type") != "group":
-        raise ValueError(f"{path}: is a Zarr array, not an otpipe collection")
+    if not isinstance(doc, dict) or doc.get("node_type") != "group":
+        raise ValueError(f"{path}: is a Zarr array, not an otpipe collection" if isinstance(doc, dict) else f"{path}: unreadable Zarr metadata")
     attrs = doc.get("attributes", {}) or {}
+    if not isinstance(attrs, dict):
+        raise ValueError(f"{path}: not an otpipe collection (its attributes are not a mapping)")
     fmt = attrs.get("format")
     if fmt != FORMAT_NAME:
         raise ValueError(f"{path}: not an otpipe collection (format attribute is {fmt!r}, expected {FORMAT_NAME!r})")
@@ -687,21 +689,22 @@ class Collection:
         self._load(attrs)
 
     def _load(self, attrs: dict) -> None:
+        from .integrity import check_structure
+
         self.attrs = dict(attrs)
         self._group = _open_group(self.path, "r")
-        g = self._group
-        n, s = int(attrs["n_measures"]), int(attrs["n_shards"])
-        # arrays may be longer than the committed counts after an interrupted append: slice
-        self.offsets = np.asarray(g["offsets"][: n + 1], dtype=np.int64)
-        self.starts = np.asarray(g["starts"][:n], dtype=np.int64)
-        self.shard_offsets = np.asarray(g["shard_offsets"][: s + 1], dtype=np.int64)
-        self.shard_rows = np.asarray(g["shard_rows"][: s + 1], dtype=np.int64)
-        self._names: np.ndarray | None = None
+        # arrays may be longer than the committed counts after an interrupted append: the check
+        # slices them to the committed counts, and refuses a damaged store (no point data read)
+        small = check_structure(self.path, self.attrs, self._group)
+        self.offsets = small["offsets"]
+        self.starts = small["starts"]
+        self.shard_offsets = small["shard_offsets"]
+        self.shard_rows = small["shard_rows"]
+        self._names: np.ndarray | None = small["names"]
         self._labels: np.ndarray | None = None
         self._index: dict[str, int] | None = None
+        self._sizes: np.ndarray | None = None
         self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
-        if len(self.offsets) != n + 1 or len(self.shard_offsets) != s + 1:
-            raise ValueError(f"{self.path}: corrupt collection (array lengths do not match the attributes)")
 
     def __reduce__(self):
         return (open, (str(self.path),))
@@ -730,7 +733,9 @@ class Collection:
     @property
     def sizes(self) -> np.ndarray:
         """Number of points of each measure."""
-        return np.diff(self.offsets)
+        if self._sizes is None:
+            self._sizes = np.diff(self.offsets)
+        return self._sizes
 
     @property
     def names(self) -> np.ndarray:
@@ -795,9 +800,13 @@ class Collection:
         c = self._cache
         if c is not None and c[0] == k:
             return c[1], c[2]
+        from .integrity import check_block
+
         r0, r1 = int(self.shard_rows[k]), int(self.shard_rows[k + 1])
         P = np.asarray(self._group["points"][r0:r1])
         W = np.asarray(self._group["weights"][r0:r1])
+        i0, i1 = int(self.shard_offsets[k]), int(self.shard_offsets[k + 1])
+        check_block(self.path, P, W, i0, self.starts[i0:i1] - r0, self.sizes[i0:i1], self.names[i0:i1])
         self._cache = (k, P, W)
         return P, W
 
@@ -959,7 +968,9 @@ class Collection:
             if not b.sizes:
                 return self
             new = b.finish(old=attrs)
-            g.attrs.update({**new, "modified": _now()})  # the commit: one atomic metadata write
+            # the commit: one atomic write of the group metadata (not attrs.update, which
+            # rewrites zarr.json once per key, so that a reader could see half the new counts)
+            g.update_attributes({**new, "modified": _now()})
         except BaseException:
             for k, shape in shapes.items():
                 try:
