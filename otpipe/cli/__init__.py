@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from .._text import escape
 from .._version import __version__
 
 __all__ = ["main", "cli"]
@@ -74,14 +75,14 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError) as exc:
         if debug:
             raise
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {escape(str(exc))}", err=True)
         sys.exit(1)
     except SystemExit:
         raise
     except Exception as exc:  # unexpected: still one line unless asked
         if debug:
             raise
-        click.echo(f"Error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        click.echo(f"Error: {type(exc).__name__}: {escape(str(exc))} (run with --debug for the traceback)", err=True)
         sys.exit(1)
 
 

@@ -207,11 +207,16 @@ def _attrs(kw, p, distribution, seed, reps, divergence) -> dict:
 
 def _write(ds, out: Path) -> None:
     """Write atomically: to a sibling temporary store, then rename over ``out``."""
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    from ..store._tmp import remove_stale, tmp_sibling
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    ds.to_zarr(tmp, mode="w", consolidated=False)
+    remove_stale(out)  # temporaries of a killed earlier run of this output
+    tmp = tmp_sibling(out)
+    try:
+        ds.to_zarr(tmp, mode="w", consolidated=False)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)

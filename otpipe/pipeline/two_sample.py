@@ -272,7 +272,10 @@ def write_result(ds, out, *, overwrite: bool = False) -> Path:
     if out.exists() and not (out / "zarr.json").exists():
         raise FileExistsError(f"refusing to overwrite {out}: not a Zarr store")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    from ..store._tmp import remove_stale, tmp_sibling
+
+    remove_stale(out)  # temporaries of a killed earlier run of this output
+    tmp = tmp_sibling(out)
     try:
         ds.to_zarr(tmp, mode="w", consolidated=False)
         if out.exists():

@@ -48,7 +48,9 @@ Attributes
 Atomicity
 ---------
 :func:`create` writes into a hidden temporary sibling directory, sets ``complete`` last and
-renames it into place, so an interrupted write never leaves a store at the target path.
+renames it into place, so an interrupted write never leaves a store at the target path; the
+next create or append of the same path removes temporaries a killed run left (only otpipe's,
+only once their process is gone: see :mod:`otpipe.store._tmp`).
 :meth:`Collection.append` writes new shards after the existing ones (new chunks only; the
 per-measure arrays are extended, their existing entries rewritten with the same values, and
 Zarr writes every chunk file atomically), then commits with a single atomic write of the group
@@ -74,6 +76,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .._version import __version__
+from ._tmp import remove_stale, tmp_sibling
 
 __all__ = [
     "FORMAT_NAME",
@@ -575,7 +578,8 @@ def create(
         if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists():
             raise FileExistsError(f"{path}: refusing to overwrite a non-empty directory that is not a Zarr store")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    remove_stale(path)  # what a killed earlier run of this output left behind
+    tmp = tmp_sibling(path)
     try:
         group = _open_group(tmp, "w")
         group.update_attributes(
@@ -944,6 +948,7 @@ class Collection:
             ``self``, reloaded.
         """
         attrs = _read_attrs(self.path)
+        remove_stale(self.path)
         if dtype is not None and _check_dtype(dtype) != attrs["dtype"]:
             raise ValueError(f"{self.path}: collection dtype is {attrs['dtype']}, cannot append as {_check_dtype(dtype)}")
         g = _open_group(self.path, "r+")

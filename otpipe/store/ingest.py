@@ -1,4 +1,4 @@
-"""Streaming ingest of files into a collection.
+r"""Streaming ingest of files into a collection.
 
 :func:`ingest` expands the sources (files, directories walked recursively, glob patterns),
 derives unique names (file stems, or relative paths) and labels (parent directory names or a
@@ -7,16 +7,28 @@ and streams the measures into :func:`otpipe.store.collection.create` (new store)
 :meth:`~otpipe.store.collection.Collection.append`. Memory is bounded by one shard plus one file.
 Any bad file stops the ingest with ``ValueError("<file>: <problem>")`` and leaves no new store
 (or the existing store unchanged when appending).
+
+Files are read only if they are regular files (or symlinks to one): a FIFO, socket or device
+with an input extension, in a directory or given by name, is an error naming it (it would block
+or never end), and so is a broken symbolic link; files of unknown types in directories are
+skipped without being opened. File names are bytes to the operating system: a name that is not
+valid UTF-8 is ingested with each undecodable byte written ``\xNN`` in the measure name
+(``b"bad\xff.csv"`` -> measure ``bad\xff``, labels from such directory names likewise), and
+messages show paths with such bytes and control characters escaped (one line, terminal-safe).
+A manifest is read as CSV text only; its errors never quote its content.
 """
 from __future__ import annotations
 
 import csv
 import glob
+import io
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ._files import check_size, open_regular, safe_name, shown, stat_regular
 from .collection import DEFAULT_SHARD_POINTS, Collection, Measure, create, open, validate_measure
 from .readers import FORMATS, ReaderOptions, format_of, read_file
 
@@ -36,7 +48,14 @@ class Source:
     label: str | None = None
 
 
+def _wanted(p: Path, fmt: str) -> bool:
+    if fmt == "auto":
+        return format_of(p) is not None
+    return p.suffix.lower() in FORMATS[format_of(p, fmt)]
+
+
 def _walk(root: Path, fmt: str) -> list[Path]:
+    """Input files under ``root`` (hidden entries skipped); special files with an input extension are errors."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -44,10 +63,8 @@ def _walk(root: Path, fmt: str) -> list[Path]:
             if f.startswith("."):
                 continue
             p = Path(dirpath) / f
-            if fmt == "auto":
-                if format_of(p) is not None:
-                    out.append(p)
-            elif p.suffix.lower() in FORMATS[format_of(p, fmt)]:
+            if _wanted(p, fmt):
+                stat_regular(p)  # a FIFO/device/socket/broken link named *.csv: error naming it
                 out.append(p)
     return out
 
@@ -83,71 +100,109 @@ def discover(sources: Sequence[str | os.PathLike], fmt: str = "auto") -> list[So
             return
         f = format_of(p, fmt)
         if f is None:
-            raise ValueError(f"{p}: unknown file type {p.suffix!r} (use --format)")
+            raise ValueError(f"{shown(p)}: unknown file type {shown(p.suffix)!r} (use --format)")
         seen.add(rp)
         found.append(Source(p, root, f))
 
+    def kind(p: Path) -> int | None:
+        """``st_mode`` of ``p`` (following links); ``None`` if nothing (or a broken link) is there."""
+        try:
+            return os.stat(p).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
     for src in sources:
-        s = str(src)
+        s = os.fsdecode(src)
         p = Path(s)
-        if p.is_dir():
+        mode = kind(p)
+        if mode is not None and stat.S_ISDIR(mode):
             for q in _walk(p, fmt):
                 add(q, p)
-        elif p.is_file():
+        elif mode is not None:
+            stat_regular(p)  # a FIFO, device or socket given by name: error naming it
             add(p, p.parent)
-        elif any(ch in s for ch in _GLOB_CHARS):
+        elif any(ch in s for ch in _GLOB_CHARS) and not os.path.islink(s):
             matches = sorted(glob.glob(s, recursive=True))
             if not matches:
-                raise FileNotFoundError(f"{s}: no files match this pattern")
+                raise FileNotFoundError(f"{shown(s)}: no files match this pattern")
             root = _glob_root(s)
             for m in matches:
                 q = Path(m)
-                if q.is_dir():
+                mq = kind(q)
+                if mq is not None and stat.S_ISDIR(mq):
                     for r in _walk(q, fmt):
                         add(r, root)
-                elif q.is_file() and (fmt != "auto" or format_of(q) is not None):
+                elif fmt != "auto" or format_of(q) is not None:
+                    stat_regular(q)
                     add(q, root)
         else:
-            raise FileNotFoundError(f"{s}: no such file or directory")
+            stat_regular(p)  # raises: no such file, or a broken symbolic link
     if not found:
-        raise ValueError(f"no input files found in {', '.join(map(str, sources))}")
+        raise ValueError(f"no input files found in {', '.join(shown(x) for x in sources)}")
     return found
 
 
+#: columns naming the file of a manifest row, in order of preference
+_MANIFEST_KEYS = ("file", "path", "filename", "name")
+
+
 def _read_manifest(path: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Manifest rows keyed by resolved path and by name/stem."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such manifest file")
+    """Manifest rows keyed by resolved path and by name/stem.
+
+    Errors say why the file is not a valid manifest without quoting any of its content (the
+    file given may be anything, a system file included).
+    """
+    try:
+        fh, st = open_regular(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{shown(path)}: no such manifest file") from None
     by_path: dict[str, dict] = {}
     by_name: dict[str, dict] = {}
+    bad = f"{shown(path)}: not a valid manifest"
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            cols = [c.strip() for c in (reader.fieldnames or [])]
-            key = next((c for c in ("file", "path", "filename", "name") if c in cols), None)
-            if key is None or "label" not in cols:
-                raise ValueError(f"{path}: manifest needs a 'label' column and a 'file' (or 'path'/'name') column, got {cols}")
-            for row in reader:
-                row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-                ref = row[key]
-                if not ref:
-                    continue
-                by_path[str((path.parent / ref).resolve())] = row
-                by_name[ref] = row
-                by_name.setdefault(Path(ref).stem, row)
+        check_size(8 * st.st_size, f"a {st.st_size}-byte manifest")
+        text = io.TextIOWrapper(fh, encoding="utf-8", errors="strict", newline="")
+        reader = csv.DictReader(text)
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+        key = next((c for c in _MANIFEST_KEYS if c in cols), None)
+        if key is None or "label" not in cols:
+            need = [x for x, ok in (("'label'", "label" in cols), ("'file' (or 'path'/'name')", key is not None)) if not ok]
+            raise ValueError(
+                f"{bad}: its first line (the CSV header, {len(cols)} column(s)) has no {' and no '.join(need)} column"
+            )
+        for row in reader:
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
+            ref = row.get(key, "")
+            if not ref:
+                continue
+            for col in ("label", "name", key):
+                if not row.get(col, "").isprintable():
+                    raise ValueError(f"{bad}: line {reader.line_num}: the {col!r} field has control characters")
+            by_path[str((path.parent / ref).resolve())] = row
+            by_name[ref] = row
+            by_name.setdefault(Path(ref).stem, row)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: manifest is not UTF-8 text ({exc.reason})") from None
+        raise ValueError(f"{bad}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        # the csv module's messages name the syntax problem, never the data
+        raise ValueError(f"{bad}: not CSV ({str(exc).splitlines()[0][:100] if str(exc) else 'csv.Error'})") from None
+    except ValueError as exc:
+        if str(exc).startswith(bad):
+            raise
+        raise ValueError(f"{bad}: {exc}") from None
+    finally:
+        fh.close()
     return by_path, by_name
 
 
 def _name(src: Source, names: str) -> str:
     if names == "stem":
-        return src.path.stem
+        return safe_name(src.path.stem)
     try:
         rel = src.path.relative_to(src.root)
     except ValueError:
         rel = Path(src.path.name)
-    return rel.with_suffix("").as_posix()
+    return safe_name(rel.with_suffix("").as_posix())
 
 
 def plan(
@@ -175,18 +230,18 @@ def plan(
     taken: dict[str, Path] = {}
     for src in found:
         name = _name(src, names)
-        label = src.path.parent.name if labels == "parent" else None
+        label = safe_name(src.path.parent.name) if labels == "parent" else None
         if man is not None:
             by_path, by_name = man
             row = by_path.get(str(src.path.resolve())) or by_name.get(src.path.name) or by_name.get(src.path.stem)
             if row is None:
-                raise ValueError(f"{src.path}: not listed in manifest {manifest}")
+                raise ValueError(f"{shown(src.path)}: not listed in manifest {shown(manifest)}")
             label = row["label"]
             if row.get("name"):
                 name = row["name"]
         if name in taken:
             raise ValueError(
-                f"{src.path}: duplicate measure name {name!r} (also from {taken[name]}); rename one or use --names relpath"
+                f"{shown(src.path)}: duplicate measure name {name!r} (also from {shown(taken[name])}); rename one or use --names relpath"
             )
         taken[name] = src.path
         out.append(Source(src.path, src.root, src.fmt, name, label))
@@ -196,8 +251,8 @@ def plan(
 def _measures(plan_: list[Source], options: ReaderOptions, dtype: str) -> Iterator[Measure]:
     for src in plan_:
         points, weights = read_file(src.path, src.fmt, options)
-        points, weights = validate_measure(points, weights, str(src.path), dtype)
-        yield Measure(points, weights, src.name, src.label, source=str(src.path))
+        points, weights = validate_measure(points, weights, shown(src.path), dtype)
+        yield Measure(points, weights, src.name, src.label, source=shown(src.path))
 
 
 def ingest(
@@ -262,7 +317,7 @@ def ingest(
         existing = set(coll.names.tolist())
         for s in p:
             if s.name in existing:
-                raise ValueError(f"{s.path}: measure name {s.name!r} already exists in {out}")
+                raise ValueError(f"{shown(s.path)}: measure name {s.name!r} already exists in {out}")
         has_labels = bool(coll.attrs.get("has_labels"))
         if p and (p[0].label is not None) != has_labels:
             what = "has labels" if has_labels else "has no labels"

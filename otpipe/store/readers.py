@@ -25,17 +25,25 @@ Formats
 For tabular formats (npy, npz points, csv, xyz) ``weight_column`` picks a column (index, negative
 index, or header name) as weights, the others being coordinates unless ``columns`` selects them;
 for PLY both are vertex property names. Every reader raises ``ValueError("<file>: <problem>")``.
+
+Only regular files are read (a FIFO, socket or device gets an error naming it; see
+:mod:`otpipe.store._files`), and each reader first estimates the memory the file needs (exactly
+from the header for ``.npy``, ``.npz`` (uncompressed sizes: no zip bomb) and images, from the size
+for text and PLY) and refuses files beyond :func:`otpipe.store._files.read_limit`.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
+
+from ._files import check_size, open_regular, shown
 
 __all__ = ["ReaderOptions", "FORMATS", "EXTENSIONS", "format_of", "read_file"]
 
@@ -104,30 +112,32 @@ def read_file(path: str | os.PathLike, fmt: str = "auto", options: ReaderOptions
     Raises
     ------
     FileNotFoundError
-        ``path`` does not exist.
+        ``path`` does not exist (or is a broken symbolic link).
     ValueError
-        ``"<path>: <problem>"`` for unknown formats and unreadable, corrupt or malformed files.
+        ``"<path>: <problem>"`` for unknown formats, files that are not regular files (FIFOs,
+        devices, sockets), files too large for memory, and unreadable, corrupt or malformed files.
     """
     options = options or ReaderOptions()
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
     f = format_of(path, fmt)
     if f is None:
-        raise ValueError(f"{path}: unknown file type {path.suffix!r} (use --format)")
+        raise ValueError(f"{shown(path)}: unknown file type {shown(path.suffix)!r} (use --format)")
     reader: Callable = _READERS[f]
+    fh, st = open_regular(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return reader(path, options)
+            return reader(fh, st.st_size, options)
     except _FileError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise ValueError(f"{shown(path)}: {exc}") from None
     except (FileNotFoundError, PermissionError) as exc:
-        raise type(exc)(f"{path}: {exc.strerror or _one_line(exc)}") from None
+        raise type(exc)(f"{shown(path)}: {exc.strerror or _one_line(exc)}") from None
     except MemoryError:
-        raise
+        raise ValueError(f"{shown(path)}: out of memory while reading it as {f}") from None
     except Exception as exc:  # noqa: BLE001 - any library failure means an unreadable file
-        raise ValueError(f"{path}: cannot read as {f}: {_one_line(exc)}") from None
+        raise ValueError(f"{shown(path)}: cannot read as {f}: {_one_line(exc)}") from None
+    finally:
+        fh.close()
 
 
 class _FileError(Exception):
@@ -173,15 +183,47 @@ def _check_array(a: np.ndarray, what: str) -> np.ndarray:
     return a
 
 
-def _read_npy(path: Path, opts: ReaderOptions):
-    a = np.load(path, allow_pickle=False)
+def _need(nbytes: float, what: str) -> None:
+    try:
+        check_size(nbytes, what)
+    except ValueError as exc:
+        raise _FileError(str(exc)) from None
+
+
+def _npy_bytes(fh: BinaryIO) -> tuple[int, str]:
+    """Bytes of the array in a ``.npy`` stream from its header (the stream is rewound)."""
+    pos = fh.tell()
+    try:
+        version = np.lib.format.read_magic(fh)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            return 0, ""
+        shape, _fortran, dtype = read(fh)  # the header only
+    except Exception:  # noqa: BLE001 - np.load reports a corrupt header properly
+        return 0, ""
+    finally:
+        fh.seek(pos)
+    n = int(np.prod(shape, dtype=np.float64)) if shape else 1
+    return n * dtype.itemsize, f"a {shape} {dtype} array"
+
+
+def _read_npy(fh: BinaryIO, size: int, opts: ReaderOptions):
+    nbytes, what = _npy_bytes(fh)
+    _need(2 * nbytes, what)  # the array and one cast copy
+    a = np.load(fh, allow_pickle=False)
     if not isinstance(a, np.ndarray):
         raise _FileError("not a single .npy array")
     return _split_table(_check_array(a, "the array"), opts)
 
 
-def _read_npz(path: Path, opts: ReaderOptions):
-    with np.load(path, allow_pickle=False) as z:
+def _read_npz(fh: BinaryIO, size: int, opts: ReaderOptions):
+    import zipfile
+
+    with zipfile.ZipFile(fh) as zf:  # the uncompressed sizes, before inflating anything
+        total = sum(i.file_size for i in zf.infolist())
+    fh.seek(0)
+    _need(2 * total, f"{total} bytes uncompressed")
+    with np.load(fh, allow_pickle=False) as z:
         keys = list(z.files)
         pkey = next((k for k in _POINT_KEYS if k in keys), None)
         if pkey is None:
@@ -201,11 +243,17 @@ def _read_npz(path: Path, opts: ReaderOptions):
     return _split_table(table, opts)
 
 
-def _sniff(path: Path) -> tuple[str | None, list[str] | None, int]:
+def _text(fh: BinaryIO) -> io.TextIOWrapper:
+    fh.seek(0)
+    return io.TextIOWrapper(fh, encoding="utf-8", errors="strict", newline=None)
+
+
+def _sniff(fh: BinaryIO) -> tuple[str | None, list[str] | None, int]:
     """Delimiter, header names and number of lines to skip of a text table."""
-    with path.open("r", encoding="utf-8", errors="strict") as fh:
+    text = _text(fh)
+    try:
         skipped = 0
-        for line in fh:
+        for line in text:
             s = line.strip()
             if not s or s.startswith("#"):
                 skipped += 1
@@ -224,12 +272,23 @@ def _sniff(path: Path) -> tuple[str | None, list[str] | None, int]:
                 return delim, None, skipped
             except ValueError:
                 return delim, [t.strip("\"'") for t in tokens], skipped + 1
-    return None, None, skipped
+        return None, None, skipped
+    finally:
+        text.detach()
 
 
-def _read_text(path: Path, opts: ReaderOptions):
-    delim, header, skip = _sniff(path)
-    table = np.loadtxt(path, delimiter=delim, skiprows=skip, comments="#", ndmin=2, dtype=np.float64)
+#: bytes of float64 table per byte of text, at worst ("1,2,3\n": 2 characters per 8-byte value)
+_TEXT_FACTOR = 4
+
+
+def _read_text(fh: BinaryIO, size: int, opts: ReaderOptions):
+    _need(_TEXT_FACTOR * size, f"a {size}-byte text table, as float64")
+    delim, header, skip = _sniff(fh)
+    text = _text(fh)
+    try:
+        table = np.loadtxt(text, delimiter=delim, skiprows=skip, comments="#", ndmin=2, dtype=np.float64)
+    finally:
+        text.detach()
     if table.size == 0:
         raise _FileError("empty measure (no points)")
     return _split_table(table, opts, header)
@@ -238,10 +297,11 @@ def _read_text(path: Path, opts: ReaderOptions):
 # --------------------------------------------------------------------------------------------
 # PLY
 # --------------------------------------------------------------------------------------------
-def _read_ply(path: Path, opts: ReaderOptions):
+def _read_ply(fh: BinaryIO, size: int, opts: ReaderOptions):
     from plyfile import PlyData
 
-    ply = PlyData.read(str(path))
+    _need(_TEXT_FACTOR * size, f"a {size}-byte PLY file")
+    ply = PlyData.read(fh)
     try:
         vertex = ply["vertex"]
     except KeyError:
@@ -272,11 +332,13 @@ def _read_ply(path: Path, opts: ReaderOptions):
 # --------------------------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------------------------
-def image_array(path: Path) -> tuple[np.ndarray, float]:
+def image_array(path: Path | BinaryIO) -> tuple[np.ndarray, float]:
     """Grey-level intensities of an image as float64 ``(H, W)`` and the nominal maximum value."""
     from PIL import Image
 
     with Image.open(path) as im:
+        w, h = im.size
+        _need(5 * 8 * w * h, f"a {w} x {h} image as float64 points and weights")  # header only so far
         im.load()
         mode = im.mode
         if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
@@ -315,8 +377,8 @@ def image_to_measure(
     return points, a[i, j]
 
 
-def _read_image(path: Path, opts: ReaderOptions):
-    a, vmax = image_array(path)
+def _read_image(fh: BinaryIO, size: int, opts: ReaderOptions):
+    a, vmax = image_array(fh)
     points, weights = image_to_measure(a, vmax, invert=opts.invert, threshold=opts.threshold, downsample=opts.downsample)
     if points.shape[0] == 0:
         raise _FileError("empty measure (no pixel with positive intensity)")
