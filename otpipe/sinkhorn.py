@@ -145,9 +145,9 @@ def _finite(value: torch.Tensor, eps: float) -> torch.Tensor:
     """``value`` itself, or a ``ValueError`` when a solve ended in NaN or infinity (never returned)."""
     v = value.detach()
     if not bool(torch.isfinite(v).all()):
-        what = "NaN" if bool(torch.isnan(v).any()) else "infinite"
+        what = "a NaN" if bool(torch.isnan(v).any()) else "an infinite"
         raise ValueError(
-            f"the Sinkhorn solve ended with a {what} value in {str(v.dtype).replace('torch.', '')} (final eps = {eps:.3g}): "
+            f"the Sinkhorn solve ended with {what} value in {str(v.dtype).replace('torch.', '')} (final eps = {eps:.3g}): "
             "an overflow or underflow of the costs or potentials; rescale the points or use float64"
         )
     return value

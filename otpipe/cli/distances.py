@@ -28,6 +28,7 @@ __all__ = ["distances", "report"]
 @click.option("--tile", type=int, default=None, help="Tile side: tile x tile pairs per task (default: automatic).")
 @click.option("--resume", is_flag=True, help="Continue the run stored at --out (finished tiles are kept).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result at --out.")
+@click.option("--verify", is_flag=True, help="Re-hash the input collection(s) against their recorded digests first (reads all the data).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (pairs, tiles, solves) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")

@@ -183,6 +183,33 @@ def _check_resume(out: Path, fp: str, content: dict, tile: int | None) -> dict:
     return attrs
 
 
+def _check_range(rp: RunParams) -> None:
+    """Costs up to ``diameter^p`` and the temperatures must fit the compute dtype (else ``ValueError``)."""
+    import torch
+
+    from otpipe.costs import check_range, make_cost
+
+    check_range(
+        getattr(torch, rp.dtype), make_cost(rp.p, rp.cost), extent=rp.diameter, diameter=rp.diameter,
+        blur=rp.blur, reach=rp.reach,
+    )
+
+
+def _verify_inputs(src: _Input, tgt: _Input | None) -> None:
+    """Re-hash the input collections (``--verify``): ``ValueError`` naming the first measure that changed."""
+    from otpipe import store
+
+    for inp in (src, tgt):
+        if inp is None:
+            continue
+        c = store.open(inp.path)
+        if c.content_hash != inp.content_hash:
+            raise ValueError(f"{inp.path}: changed while the run was being prepared (content hash {c.content_hash}, was {inp.content_hash})")
+        t0 = time.perf_counter()
+        c.verify(raise_on_error=True)
+        log.info("verified %s: %d measures match %s (%.1f s)", inp.path, len(c), c.content_hash, time.perf_counter() - t0)
+
+
 def _with_worker(fn, *args, **kw):
     """Run a task and tell which worker ran it (for the log of what ran where)."""
     try:
@@ -226,6 +253,7 @@ def pairwise(
     overwrite: bool = False,
     progress: bool = True,
     dry_run: bool = False,
+    verify: bool = False,
 ):
     """Pairwise matrix ``S[i, j] = loss(a_i, b_j)`` of a collection (``N x N``) or two (``N x M``).
 
@@ -261,6 +289,11 @@ def pairwise(
         Progress bar (tiles, pairs, rate, ETA) on stderr.
     dry_run : bool
         Return the plan summary (pairs, tiles, solves) without computing anything.
+    verify : bool
+        Re-hash every measure of the input collection(s) against their recorded digests and
+        content hash before computing (reads all the data once). The structural checks of
+        :func:`otpipe.store.open` always run; ``resume`` always compares the content hashes
+        recorded in the result with the collections' (a changed input is refused).
 
     Returns
     -------
@@ -275,6 +308,8 @@ def pairwise(
         max_iter=max_iter, backend=backend, cost=cost, diameter=diameter, dtype=dtype,
     )
     fp, content = _fingerprint(src, tgt, rp)
+    if verify:
+        _verify_inputs(src, tgt)
     spec = cluster if cluster is not None else ClusterSpec()
     stored = None
     if out is not None:
@@ -353,6 +388,7 @@ def _run(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progr
             futs = [c.submit(bbox_task, path, idx, key=f"otpipe-bbox-{k}-{token}", resources=resources) for k, (path, idx) in enumerate(groups)]
             rp = replace(rp, diameter=diameter_from_boxes(c.gather(futs), rp.blur))
             log.info("diameter of the run (bounding box of all points): %.6g", rp.diameter)
+            _check_range(rp)  # before the result store exists: a one-line error, nothing written
         attrs = {
             "fingerprint": fp,
             "run": content,
