@@ -1,9 +1,12 @@
-"""Peak memory of a streaming ingest: a ~5 GB collection ingested with bounded RSS.
+"""Peak memory of a streaming ingest: a ~5 GB collection ingested with bounded RSS, and memory
+that follows the data, not ``D``.
 
 Generates ``--size-gb`` of ``.npy`` point clouds (float32, ``(N, 3)``), runs
-``otpipe ingest DATA --out STORE`` in a subprocess, reads its peak RSS with
-``resource.getrusage(RUSAGE_CHILDREN)``, optionally verifies the store in a second subprocess,
-writes the figures to ``benchmarks/INGEST.md`` and deletes the generated data.
+``otpipe ingest DATA --out STORE`` in a subprocess, reads its peak RSS, optionally verifies the
+store in a second subprocess. Then the wide cases of issue 15 (``ingest`` of a 2 x 100,000
+array, ``synth --dim 50000 --n-measures 2 --n-points 3``), each in a subprocess that reports its
+own peak RSS, and the cost of the structural checks run by ``otpipe.store.open`` on a
+10,000-measure store. Writes the figures to ``benchmarks/INGEST.md`` and deletes the generated data.
 
 Not part of the test suite. Usage::
 
@@ -35,6 +38,68 @@ def _du(path: Path) -> int:
 
 def _otpipe(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "otpipe.cli", *args], capture_output=True, text=True)
+
+
+_MEASURED = """
+import resource, sys, time
+from otpipe.cli import main
+t0 = time.perf_counter()
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    rc = e.code if isinstance(e.code, int) else 1
+else:
+    rc = 0
+print("MEASURED", rc, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def _measured(*args: str) -> dict:
+    """``otpipe ARGS`` in a child that reports its own exit code, wall time and peak RSS (MiB)."""
+    r = subprocess.run([sys.executable, "-c", _MEASURED, *args], capture_output=True, text=True)
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("MEASURED")]
+    if not line:
+        sys.exit(f"otpipe {' '.join(args)} died: {r.stderr.strip()[-500:]}")
+    _, rc, sec, kib = line[0].split()
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("Error")]
+    return {"rc": int(rc), "seconds": float(sec), "peak_rss_mib": int(kib) / 1024, "error": err[0] if err else None}
+
+
+def wide_cases(work: Path) -> dict:
+    """Issue 15's cases where memory followed D: a wide array ingested, a high-dimensional synth."""
+    x = np.random.default_rng(0).random((2, 100_000)).astype(np.float32)
+    np.save(work / "wide.npy", x)
+    out = {"ingest_wide": _measured("ingest", str(work / "wide.npy"), "--out", str(work / "wide.zarr"))}
+    out["synth_wide"] = _measured(
+        "synth", str(work / "synth.zarr"), "--dim", "50000", "--n-measures", "2", "--n-points", "3"
+    )
+    for k, v in out.items():
+        print(k, json.dumps(v), flush=True)
+    return out
+
+
+def open_cost(work: Path, n: int = 10_000, repeat: int = 30) -> dict:
+    """Seconds of ``otpipe.store.open`` and of its structural check alone (best of ``repeat``)."""
+    from otpipe import store
+    from otpipe.store.collection import _open_group, _read_attrs
+    from otpipe.store.integrity import check_structure
+
+    p = work / "open10k.zarr"
+    r = _measured("synth", str(p), "--n-measures", str(n), "--n-points", "50", "--kind", "uniform", "--shard-points", "1000")
+    if r["rc"] != 0:
+        sys.exit(f"synth failed: {r['error']}")
+    attrs, group = _read_attrs(p), _open_group(p, "r")
+    t_check, t_open = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        check_structure(p, attrs, group)
+        t_check.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        c = store.open(p)
+        t_open.append(time.perf_counter() - t0)
+    res = {"n_measures": n, "n_shards": c.n_shards, "check_ms": 1e3 * min(t_check), "open_ms": 1e3 * min(t_open)}
+    print("open", json.dumps(res), flush=True)
+    return res
 
 
 def main() -> None:
@@ -79,7 +144,11 @@ def main() -> None:
             t_verify = time.perf_counter() - t0
             if v.returncode != 0:
                 sys.exit(f"verify failed: {v.stderr.strip()}")
+        wide = wide_cases(work)
+        opening = open_cost(work)
         res = {
+            "wide": wide,
+            "open": opening,
             "files": n_files,
             "points_per_file": args.points_per_file,
             "input_gb": input_bytes / 1e9,
@@ -102,16 +171,24 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+#: measured on this machine with the code before issue 15 (the D x D Cholesky and 65,536-row chunks)
+SYNTH_BEFORE = (
+    "still running after 218 s with 15.5 GiB resident (killed before it took the machine's 23 GiB): "
+    "a 50,000 x 50,000 covariance, its Cholesky factor, then 65,536-row chunks"
+)
+
+
 def _write_md(r: dict, args) -> None:
     import otpipe
 
     verify = f"| `otpipe info --verify` (re-hash everything) | {r['verify_s']:.0f} s |\n" if r["verify_s"] else ""
+    iw, sw, op = r["wide"]["ingest_wide"], r["wide"]["synth_wide"], r["open"]
     text = f"""# Ingest memory benchmark
 
 `python benchmarks/ingest_memory.py` (this file is written by it). It generates {r['files']} `.npy`
 files of {r['points_per_file']:,} float32 points in R^{args.dim} (standard normal), runs
 `otpipe ingest DATA --out STORE` in a subprocess (default options: float32, uniform weights,
-shards of 2^20 points) and reads the subprocess's peak resident memory with
+shards of 2^20 points, i.e. 12 MiB) and reads the subprocess's peak resident memory with
 `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`. The generated data and store are deleted afterwards.
 
 | quantity | value |
@@ -125,9 +202,27 @@ shards of 2^20 points) and reads the subprocess's peak resident memory with
 {verify}
 Content hash: `{r['hash']}`.
 
-Memory is bounded by one shard (2^20 points: 12 MiB of coordinates, plus a padded copy while
-writing) and one input file, independent of the collection size; the rest is the Python, NumPy
-and Zarr baseline.
+Memory is bounded by one shard (by default as many points as fit in 16 MiB: 2^20 points in R^3
+float32) plus one chunk being written, and one input file, independent of the collection size;
+the rest is the Python, NumPy and Zarr baseline.
+
+## Memory follows the data, not D (issue 15)
+
+Chunks are bounded in bytes (at most 16 MiB of coordinates) instead of rows (at least 65,536 rows
+x D before), and the Gaussian family of `synth` no longer forms a D x D covariance above D = 256.
+Each command runs in a subprocess that reports its own peak RSS (`ru_maxrss`) and wall time.
+
+| command | before (otpipe 0.1.0 as of issue 15) | now: peak RSS | now: wall time |
+|---|---|---|---|
+| `otpipe ingest wide.npy` (a 2 x 100,000 float32 array, 781 KiB) | `MemoryError`: asks for 24.4 GiB (65,536 x 100,000 float32 chunk) | {iw['peak_rss_mib']:.0f} MiB (exit {iw['rc']}) | {iw['seconds']:.1f} s |
+| `otpipe synth --dim 50000 --n-measures 2 --n-points 3` | {SYNTH_BEFORE} | {sw['peak_rss_mib']:.0f} MiB (exit {sw['rc']}) | {sw['seconds']:.1f} s |
+
+## Cost of the structural checks at open
+
+`otpipe.store.open` checks the structure of every store it opens (attributes, array metadata,
+CSR offsets, shard layout, `starts`, unique names, and that every `points`/`weights` chunk file
+exists; no point data read). On a {op['n_measures']:,}-measure collection in {op['n_shards']} shards
+(best of 30): the check takes **{op['check_ms']:.1f} ms**, the whole `open` {op['open_ms']:.1f} ms.
 
 Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()},
 otpipe {otpipe.__version__}, run {time.strftime('%Y-%m-%d')}.

@@ -25,6 +25,13 @@ Hence ``read_shard(k)`` reads exactly the chunks of shard ``k`` and no other, ap
 rewrite an existing points/weights chunk, and concurrent readers of different shards never
 touch the same chunk.
 
+Sizes are in bytes, not rows: ``chunk_points`` is the largest power of two of rows whose
+coordinates fit in :data:`CHUNK_BYTES` (16 MiB; smaller for a collection that fits in one shard),
+and by default ``shard_points`` is the same number, so the memory of a writer or reader (one
+shard) follows the data whatever ``D``. A larger ``shard_points`` spans several chunks. Every
+chunk is written, also one equal to the fill value, so a missing chunk file means damage
+(:mod:`otpipe.store.integrity`, run by :func:`open`).
+
 Because of the padding, ``offsets`` (the logical CSR offsets over the concatenated measures,
 ``offsets[-1] == n_points``) are not row numbers of ``points``: measure ``i`` is
 ``points[starts[i] : starts[i] + offsets[i+1] - offsets[i]]``. Use :meth:`Collection.__getitem__`
@@ -57,8 +64,9 @@ Zarr writes every chunk file atomically), then commits with a single atomic writ
 metadata carrying the new counts and hash. Readers trust the committed counts and ignore rows
 beyond them, so a reader never sees a half-done append, and an append that fails or is killed
 leaves the previous collection, complete and verifiable (on an exception the array shapes are
-also restored). There is one writer at a time (no locking). :func:`open` refuses stores whose
-``complete`` flag is not set (such as the temporary directory of an interrupted create).
+also restored). There is one writer at a time. :func:`open` refuses stores whose
+``complete`` flag is not set (such as the temporary directory of an interrupted create), and
+damaged ones (:func:`otpipe.store.integrity.check_structure`).
 """
 from __future__ import annotations
 

@@ -210,6 +210,9 @@ def test_killed_create_and_append_never_look_complete(tmp_path):
     (leftover,) = [p for p in tmp_path.iterdir() if p.name.startswith(".c.zarr.tmp-")]  # hidden sibling
     with pytest.raises(ValueError, match="incomplete collection"):
         store.open(leftover)
+    # the next create of the same output removes it (its process is gone), and only it
+    store.create(tmp_path / "c.zarr", [Measure(np.ones((2, 3)), None, "again")])
+    assert not leftover.exists() and store.open(tmp_path / "c.zarr")["again"].n == 2
 
     first = Measure(np.ones((3, 3)), None, "first")
     store.create(tmp_path / "d.zarr", [first], shard_points=200)

@@ -171,3 +171,29 @@ def test_legacy_missing_fill_chunk_accepted_when_digests_match(tmp_path):
     os.remove(p / "points" / "c" / "1" / "0")
     with pytest.raises(CorruptCollection, match="points chunk 1 .* 'ones' \\(#1\\) no longer matches its digest"):
         store.open(p)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["distances", "{p}", "--out", "{o}/d.zarr", "--no-progress"],
+        ["distances", "{good}", "--other", "{p}", "--out", "{o}/d.zarr", "--no-progress"],
+        ["barycenter", "{p}", "--out", "{o}/b.zarr"],
+        ["two-sample", "{p}", "--out", "{o}/t.zarr"],
+        ["report", "{p}", "--out", "{o}/r.png"],
+        ["ingest", "{o}/x.npy", "--out", "{p}", "--append"],
+    ],
+    ids=["distances", "distances-other", "barycenter", "two-sample", "report", "ingest-append"],
+)
+def test_every_command_refuses_a_damaged_store(good, tmp_path, cli, args):
+    """Each command that reads a collection opens it through the checks: one line, nothing written."""
+    p = tmp_path / "t.zarr"
+    shutil.copytree(good, p)
+    _set(p, "offsets", 1, _g(p)["offsets"][1] + 5)  # the issue's first tampering
+    o = tmp_path / "outs"
+    o.mkdir()
+    np.save(o / "x.npy", np.ones((3, 3)))
+    r = cli(*[a.format(p=p, o=o, good=good) for a in args])
+    assert r.code == 1 and len(r.err_lines) == 1, r.err
+    assert f"{p}: damaged collection: measure 'm001' (#1) starts at row" in r.err, r.err
+    assert sorted(x.name for x in o.iterdir()) == ["x.npy"]
