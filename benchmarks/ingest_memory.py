@@ -162,6 +162,7 @@ def main() -> None:
             "throughput_mb_s": input_bytes / 1e6 / t_ingest,
             "verify_s": t_verify,
             "hash": info["hash"],
+            "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
         }
         print(json.dumps(res, indent=2))
         if not args.no_write:
@@ -225,7 +226,8 @@ exists; no point data read). On a {op['n_measures']:,}-measure collection in {op
 (best of 30): the check takes **{op['check_ms']:.1f} ms**, the whole `open` {op['open_ms']:.1f} ms.
 
 Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()},
-otpipe {otpipe.__version__}, run {time.strftime('%Y-%m-%d')}.
+otpipe {otpipe.__version__}, run {time.strftime('%Y-%m-%d')}; load average {r.get('load', 'n/a')} during the
+run (other jobs inflate the times, not the peak memory).
 """
     (HERE / "INGEST.md").write_text(text)
     print(f"wrote {HERE / 'INGEST.md'}")
