@@ -46,6 +46,10 @@ from pathlib import Path
 
 import yaml
 
+from . import _rundir
+from ._locks import output_lock
+from ._made import mark_dir
+
 __all__ = ["load_spec", "Workflow", "run_workflow", "tree_hash"]
 
 STEP_TYPES = ("synth", "ingest", "distances", "barycenter", "two-sample", "complexity", "report")
@@ -426,7 +430,11 @@ def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=N
     if dry_run:
         for line in plan(wf):
             echo(line)
+        lines, refused = _rundir.plan_replacements(wf.run_dir, [(s.id, s.type) for s in wf.steps])
+        for line in lines + [f"refused: {r}" for r in refused]:
+            echo(f"  {line}")
         echo("dry run: nothing computed, nothing written")
+        _rundir.check_run_dir(wf.run_dir, [(s.id, s.type) for s in wf.steps])
         return None
     from .pipeline.cluster import ClusterSpec, describe, open_client
 
@@ -437,7 +445,9 @@ def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=N
             previous = {s["id"]: s for s in json.loads(prov_path.read_text()).get("steps", [])}
         except (ValueError, KeyError, TypeError):
             previous = {}
-    wf.run_dir.mkdir(parents=True, exist_ok=True)
+    _rundir.check_run_dir(wf.run_dir, [(s.id, s.type) for s in wf.steps])  # refuse before any work
+    if not wf.run_dir.exists():
+        mark_dir(wf.run_dir, "workflow run")
     t_start = time.perf_counter()
     prov = {
         "workflow": wf.name,
@@ -459,6 +469,8 @@ def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=N
     )
     hashes: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
+        stack.enter_context(output_lock(wf.run_dir, inside=True))  # one run per run folder
+        _rundir.check_run_dir(wf.run_dir, [(s.id, s.type) for s in wf.steps])
         address = None
 
         def _scheduler() -> str:  # one cluster for the whole run, started when a step first needs it
@@ -541,7 +553,7 @@ def _run_cli(argv: list[str], step_dir: Path) -> None:
 
     from .cli import cli
 
-    step_dir.mkdir(parents=True, exist_ok=True)
+    _rundir.ensure_step_dir(step_dir, step_dir.parent)
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf):
@@ -556,8 +568,9 @@ def _write_report(wf: Workflow, step: Step, prov: dict, hashes: dict) -> None:
     """``run_dir/<id>/index.html``: steps, provenance, and the figures and tables of the inputs."""
     d = _step_dir(wf, step)
     if d.exists():
+        _rundir.ensure_step_dir(d, wf.run_dir)  # refuses a folder otpipe did not make
         shutil.rmtree(d)
-    d.mkdir(parents=True)
+    mark_dir(d, "workflow report")
     title = step.params.get("title", f"otpipe run: {wf.name}")
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from .._locks import locked
+from .._made import check_replaceable
 from ._common import client_from_options, cluster_options
 
 __all__ = ["two_sample", "plot_report"]
@@ -81,6 +83,7 @@ def plot_report(ds, path) -> Path:
 @click.option("--overwrite", is_flag=True, help="Replace an existing result at OUT.")
 @click.option("--no-plot", is_flag=True, help="Do not write the report PNG.")
 @cluster_options
+@locked("out")  # one writer per result store, for the whole run
 def two_sample(collection, other, out, statistic, by, n_permutations, seed, block_size, p, blur, scaling, tol,
                backend, sigma, overwrite, no_plot, **kw):
     """Permutation two-sample tests between the measures (or labels) of COLLECTION, or against OTHER."""
@@ -92,6 +95,7 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
     outp = Path(out)
     if outp.exists() and not overwrite:
         raise FileExistsError(f"output exists: {outp} (use --overwrite)")
+    check_replaceable(outp)  # before any work
     src = open_store(collection)
     tgt = open_store(other) if other else None
     if statistic == "sinkhorn":

@@ -15,6 +15,9 @@ import numpy as np
 
 import importlib
 
+from .._locks import locked
+from .._made import check_replaceable
+
 _bary = importlib.import_module("otpipe.barycenter")
 
 __all__ = ["run_barycenter", "DaskTerms"]
@@ -93,6 +96,7 @@ def _natural(s: str):
     return (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s)
 
 
+@locked("out", skip=())  # one writer per output store
 def run_barycenter(
     collection,
     out,
@@ -129,6 +133,7 @@ def run_barycenter(
     coll = collection if hasattr(collection, "names") else store.open(collection)
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} exists (use --overwrite)")
+    check_replaceable(out)  # before any work: only what otpipe made is replaced
     grps = _groups(coll, group_by, groups)
     if weights is not None and len(grps) != 1:
         raise ValueError("--weights needs a single group (use --group-by none)")

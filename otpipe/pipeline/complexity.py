@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import complexity as cx
+from .._locks import locked
+from .._made import check_replaceable, made_attrs
 
 __all__ = ["run_study", "summarise", "plot_study", "kappa_table"]
 
@@ -89,6 +91,7 @@ def summarise(ds, divergence: str, *, level: float = 0.95):
     return ds
 
 
+@locked("out", skip=())  # one writer per result store
 def run_study(
     out,
     *,
@@ -131,6 +134,7 @@ def run_study(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists: pass --overwrite to replace it")
+    check_replaceable(out)  # before any work: only what otpipe made is replaced
     kw = dict(p=p, seed=seed, distribution=distribution, divergences=divergences, tol=tol, scaling=scaling,
               max_iter=max_iter, dtype=dtype)
     cells = [(i, j, k) for i in range(len(eps)) for j in range(len(dims)) for k in range(len(ns))]
@@ -209,6 +213,8 @@ def _write(ds, out: Path) -> None:
     """Write atomically: to a sibling temporary store, then rename over ``out``."""
     from ..store._tmp import remove_stale, tmp_sibling
 
+    check_replaceable(out)
+    ds.attrs.update(made_attrs("complexity"))
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(out)  # temporaries of a killed earlier run of this output
     tmp = tmp_sibling(out)

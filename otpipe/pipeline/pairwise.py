@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._locks import locked
 from . import plan as _plan
 from . import result as _result
 from .tasks import KERNEL_LOSSES, LOSSES, RunParams, bbox_task, cross_task, diameter_from_boxes, self_task
@@ -230,6 +231,7 @@ def _gather_as_completed(client, futures, on_result):
         fut.release()
 
 
+@locked("out")  # one writer per result store; --resume/--overwrite included
 def pairwise(
     collection,
     other=None,

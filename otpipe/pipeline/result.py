@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._made import check_replaceable, made_attrs
+
 __all__ = ["RESULT_FORMAT", "create", "load_state", "write_tile", "write_self", "mark_complete", "open_result", "is_result"]
 
 RESULT_FORMAT = "otpipe.pairwise"
@@ -77,6 +79,7 @@ def create(
             raise FileExistsError(f"{path} exists: pass --overwrite to replace it or --resume to continue it")
         if not is_result(path) and (not path.is_dir() or any(path.iterdir())):
             raise FileExistsError(f"{path} exists and is not an otpipe result: refusing to overwrite it")
+        check_replaceable(path)
         shutil.rmtree(path) if path.is_dir() else os.remove(path)
     forget(path)
     ns, nt = len(names_source), len(names_target)
@@ -98,6 +101,7 @@ def create(
     if labels_target is not None:
         coords["target_label"] = ("target", np.asarray(labels_target, dtype=object))
     a = dict(attrs)
+    a.update(made_attrs("pairwise"))
     a.update(format=RESULT_FORMAT, complete=False, created=_now(), tile=int(tile), n_tiles=int(n_tiles))
     ds = xr.Dataset(data, coords=coords, attrs=a)
     ds.to_zarr(path, mode="w", compute=False, consolidated=False)

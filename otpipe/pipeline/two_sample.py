@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from .. import two_sample as _t
+from .._locks import locked
+from .._made import check_replaceable, made_attrs
 from .cluster import ClusterSpec, open_client
 
 __all__ = ["two_sample_test_distributed", "many_two_sample_tests", "write_result", "BY"]
@@ -264,6 +266,7 @@ def _attrs(params: dict, *, statistic, n_permutations, seed, by, block_size, src
     return attrs
 
 
+@locked("out", skip=())
 def write_result(ds, out, *, overwrite: bool = False) -> Path:
     """Write ``ds`` to the Zarr store ``out`` atomically (temporary sibling, then rename)."""
     out = Path(out)
@@ -271,6 +274,8 @@ def write_result(ds, out, *, overwrite: bool = False) -> Path:
         raise FileExistsError(f"output exists: {out} (use --overwrite)")
     if out.exists() and not (out / "zarr.json").exists():
         raise FileExistsError(f"refusing to overwrite {out}: not a Zarr store")
+    check_replaceable(out)
+    ds.attrs.update(made_attrs("two_sample"))
     out.parent.mkdir(parents=True, exist_ok=True)
     from ..store._tmp import remove_stale, tmp_sibling
 

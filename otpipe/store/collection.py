@@ -83,6 +83,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .._locks import locked
+from .._made import check_replaceable, made_attrs
 from .._version import __version__
 from ._tmp import remove_stale, tmp_sibling
 
@@ -537,6 +539,7 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@locked("path", skip=())
 def create(
     path: str | os.PathLike,
     measures: Iterable[Any],
@@ -583,15 +586,15 @@ def create(
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise FileExistsError(f"{path}: already exists (use --overwrite)")
-        if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists():
-            raise FileExistsError(f"{path}: refusing to overwrite a non-empty directory that is not a Zarr store")
+        check_replaceable(path)  # only what otpipe made (a user's folder or Zarr store stays)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(path)  # what a killed earlier run of this output left behind
     tmp = tmp_sibling(path)
     try:
         group = _open_group(tmp, "w")
         group.update_attributes(
-            {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "complete": False, "created_by": f"otpipe {__version__}"}
+            {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "complete": False, "created_by": f"otpipe {__version__}",
+             **made_attrs("collection")}
         )
         b = _Builder(group, dtype=dtype, shard_points=None if shard_points is None else int(shard_points), store_path=str(path))
         for m in measures:
@@ -943,6 +946,7 @@ class Collection:
         }
 
     # -- writing ----------------------------------------------------------------------------
+    @locked(lambda a: a["self"].path, skip=())
     def append(self, measures: Iterable[Any], dtype: str | None = None) -> "Collection":
         """Append measures in new shards; all-or-nothing.
 

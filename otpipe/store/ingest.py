@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .._locks import locked
 from ._files import check_size, open_regular, safe_name, shown, stat_regular
 from .collection import DEFAULT_SHARD_POINTS, Collection, Measure, create, open, validate_measure
 from .readers import FORMATS, ReaderOptions, format_of, read_file
@@ -255,6 +256,7 @@ def _measures(plan_: list[Source], options: ReaderOptions, dtype: str) -> Iterat
         yield Measure(points, weights, src.name, src.label, source=shown(src.path))
 
 
+@locked("out", skip=())
 def ingest(
     sources: Sequence[str | os.PathLike],
     out: str | os.PathLike,

@@ -166,7 +166,7 @@ def test_existing_output_needs_overwrite(tmp_path):
     assert len(store.open(tmp_path / "c.zarr")) == 2 == len(c)
     (tmp_path / "notzarr").mkdir()
     (tmp_path / "notzarr" / "precious.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="not a Zarr store"):
+    with pytest.raises(FileExistsError, match="not made by otpipe"):
         store.create(tmp_path / "notzarr", ms, overwrite=True)
     assert (tmp_path / "notzarr" / "precious.txt").exists()
 
