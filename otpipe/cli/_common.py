@@ -10,6 +10,10 @@ __all__ = ["cluster_options", "client_from_options", "setup_logging"]
 
 
 def setup_logging(quiet: bool) -> None:
+    """otpipe's log lines on stderr (INFO, or WARNING with ``quiet``); ``quiet`` also silences
+    distributed's loggers below ERROR (here and in the workers this command starts)."""
+    if quiet:
+        _silence_distributed()
     logger = logging.getLogger("otpipe")
     if not any(getattr(h, "_otpipe", False) for h in logger.handlers):
         h = logging.StreamHandler(sys.stderr)
@@ -18,6 +22,14 @@ def setup_logging(quiet: bool) -> None:
         logger.addHandler(h)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
+
+
+def _silence_distributed() -> None:
+    import dask
+
+    dask.config.set({"logging.distributed": "error"})  # read when distributed is (first) imported
+    for name in [n for n in logging.root.manager.loggerDict if n == "distributed" or n.startswith("distributed.")]:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def cluster_options(f):
@@ -38,6 +50,14 @@ def cluster_options(f):
         click.option("--walltime", default=None, help="Batch job wall time (slurm/pbs)."),
         click.option("--gpus", is_flag=True, help="One worker per GPU (dask-cuda); GPU tasks request the GPU resource."),
         click.option("--dashboard", is_flag=True, help="Print the address of the Dask dashboard (always on 127.0.0.1)."),
+        click.option("--no-tls", is_flag=True,
+                     help="slurm/pbs/--gpus: plain TCP instead of TLS with temporary certificates (trusted networks only)."),
+        click.option("--tls-ca-file", type=click.Path(dir_okay=False), default=None, help="CA certificate of a tls:// --scheduler."),
+        click.option("--tls-cert", type=click.Path(dir_okay=False), default=None, help="Client certificate for a tls:// --scheduler."),
+        click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
+                     help="Client private key for a tls:// --scheduler (if not inside --tls-cert)."),
+        click.option("--interface", default=None,
+                     help="slurm/pbs: network interface the scheduler listens on (e.g. ib0; default: all)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -45,7 +65,16 @@ def cluster_options(f):
 
 
 def client_from_options(kw: dict) -> ClusterSpec:
-    """Pop the :func:`cluster_options` values out of a Click ``kwargs`` dict into a :class:`ClusterSpec`."""
+    """Pop the :func:`cluster_options` values out of a Click ``kwargs`` dict into a :class:`ClusterSpec`.
+
+    From the running command's other parameters (Click context): the batch jobs' folder is
+    ``OUT.jobs`` beside ``--out``, and ``--quiet`` silences distributed's logs below ERROR.
+    """
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    params = ctx.params if ctx is not None else {}
+    out = params.get("out")
     return ClusterSpec(
         scheduler=kw.pop("scheduler", None),
         scheduler_file=kw.pop("scheduler_file", None),
@@ -60,4 +89,11 @@ def client_from_options(kw: dict) -> ClusterSpec:
         walltime=kw.pop("walltime", None),
         gpus=kw.pop("gpus", False),
         dashboard=kw.pop("dashboard", False),
+        tls=False if kw.pop("no_tls", False) else None,
+        tls_ca_file=kw.pop("tls_ca_file", None),
+        tls_cert=kw.pop("tls_cert", None),
+        tls_key=kw.pop("tls_key", None),
+        interface=kw.pop("interface", None),
+        job_dir=f"{str(out).rstrip('/')}.jobs" if out else None,
+        quiet=bool(params.get("quiet", False)),
     )

@@ -1,9 +1,18 @@
 """Where the work runs: one context manager that yields a ``distributed.Client``.
 
-* default: an embedded ``LocalCluster`` bound to 127.0.0.1 (dashboard on 127.0.0.1 too, or off);
-* ``scheduler="tcp://host:8786"`` or ``scheduler_file=...``: an existing Dask cluster;
-* ``cluster="slurm" | "pbs"``: dask-jobqueue, ``jobs`` jobs of ``cores``/``memory`` each;
-* ``gpus=True``: dask-cuda's ``LocalCUDACluster`` (one worker per GPU, resource ``GPU=1``).
+* default: an embedded ``LocalCluster`` bound to 127.0.0.1 (dashboard on 127.0.0.1 too), plain TCP;
+* ``scheduler="tcp://host:8786"`` / ``"tls://host:8786"`` (with ``tls_ca_file``, ``tls_cert``,
+  ``tls_key``) or ``scheduler_file=...``: an existing Dask cluster;
+* ``cluster="slurm" | "pbs"``: dask-jobqueue, ``jobs`` jobs of ``cores``/``memory`` each, over TLS
+  with temporary certificates (``tls=False``: plain TCP, warned); the scheduler listens on
+  ``interface`` (default: every interface; its dashboard on 127.0.0.1 only); the job logs and the
+  workers' certificate files (mode 0600, deleted at the end) go to ``job_dir`` (``OUT.jobs`` beside
+  the command's output; it must be on a filesystem the compute nodes see);
+* ``gpus=True``: dask-cuda's ``LocalCUDACluster`` (one worker per GPU, resource ``GPU=1``), TLS too.
+
+A worker lost with its batch job (``scancel``, preemption, node failure) costs nothing but time:
+the scheduler gives its tasks to the remaining workers, and a watcher resubmits the lost job so
+the cluster keeps ``jobs`` jobs. ``quiet`` silences distributed's logs below ERROR.
 
 Used by every distributed command (distances, barycenter, two-sample, complexity); their shared
 Click options live in :mod:`otpipe.cli._common`.
@@ -14,11 +23,21 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
+
+from . import jobs as _jobs
+from . import security as _security
 
 __all__ = ["ClusterSpec", "open_client", "describe", "job_script"]
 
 log = logging.getLogger("otpipe.cluster")
+
+_LOOPBACK_DASHBOARD = "127.0.0.1:0"  # None would mean ':8787' on every interface: always loopback, random port
+
+
+def _silence(spec: "ClusterSpec") -> int:
+    return logging.ERROR if spec.quiet else logging.WARN
 
 
 @dataclass
@@ -39,6 +58,13 @@ class ClusterSpec:
     walltime: str | None = None
     account: str | None = None
     dashboard: bool = False
+    tls: bool | None = None  # None: TLS for slurm/pbs/gpus; False: --no-tls
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    interface: str | None = None
+    job_dir: str | None = None
+    quiet: bool = False
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -55,6 +81,18 @@ class ClusterSpec:
             raise ValueError(f"--threads-per-worker must be >= 1, got {self.threads_per_worker}")
         if self.scheduler_file and not os.path.exists(self.scheduler_file):
             raise FileNotFoundError(f"scheduler file not found: {self.scheduler_file}")
+        if self.interface and self.cluster not in ("slurm", "pbs"):
+            raise ValueError("--interface sets the scheduler's network interface of --cluster slurm/pbs only")
+        if (self.tls_ca_file or self.tls_cert or self.tls_key) and not given:
+            raise ValueError("--tls-ca-file/--tls-cert/--tls-key are the certificates of a tls:// --scheduler/--scheduler-file")
+        if self.tls is False and not (self.cluster in ("slurm", "pbs") or self.gpus):
+            raise ValueError("--no-tls applies to --cluster slurm/pbs and --gpus (the local cluster is loopback-only)")
+        _security.check_interface(self.interface)
+
+    @property
+    def wants_tls(self) -> bool:
+        """Whether a cluster started here uses TLS (slurm/pbs/gpus unless ``tls=False``)."""
+        return self.tls is not False and (self.cluster in ("slurm", "pbs") or self.gpus)
 
 
 def _local(spec: ClusterSpec):
@@ -66,9 +104,9 @@ def _local(spec: ClusterSpec):
         threads_per_worker=spec.threads_per_worker or 1,
         processes=True,
         host="127.0.0.1",
-        # None would mean the default ':8787' on every interface: always loopback, random port
-        dashboard_address="127.0.0.1:0",
+        dashboard_address=_LOOPBACK_DASHBOARD,
         memory_limit=spec.memory_limit if spec.memory_limit is not None else "auto",
+        silence_logs=_silence(spec),
         **spec.extra,
     )
 
@@ -78,13 +116,30 @@ def _cuda(spec: ClusterSpec):
         from dask_cuda import LocalCUDACluster
     except ImportError as exc:
         raise ValueError("--gpus needs dask-cuda (pip install 'otpipe[gpu]')") from exc
+    kw = dict(protocol="tls", security=_security.temporary("--gpus")) if spec.wants_tls else {}
+    if spec.tls is False:
+        log.warning(_security.NO_TLS_WARNING)
     return LocalCUDACluster(
         ip="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
+        dashboard_address=_LOOPBACK_DASHBOARD,
         resources={"GPU": 1},
         threads_per_worker=spec.threads_per_worker or 1,
+        silence_logs=_silence(spec),
+        **kw,
         **spec.extra,
     )
+
+
+def job_dir(spec: ClusterSpec) -> Path:
+    """The folder of the batch jobs' logs and certificate files (created, mode 0700, marked as otpipe's)."""
+    from .._made import check_replaceable, mark_dir
+
+    d = Path(spec.job_dir) if spec.job_dir else Path.cwd() / "otpipe-jobs"
+    if d.exists():
+        check_replaceable(d, "the batch jobs' folder")  # write only into a folder otpipe made
+    mark_dir(d, "batch jobs")
+    os.chmod(d, 0o700)
+    return d
 
 
 def _jobqueue(spec: ClusterSpec, scale: bool = True):
@@ -93,7 +148,16 @@ def _jobqueue(spec: ClusterSpec, scale: bool = True):
     except ImportError as exc:
         raise ValueError(f"--cluster {spec.cluster} needs dask-jobqueue (pip install 'otpipe[cluster]')") from exc
     cls = dask_jobqueue.SLURMCluster if spec.cluster == "slurm" else dask_jobqueue.PBSCluster
-    kw = dict(cores=spec.cores or 1, memory=spec.memory or "4GB", processes=1)
+    jobs = job_dir(spec)
+    scheduler_options = {"dashboard_address": _LOOPBACK_DASHBOARD}
+    if spec.interface:
+        scheduler_options["interface"] = spec.interface
+    kw = dict(cores=spec.cores or 1, memory=spec.memory or "4GB", processes=1, log_directory=str(jobs),
+              shared_temp_directory=str(jobs), scheduler_options=scheduler_options, silence_logs=_silence(spec))
+    if spec.wants_tls:
+        kw["security"] = _security.temporary(f"--cluster {spec.cluster}")
+    else:
+        log.warning(_security.NO_TLS_WARNING)
     for k in ("queue", "walltime", "account"):
         if getattr(spec, k):
             kw[k] = getattr(spec, k)
@@ -141,10 +205,10 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
     from distributed import Client
 
     cluster = None
-    if spec.scheduler:
-        c = Client(spec.scheduler)
-    elif spec.scheduler_file:
-        c = Client(scheduler_file=spec.scheduler_file)
+    watcher = None
+    if spec.scheduler or spec.scheduler_file:
+        sec = _security.for_address(spec.scheduler, spec.scheduler_file, spec.tls_ca_file, spec.tls_cert, spec.tls_key)
+        c = Client(spec.scheduler, security=sec) if spec.scheduler else Client(scheduler_file=spec.scheduler_file, security=sec)
     else:
         if spec.cluster in ("slurm", "pbs"):
             cluster = _jobqueue(spec)
@@ -155,10 +219,33 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
         c = Client(cluster)
         if spec.cluster in ("slurm", "pbs"):
             c.wait_for_workers(1)
+            watcher = _jobs.keep_jobs(cluster, spec.jobs)
     log.info("dask: %s", describe(c))
+    if spec.dashboard:
+        _print_dashboard(c, remote=spec.cluster in ("slurm", "pbs"), existing=cluster is None)
     try:
         yield c
     finally:
+        if watcher is not None:
+            watcher.stop()
         c.close()
         if cluster is not None:
             cluster.close()
+
+
+def _print_dashboard(c, remote: bool, existing: bool) -> None:
+    """Print the dashboard's address on stderr, even with ``--quiet`` (clusters started here: 127.0.0.1 only)."""
+    import importlib.util
+    import sys
+
+    if existing:
+        print(f"otpipe: dask dashboard at {c.dashboard_link}", file=sys.stderr, flush=True)
+        return
+    port = c.scheduler_info().get("services", {}).get("dashboard")
+    if port is None:
+        print("otpipe: this scheduler has no dashboard", file=sys.stderr, flush=True)
+        return
+    note = "" if importlib.util.find_spec("bokeh") else " (its pages need bokeh: pip install bokeh)"
+    if remote:
+        note += f"; it listens on 127.0.0.1 of this machine only: ssh -L {port}:127.0.0.1:{port} to reach it"
+    print(f"otpipe: dask dashboard at http://127.0.0.1:{port}/status{note}", file=sys.stderr, flush=True)
