@@ -57,11 +57,11 @@ def cli(capsys):
 
 @pytest.fixture(scope="session")
 def medium(tmp_path_factory):
-    """26 measures of 60..100 points in 3-D (91 tiles of size 2), float64."""
+    """16 measures of 60..100 points in 3-D (36 tiles of size 2), float64."""
     from otpipe import store
 
     p = tmp_path_factory.mktemp("coll") / "medium.zarr"
-    store.create(p, make_measures(26, (60, 100), 3, seed=3), dtype="float64")
+    store.create(p, make_measures(16, (60, 100), 3, seed=3), dtype="float64")
     return p
 
 
