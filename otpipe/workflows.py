@@ -58,7 +58,8 @@ COLLECTION_STEPS = ("synth", "ingest", "barycenter")
 _TOP_KEYS = {"version", "name", "run_dir", "cluster", "steps", "description"}
 _STEP_KEYS = {"step", "id", "params", "inputs", "description"}
 _RESERVED = {"out", "overwrite", "scheduler", "scheduler_file", "help"}
-_CLUSTER_KEYS = {"n_workers", "threads_per_worker", "memory_limit", "scheduler", "scheduler_file"}
+_CLUSTER_KEYS = {"n_workers", "threads_per_worker", "memory_limit", "scheduler", "scheduler_file",
+                 "tls_ca_file", "tls_cert", "tls_key"}  # certificates of a tls:// scheduler
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 #: attrs that record when/where rather than what: ignored by :func:`tree_hash` in JSON metadata
 VOLATILE_KEYS = {"created", "created_at", "modified", "timestamp", "date", "seconds", "elapsed", "wall_time",
@@ -466,6 +467,7 @@ def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=N
         scheduler=wf.cluster.get("scheduler"), scheduler_file=wf.cluster.get("scheduler_file"),
         n_workers=wf.cluster.get("n_workers"), threads_per_worker=wf.cluster.get("threads_per_worker", 1),
         memory_limit=wf.cluster.get("memory_limit", "auto"),
+        **{k: wf.cluster[k] for k in ("tls_ca_file", "tls_cert", "tls_key") if wf.cluster.get(k)},
     )
     hashes: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
@@ -517,6 +519,8 @@ def _run_steps(wf: Workflow, prov: dict, previous: dict, hashes: dict, resume: b
                 argv = _resolve_argv(wf, step)
                 if _has_scheduler(step):
                     argv += ["--scheduler", _scheduler()]
+                    argv += [a for k in ("tls_ca_file", "tls_cert", "tls_key") if wf.cluster.get(k)
+                             for a in (f"--{k.replace('_', '-')}", str(wf.cluster[k]))]
                 rec["argv"] = argv
                 echo(f"[{step.id}] otpipe {' '.join(argv)}")
                 _run_cli(argv, _step_dir(wf, step))

@@ -98,6 +98,24 @@ def test_tls_scheduler_with_certificates(tls_cluster, small, tmp_path, cli):
                 c.submit(os.getpid).result(timeout=5)
 
 
+def test_workflow_on_a_tls_scheduler(tls_cluster, tmp_path, cli):
+    address, f = tls_cluster
+    spec = tmp_path / "w.yaml"
+    spec.write_text(f"""version: 1
+name: w
+run_dir: {tmp_path / 'run'}
+cluster: {{scheduler: '{address}', tls_ca_file: '{f['ca']}', tls_cert: '{f['cert']}', tls_key: '{f['key']}'}}
+steps:
+  - {{step: synth, id: shapes, params: {{n_measures: 4, n_points: 10}}}}
+  - {{step: distances, id: d, inputs: [shapes], params: {{no_progress: true}}}}
+""")
+    code, err = cli("run", spec)
+    assert code == 0, err
+    from otpipe.pipeline.result import open_result
+
+    assert open_result(tmp_path / "run" / "d" / "d.zarr").attrs["complete"]
+
+
 @pytest.mark.parametrize("kind", ["slurm", "pbs"])
 def test_batch_jobs_use_tls_and_log_into_the_run_folder(kind, tmp_path, caplog):
     pytest.importorskip("dask_jobqueue")
