@@ -153,11 +153,19 @@ def _open(file: Path, target: Path) -> tuple[int, bool]:
     try:
         return os.open(file, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
     except FileExistsError:
-        return os.open(file, os.O_RDWR), False
-    except FileNotFoundError:
-        raise FileNotFoundError(f"cannot lock {target}: its folder {file.parent} does not exist") from None
+        pass
     except PermissionError:
         raise PermissionError(f"cannot lock {target}: no permission to create {file}") from None
+    try:
+        return os.open(file, os.O_RDWR), False
+    except PermissionError:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            rec, _ = _read(fd)
+        finally:
+            os.close(fd)
+        raise LockedError(f"{target} is locked by {_holder(rec)}, through {file}, which you cannot write; "
+                          "if that run is over, its owner can delete the file") from None
 
 
 def _acquire(file: Path, target: Path) -> tuple[int, dict]:
@@ -166,7 +174,7 @@ def _acquire(file: Path, target: Path) -> tuple[int, dict]:
             fd, created = _open(file, target)
         except FileNotFoundError:
             if not file.parent.is_dir():
-                raise
+                raise FileNotFoundError(f"cannot lock {target}: its folder {file.parent} does not exist") from None
             continue  # released between our two opens: try again
         try:
             try:
@@ -263,6 +271,10 @@ def output_lock(path: str | os.PathLike, *, inside: bool = False) -> Iterator[di
         return
     if h is not None:
         raise LockedError(f"{target} is being written by another thread of this process ({_holder(h.record)})")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)  # the output's folder: the command would make it anyway
+    except PermissionError:
+        raise PermissionError(f"cannot lock {target}: no permission to create its folder {file.parent}") from None
     fd, rec = _acquire(file, target)
     h = _Held(fd, file, rec, me)
     with _HELD_GUARD:

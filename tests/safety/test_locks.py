@@ -33,6 +33,8 @@ def test_lock_file_beside_the_output_holds_a_record_and_goes_away(tmp_path):
         assert f.is_file()
     assert not f.exists()
     assert lock_path(tmp_path, inside=True) == tmp_path / ".otpipe.lock"
+    with output_lock(tmp_path / "new" / "folder" / "r.zarr"):  # an output in a folder still to be made
+        assert (tmp_path / "new" / "folder" / "r.zarr.lock").is_file()
 
 
 def test_second_process_is_refused_with_the_holder_named(tmp_path):
