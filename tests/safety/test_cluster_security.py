@@ -6,6 +6,7 @@ bad cluster options are one-line errors."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import subprocess
@@ -89,6 +90,15 @@ def test_tls_scheduler_with_certificates(tls_cluster, small, tmp_path, cli):
         ref = pairwise(small, client=c, progress=False)
     assert sec.require_encryption
     assert np.array_equal(open_result(out).divergence.values, ref.divergence.values)
+    # the same through a scheduler file naming the tls:// address
+    sched = tmp_path / "scheduler.json"
+    sched.write_text(json.dumps({"type": "Scheduler", "address": address}))
+    code, err = cli("distances", small, "--out", tmp_path / "e.zarr", "--scheduler-file", sched, "--tls-ca-file", f["ca"],
+                    "--tls-cert", f["cert"], "--tls-key", f["key"], "--no-progress", "-q")
+    assert code == 0, err
+    assert np.array_equal(open_result(tmp_path / "e.zarr").divergence.values, ref.divergence.values)
+    code, err = cli("distances", small, "--out", tmp_path / "f.zarr", "--scheduler-file", sched, "-q")
+    assert code == 1 and "uses TLS" in err and err.strip().count("\n") == 0
     # nobody else gets in: plain TCP, or TLS with another CA's certificate
     from distributed import Client
 
