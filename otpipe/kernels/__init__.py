@@ -22,6 +22,7 @@ BACKENDS = {
     "keops": "otpipe.kernels.keops",
     "cpu": "otpipe.kernels.cpu",
     "multiscale": "otpipe.kernels.multiscale",
+    "triton": "otpipe.kernels.triton",
 }
 _ALIASES = {"online": "keops", "dense": "tensorized"}
 
