@@ -30,16 +30,30 @@ import triton.language as tl
 
 __all__ = ["reduce_kernel", "both_kernel", "kernel_apply_kernel", "LSE", "MEAN", "COST", "GRAD", "INTERPRETED"]
 
+#: reduction modes (host side)
 LSE, MEAN, COST, GRAD = 0, 1, 2, 3
+# the same inside kernels (Triton reads only constexpr globals)
+_LSE, _MEAN, _COST, _GRAD = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
 #: running-max start: finite (no ``-inf - -inf``), below any real exponent and below the padding
 #: offset ``-1e30 log2 e``; columns outside the tile are ``-inf`` and contribute exactly 0
-_NEG = -3.0e38
+_NEG = tl.constexpr(-3.0e38)
 
 
 @triton.jit
 def _const(hi, lo, DT: tl.constexpr):
     """A float64-exact scalar from its float32 pair (the pair sum rounds to ``hi`` in float32)."""
     return tl.cast(hi, DT) + tl.cast(lo, DT)
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr):
+    """``a @ b`` with float32 inputs as IEEE float32 (0), TF32 (1) or three TF32 products (3, ~float32 error)."""
+    if PREC == 1:
+        return tl.dot(a, b, input_precision="tf32")
+    elif PREC == 3:
+        return tl.dot(a, b, input_precision="tf32x3")
+    else:
+        return tl.dot(a, b, input_precision="ieee")
 
 
 @triton.jit
@@ -71,37 +85,15 @@ def _col_range(q, M, rng_ptr, SPARSE: tl.constexpr):
 
 
 @triton.jit
-def _pair_term(xb, yb, rows, cols, rmask, cmask, N, M, X, DT: tl.constexpr, D: tl.constexpr,
-               BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, PRODUCT: tl.constexpr,
-               USE_DOT: tl.constexpr, TF32: tl.constexpr):
-    """``(BLOCK_N, BLOCK_M)`` tile of ``<x_i, y_j>`` (``PRODUCT``) or of ``|x_i - y_j|^2``."""
-    if USE_DOT:
-        dd = tl.arange(0, BLOCK_D)
-        Yt = tl.load(yb + dd[:, None] * M + cols[None, :], mask=(dd[:, None] < D) & cmask[None, :], other=0.0)
-        if TF32:
-            s = tl.dot(X, Yt, input_precision="tf32")
-        else:
-            s = tl.dot(X, Yt, input_precision="ieee")
-    else:
-        s = tl.zeros((BLOCK_N, BLOCK_M), DT)
-        if D <= 16:
-            for d in tl.static_range(D):
-                xk = tl.load(xb + d * N + rows, mask=rmask, other=0.0)
-                yk = tl.load(yb + d * M + cols, mask=cmask, other=0.0)
-                if PRODUCT:
-                    s += xk[:, None] * yk[None, :]
-                else:
-                    dk = xk[:, None] - yk[None, :]
-                    s += dk * dk
-        else:
-            for d in range(D):
-                xk = tl.load(xb + d * N + rows, mask=rmask, other=0.0)
-                yk = tl.load(yb + d * M + cols, mask=cmask, other=0.0)
-                if PRODUCT:
-                    s += xk[:, None] * yk[None, :]
-                else:
-                    dk = xk[:, None] - yk[None, :]
-                    s += dk * dk
+def _sqdist(xb, yb, rows, cols, rmask, cmask, N, M, DT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
+            BLOCK_M: tl.constexpr):
+    """``(BLOCK_N, BLOCK_M)`` tile of ``|x_i - y_j|^2`` from coordinate differences."""
+    s = tl.zeros((BLOCK_N, BLOCK_M), DT)
+    for d in range(D):
+        xk = tl.load(xb + d * N + rows, mask=rmask, other=0.0)
+        yk = tl.load(yb + d * M + cols, mask=cmask, other=0.0)
+        dk = xk[:, None] - yk[None, :]
+        s += dk * dk
     return s
 
 
@@ -111,9 +103,10 @@ def _body(pid, b, kc, x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr
           c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
           D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
           BLOCK_K: tl.constexpr, MODE: tl.constexpr, PK: tl.constexpr, USE_DOT: tl.constexpr,
-          ACC_DOT: tl.constexpr, TF32: tl.constexpr, HAS_U: tl.constexpr, SPARSE: tl.constexpr):
+          ACC_DOT: tl.constexpr, PREC: tl.constexpr, ACC_PREC: tl.constexpr, HAS_U: tl.constexpr, SPARSE: tl.constexpr):
     """One row tile: online log-sum-exp over its columns and the mode's weighted sums (see module doc)."""
     DT = x_ptr.dtype.element_ty
+    ELEMWISE: tl.constexpr = MODE == _LSE and not USE_DOT
     # (helpers are inlined here: each call of a jitted helper costs the interpreter milliseconds)
     c = tl.cast(c_hi, DT) + tl.cast(c_lo, DT)  # log2(e) scale / eps
     ph = tl.cast(ph_hi, DT) + tl.cast(ph_lo, DT)  # p / 2
@@ -144,13 +137,18 @@ def _body(pid, b, kc, x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr
     if PK == 2:
         xn = tl.load(xn_ptr + b64 * N + rows, mask=rmask, other=0.0)
     kk = kc * BLOCK_K + tl.arange(0, BLOCK_K)
-    if MODE == GRAD:
+    if MODE == _GRAD:
         kmask = kk < D
         Xc = tl.load(xb + kk[None, :] * N + rows[:, None], mask=rmask[:, None] & kmask[None, :], other=0.0)
-    if MODE == MEAN:
+    if MODE == _MEAN:
         kmask = kk < K
     m_i = tl.full([BLOCK_N], _NEG, DT)
     l_i = tl.zeros([BLOCK_N], DT)
+    # ELEMWISE (log-sum-exp only, sum-of-products tiles): a running max and sum per tile *entry*, reduced over
+    # the columns once after the loop; no per-tile row reductions, whose cross-lane shuffles dominate
+    # this tile layout (one exp2 per entry either way: e = exp2(-|t - m|) rescales the sum or the term)
+    m_e = tl.full([BLOCK_N, BLOCK_M], _NEG, DT)
+    l_e = tl.zeros([BLOCK_N, BLOCK_M], DT)
     acc = tl.zeros([BLOCK_N, BLOCK_K], DT)
     su = tl.zeros([BLOCK_N], DT)
     sg = tl.zeros([BLOCK_N], DT)
@@ -168,13 +166,10 @@ def _body(pid, b, kc, x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr
             # pair term: <x_i, y_j> (p = 2) or |x_i - y_j|^2
             if USE_DOT:
                 Yt = tl.load(yb + dd[:, None] * M + cols[None, :], mask=(dd[:, None] < D) & cmask[None, :], other=0.0)
-                if TF32:
-                    s = tl.dot(X, Yt, input_precision="tf32")
-                else:
-                    s = tl.dot(X, Yt, input_precision="ieee")
+                s = _dot(X, Yt, PREC)
             else:
                 s = tl.zeros((BLOCK_N, BLOCK_M), DT)
-                if D <= 16:
+                if D <= 8:  # unrolled, the row coordinates stay in registers
                     for d in tl.static_range(D):
                         xk = tl.load(xb + d * N + rows, mask=rmask, other=0.0)
                         yk = tl.load(yb + d * M + cols, mask=cmask, other=0.0)
@@ -203,25 +198,31 @@ def _body(pid, b, kc, x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr
                     lg = tl.log2(tl.where(pos, s, 1.0))  # log r^2, 0 where r = 0 (masked below)
                     rp = tl.where(pos, tl.exp2(ph * lg), 0.0)
                 t = h[None, :] - c * rp
-            m_new = tl.maximum(m_i, tl.max(t, 1))
-            alpha = tl.exp2(m_i - m_new)
-            P = tl.exp2(t - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(P, 1)
-            m_i = m_new
-            if MODE == MEAN:
+            if ELEMWISE:
+                e = tl.exp2(-tl.abs(t - m_e))
+                up = t > m_e
+                l_e = tl.where(up, l_e * e, l_e + e) + tl.where(up, 1.0, 0.0)
+                m_e = tl.maximum(m_e, t)
+            else:
+                m_new = tl.maximum(m_i, tl.max(t, 1))
+                alpha = tl.exp2(m_i - m_new)
+                P = tl.exp2(t - m_new[:, None])
+                l_i = l_i * alpha + tl.sum(P, 1)
+                m_i = m_new
+            if MODE == _MEAN:
                 V = tl.load(v_ptr + (b64 * M + cols[:, None]) * K + kk[None, :],
                             mask=cmask[:, None] & kmask[None, :], other=0.0)
                 if ACC_DOT:
-                    acc = acc * alpha[:, None] + tl.dot(P, V, input_precision="ieee")
+                    acc = acc * alpha[:, None] + _dot(P, V, ACC_PREC)
                 else:
                     acc = acc * alpha[:, None] + tl.sum(P[:, :, None] * V[None, :, :], 1)
-            if MODE == COST:
+            if MODE == _COST:
                 if PK == 2:
                     cst = tl.maximum(xn[:, None] + yn[None, :] - 2.0 * s, 0.0)
                 else:
                     cst = rp
                 su = su * alpha + tl.sum(P * cst, 1)
-            if MODE == GRAD:
+            if MODE == _GRAD:
                 Q = P
                 if HAS_U:
                     u = tl.load(u_ptr + b64 * M + cols, mask=cmask, other=0.0)
@@ -234,10 +235,13 @@ def _body(pid, b, kc, x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr
                 Yc = tl.load(yb + kk[None, :] * M + cols[:, None], mask=cmask[:, None] & kmask[None, :], other=0.0)
                 if ACC_DOT:
                     # sum_j Q_ij y_j; the x_i * sum_j Q_ij part is added after the loop
-                    acc = acc * alpha[:, None] + tl.dot(Q, Yc, input_precision="ieee")
+                    acc = acc * alpha[:, None] + _dot(Q, Yc, ACC_PREC)
                     sg = sg * alpha + tl.sum(Q, 1)
                 else:
                     acc = acc * alpha[:, None] + tl.sum(Q[:, :, None] * (Xc[:, None, :] - Yc[None, :, :]), 1)
+    if ELEMWISE:
+        m_i = tl.max(m_e, 1)
+        l_i = tl.sum(l_e * tl.exp2(m_e - m_i[:, None]), 1)
     lse = m_i + tl.log2(l_i)
     if PK == 2:
         lse = lse - c * xn
@@ -246,14 +250,14 @@ def _body(pid, b, kc, x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr
     inv = tl.where(l_i > 0.0, 1.0 / l_i, 0.0)  # rows that see no column (empty block rows): sums 0
     if kc == 0:
         tl.store(out_ptr + rb, lse * om, mask=rmask)
-        if MODE == COST or MODE == GRAD:
+        if MODE == _COST or MODE == _GRAD:
             tl.store(s_ptr + rb, su * inv, mask=rmask)
-    if MODE == MEAN or MODE == GRAD:
-        if MODE == MEAN:
+    if MODE == _MEAN or MODE == _GRAD:
+        if MODE == _MEAN:
             nch = K
         else:
             nch = D
-        if MODE == GRAD and ACC_DOT:
+        if MODE == _GRAD and ACC_DOT:
             acc = Xc * sg[:, None] - acc
         tl.store(acc_ptr + rb[:, None] * nch + kk[None, :], acc * inv[:, None], mask=rmask[:, None] & kmask[None, :])
 
@@ -264,12 +268,12 @@ def reduce_kernel(x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr, ac
                   c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
                   D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
                   BLOCK_K: tl.constexpr, MODE: tl.constexpr, PK: tl.constexpr, USE_DOT: tl.constexpr,
-                  ACC_DOT: tl.constexpr, TF32: tl.constexpr, HAS_U: tl.constexpr, SPARSE: tl.constexpr):
+                  ACC_DOT: tl.constexpr, PREC: tl.constexpr, ACC_PREC: tl.constexpr, HAS_U: tl.constexpr, SPARSE: tl.constexpr):
     """Grid ``(row tiles, B, channel chunks)``; ``out_i = om * lse_i`` and the mode's sums."""
     _body(tl.program_id(0), tl.program_id(1), tl.program_id(2), x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr,
           u_ptr, out_ptr, acc_ptr, s_ptr, work_ptr, rows_ptr, cptr_ptr, rng_ptr, N, M, K,
           c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo, D, BLOCK_N, BLOCK_M, BLOCK_D, BLOCK_K, MODE, PK, USE_DOT,
-          ACC_DOT, TF32, HAS_U, SPARSE)
+          ACC_DOT, PREC, ACC_PREC, HAS_U, SPARSE)
 
 
 @triton.jit
@@ -277,7 +281,7 @@ def both_kernel(x_ptr, y_ptr, xn_ptr, yn_ptr, hy_ptr, hx_ptr, f_ptr, g_ptr,
                 work_a, rows_a, cptr_a, rng_a, work_b, rows_b, cptr_b, rng_b, N, M, n_a,
                 c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
                 D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-                PK: tl.constexpr, USE_DOT: tl.constexpr, TF32: tl.constexpr, SPARSE: tl.constexpr):
+                PK: tl.constexpr, USE_DOT: tl.constexpr, PREC: tl.constexpr, SPARSE: tl.constexpr):
     """Both softmins of a cross problem in one launch: programs ``< n_a`` reduce the rows ``x`` over the
     columns ``y`` (offsets ``h_y``, output ``f``), the others the rows ``y`` over ``x`` (``h_x``, ``g``)."""
     pid = tl.program_id(0)
@@ -285,11 +289,11 @@ def both_kernel(x_ptr, y_ptr, xn_ptr, yn_ptr, hy_ptr, hx_ptr, f_ptr, g_ptr,
     if pid < n_a:
         _body(pid, b, 0, x_ptr, y_ptr, xn_ptr, yn_ptr, hy_ptr, x_ptr, x_ptr, f_ptr, f_ptr, f_ptr,
               work_a, rows_a, cptr_a, rng_a, N, M, 1, c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
-              D, BLOCK_N, BLOCK_M, BLOCK_D, 1, LSE, PK, USE_DOT, False, TF32, False, SPARSE)
+              D, BLOCK_N, BLOCK_M, BLOCK_D, 1, _LSE, PK, USE_DOT, False, PREC, 0, False, SPARSE)
     else:
         _body(pid - n_a, b, 0, y_ptr, x_ptr, yn_ptr, xn_ptr, hx_ptr, x_ptr, x_ptr, g_ptr, g_ptr, g_ptr,
               work_b, rows_b, cptr_b, rng_b, M, N, 1, c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
-              D, BLOCK_N, BLOCK_M, BLOCK_D, 1, LSE, PK, USE_DOT, False, TF32, False, SPARSE)
+              D, BLOCK_N, BLOCK_M, BLOCK_D, 1, _LSE, PK, USE_DOT, False, PREC, 0, False, SPARSE)
 
 
 @triton.jit
@@ -306,14 +310,13 @@ def kernel_apply_kernel(x_ptr, y_ptr, v_ptr, out_ptr, work_ptr, rows_ptr, cptr_p
     rmask = rows < row_end
     xb = x_ptr + b64 * D * N
     yb = y_ptr + b64 * D * M
-    acc = tl.zeros([BLOCK_N], DT)
+    acc = tl.zeros([BLOCK_N, BLOCK_M], DT)  # per entry, summed over the columns after the loop
     for q in range(q0, q1):
         js, je = _col_range(q, M, rng_ptr, SPARSE)
         for j0 in range(js, je, BLOCK_M):
             cols = j0 + tl.arange(0, BLOCK_M)
             cmask = cols < je
-            d2 = _pair_term(xb, yb, rows, cols, rmask, cmask, N, M, 0.0, DT, D, BLOCK_N, BLOCK_M, 16, False,
-                            False, False)
+            d2 = _sqdist(xb, yb, rows, cols, rmask, cmask, N, M, DT, D, BLOCK_N, BLOCK_M)
             v = tl.load(v_ptr + b64 * M + cols, mask=cmask, other=0.0)
             if KIND == 0:
                 k = tl.exp(-sc * d2)
@@ -321,8 +324,8 @@ def kernel_apply_kernel(x_ptr, y_ptr, v_ptr, out_ptr, work_ptr, rows_ptr, cptr_p
                 k = tl.exp(-sc * tl.sqrt(d2))
             else:
                 k = -tl.sqrt(d2)
-            acc += tl.sum(k * v[None, :], 1)
-    tl.store(out_ptr + b64 * N + rows, acc, mask=rmask)
+            acc += k * v[None, :]
+    tl.store(out_ptr + b64 * N + rows, tl.sum(acc, 1), mask=rmask)
 
 
 #: whether these kernels run in Triton's interpreter (``TRITON_INTERPRET=1`` when they were defined)

@@ -27,6 +27,9 @@ transposed pass weighted by the incoming gradient, with offsets ``f_i / eps``.
 only the column ranges kept for its cluster, in every reduction and gradient. The index arrays are
 copied to the device once per ``Blocks`` object (and cached on it).
 
+**Dot precision.** Float32 tiles through ``tl.dot`` use Triton's ``tf32x3`` (three TF32 tensor-core
+products, the error of float32 FMAs, several times faster) unless ``OTPIPE_TRITON_FP32_DOT=ieee``.
+
 **TF32** (float32 ``p = 2`` with ``16 <= D <= 128`` only; off by default): on with
 ``operator(..., tf32=True)``, the module flag :data:`ALLOW_TF32` or the environment variable
 ``OTPIPE_TF32=1``. TF32 rounds both factors of ``<x_i, y_j>`` to a 10-bit mantissa (unit roundoff
@@ -35,7 +38,7 @@ i.e. ``~1e-3 scale R^2`` after centring (typically ``1e-4``: the rounding errors
 is 1-Lipschitz in the costs, so ``f``, ``g`` and ``S_eps`` inherit that absolute error whatever ``eps``;
 the plan's weights however move by ``exp(err / eps)``: gradients and transport maps degrade once
 ``eps <~ 1e-3 scale R^2`` (blur below ~3% of the radius for p = 2). The gradient's weighted sums of
-points always run in full float32.
+points keep the float32 precision above.
 
 CPU tensors are accepted only under Triton's interpreter (``TRITON_INTERPRET=1``, how the tests run on
 machines without a GPU); otherwise use the ``cpu`` backend.
@@ -61,9 +64,13 @@ __all__ = ["operator", "TritonOperator", "ALLOW_TF32"]
 #: TF32 tensor cores for the float32 ``<x, y>`` tiles (``p = 2``, ``16 <= D <= 128``); see the module doc
 ALLOW_TF32 = False
 #: smallest ``D`` for which the float32 ``p = 2`` product tile uses ``tl.dot`` (below: unrolled FMAs)
-DOT_MIN_D = 16
+DOT_MIN_D = 8
 #: largest ``D`` for ``tl.dot`` tiles (one ``BLOCK_D`` tile of points); above: a loop over coordinates
 DOT_MAX_D = 128
+#: precision of the float32 ``tl.dot`` tiles when TF32 is off: ``"tf32x3"`` (three TF32 tensor-core products
+#: per tile, error ~1e-7 relative like float32 FMAs, 2-4x faster) or ``"ieee"`` (float32 FMAs);
+#: environment ``OTPIPE_TRITON_FP32_DOT``
+FP32_DOT = os.environ.get("OTPIPE_TRITON_FP32_DOT", "tf32x3")
 #: ``tl.dot`` on float64 tiles. Off: Triton 3.6 lowers float64 dots only on some GPUs; float64 runs the
 #: sum-of-products path, exact to the last bits anyway. ``OTPIPE_TRITON_FP64_DOT=1`` turns it on
 FP64_DOT = os.environ.get("OTPIPE_TRITON_FP64_DOT", "") == "1"
@@ -100,20 +107,56 @@ def _env_blocks() -> tuple[int, ...] | None:
     return vals if len(vals) == 4 else vals + (2,)
 
 
-def _config(mode: int, fp64: bool, block_k: int, acc_dot: bool) -> tuple[int, int, int, int]:
-    """``(BLOCK_N, BLOCK_M, num_warps, num_stages)`` for a reduction."""
+def _precisions(tf32: bool, fp64: bool) -> tuple[int, int]:
+    """Kernel codes (0 IEEE, 1 TF32, 3 three TF32 products) of the product tiles and of the weighted sums."""
+    if fp64:
+        return 0, 0
+    if FP32_DOT not in ("tf32x3", "ieee"):
+        raise ValueError(f"OTPIPE_TRITON_FP32_DOT must be 'tf32x3' or 'ieee', got {FP32_DOT!r}")
+    acc = 3 if FP32_DOT == "tf32x3" else 0
+    return (1 if tf32 else acc), acc
+
+
+def _plan(op: "TritonOperator", mode: int, nch: int = 1) -> tuple[dict, tuple[int, int]]:
+    """Compile-time parameters and ``(num_warps, num_stages)`` of a reduction (``nch``: MEAN/GRAD channels).
+
+    Float32 ``p = 2`` products come from ``tl.dot`` tiles for ``DOT_MIN_D <= D <= DOT_MAX_D`` and, in every
+    mode but the log-sum-exp, for any ``D <= DOT_MAX_D`` (its register layout keeps the per-tile row
+    reductions cheap); the weighted sums of MEAN and GRAD are ``tl.dot`` tiles too. Float64 uses neither
+    (unless :data:`FP64_DOT`). Tile sizes were chosen from the register use and a static count of the inner
+    loop's sm_90 instructions (Triton 3.9), not timed on a GPU yet: ``OTPIPE_TRITON_BLOCKS`` overrides the
+    log-sum-exp tiles.
+    """
+    D = op._xp.shape[1]
+    fp64 = op._xp.dtype == torch.float64
+    pk = _pk(op.cost.p)
+    sparse = op.blocks is not None
+    dot_ok = not fp64 or FP64_DOT
+    use_dot = pk == 2 and dot_ok and D <= DOT_MAX_D and (D >= DOT_MIN_D or mode != _k.LSE)
+    acc_dot = mode in (_k.MEAN, _k.GRAD) and dot_ok
+    block_d = max(16, _pow2(D)) if use_dot else 16
+    block_k = min(max(16, _pow2(nch)), 64) if acc_dot else min(_pow2(nch), 16)
+    prec, acc_prec = _precisions(op.tf32, fp64)
     if _k.INTERPRETED:  # small tiles: several tiles per test problem, so the edges and the online max are exercised
-        return 16, 32, 4, 1
-    if mode == _k.LSE:
+        bn, bm, warps, stages = 16, 32, 4, 1
+    elif mode == _k.LSE:
         env = _env_blocks()
         if env is not None:
-            return env
-        return (32, 64, 4, 2) if fp64 else (64, 64, 4, 2)
-    if mode in (_k.MEAN, _k.GRAD) and not acc_dot:  # (BLOCK_N, BLOCK_M, BLOCK_K) broadcast tiles
-        return (16, 32, 4, 1) if fp64 else (32, 32, 4, 2)
-    if fp64:
-        return 32, 32, 4, 1
-    return (64, 64, 8, 2) if block_k >= 64 else (64, 64, 4, 2)
+            bn, bm, warps, stages = env
+        elif use_dot:
+            big = block_d > 64 or prec == 0 or sparse
+            bn, bm, warps, stages = (64 if big else 128), 64, 8, 2
+        else:
+            bn, bm, warps, stages = (32 if fp64 or sparse else 64), 32, 4, 2
+    elif fp64:
+        bn, bm, warps, stages = 16, 16, (8 if block_k >= 8 else 4), 1
+    else:
+        wide = max(block_d, block_k) >= 64
+        bn = 32 if block_d >= 128 or sparse or (pk != 2 and D > 3) else 64
+        bn, bm, warps, stages = bn, 32, (8 if wide else 4), 2
+    const = dict(D=D, BLOCK_N=bn, BLOCK_M=bm, BLOCK_D=block_d, PK=pk, USE_DOT=use_dot, SPARSE=sparse)
+    const.update(BLOCK_K=block_k, MODE=mode, ACC_DOT=acc_dot, PREC=prec, ACC_PREC=acc_prec)
+    return const, (warps, stages)
 
 
 # ------------------------------------------------------------------------------------ block sparse
@@ -152,8 +195,6 @@ def _reduce(op: "TritonOperator", h: torch.Tensor, eps: float, mode: int, om: fl
     B, D, N = xp.shape
     M = yp.shape[2]
     dt, dev = xp.dtype, xp.device
-    fp64 = dt == torch.float64
-    pk = _pk(op.cost.p)
     out = torch.empty(B, N, dtype=dt, device=dev)
     acc = s = None
     if mode in (_k.COST, _k.GRAD):
@@ -163,15 +204,8 @@ def _reduce(op: "TritonOperator", h: torch.Tensor, eps: float, mode: int, om: fl
         acc = torch.empty(B, N, nch, dtype=dt, device=dev)
     if B * N == 0:
         return out, acc, s
-    dot_ok = not fp64 or FP64_DOT
-    nb = _pow2(nch)
-    acc_dot = mode in (_k.MEAN, _k.GRAD) and dot_ok and nb >= 16
-    block_k = min(nb, 128) if acc_dot else min(nb, 16 if fp64 else 8)
-    use_dot = pk == 2 and dot_ok and DOT_MIN_D <= D <= DOT_MAX_D
-    block_d = max(16, _pow2(D)) if use_dot else 16
-    bn, bm, warps, stages = _config(mode, fp64, block_k, acc_dot)
-    c = op.cost.scale / eps * _LOG2E
-    om_total = om * _LN2
+    const, (warps, stages) = _plan(op, mode, nch)
+    bn = const["BLOCK_N"]
     blocks = op.blocks
     if blocks is None:
         work = rows = cptr = rng = xp
@@ -181,16 +215,13 @@ def _reduce(op: "TritonOperator", h: torch.Tensor, eps: float, mode: int, om: fl
         n_tiles = work.shape[0] // 2
     if n_tiles == 0:
         return out, acc, s
-    grid = (n_tiles, B, triton_cdiv(nch, block_k))
-    xn = op._xn if pk == 2 else xp
-    yn = op._yn if pk == 2 else xp
+    grid = (n_tiles, B, triton_cdiv(nch, const["BLOCK_K"]))
+    pk2 = const["PK"] == 2
     _k.reduce_kernel[grid](
-        xp, yp, xn, yn, h, xp if v is None else v, xp if u is None else u, out,
+        xp, yp, op._xn if pk2 else xp, op._yn if pk2 else xp, h, xp if v is None else v, xp if u is None else u, out,
         out if acc is None else acc, out if s is None else s, work, rows, cptr, rng, N, M, nch,
-        *_split(c), *_split(op.cost.p / 2.0), *_split(om_total),
-        D=D, BLOCK_N=bn, BLOCK_M=bm, BLOCK_D=block_d, BLOCK_K=block_k, MODE=mode, PK=pk, USE_DOT=use_dot,
-        ACC_DOT=acc_dot, TF32=bool(op.tf32 and use_dot and not fp64), HAS_U=u is not None,
-        SPARSE=blocks is not None, num_warps=warps, num_stages=stages)
+        *_split(op.cost.scale / eps * _LOG2E), *_split(op.cost.p / 2.0), *_split(om * _LN2),
+        HAS_U=u is not None, num_warps=warps, num_stages=stages, **const)
     return out, acc, s
 
 
@@ -339,12 +370,12 @@ class TritonOperator:
         xp, yp = self._xp, self._yp
         B, D, N = xp.shape
         M = yp.shape[2]
-        fp64 = xp.dtype == torch.float64
-        pk = _pk(self.cost.p)
         f = torch.empty(B, N, dtype=xp.dtype, device=xp.device)
         g = torch.empty(B, M, dtype=xp.dtype, device=xp.device)
-        use_dot = pk == 2 and (not fp64 or FP64_DOT) and DOT_MIN_D <= D <= DOT_MAX_D
-        bn, bm, warps, stages = _config(_k.LSE, fp64, 1, False)
+        const, (warps, stages) = _plan(self, _k.LSE)
+        for key in ("BLOCK_K", "MODE", "ACC_DOT", "ACC_PREC"):
+            del const[key]
+        bn = const["BLOCK_N"]
         if self.blocks is None:
             wa = ra = ca = ga = wb = rb = cb = gb = xp
             n_a, n_b = triton_cdiv(N, bn), triton_cdiv(M, bn)
@@ -354,16 +385,11 @@ class TritonOperator:
             n_a, n_b = wa.shape[0] // 2, wb.shape[0] // 2
         if B * (n_a + n_b) == 0:
             return f, g
-        c = self.cost.scale / eps * _LOG2E
-        om = -eps * _LN2
-        xn = self._xn if pk == 2 else xp
-        yn = self._yn if pk == 2 else xp
+        pk2 = const["PK"] == 2
         _k.both_kernel[(n_a + n_b, B)](
-            xp, yp, xn, yn, hy, hx, f, g, wa, ra, ca, ga, wb, rb, cb, gb, N, M, n_a,
-            *_split(c), *_split(self.cost.p / 2.0), *_split(om),
-            D=D, BLOCK_N=bn, BLOCK_M=bm, BLOCK_D=max(16, _pow2(D)) if use_dot else 16, PK=pk, USE_DOT=use_dot,
-            TF32=bool(self.tf32 and use_dot and not fp64), SPARSE=self.blocks is not None,
-            num_warps=warps, num_stages=stages)
+            xp, yp, self._xn if pk2 else xp, self._yn if pk2 else xp, hy, hx, f, g, wa, ra, ca, ga, wb, rb, cb, gb,
+            N, M, n_a, *_split(self.cost.scale / eps * _LOG2E), *_split(self.cost.p / 2.0), *_split(-eps * _LN2),
+            num_warps=warps, num_stages=stages, **const)
         return f, g
 
     def softmax_mean(self, eps: float, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -407,7 +433,8 @@ class TritonOperator:
         out = torch.empty(B, N, dtype=xp.dtype, device=xp.device)
         sig = float(sigma)
         s = 0.5 / (sig * sig) if kinds[kernel] == 0 else 1.0 / sig
-        bn, bm, warps, stages = _config(_k.LSE, xp.dtype == torch.float64, 1, False)
+        fp64 = xp.dtype == torch.float64
+        bn, bm, warps, stages = (16, 32, 4, 1) if _k.INTERPRETED else ((32 if fp64 else 64), 32, 4, 2)
         if self.blocks is None:
             work = rows = cptr = rng = xp
             n_tiles = triton_cdiv(N, bn)
