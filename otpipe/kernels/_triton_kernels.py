@@ -1,27 +1,37 @@
 """Triton kernels of the ``triton`` backend (imported only by :mod:`otpipe.kernels.triton`).
 
-One program owns a tile of ``BLOCK_N`` rows and streams the columns in tiles of ``BLOCK_M``
-(dense: all of ``[0, M)``; block-sparse: the column ranges of the row tile's cluster), keeping a running
-maximum ``m_i`` and sum ``l_i`` of ``exp(t_ij - m_i)`` (online log-sum-exp), and by mode a running,
-rescaled, softmax-weighted sum. Points are stored as coordinate planes ``(B, D, N)`` so that a
-coordinate of a tile is one coalesced load.
+One program owns a tile of ``BLOCK_N`` rows and streams the columns in tiles of ``BLOCK_M`` (dense: all of
+``[0, M)``; block-sparse: the column ranges of the row tile's cluster), keeping a running maximum ``m_i``
+and sum ``l_i`` of ``exp2(t_ij - m_i)`` (online log-sum-exp), and by mode a running, rescaled,
+softmax-weighted sum. Points are stored as coordinate planes ``(B, D, N)``, so that one coordinate of a
+tile is one coalesced load.
 
 Exponents ``t_ij`` are in base 2 (the inner loop calls ``exp2`` on ``t - m`` with no extra multiply;
-``log2 e`` is folded into ``c`` and the offsets once per tile; float64 ``exp2`` is as exact as ``exp``):
+``log2 e`` is folded into ``c`` and into the offsets once per column tile; float64 ``exp2`` is as exact as
+``exp``):
 
 * ``p = 2``: ``t_ij = 2 c <x_i, y_j> + (h_j - c |y_j|^2)``, the row constant ``-c |x_i|^2`` added after
-  the sum (``c = log2(e) scale / eps``). ``<x_i, y_j>`` is one ``tl.dot`` of the
-  tiles when ``USE_DOT`` (``D >= 16``), an unrolled sum of products otherwise;
+  the sum (``c = log2(e) scale / eps``). ``<x_i, y_j>`` is one ``tl.dot`` of the tiles when ``USE_DOT``,
+  an unrolled sum of products otherwise;
 * other ``p``: ``t_ij = h_j - c r_ij^p`` with ``r_ij^2`` summed from coordinate differences and
-  ``r^p = exp(p/2 log r^2)`` (``r = 0`` gives 0).
+  ``r^p = exp2(p/2 log2 r^2)`` (``r = 0`` gives 0).
+
+Without ``tl.dot`` the tile layout spreads each row over the 32 lanes of a warp, so the per-tile row max
+and sum would cost cross-lane shuffles on every tile (three times the work of the ``exp2`` by a static
+count of the sm_90 code). The log-sum-exp mode then keeps a running max and sum per tile *entry*
+(``e = exp2(-|t - m|)`` rescales either the sum or the new term: still one ``exp2`` per pair) and reduces
+over the columns once, after the loop.
 
 Modes: ``LSE`` (log-sum-exp only), ``MEAN`` (``sum_j w_ij v_j``), ``COST`` (``sum_j w_ij r_ij^p``, the cost
 without its scale), ``GRAD`` (``sum_j w_ij u_j G_ij (x_i - y_j)`` on ``D`` channels and ``sum_j w_ij u_j``,
-``G = r^(p-2)``, 0 at ``r = 0``; the softmin gradients), all normalised by ``l_i``. Channels beyond
-``BLOCK_K`` are split over the third grid axis (the exponents are recomputed per channel chunk).
+``G = r^(p-2)``, 0 at ``r = 0``; the softmin gradients), all normalised by ``l_i`` (0 for rows that see
+no column). Weighted sums are ``tl.dot`` tiles when ``ACC_DOT`` (``x_i sum_j Q_ij - sum_j Q_ij y_j`` for
+GRAD), otherwise ``(BLOCK_N, BLOCK_M, BLOCK_K)`` broadcasts in the direct form ``sum_j Q_ij (x_i - y_j)``.
+Channels beyond ``BLOCK_K`` are split over the third grid axis (the exponents are recomputed per chunk).
 
 Float scalars reach a Triton kernel as float32; those that must be exact in float64 (``c``, ``p / 2``,
-output factors) are passed as a float32 pair ``hi + lo`` (48 significant bits).
+output factors) are passed as a float32 pair ``hi + lo`` (48 significant bits). Module-level constants
+used inside kernels are ``tl.constexpr`` (compiled Triton reads no other globals).
 """
 from __future__ import annotations
 

@@ -1,23 +1,25 @@
 """Triton backend: fused, tiled, online log-sum-exp reductions on CUDA tensors (FlashAttention-style).
 
 Each reduction streams tiles of columns through one program per tile of rows, keeping a running max and
-sum of ``exp`` (no ``N x M`` array anywhere, memory ``O((N + M) D)``); see
+sum of ``exp2`` (no ``N x M`` array anywhere, memory ``O((N + M) D)``); see
 :mod:`otpipe.kernels._triton_kernels`. Batched ``(B, N, D)``, zero-weight padding (``h = -1e30`` columns
-contribute exactly 0), float32 (float32 accumulation) and float64 (float64
-throughout), base-2 exponentials, any ``D``, every cost ``C = scale |x - y|^p``:
+contribute exactly 0), float32 (float32 accumulation) and float64 (float64 throughout), any ``D``, every
+cost ``C = scale |x - y|^p``:
 
 * ``p = 2`` in the dot-product form ``scale (|x|^2 + |y|^2 - 2 <x, y>)``: ``-scale |y_j|^2 / eps`` joins the
-  column offset, ``-scale |x_i|^2 / eps`` is added after the sum, so the inner loop is one product tile
-  (``tl.dot`` for float32 and ``16 <= D <= 128``, an unrolled sum of products otherwise), one max, one
-  ``exp2``, one sum. The points are centred once per operator (by the mean of both clouds; the cost is
-  translation invariant), so the cancellation error is ``~ 1e-7 R^2`` in float32 for clouds of radius ``R``;
-* any other ``p > 0`` from coordinate differences, ``r^p = exp(p/2 log r^2)`` (0 at ``r = 0``).
+  column offset, ``-scale |x_i|^2 / eps`` is added after the sum, so the inner loop is one product tile, one
+  max, one ``exp2``, one sum. Product tiles: ``tl.dot`` for float32 with ``DOT_MIN_D <= D <= DOT_MAX_D``
+  (8 to 128), unrolled sums of products below (and for float64). The points are centred once per operator
+  (by the mean of both clouds; the cost is translation invariant), so the cancellation error stays
+  ``~1e-7 R^2`` in float32 for clouds of radius ``R``, wherever they sit;
+* any other ``p > 0`` from coordinate differences, ``r^p = exp2(p/2 log2 r^2)`` (0 at ``r = 0``).
 
 **Gradients.** :meth:`TritonOperator.softmin` is differentiable w.r.t. ``x``, ``y`` and ``h`` (first
 order) by fused kernels: when ``x`` requires grad, the forward pass itself also accumulates
 ``sum_j w_ij G_ij (x_i - y_j)`` (``G = r^(p-2)``, online like the sum of exponentials), so the gradient
 w.r.t. the rows (the envelope-theorem step of the solver) costs no second pass; ``y`` and ``h`` take one
-transposed pass weighted by the incoming gradient, with offsets ``f_i / eps``.
+transposed pass weighted by the incoming gradient, with offsets ``f_i / eps``. ``softmax_mean``,
+``softmax_cost`` and ``kernel_apply`` are not differentiable here (dense fallback for small problems).
 
 **Symmetric updates.** :meth:`TritonOperator.softmin_both` computes ``f = softmin_y(h_y)`` on the rows and
 ``g = softmin_x(h_x)`` on the columns in one launch (the averaged Sinkhorn update of a cross problem).
@@ -27,21 +29,22 @@ transposed pass weighted by the incoming gradient, with offsets ``f_i / eps``.
 only the column ranges kept for its cluster, in every reduction and gradient. The index arrays are
 copied to the device once per ``Blocks`` object (and cached on it).
 
-**Dot precision.** Float32 tiles through ``tl.dot`` use Triton's ``tf32x3`` (three TF32 tensor-core
-products, the error of float32 FMAs, several times faster) unless ``OTPIPE_TRITON_FP32_DOT=ieee``.
+**Dot precision.** Float32 ``tl.dot`` tiles use Triton's ``tf32x3`` (three TF32 tensor-core products:
+about the error of float32 FMAs, several times faster) unless :data:`FP32_DOT` is ``"ieee"``
+(``OTPIPE_TRITON_FP32_DOT=ieee``: float32 FMAs).
 
-**TF32** (float32 ``p = 2`` with ``16 <= D <= 128`` only; off by default): on with
+**TF32** (float32 ``p = 2`` with ``8 <= D <= 128`` only; off by default): on with
 ``operator(..., tf32=True)``, the module flag :data:`ALLOW_TF32` or the environment variable
 ``OTPIPE_TF32=1``. TF32 rounds both factors of ``<x_i, y_j>`` to a 10-bit mantissa (unit roundoff
 ``2^-11``), so the product tile, hence the cost, has an absolute error up to ``~1e-3 scale |x_i| |y_j|``,
-i.e. ``~1e-3 scale R^2`` after centring (typically ``1e-4``: the rounding errors are random). A softmin
-is 1-Lipschitz in the costs, so ``f``, ``g`` and ``S_eps`` inherit that absolute error whatever ``eps``;
-the plan's weights however move by ``exp(err / eps)``: gradients and transport maps degrade once
-``eps <~ 1e-3 scale R^2`` (blur below ~3% of the radius for p = 2). The gradient's weighted sums of
-points keep the float32 precision above.
+i.e. ``~1e-3 scale R^2`` after centring (typically ``1e-4 scale R^2``: the rounding errors are random).
+A softmin is 1-Lipschitz in the costs, so ``f``, ``g`` and ``S_eps`` inherit that absolute error whatever
+``eps``; the plan's weights however move by ``exp(err / eps)``: gradients and transport maps degrade once
+``eps <~ 1e-3 scale R^2`` (blur below ~3% of the radius for p = 2). The weighted sums of points in the
+gradients keep the precision of :data:`FP32_DOT`.
 
 CPU tensors are accepted only under Triton's interpreter (``TRITON_INTERPRET=1``, how the tests run on
-machines without a GPU); otherwise use the ``cpu`` backend.
+machines without a GPU); otherwise use the ``cpu`` backend. Triton is imported by this module only.
 """
 from __future__ import annotations
 
@@ -61,9 +64,10 @@ from . import _triton_kernels as _k
 
 __all__ = ["operator", "TritonOperator", "ALLOW_TF32"]
 
-#: TF32 tensor cores for the float32 ``<x, y>`` tiles (``p = 2``, ``16 <= D <= 128``); see the module doc
+#: TF32 tensor cores for the float32 ``<x, y>`` tiles (``p = 2``, ``DOT_MIN_D <= D <= DOT_MAX_D``); see the module doc
 ALLOW_TF32 = False
-#: smallest ``D`` for which the float32 ``p = 2`` product tile uses ``tl.dot`` (below: unrolled FMAs)
+#: smallest ``D`` for which the float32 ``p = 2`` log-sum-exp uses ``tl.dot`` tiles (below: unrolled FMAs, the
+#: fastest by a static count of the sm_90 instructions: one ``exp2`` per pair dominates either way)
 DOT_MIN_D = 8
 #: largest ``D`` for ``tl.dot`` tiles (one ``BLOCK_D`` tile of points); above: a loop over coordinates
 DOT_MAX_D = 128
@@ -136,7 +140,7 @@ def _plan(op: "TritonOperator", mode: int, nch: int = 1) -> tuple[dict, tuple[in
     acc_dot = mode in (_k.MEAN, _k.GRAD) and dot_ok
     block_d = max(16, _pow2(D)) if use_dot else 16
     block_k = min(max(16, _pow2(nch)), 64) if acc_dot else min(_pow2(nch), 16)
-    prec, acc_prec = _precisions(op.tf32, fp64)
+    prec, acc_prec = _precisions(op.tf32 and DOT_MIN_D <= D <= DOT_MAX_D, fp64)
     if _k.INTERPRETED:  # small tiles: several tiles per test problem, so the edges and the online max are exercised
         bn, bm, warps, stages = 16, 32, 4, 1
     elif mode == _k.LSE:
@@ -215,14 +219,25 @@ def _reduce(op: "TritonOperator", h: torch.Tensor, eps: float, mode: int, om: fl
         n_tiles = work.shape[0] // 2
     if n_tiles == 0:
         return out, acc, s
-    grid = (n_tiles, B, triton_cdiv(nch, const["BLOCK_K"]))
     pk2 = const["PK"] == 2
-    _k.reduce_kernel[grid](
-        xp, yp, op._xn if pk2 else xp, op._yn if pk2 else xp, h, xp if v is None else v, xp if u is None else u, out,
-        out if acc is None else acc, out if s is None else s, work, rows, cptr, rng, N, M, nch,
-        *_split(op.cost.scale / eps * _LOG2E), *_split(op.cost.p / 2.0), *_split(om * _LN2),
-        HAS_U=u is not None, num_warps=warps, num_stages=stages, **const)
+    scalars = (*_split(op.cost.scale / eps * _LOG2E), *_split(op.cost.p / 2.0), *_split(om * _LN2))
+    for b0, b1 in _batch_chunks(B):
+        xb = xp[b0:b1]
+        args = [xb, yp[b0:b1], op._xn[b0:b1] if pk2 else xb, op._yn[b0:b1] if pk2 else xb, h[b0:b1],
+                xb if v is None else v[b0:b1], xb if u is None else u[b0:b1], out[b0:b1],
+                out[b0:b1] if acc is None else acc[b0:b1], out[b0:b1] if s is None else s[b0:b1]]
+        _k.reduce_kernel[(n_tiles, b1 - b0, triton_cdiv(nch, const["BLOCK_K"]))](
+            *args, work, rows, cptr, rng, N, M, nch, *scalars,
+            HAS_U=u is not None, num_warps=warps, num_stages=stages, **const)
     return out, acc, s
+
+
+#: CUDA's limit on the second grid dimension (the batch): larger batches are launched in chunks
+_MAX_GRID_Y = 65535
+
+
+def _batch_chunks(B: int):
+    return [(b0, min(B, b0 + _MAX_GRID_Y)) for b0 in range(0, B, _MAX_GRID_Y)]
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -303,7 +318,7 @@ class TritonOperator:
         Block-sparsity pattern of a single (``B = 1``) cluster-sorted pair: every reduction visits only
         the kept cluster pairs.
     tf32 : bool, optional
-        TF32 ``<x, y>`` tiles (float32, ``p = 2``, ``16 <= D <= 128``); default :data:`ALLOW_TF32` or
+        TF32 ``<x, y>`` tiles (float32, ``p = 2``, ``8 <= D <= 128``); default :data:`ALLOW_TF32` or
         ``OTPIPE_TF32=1``. See the module doc for the error.
     """
 
@@ -386,10 +401,13 @@ class TritonOperator:
         if B * (n_a + n_b) == 0:
             return f, g
         pk2 = const["PK"] == 2
-        _k.both_kernel[(n_a + n_b, B)](
-            xp, yp, self._xn if pk2 else xp, self._yn if pk2 else xp, hy, hx, f, g, wa, ra, ca, ga, wb, rb, cb, gb,
-            N, M, n_a, *_split(self.cost.scale / eps * _LOG2E), *_split(self.cost.p / 2.0), *_split(-eps * _LN2),
-            num_warps=warps, num_stages=stages, **const)
+        for b0, b1 in _batch_chunks(B):
+            xb, yb = xp[b0:b1], yp[b0:b1]
+            _k.both_kernel[(n_a + n_b, b1 - b0)](
+                xb, yb, self._xn[b0:b1] if pk2 else xb, self._yn[b0:b1] if pk2 else xb, hy[b0:b1], hx[b0:b1],
+                f[b0:b1], g[b0:b1], wa, ra, ca, ga, wb, rb, cb, gb, N, M, n_a,
+                *_split(self.cost.scale / eps * _LOG2E), *_split(self.cost.p / 2.0), *_split(-eps * _LN2),
+                num_warps=warps, num_stages=stages, **const)
         return f, g
 
     def softmax_mean(self, eps: float, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -443,9 +461,11 @@ class TritonOperator:
             n_tiles = work.shape[0] // 2
         if B * n_tiles == 0:
             return out
-        _k.kernel_apply_kernel[(n_tiles, B)](xp, yp, vd, out, work, rows, cptr, rng, N, M, *_split(s), D=D,
-                                             BLOCK_N=bn, BLOCK_M=bm, KIND=kinds[kernel],
-                                             SPARSE=self.blocks is not None, num_warps=warps, num_stages=stages)
+        for b0, b1 in _batch_chunks(B):
+            _k.kernel_apply_kernel[(n_tiles, b1 - b0)](
+                xp[b0:b1], yp[b0:b1], vd[b0:b1], out[b0:b1], work, rows, cptr, rng, N, M, *_split(s), D=D,
+                BLOCK_N=bn, BLOCK_M=bm, KIND=kinds[kernel], SPARSE=self.blocks is not None, num_warps=warps,
+                num_stages=stages)
         return out
 
 
