@@ -113,10 +113,10 @@ def _body(pid, b, kc, x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr
           c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
           D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
           BLOCK_K: tl.constexpr, MODE: tl.constexpr, PK: tl.constexpr, USE_DOT: tl.constexpr,
-          ACC_DOT: tl.constexpr, PREC: tl.constexpr, ACC_PREC: tl.constexpr, HAS_U: tl.constexpr, SPARSE: tl.constexpr):
+          ACC_DOT: tl.constexpr, PREC: tl.constexpr, ACC_PREC: tl.constexpr, HAS_U: tl.constexpr, SPARSE: tl.constexpr,
+          ELEMWISE: tl.constexpr):
     """One row tile: online log-sum-exp over its columns and the mode's weighted sums (see module doc)."""
     DT = x_ptr.dtype.element_ty
-    ELEMWISE: tl.constexpr = MODE == _LSE and not USE_DOT
     # (helpers are inlined here: each call of a jitted helper costs the interpreter milliseconds)
     c = tl.cast(c_hi, DT) + tl.cast(c_lo, DT)  # log2(e) scale / eps
     ph = tl.cast(ph_hi, DT) + tl.cast(ph_lo, DT)  # p / 2
@@ -154,7 +154,7 @@ def _body(pid, b, kc, x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr
         kmask = kk < K
     m_i = tl.full([BLOCK_N], _NEG, DT)
     l_i = tl.zeros([BLOCK_N], DT)
-    # ELEMWISE (log-sum-exp only, sum-of-products tiles): a running max and sum per tile *entry*, reduced over
+    # ELEMWISE (log-sum-exp mode with sum-of-products tiles): a running max and sum per tile *entry*, reduced over
     # the columns once after the loop; no per-tile row reductions, whose cross-lane shuffles dominate
     # this tile layout (one exp2 per entry either way: e = exp2(-|t - m|) rescales the sum or the term)
     m_e = tl.full([BLOCK_N, BLOCK_M], _NEG, DT)
@@ -278,12 +278,13 @@ def reduce_kernel(x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr, ac
                   c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
                   D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
                   BLOCK_K: tl.constexpr, MODE: tl.constexpr, PK: tl.constexpr, USE_DOT: tl.constexpr,
-                  ACC_DOT: tl.constexpr, PREC: tl.constexpr, ACC_PREC: tl.constexpr, HAS_U: tl.constexpr, SPARSE: tl.constexpr):
+                  ACC_DOT: tl.constexpr, PREC: tl.constexpr, ACC_PREC: tl.constexpr, HAS_U: tl.constexpr, SPARSE: tl.constexpr,
+                  ELEMWISE: tl.constexpr):
     """Grid ``(row tiles, B, channel chunks)``; ``out_i = om * lse_i`` and the mode's sums."""
     _body(tl.program_id(0), tl.program_id(1), tl.program_id(2), x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr,
           u_ptr, out_ptr, acc_ptr, s_ptr, work_ptr, rows_ptr, cptr_ptr, rng_ptr, N, M, K,
           c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo, D, BLOCK_N, BLOCK_M, BLOCK_D, BLOCK_K, MODE, PK, USE_DOT,
-          ACC_DOT, PREC, ACC_PREC, HAS_U, SPARSE)
+          ACC_DOT, PREC, ACC_PREC, HAS_U, SPARSE, ELEMWISE)
 
 
 @triton.jit
@@ -291,7 +292,8 @@ def both_kernel(x_ptr, y_ptr, xn_ptr, yn_ptr, hy_ptr, hx_ptr, f_ptr, g_ptr,
                 work_a, rows_a, cptr_a, rng_a, work_b, rows_b, cptr_b, rng_b, N, M, n_a,
                 c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
                 D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-                PK: tl.constexpr, USE_DOT: tl.constexpr, PREC: tl.constexpr, SPARSE: tl.constexpr):
+                PK: tl.constexpr, USE_DOT: tl.constexpr, PREC: tl.constexpr, SPARSE: tl.constexpr,
+                ELEMWISE: tl.constexpr):
     """Both softmins of a cross problem in one launch: programs ``< n_a`` reduce the rows ``x`` over the
     columns ``y`` (offsets ``h_y``, output ``f``), the others the rows ``y`` over ``x`` (``h_x``, ``g``)."""
     pid = tl.program_id(0)
@@ -299,11 +301,11 @@ def both_kernel(x_ptr, y_ptr, xn_ptr, yn_ptr, hy_ptr, hx_ptr, f_ptr, g_ptr,
     if pid < n_a:
         _body(pid, b, 0, x_ptr, y_ptr, xn_ptr, yn_ptr, hy_ptr, x_ptr, x_ptr, f_ptr, f_ptr, f_ptr,
               work_a, rows_a, cptr_a, rng_a, N, M, 1, c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
-              D, BLOCK_N, BLOCK_M, BLOCK_D, 1, _LSE, PK, USE_DOT, False, PREC, 0, False, SPARSE)
+              D, BLOCK_N, BLOCK_M, BLOCK_D, 1, _LSE, PK, USE_DOT, False, PREC, 0, False, SPARSE, ELEMWISE)
     else:
         _body(pid - n_a, b, 0, y_ptr, x_ptr, yn_ptr, xn_ptr, hx_ptr, x_ptr, x_ptr, g_ptr, g_ptr, g_ptr,
               work_b, rows_b, cptr_b, rng_b, M, N, 1, c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
-              D, BLOCK_N, BLOCK_M, BLOCK_D, 1, _LSE, PK, USE_DOT, False, PREC, 0, False, SPARSE)
+              D, BLOCK_N, BLOCK_M, BLOCK_D, 1, _LSE, PK, USE_DOT, False, PREC, 0, False, SPARSE, ELEMWISE)
 
 
 @triton.jit

@@ -158,7 +158,8 @@ def _plan(op: "TritonOperator", mode: int, nch: int = 1) -> tuple[dict, tuple[in
         wide = max(block_d, block_k) >= 64
         bn = 32 if block_d >= 128 or sparse or (pk != 2 and D > 3) else 64
         bn, bm, warps, stages = bn, 32, (8 if wide else 4), 2
-    const = dict(D=D, BLOCK_N=bn, BLOCK_M=bm, BLOCK_D=block_d, PK=pk, USE_DOT=use_dot, SPARSE=sparse)
+    const = dict(D=D, BLOCK_N=bn, BLOCK_M=bm, BLOCK_D=block_d, PK=pk, USE_DOT=use_dot, SPARSE=sparse,
+                 ELEMWISE=mode == _k.LSE and not use_dot)
     const.update(BLOCK_K=block_k, MODE=mode, ACC_DOT=acc_dot, PREC=prec, ACC_PREC=acc_prec)
     return const, (warps, stages)
 
