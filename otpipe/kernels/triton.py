@@ -48,6 +48,7 @@ machines without a GPU); otherwise use the ``cpu`` backend. Triton is imported b
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -222,7 +223,7 @@ def _reduce(op: "TritonOperator", h: torch.Tensor, eps: float, mode: int, om: fl
         return out, acc, s
     pk2 = const["PK"] == 2
     scalars = (*_split(op.cost.scale / eps * _LOG2E), *_split(op.cost.p / 2.0), *_split(om * _LN2))
-    for b0, b1 in _batch_chunks(B):
+    for b0, b1 in _batch_chunks(B, dev):
         xb = xp[b0:b1]
         args = [xb, yp[b0:b1], op._xn[b0:b1] if pk2 else xb, op._yn[b0:b1] if pk2 else xb, h[b0:b1],
                 xb if v is None else v[b0:b1], xb if u is None else u[b0:b1], out[b0:b1],
@@ -237,8 +238,12 @@ def _reduce(op: "TritonOperator", h: torch.Tensor, eps: float, mode: int, om: fl
 _MAX_GRID_Y = 65535
 
 
-def _batch_chunks(B: int):
-    return [(b0, min(B, b0 + _MAX_GRID_Y)) for b0 in range(0, B, _MAX_GRID_Y)]
+def _batch_chunks(B: int, device: torch.device):
+    """``(b0, b1)`` batch slices of at most :data:`_MAX_GRID_Y`, iterated with ``device`` current (Triton
+    launches on the current CUDA device)."""
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        for b0 in range(0, B, _MAX_GRID_Y):
+            yield b0, min(B, b0 + _MAX_GRID_Y)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -402,7 +407,7 @@ class TritonOperator:
         if B * (n_a + n_b) == 0:
             return f, g
         pk2 = const["PK"] == 2
-        for b0, b1 in _batch_chunks(B):
+        for b0, b1 in _batch_chunks(B, xp.device):
             xb, yb = xp[b0:b1], yp[b0:b1]
             _k.both_kernel[(n_a + n_b, b1 - b0)](
                 xb, yb, self._xn[b0:b1] if pk2 else xb, self._yn[b0:b1] if pk2 else xb, hy[b0:b1], hx[b0:b1],
@@ -462,7 +467,7 @@ class TritonOperator:
             n_tiles = work.shape[0] // 2
         if B * n_tiles == 0:
             return out
-        for b0, b1 in _batch_chunks(B):
+        for b0, b1 in _batch_chunks(B, xp.device):
             _k.kernel_apply_kernel[(n_tiles, b1 - b0)](
                 xp[b0:b1], yp[b0:b1], vd[b0:b1], out[b0:b1], work, rows, cptr, rng, N, M, *_split(s), D=D,
                 BLOCK_N=bn, BLOCK_M=bm, KIND=kinds[kernel], SPARSE=self.blocks is not None, num_warps=warps,
