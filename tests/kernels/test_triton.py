@@ -343,18 +343,25 @@ def test_no_triton_on_default_import_paths():
 
 # ------------------------------------------------------------------------------------------ GPU only
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+#: device and sizes of the GPU tests (module constants, so that their code can be dry-run small on the CPU)
+GPU_DEV, GPU_N, GPU_M, SMOKE_N, SMOKE_ROWS = "cuda", 2000, 1500, 20000, 300
+
+# (dtype, p, halved, D): the benchmark's float32 paths (entry-wise D = 3, dot tiles D = 64), a p != 2 cost with a
+# loop over coordinates, and float64 (each variant is compiled once, ~1-2 s: the list stays short)
+GPU_CASES = [(torch.float32, 2.0, True, 3), (torch.float32, 2.0, True, 64), (torch.float32, 1.5, False, 20),
+             (torch.float64, 2.0, True, 3)]
 
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("dt", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", [(2.0, True, 3), (2.0, True, 64), (1.0, True, 3), (1.5, False, 20)], ids=_cid)
-def test_gpu_agrees_with_tensorized_n2000(dt, case):
-    p, halved, D = case
+@pytest.mark.parametrize("case", GPU_CASES, ids=lambda c: f"{str(c[0])[6:]}-p{c[1]}-D{c[3]}")
+def test_gpu_agrees_with_tensorized(case):
+    """N = 2000, M = 1500, B = 2 with padding: values, gradients, means, costs and softmin_both."""
+    dt, p, halved, D = case
     cost = Cost(p, halved)
-    x, y, h = _problem(torch.float64, B=2, N=2000, M=1500, D=D, dev="cuda")
+    x, y, h = _problem(torch.float64, B=2, N=GPU_N, M=GPU_M, D=D, dev=GPU_DEV)
     eps = 0.3 ** p
-    wgt = torch.randn(2, 2000, dtype=torch.float64, device="cuda")
+    wgt = torch.randn(2, GPU_N, dtype=torch.float64, device=GPU_DEV)
     got, ref, ref32 = {}, {}, {}
     for store, mod, t in ((got, tb, dt), (ref, tensorized, torch.float64), (ref32, tensorized, torch.float32)):
         xs, ys, hs = (a.to(t).clone().requires_grad_() for a in (x, y, h))
@@ -367,9 +374,11 @@ def test_gpu_agrees_with_tensorized_n2000(dt, case):
             store["cost"] = op.softmax_cost(eps, hs)
     for k in got:
         _check(got[k], ref[k], ref32[k], dt)
-    f, g = tb.operator(x.to(dt), y.to(dt), cost).softmin_both(eps, h.to(dt), torch.zeros(2, 2000, dtype=dt,
-                                                                                             device="cuda"))
+    hx = torch.zeros(2, GPU_N, dtype=dt, device=GPU_DEV)
+    f, g = tb.operator(x.to(dt), y.to(dt), cost).softmin_both(eps, h.to(dt), hx)
     _check(f, ref["f"], ref32["f"], dt)
+    R = tensorized.operator(x, y, cost).transpose()
+    _check(g, R.softmin(eps, hx.double()), R.softmin(eps, hx.double()).float(), dt)
 
 
 @pytest.mark.gpu
@@ -379,9 +388,9 @@ def test_gpu_block_sparse_and_tf32():
         x, y, h, bl = _blocks_problem(torch.float64)
         keep = torch.ones(60, dtype=torch.bool)
         keep[23] = False
-        got = tb.operator(x.cuda(), y.cuda(), Cost(), blocks=bl).softmin(0.05, h.cuda()).cpu()
+        got = tb.operator(x.to(GPU_DEV), y.to(GPU_DEV), Cost(), blocks=bl).softmin(0.05, h.to(GPU_DEV)).cpu()
         assert _rel(got[:, keep], cpu.CpuOperator(x, y, Cost(), bl).softmin(0.05, h)[:, keep]) < 1e-12
-    x, y, h = _problem(torch.float32, B=1, N=3000, M=3000, D=64, dev="cuda")
+    x, y, h = _problem(torch.float32, B=1, N=GPU_N, M=GPU_N, D=64, dev=GPU_DEV)
     x, y = torch.rand_like(x), torch.rand_like(y)
     ref = tensorized.operator(x.double(), y.double(), Cost()).softmin(0.25, h.double())
     on = tb.operator(x, y, Cost(), tf32=True).softmin(0.25, h)
@@ -394,18 +403,18 @@ def test_gpu_block_sparse_and_tf32():
 @gpu
 @pytest.mark.parametrize("D", [3, 64])
 def test_gpu_smoke_20k(D):
-    """20k x 20k, float32: value and gradient finite, rows checked against a dense slice."""
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.rand(1, 20000, D, device="cuda", generator=g)
-    y = torch.rand(1, 20000, D, device="cuda", generator=g)
-    h = torch.full((1, 20000), -math.log(20000.0), device="cuda")
+    """20k x 20k, float32: value and gradient finite, the first rows checked against a dense float64 slice."""
+    g = torch.Generator(device=GPU_DEV).manual_seed(0)
+    x = torch.rand(1, SMOKE_N, D, device=GPU_DEV, generator=g)
+    y = torch.rand(1, SMOKE_N, D, device=GPU_DEV, generator=g)
+    h = torch.full((1, SMOKE_N), -math.log(SMOKE_N), device=GPU_DEV)
     eps = 0.05 ** 2 if D == 3 else 0.25
     xs = x.clone().requires_grad_()
     f = tb.operator(xs, y, Cost()).softmin(eps, h)
     (gx,) = torch.autograd.grad(f.sum(), [xs])
     assert torch.isfinite(f).all() and torch.isfinite(gx).all()
-    xr = x[:, :300].double().clone().requires_grad_()
+    xr = x[:, :SMOKE_ROWS].double().clone().requires_grad_()
     fr = tensorized.operator(xr, y.double(), Cost()).softmin(eps, h.double())
     (gr,) = torch.autograd.grad(fr.sum(), [xr])
-    assert _rel(f[:, :300], fr) < 1e-5
-    assert _rel(gx[:, :300], gr) < 1e-4
+    assert _rel(f[:, :SMOKE_ROWS], fr) < 1e-5
+    assert _rel(gx[:, :SMOKE_ROWS], gr) < 1e-4
