@@ -38,7 +38,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["reduce_kernel", "both_kernel", "kernel_apply_kernel", "LSE", "MEAN", "COST", "GRAD", "INTERPRETED"]
+__all__ = ["reduce_kernel", "both_kernel", "kernel_apply_kernel", "kernel_grad_kernel", "LSE", "MEAN", "COST", "GRAD",
+           "INTERPRETED"]
 
 #: reduction modes (host side)
 LSE, MEAN, COST, GRAD = 0, 1, 2, 3
@@ -338,6 +339,54 @@ def kernel_apply_kernel(x_ptr, y_ptr, v_ptr, out_ptr, work_ptr, rows_ptr, cptr_p
                 k = -tl.sqrt(d2)
             acc += k * v[None, :]
     tl.store(out_ptr + b64 * N + rows, tl.sum(acc, 1), mask=rmask)
+
+
+@triton.jit
+def kernel_grad_kernel(x_ptr, y_ptr, v_ptr, acc_ptr, work_ptr, rows_ptr, cptr_ptr, rng_ptr, N, M, s_hi, s_lo,
+                       D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                       KIND: tl.constexpr, SPARSE: tl.constexpr, ACC_DOT: tl.constexpr, ACC_PREC: tl.constexpr):
+    """``acc_i = sum_j v_j W_ij (x_i - y_j)`` with ``W = k'(r) / r`` (0 at ``r = 0`` for ``KIND`` 1, 2): the
+    gradient of :func:`kernel_apply_kernel`. Grid ``(row tiles, B, channel chunks of BLOCK_K)``."""
+    DT = x_ptr.dtype.element_ty
+    pid = tl.program_id(0)
+    b64 = tl.program_id(1).to(tl.int64)
+    kk = tl.program_id(2) * BLOCK_K + tl.arange(0, BLOCK_K)
+    kmask = kk < D
+    sc = _const(s_hi, s_lo, DT)
+    row0, row_end, q0, q1 = _bounds(pid, N, work_ptr, rows_ptr, cptr_ptr, BLOCK_N, SPARSE)
+    rows = row0 + tl.arange(0, BLOCK_N)
+    rmask = rows < row_end
+    xb = x_ptr + b64 * D * N
+    yb = y_ptr + b64 * D * M
+    Xc = tl.load(xb + kk[None, :] * N + rows[:, None], mask=rmask[:, None] & kmask[None, :], other=0.0)
+    acc = tl.zeros([BLOCK_N, BLOCK_K], DT)
+    sw = tl.zeros([BLOCK_N], DT)
+    for q in range(q0, q1):
+        js, je = _col_range(q, M, rng_ptr, SPARSE)
+        for j0 in range(js, je, BLOCK_M):
+            cols = j0 + tl.arange(0, BLOCK_M)
+            cmask = cols < je
+            d2 = _sqdist(xb, yb, rows, cols, rmask, cmask, N, M, DT, D, BLOCK_N, BLOCK_M)
+            v = tl.load(v_ptr + b64 * M + cols, mask=cmask, other=0.0)
+            if KIND == 0:
+                w = -2.0 * sc * tl.exp(-sc * d2)
+            else:
+                pos = d2 > 0.0
+                r = tl.sqrt(tl.where(pos, d2, 1.0))
+                if KIND == 1:
+                    w = tl.where(pos, -sc * tl.exp(-sc * r) / r, 0.0)
+                else:
+                    w = tl.where(pos, -1.0 / r, 0.0)
+            Q = w * v[None, :]
+            Yc = tl.load(yb + kk[None, :] * M + cols[:, None], mask=cmask[:, None] & kmask[None, :], other=0.0)
+            if ACC_DOT:
+                acc += _dot(Q, Yc, ACC_PREC)
+                sw += tl.sum(Q, 1)
+            else:
+                acc += tl.sum(Q[:, :, None] * (Xc[:, None, :] - Yc[None, :, :]), 1)
+    if ACC_DOT:
+        acc = Xc * sw[:, None] - acc
+    tl.store(acc_ptr + (b64 * N + rows[:, None]) * D + kk[None, :], acc, mask=rmask[:, None] & kmask[None, :])
 
 
 #: whether these kernels run in Triton's interpreter (``TRITON_INTERPRET=1`` when they were defined)

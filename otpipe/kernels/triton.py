@@ -18,8 +18,9 @@ cost ``C = scale |x - y|^p``:
 order) by fused kernels: when ``x`` requires grad, the forward pass itself also accumulates
 ``sum_j w_ij G_ij (x_i - y_j)`` (``G = r^(p-2)``, online like the sum of exponentials), so the gradient
 w.r.t. the rows (the envelope-theorem step of the solver) costs no second pass; ``y`` and ``h`` take one
-transposed pass weighted by the incoming gradient, with offsets ``f_i / eps``. ``softmax_mean``,
-``softmax_cost`` and ``kernel_apply`` are not differentiable here (dense fallback for small problems).
+transposed pass weighted by the incoming gradient, with offsets ``f_i / eps``. ``kernel_apply`` is
+differentiable likewise (``sum_j v_j k'(r_ij) / r_ij (x_i - y_j)`` and transposed sums); ``softmax_mean`` and
+``softmax_cost`` are not (dense fallback for small problems under autograd).
 
 **Symmetric updates.** :meth:`TritonOperator.softmin_both` computes ``f = softmin_y(h_y)`` on the rows and
 ``g = softmin_x(h_x)`` on the columns in one launch (the averaged Sinkhorn update of a cross problem).
@@ -250,6 +251,61 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _kernel_tiles(op: "TritonOperator", grad: bool = False) -> tuple[int, int, int, int, tuple, int]:
+    """Tiles of the kernel sums (no log-sum-exp): ``bn, bm, warps, stages``, the sparse arrays, row tiles."""
+    xp = op._xp
+    D, N = xp.shape[1], xp.shape[2]
+    fp64 = xp.dtype == torch.float64
+    if _k.INTERPRETED:
+        bn, bm, warps, stages = 16, 32, 4, 1
+    elif not grad:
+        bn, bm, warps, stages = (32 if fp64 else 64), 32, 4, 2
+    elif fp64:  # (BLOCK_N, BLOCK_M, BLOCK_K) broadcasts
+        bn, bm, warps, stages = 16, 16, 4, 1
+    else:
+        bn, bm, warps, stages = 32, 32, (8 if D >= 64 else 4), 2
+    if op.blocks is None:
+        return bn, bm, warps, stages, (xp, xp, xp, xp), triton_cdiv(N, bn)
+    arrays = _sparse_arrays(op.blocks, bn, xp.device)
+    return bn, bm, warps, stages, arrays, arrays[0].shape[0] // 2
+
+
+def _kernel_launch(op: "TritonOperator", kind: int, s: float, v: torch.Tensor) -> torch.Tensor:
+    """``out_i = sum_j k(x_i, y_j) v_j`` (``kind`` 0 gaussian ``exp(-s r^2)``, 1 ``exp(-s r)``, 2 ``-r``)."""
+    xp, yp = op._xp, op._yp
+    B, D, N = xp.shape
+    M = yp.shape[2]
+    out = torch.empty(B, N, dtype=xp.dtype, device=xp.device)
+    bn, bm, warps, stages, arrays, n_tiles = _kernel_tiles(op)
+    if B * n_tiles == 0:
+        return out
+    for b0, b1 in _batch_chunks(B, xp.device):
+        _k.kernel_apply_kernel[(n_tiles, b1 - b0)](
+            xp[b0:b1], yp[b0:b1], v[b0:b1], out[b0:b1], *arrays, N, M, *_split(s), D=D, BLOCK_N=bn, BLOCK_M=bm,
+            KIND=kind, SPARSE=op.blocks is not None, num_warps=warps, num_stages=stages)
+    return out
+
+
+def _kernel_grad(op: "TritonOperator", kind: int, s: float, v: torch.Tensor) -> torch.Tensor:
+    """``sum_j v_j W_ij (x_i - y_j)``, ``(B, N, D)``, ``W = k'(r) / r``: the kernel sums' gradient."""
+    xp, yp = op._xp, op._yp
+    B, D, N = xp.shape
+    M = yp.shape[2]
+    acc = torch.empty(B, N, D, dtype=xp.dtype, device=xp.device)
+    bn, bm, warps, stages, arrays, n_tiles = _kernel_tiles(op, grad=True)
+    if B * n_tiles == 0:
+        return acc
+    fp64 = xp.dtype == torch.float64
+    acc_dot = not fp64 or FP64_DOT
+    block_k = min(max(16, _pow2(D)), 64) if acc_dot else min(_pow2(D), 8)
+    for b0, b1 in _batch_chunks(B, xp.device):
+        _k.kernel_grad_kernel[(n_tiles, b1 - b0, triton_cdiv(D, block_k))](
+            xp[b0:b1], yp[b0:b1], v[b0:b1], acc[b0:b1], *arrays, N, M, *_split(s), D=D, BLOCK_N=bn, BLOCK_M=bm,
+            BLOCK_K=block_k, KIND=kind, SPARSE=op.blocks is not None, ACC_DOT=acc_dot,
+            ACC_PREC=_precisions(False, fp64)[1], num_warps=warps, num_stages=stages)
+    return acc
+
+
 # ------------------------------------------------------------------------------------------ autograd
 class _Softmin(torch.autograd.Function):
     """``f_i = -eps log sum_j exp(h_j - C_ij / eps)`` with fused first-order gradients.
@@ -289,6 +345,36 @@ class _Softmin(torch.autograd.Function):
             if ctx.needs_input_grad[2]:
                 gh = -eps * mass * s_t
         return gx, gy, gh, None, None
+
+
+class _KernelApply(torch.autograd.Function):
+    """``out_i = sum_j k(x_i, y_j) v_j`` with fused first-order gradients (``W = k'(r) / r``):
+    ``d/dx_i = g_i sum_j v_j W_ij (x_i - y_j)``, ``d/dy_j = v_j sum_i g_i W_ij (y_j - x_i)``,
+    ``d/dv_j = sum_i g_i k(x_i, y_j)`` (the last two: reductions of the transposed operator)."""
+
+    @staticmethod
+    def forward(ctx, x, y, v, op: "TritonOperator", kind: int, s: float):  # noqa: D401
+        vd = v.detach().to(op._xp.dtype).contiguous()
+        ctx.op, ctx.kind, ctx.s = op, kind, s
+        ctx.save_for_backward(vd)
+        return _kernel_launch(op, kind, s, vd)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        (vd,) = ctx.saved_tensors
+        op, kind, s = ctx.op, ctx.kind, ctx.s
+        g = grad_out.detach().to(vd.dtype).contiguous()
+        gx = gy = gv = None
+        if ctx.needs_input_grad[0]:
+            gx = g[..., None] * _kernel_grad(op, kind, s, vd)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            T = op.transpose()
+            if ctx.needs_input_grad[1]:
+                gy = vd[..., None] * _kernel_grad(T, kind, s, g)
+            if ctx.needs_input_grad[2]:
+                gv = _kernel_launch(T, kind, s, g)
+        return gx, gy, gv, None, None, None
 
 
 # ------------------------------------------------------------------------------------------ operator
@@ -368,8 +454,8 @@ class TritonOperator:
 
         B, N, M = self.x.shape[0], self.x.shape[1], self.y.shape[1]
         if self.blocks is not None or B * N * M > AUTO_DENSE_MAX_ENTRIES:
-            raise NotImplementedError("the 'triton' backend differentiates softmin only; softmax_mean, softmax_cost "
-                                      "and kernel_apply with inputs that require grad run dense, up to "
+            raise NotImplementedError("the 'triton' backend differentiates softmin and kernel_apply; softmax_mean "
+                                      "and softmax_cost with inputs that require grad run dense, up to "
                                       f"{AUTO_DENSE_MAX_ENTRIES:,} entries and without blocks: detach the inputs")
         return DenseOperator(self.x, self.y, self.cost)
 
@@ -442,31 +528,21 @@ class TritonOperator:
 
     def kernel_apply(self, kernel: str, sigma: float, v: torch.Tensor) -> torch.Tensor:
         """``sum_j k(x_i, y_j) v_j``, ``(B, N)``: ``gaussian`` exp(-r^2 / 2 sigma^2), ``laplacian`` exp(-r / sigma),
-        ``energy`` -r; not differentiable (dense under autograd)."""
+        ``energy`` -r; differentiable w.r.t. x, y and v (first order, fused kernels)."""
         kinds = {"gaussian": 0, "laplacian": 1, "energy": 2}
         if kernel not in kinds:
             raise ValueError(f"unknown kernel {kernel!r}")
-        if self._needs_grad(v):
-            return self._dense().kernel_apply(kernel, sigma, v)
         B, M = self.y.shape[0], self.y.shape[1]
         if tuple(v.shape) != (B, M):
             raise ValueError(f"v must have shape ({B}, {M}), got {tuple(v.shape)}")
-        vd = v.detach().to(device=self._xp.device, dtype=self._xp.dtype).contiguous()
-        xp, yp = self._xp, self._yp
-        _, D, N = xp.shape
-        out = torch.empty(B, N, dtype=xp.dtype, device=xp.device)
+        if v.device != self.x.device:
+            raise ValueError(f"v is on {v.device} but the points are on {self.x.device}")
         sig = float(sigma)
-        s = 0.5 / (sig * sig) if kinds[kernel] == 0 else 1.0 / sig
-        fp64 = xp.dtype == torch.float64
-        bn, bm, warps, stages = (16, 32, 4, 1) if _k.INTERPRETED else ((32 if fp64 else 64), 32, 4, 2)
-        if self.blocks is None:
-            work = rows = cptr = rng = xp
-            n_tiles = triton_cdiv(N, bn)
-        else:
-            work, rows, cptr, rng = _sparse_arrays(self.blocks, bn, xp.device)
-            n_tiles = work.shape[0] // 2
-        if B * n_tiles == 0:
-            return out
+        kind = kinds[kernel]
+        s = 0.5 / (sig * sig) if kind == 0 else 1.0 / sig
+        if self._needs_grad(v):
+            return _KernelApply.apply(self.x, self.y, v, self, kind, s)
+        return _kernel_launch(self, kind, s, v.detach().to(self._xp.dtype).contiguous())
         for b0, b1 in _batch_chunks(B, xp.device):
             _k.kernel_apply_kernel[(n_tiles, b1 - b0)](
                 xp[b0:b1], yp[b0:b1], vd[b0:b1], out[b0:b1], work, rows, cptr, rng, N, M, *_split(s), D=D,

@@ -59,12 +59,12 @@ def _rel(a, b) -> float:
 
 
 def _check(got, ref64, ref32=None, dt=torch.float64):
-    """float64: agree to 1e-11; float32: within 4x the error of the dense float32 computation (+1e-6)."""
+    """float64: agree to 1e-11; float32: within 8x the error of the dense float32 computation (+2e-6)."""
     if dt == torch.float64:
         assert _rel(got, ref64) < 1e-11, _rel(got, ref64)
     else:
         err, err_dense = _rel(got, ref64), _rel(ref32, ref64)
-        assert err < 4 * err_dense + 1e-6, (err, err_dense)
+        assert err < 8 * err_dense + 2e-6, (err, err_dense)
 
 
 # (p, halved, D): p = 2 in the sum-of-products form (D = 1, 3) and with tl.dot tiles (float32, D = 20);
@@ -157,14 +157,28 @@ def test_softmin_both_is_two_softmins(dt, monkeypatch):
 
 
 @pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "energy"])
-def test_kernel_apply(kernel):
+def test_kernel_apply_and_gradients(kernel):
     x, y, _ = _problem(torch.float64, D=3)
+    y[0, :5] = x[0, :5]  # r = 0 pairs: the gradient of r is taken as 0 there (as in torch.cdist)
     v = torch.randn(2, y.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(4)).to(DEV)
-    ref = tensorized.operator(x, y, Cost()).kernel_apply(kernel, 0.7, v)
-    got = tb.operator(x, y, Cost()).kernel_apply(kernel, 0.7, v)
-    assert _rel(got, ref) < 1e-12
-    got32 = tb.operator(x.float(), y.float(), Cost()).kernel_apply(kernel, 0.7, v.float())
-    assert _rel(got32, ref) < 1e-5
+    w = torch.randn(2, x.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(5)).to(DEV)
+    res = {}
+    for key, mod, dt in (("tb", tb, torch.float64), ("ref", tensorized, torch.float64), ("tb32", tb, torch.float32)):
+        xs, ys, vs = (t.to(dt).clone().requires_grad_() for t in (x, y, v))
+        out = mod.operator(xs, ys, Cost()).kernel_apply(kernel, 0.7, vs)
+        res[key] = (out.detach(), *torch.autograd.grad((out * w.to(dt)).sum(), [xs, ys, vs]))
+    for a, b, c in zip(res["tb"], res["ref"], res["tb32"]):
+        assert _rel(a, b) < 1e-12
+        assert _rel(c, b) < 1e-5
+    # a self operator (MMD's k(x, x) terms): both gradient paths add up on one leaf
+    grads = []
+    for mod in (tb, tensorized):
+        xs = x.clone().requires_grad_()
+        out = mod.operator(xs, xs, Cost()).kernel_apply(kernel, 0.7, torch.ones_like(x[..., 0]))
+        grads.append(torch.autograd.grad((out * w).sum(), [xs])[0])
+    assert _rel(grads[0], grads[1]) < 1e-12
+    with torch.no_grad():
+        torch.testing.assert_close(tb.operator(x, y, Cost()).kernel_apply(kernel, 0.7, v), res["ref"][0])
 
 
 def test_tf32_switch(monkeypatch):
@@ -361,7 +375,7 @@ def test_gpu_agrees_with_tensorized(case):
     cost = Cost(p, halved)
     x, y, h = _problem(torch.float64, B=2, N=GPU_N, M=GPU_M, D=D, dev=GPU_DEV)
     eps = 0.3 ** p
-    wgt = torch.randn(2, GPU_N, dtype=torch.float64, device=GPU_DEV)
+    wgt = torch.randn(2, GPU_N, dtype=torch.float64, generator=torch.Generator().manual_seed(6)).to(GPU_DEV)
     got, ref, ref32 = {}, {}, {}
     for store, mod, t in ((got, tb, dt), (ref, tensorized, torch.float64), (ref32, tensorized, torch.float32)):
         xs, ys, hs = (a.to(t).clone().requires_grad_() for a in (x, y, h))
@@ -372,8 +386,16 @@ def test_gpu_agrees_with_tensorized(case):
         with torch.no_grad():
             store["mean"] = op.softmax_mean(eps, hs, ys)
             store["cost"] = op.softmax_cost(eps, hs)
-    for k in got:
-        _check(got[k], ref[k], ref32[k], dt)
+    for key in got:
+        _check(got[key], ref[key], ref32[key], dt)
+    for kernel in ("gaussian", "energy"):
+        res = []
+        for mod, t in ((tb, dt), (tensorized, torch.float64), (tensorized, torch.float32)):
+            xs, ys = x.to(t).clone().requires_grad_(), y.to(t).clone().requires_grad_()
+            out = mod.operator(xs, ys, cost).kernel_apply(kernel, 2.0, torch.exp(h.to(t).clamp(min=-50)))
+            res.append((out.detach(), *torch.autograd.grad((out * wgt.to(t)).sum(), [xs, ys])))
+        for a, b, c in zip(*res):
+            _check(a, b, c, dt)
     hx = torch.zeros(2, GPU_N, dtype=dt, device=GPU_DEV)
     f, g = tb.operator(x.to(dt), y.to(dt), cost).softmin_both(eps, h.to(dt), hx)
     _check(f, ref["f"], ref32["f"], dt)
@@ -384,12 +406,10 @@ def test_gpu_agrees_with_tensorized(case):
 @pytest.mark.gpu
 @gpu
 def test_gpu_block_sparse_and_tf32():
-    if cpu.available():
-        x, y, h, bl = _blocks_problem(torch.float64)
-        keep = torch.ones(60, dtype=torch.bool)
-        keep[23] = False
-        got = tb.operator(x.to(GPU_DEV), y.to(GPU_DEV), Cost(), blocks=bl).softmin(0.05, h.to(GPU_DEV)).cpu()
-        assert _rel(got[:, keep], cpu.CpuOperator(x, y, Cost(), bl).softmin(0.05, h)[:, keep]) < 1e-12
+    """The block-sparse checks with the GPU's tile sizes (several tiles per cluster), then TF32 on and off."""
+    for dt in (torch.float32, torch.float64):
+        test_block_sparse_matches_cpu_blocks(dt)
+    test_block_sparse_kernel_apply_and_validation()
     x, y, h = _problem(torch.float32, B=1, N=GPU_N, M=GPU_N, D=64, dev=GPU_DEV)
     x, y = torch.rand_like(x), torch.rand_like(y)
     ref = tensorized.operator(x.double(), y.double(), Cost()).softmin(0.25, h.double())
