@@ -347,6 +347,25 @@ def test_sinkhorn_divergence_end_to_end():
     assert _rel(res[0][1], res[1][1]) < 1e-10
 
 
+def test_kernel_losses_end_to_end():
+    """Energy distance and MMD with weights, value and gradient w.r.t. points and weights."""
+    import otpipe
+
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(30, 3, generator=g, dtype=torch.float64).to(DEV)
+    y = torch.rand(41, 3, generator=g, dtype=torch.float64).to(DEV)
+    b = torch.rand(41, generator=g, dtype=torch.float64).to(DEV)
+    for loss in (lambda *a, backend: otpipe.energy_distance(*a, backend=backend),
+                 lambda *a, backend: otpipe.mmd(*a, sigma=0.3, backend=backend)):
+        res = []
+        for backend in ("triton", "tensorized"):
+            xs, bs = x.clone().requires_grad_(), (b / b.sum()).clone().requires_grad_()
+            val = loss(xs, y, None, bs, backend=backend)
+            res.append((val.detach(), *torch.autograd.grad(val, [xs, bs])))
+        for a_, b_ in zip(*res):
+            assert _rel(a_, b_) < 1e-11
+
+
 def test_no_triton_on_default_import_paths():
     code = ("import sys, otpipe, otpipe.kernels, otpipe.sinkhorn, otpipe.losses, otpipe.kernels.cpu; "
             "from otpipe.kernels import choose_backend; choose_backend('auto', 1, 10, 10); "
