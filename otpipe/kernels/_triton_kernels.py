@@ -279,8 +279,8 @@ def reduce_kernel(x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr, ac
                   c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
                   D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
                   BLOCK_K: tl.constexpr, MODE: tl.constexpr, PK: tl.constexpr, USE_DOT: tl.constexpr,
-                  ACC_DOT: tl.constexpr, PREC: tl.constexpr, ACC_PREC: tl.constexpr, HAS_U: tl.constexpr, SPARSE: tl.constexpr,
-                  ELEMWISE: tl.constexpr):
+                  ACC_DOT: tl.constexpr, PREC: tl.constexpr, ACC_PREC: tl.constexpr, HAS_U: tl.constexpr,
+                  SPARSE: tl.constexpr, ELEMWISE: tl.constexpr):
     """Grid ``(row tiles, B, channel chunks)``; ``out_i = om * lse_i`` and the mode's sums."""
     _body(tl.program_id(0), tl.program_id(1), tl.program_id(2), x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr,
           u_ptr, out_ptr, acc_ptr, s_ptr, work_ptr, rows_ptr, cptr_ptr, rng_ptr, N, M, K,

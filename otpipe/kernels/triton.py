@@ -66,19 +66,19 @@ from . import _triton_kernels as _k
 
 __all__ = ["operator", "TritonOperator", "ALLOW_TF32"]
 
-#: TF32 tensor cores for the float32 ``<x, y>`` tiles (``p = 2``, ``DOT_MIN_D <= D <= DOT_MAX_D``); see the module doc
+#: TF32 tensor cores for the float32 ``<x, y>`` tiles (``p = 2``, ``DOT_MIN_D <= D <= DOT_MAX_D``); module doc
 ALLOW_TF32 = False
 #: smallest ``D`` for which the float32 ``p = 2`` log-sum-exp uses ``tl.dot`` tiles (below: unrolled FMAs, the
 #: fastest by a static count of the sm_90 instructions: one ``exp2`` per pair dominates either way)
 DOT_MIN_D = 8
 #: largest ``D`` for ``tl.dot`` tiles (one ``BLOCK_D`` tile of points); above: a loop over coordinates
 DOT_MAX_D = 128
-#: precision of the float32 ``tl.dot`` tiles when TF32 is off: ``"tf32x3"`` (three TF32 tensor-core products
-#: per tile, error ~1e-7 relative like float32 FMAs, 2-4x faster) or ``"ieee"`` (float32 FMAs);
-#: environment ``OTPIPE_TRITON_FP32_DOT``
+#: precision of the float32 ``tl.dot`` tiles when TF32 is off: ``"tf32x3"`` (three TF32 tensor-core products,
+#: about the error of float32 FMAs; at D = 64 about half the issue slots of ``"ieee"`` by a static count of the
+#: sm_90 code, not timed yet) or ``"ieee"`` (float32 FMAs); environment ``OTPIPE_TRITON_FP32_DOT``
 FP32_DOT = os.environ.get("OTPIPE_TRITON_FP32_DOT", "tf32x3")
-#: ``tl.dot`` on float64 tiles. Off: Triton 3.6 lowers float64 dots only on some GPUs; float64 runs the
-#: sum-of-products path, exact to the last bits anyway. ``OTPIPE_TRITON_FP64_DOT=1`` turns it on
+#: ``tl.dot`` on float64 tiles. Off: float64 dot support differs between Triton versions and GPUs (float64
+#: MMA on some only); float64 runs the sum-of-products path instead. ``OTPIPE_TRITON_FP64_DOT=1`` turns it on
 FP64_DOT = os.environ.get("OTPIPE_TRITON_FP64_DOT", "") == "1"
 
 _LOG2E = 1.4426950408889634
@@ -109,7 +109,8 @@ def _env_blocks() -> tuple[int, ...] | None:
         return None
     vals = tuple(int(t) for t in s.split(","))
     if len(vals) not in (3, 4) or any(v <= 0 for v in vals) or vals[0] < 16 or vals[1] < 16:
-        raise ValueError(f"OTPIPE_TRITON_BLOCKS must be 'BLOCK_N,BLOCK_M,num_warps[,num_stages]' (blocks >= 16), got {s!r}")
+        raise ValueError("OTPIPE_TRITON_BLOCKS must be 'BLOCK_N,BLOCK_M,num_warps[,num_stages]' (blocks >= 16), "
+                         f"got {s!r}")
     return vals if len(vals) == 4 else vals + (2,)
 
 
@@ -384,7 +385,8 @@ def _check_points(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.dim() != 3 or y.dim() != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
         raise ValueError(f"expected x (B, N, D) and y (B, M, D), got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.dtype not in (torch.float32, torch.float64) or y.dtype != x.dtype:
-        raise ValueError(f"the 'triton' backend needs float32 or float64 points of one dtype, got {x.dtype} and {y.dtype}")
+        raise ValueError(f"the 'triton' backend needs float32 or float64 points of one dtype, got {x.dtype} and "
+                         f"{y.dtype}")
     if x.device != y.device:
         raise ValueError(f"x is on {x.device} but y is on {y.device}: the 'triton' backend needs one device")
     if x.device.type == "cpu":

@@ -366,6 +366,15 @@ def test_kernel_losses_end_to_end():
             assert _rel(a_, b_) < 1e-11
 
 
+def test_missing_triton_says_how_to_install(monkeypatch):
+    import importlib
+
+    monkeypatch.setitem(sys.modules, "triton", None)  # "import triton" raises ImportError
+    monkeypatch.delitem(sys.modules, "otpipe.kernels.triton")
+    with pytest.raises(ImportError, match="pip install triton"):
+        importlib.import_module("otpipe.kernels.triton")
+
+
 def test_no_triton_on_default_import_paths():
     code = ("import sys, otpipe, otpipe.kernels, otpipe.sinkhorn, otpipe.losses, otpipe.kernels.cpu; "
             "from otpipe.kernels import choose_backend; choose_backend('auto', 1, 10, 10); "
