@@ -57,15 +57,15 @@ _MMD_KEYS = ("sigma",)
 
 @dataclass
 class TwoSampleResult:
-    """Outcome of a permutation two-sample test.
+    """Outcome of a permutation two-sample test (names as in ``scipy.stats.permutation_test``).
 
     Attributes
     ----------
     statistic : float
         Observed value ``T(x, y)`` (for several MMD bandwidths: the max of the standardised values).
-    p_value : float
-        ``(1 + #{null >= statistic}) / (1 + n_permutations)``.
-    null : np.ndarray
+    pvalue : float
+        ``(1 + #{null_distribution >= statistic}) / (1 + n_permutations)``.
+    null_distribution : np.ndarray
         ``(n_permutations,)`` statistic of each permuted split, in permutation order.
     n_permutations : int
     params : dict
@@ -73,20 +73,46 @@ class TwoSampleResult:
         kernel parameters, the diameter or bandwidths actually used).
     name : str
         The statistic's name.
+    marginal_error : float or None
+        ``"sinkhorn"``: the largest marginal error of the test's solves (observed and permuted);
+        ``None`` for the kernel statistics.
+
+    ``p_value`` and ``null``, the names of otpipe 0.1, still work with a ``DeprecationWarning``
+    (removed in the next release).
     """
 
     statistic: float
-    p_value: float
-    null: np.ndarray
+    pvalue: float
+    null_distribution: np.ndarray
     n_permutations: int
     params: dict = field(default_factory=dict)
     name: str = ""
+    marginal_error: float | None = None
+
+    @property
+    def p_value(self) -> float:
+        """Deprecated name of :attr:`pvalue`."""
+        _deprecated("p_value", "pvalue")
+        return self.pvalue
+
+    @property
+    def null(self) -> np.ndarray:
+        """Deprecated name of :attr:`null_distribution`."""
+        _deprecated("null", "null_distribution")
+        return self.null_distribution
 
     def __repr__(self) -> str:
+        err = "" if self.marginal_error is None else f", marginal_error={self.marginal_error:.2g}"
         return (
-            f"TwoSampleResult(name={self.name!r}, statistic={self.statistic:.6g}, p_value={self.p_value:.4g}, "
-            f"n_permutations={self.n_permutations})"
+            f"TwoSampleResult(name={self.name!r}, statistic={self.statistic:.6g}, pvalue={self.pvalue:.4g}, "
+            f"n_permutations={self.n_permutations}{err})"
         )
+
+
+def _deprecated(old: str, new: str) -> None:
+    import warnings
+
+    warnings.warn(f"TwoSampleResult.{old} is deprecated: use .{new} (scipy.stats' name)", DeprecationWarning, stacklevel=3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,41 +295,54 @@ def _kernel_stats(plan: _Plan, K: torch.Tensor, perms: np.ndarray) -> np.ndarray
     return out.numpy()
 
 
-def _sinkhorn_stats(plan: _Plan, perms: np.ndarray) -> np.ndarray:
+def _sinkhorn_stats(plan: _Plan, perms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``S_eps`` of each split and the marginal error of its (cross) solve."""
+    import warnings
+
     from .losses import sinkhorn_divergence
 
     z = torch.from_numpy(plan.z)
     idx = torch.from_numpy(np.ascontiguousarray(perms))
     xb, yb = z[idx[:, : plan.n]], z[idx[:, plan.n:]]
     pr = plan.params
-    with torch.no_grad():
-        val = sinkhorn_divergence(
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # convergence is reported per test (marginal_error)
+        r = sinkhorn_divergence(
             xb, yb, p=pr["p"], blur=pr["blur"], reach=pr["reach"], diameter=pr["diameter"],
             scaling=pr["scaling"], tol=pr["tol"], max_iter=pr["max_iter"], backend=pr["backend"],
-            cost=pr["cost"], debias=pr["debias"], variant=pr["variant"],
+            cost=pr["cost"], debias=pr["debias"], variant=pr["variant"], full_output=True,
         )
-    return val.detach().cpu().numpy().astype(np.float64)
+    return (r.value.detach().cpu().numpy().astype(np.float64),
+            r.marginal_error.detach().cpu().numpy().astype(np.float64))
 
 
-def split_statistics(plan: _Plan, perms: np.ndarray) -> np.ndarray:
-    """Raw statistic of each split ``perms (b, n + m)``: ``(b, n_bandwidths)`` for MMD, ``(b, 1)`` otherwise."""
+def split_statistics(plan: _Plan, perms: np.ndarray, *, errors: bool = False):
+    """Raw statistic of each split ``perms (b, n + m)``: ``(b, n_bandwidths)`` for MMD, ``(b, 1)`` otherwise.
+
+    ``errors=True``: also the largest marginal error of the splits' solves (``nan`` for kernel statistics).
+    """
     perms = np.asarray(perms)
     if plan.statistic == "sinkhorn":
-        return _sinkhorn_stats(plan, perms)[:, None]
-    return np.stack([_kernel_stats(plan, K, perms) for K in _pooled_kernels(plan)], axis=1)
+        val, err = _sinkhorn_stats(plan, perms)
+        return (val[:, None], float(err.max())) if errors else val[:, None]
+    out = np.stack([_kernel_stats(plan, K, perms) for K in _pooled_kernels(plan)], axis=1)
+    return (out, math.nan) if errors else out
 
 
-def run_block(plan: _Plan, k: int) -> np.ndarray:
-    """Raw statistics of the permutations of block ``k`` (the unit of work of the distributed runner)."""
-    return split_statistics(plan, block_permutations(plan, k))
+def run_block(plan: _Plan, k: int, *, errors: bool = False):
+    """Raw statistics of the permutations of block ``k`` (the unit of work of the distributed runner);
+    ``errors=True``: ``(statistics, largest marginal error)``."""
+    return split_statistics(plan, block_permutations(plan, k), errors=errors)
 
 
-def observed(plan: _Plan) -> np.ndarray:
-    """Raw statistic of the observed split (identity permutation), shape ``(n_bandwidths,)``."""
-    return split_statistics(plan, np.arange(plan.z.shape[0])[None, :])[0]
+def observed(plan: _Plan, *, errors: bool = False):
+    """Raw statistic of the observed split (identity permutation), shape ``(n_bandwidths,)``;
+    ``errors=True``: ``(statistic, marginal error)``."""
+    res = split_statistics(plan, np.arange(plan.z.shape[0])[None, :], errors=errors)
+    return (res[0][0], res[1]) if errors else res[0]
 
 
-def finish(plan: _Plan, obs: np.ndarray, blocks: Sequence[np.ndarray]) -> TwoSampleResult:
+def finish(plan: _Plan, obs: np.ndarray, blocks: Sequence[np.ndarray], marginal_error: float | None = None) -> TwoSampleResult:
     """Assemble the observed value and the blocks (in block order) into a :class:`TwoSampleResult`."""
     raw = np.concatenate(list(blocks), axis=0)
     if raw.shape[0] != plan.n_permutations:
@@ -319,7 +358,9 @@ def finish(plan: _Plan, obs: np.ndarray, blocks: Sequence[np.ndarray]) -> TwoSam
         stat, null = float(std[0].max()), std[1:].max(1)
     p = (1.0 + float(np.count_nonzero(null >= stat))) / (1.0 + plan.n_permutations)
     params = dict(plan.params, n_permutations=plan.n_permutations)
-    return TwoSampleResult(stat, p, null, plan.n_permutations, params, plan.statistic)
+    if plan.statistic != "sinkhorn" or marginal_error is None or not math.isfinite(marginal_error):
+        marginal_error = None
+    return TwoSampleResult(stat, p, null, plan.n_permutations, params, plan.statistic, marginal_error)
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,11 +400,14 @@ def two_sample_test(
     Returns
     -------
     TwoSampleResult
+        ``statistic``, ``pvalue``, ``null_distribution`` (scipy's names), ``marginal_error``.
     """
     plan = make_plan(x, y, statistic=statistic, n_permutations=n_permutations, seed=seed,
                      block_size=block_size, **loss_params)
-    blocks = [run_block(plan, k) for k in range(plan.n_blocks)]
-    return finish(plan, observed(plan), blocks)
+    blocks = [run_block(plan, k, errors=True) for k in range(plan.n_blocks)]
+    obs, err = observed(plan, errors=True)
+    err = max([err] + [e for _, e in blocks])
+    return finish(plan, obs, [b for b, _ in blocks], marginal_error=err)
 
 
 # --------------------------------------------------------------------------------------------

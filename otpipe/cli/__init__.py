@@ -61,13 +61,26 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug or bool(os.environ.get("OTPIPE_DEBUG"))
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line on stderr: ``otpipe: warning: ...`` (no source line, no path)."""
+    click.echo(f"otpipe: warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one-line errors and a non-zero exit on bad input."""
+    """Console entry point: one-line errors and a non-zero exit on bad input; Ctrl-C exits with 130
+    after the command saved what was done (its message says how to resume)."""
+    import warnings
+
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("OTPIPE_DEBUG"))
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="otpipe", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # Click turns Ctrl-C into Abort; otpipe.pipeline.interrupt.Interrupted (its cause) says how to resume
+        cause = exc.__cause__ if isinstance(exc, click.exceptions.Abort) else exc
+        msg = str(cause).strip() if isinstance(cause, KeyboardInterrupt) else ""
+        click.echo(f"Interrupted: {msg}" if msg else "Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -84,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"Error: {type(exc).__name__}: {escape(str(exc))} (run with --debug for the traceback)", err=True)
         sys.exit(1)
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,19 @@ import sys
 
 from ..pipeline.cluster import ClusterSpec
 
-__all__ = ["cluster_options", "client_from_options", "setup_logging"]
+__all__ = [
+    "cluster_options",
+    "client_from_options",
+    "setup_logging",
+    "out_option",
+    "json_option",
+    "quiet_option",
+    "dry_run_option",
+    "progress_option",
+    "resume_option",
+    "overwrite_option",
+    "echo_json",
+]
 
 
 def setup_logging(quiet: bool) -> None:
@@ -97,3 +109,82 @@ def client_from_options(kw: dict) -> ClusterSpec:
         job_dir=f"{str(out).rstrip('/')}.jobs" if out else None,
         quiet=bool(params.get("quiet", False)),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# the options every command spells the same way: -o/--out, --json, -q/--quiet, --dry-run, ...
+# --------------------------------------------------------------------------------------------
+
+
+def out_option(help: str, *, required: bool = True, file_okay: bool = True, dir_okay: bool = True):
+    """``-o/--out PATH``: where the command writes its result."""
+    import click
+
+    return click.option("--out", "-o", "out", required=required, default=None,
+                        type=click.Path(file_okay=file_okay, dir_okay=dir_okay), help=help)
+
+
+def json_option(help: str = "Print a JSON summary on stdout (instead of text)."):
+    """``--json``: a machine-readable summary on stdout (``as_json``)."""
+    import click
+
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def quiet_option(f):
+    """``-q/--quiet``: only warnings and errors on stderr, no progress, no summary text."""
+    import click
+
+    return click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr (no progress).")(f)
+
+
+def dry_run_option(help: str = "Print the plan (and its cost estimate) and exit; compute and write nothing."):
+    """``--dry-run``: print what would be done and exit."""
+    import click
+
+    return click.option("--dry-run", is_flag=True, help=help)
+
+
+def progress_option(f):
+    """``--no-progress``: no progress bar / progress lines on stderr."""
+    import click
+
+    return click.option("--no-progress", is_flag=True,
+                        help="No progress (default: a bar on a terminal, a line every 5% or 30 s in logs).")(f)
+
+
+def resume_option(f):
+    """``--resume``: continue the run stored at ``--out`` (finished work is kept)."""
+    import click
+
+    return click.option("--resume", is_flag=True,
+                        help="Continue the run stored at --out (same parameters and inputs; finished work is kept).")(f)
+
+
+def overwrite_option(f):
+    """``--overwrite``: replace an existing result at ``--out``."""
+    import click
+
+    return click.option("--overwrite", is_flag=True, help="Replace an existing result at --out.")(f)
+
+
+def echo_json(obj) -> None:
+    """Print ``obj`` as one line of JSON on stdout (NumPy scalars and paths made plain)."""
+    import json
+
+    import click
+
+    click.echo(json.dumps(obj, default=_plain))
+
+
+def _plain(v):
+    try:
+        import numpy as np
+
+        if isinstance(v, np.generic):
+            return v.item()
+        if isinstance(v, np.ndarray):
+            return v.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(v)

@@ -4,12 +4,23 @@ Imports only Click at import time; NumPy, torch, Dask and xarray are loaded when
 """
 from __future__ import annotations
 
-import logging
 import time
 
 import click
 
-from ._common import client_from_options, cluster_options
+from ._common import (
+    client_from_options,
+    cluster_options,
+    dry_run_option,
+    echo_json,
+    json_option,
+    out_option,
+    overwrite_option,
+    progress_option,
+    quiet_option,
+    resume_option,
+    setup_logging,
+)
 
 __all__ = ["complexity"]
 
@@ -29,7 +40,7 @@ def _ints(ctx, param, value):
 
 
 @click.command()
-@click.option("--out", "-o", required=True, type=click.Path(), help="Result Dataset (Zarr store) to write.")
+@out_option("Result Dataset (Zarr store) to write, checkpointed cell by cell.")
 @click.option("--eps", default="0.01,0.1,1,10", show_default=True, callback=_floats, help="Temperatures eps (blur = eps^(1/p)).")
 @click.option("--dims", default="2,3,5", show_default=True, callback=_ints, help="Dimensions d.")
 @click.option("--n", "ns", default="10,30,100,300,1000", show_default=True, callback=_ints, help="Sample sizes N.")
@@ -47,25 +58,48 @@ def _ints(ctx, param, value):
 @click.option("--figures", type=click.Path(file_okay=False), default=None,
               help="Directory for the figures and kappa table (default: <OUT stem>_figures).")
 @click.option("--no-figures", is_flag=True, help="Do not draw figures.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing result at OUT.")
+@resume_option
+@overwrite_option
+@dry_run_option("Print the grid and a cost estimate (one repetition per eps timed here), and exit.")
+@json_option()
+@progress_option
+@quiet_option
 @cluster_options
 def complexity(out, eps, dims, ns, reps, p, divergence, only, distribution, seed, tol, scaling, max_iter, dtype,
-               figures, no_figures, overwrite, **kw):
+               figures, no_figures, resume, overwrite, dry_run, as_json, no_progress, quiet, **kw):
     """Sample complexity: E D_eps(mu_N, nu_N) ~ N^-kappa over a grid of eps, d and N (Genevay et al. 2018, App. A)."""
+    from ..pipeline import estimate
     from ..pipeline.complexity import kappa_table, run_study
 
-    _log = logging.getLogger("otpipe")
-    if not _log.handlers:
-        _log.addHandler(logging.StreamHandler())
-        _log.setLevel(logging.INFO)
+    setup_logging(quiet)
     spec = client_from_options(kw)
     t0 = time.perf_counter()
-    ds = run_study(
+    res = run_study(
         out, eps=eps, dims=dims, ns=ns, reps=reps, p=p, divergence=divergence,
         divergences=(divergence,) if only else ("sinkhorn", "transport"), distribution=distribution, seed=seed,
-        tol=tol, scaling=scaling, max_iter=max_iter, dtype=dtype, overwrite=overwrite,
-        figures=None if no_figures else (figures or "auto"), cluster=spec,
+        tol=tol, scaling=scaling, max_iter=max_iter, dtype=dtype, overwrite=overwrite, resume=resume,
+        figures=None if no_figures else (figures or "auto"), cluster=spec, progress=not (no_progress or quiet),
+        dry_run=dry_run,
     )
+    if dry_run:
+        if as_json:
+            echo_json(res)
+        else:
+            done = f" ({res['cells_done']} already done)" if "cells_done" in res else ""
+            click.echo(f"plan: {res['cells']} cells{done} x {res['reps']} repetitions ({', '.join(res['divergences'])}): "
+                       f"{res['solves']} Sinkhorn solves\n  {estimate.line(res)}\n  timed: {res['timed']}")
+        warn = estimate.warning_text(res, "use fewer --reps, smaller --n, or more workers")
+        if warn:
+            click.echo(f"otpipe: warning: {warn}", err=True)
+        return
+    ds = res
     n_cells = ds.sizes["eps"] * ds.sizes["dim"] * ds.sizes["n"]
-    click.echo(kappa_table(ds))
-    click.echo(f"wrote {out}: {n_cells} cells x {reps} reps ({time.perf_counter() - t0:.1f} s)")
+    seconds = time.perf_counter() - t0
+    if as_json:
+        kappa = {f"eps={float(e):g}": {f"d={int(d)}": [float(ds[v].values[i, j]) for v in ("kappa", "kappa_low", "kappa_high")]
+                                      for j, d in enumerate(ds["dim"].values)} for i, e in enumerate(ds["eps"].values)}
+        echo_json({"out": str(out), "cells": n_cells, "reps": reps, "seconds": round(seconds, 3), "kappa": kappa,
+                   **{k: ds.attrs.get(k) for k in ("marginal_error_median", "marginal_error_max", "convergence_warning")}})
+    elif not quiet:
+        click.echo(kappa_table(ds))
+        click.echo(f"wrote {out}: {n_cells} cells x {reps} reps ({seconds:.1f} s)")

@@ -1,21 +1,35 @@
 """``otpipe two-sample``: permutation two-sample tests over collections, with a report plot.
 
-``otpipe two-sample COLLECTION [OTHER] --out OUT.zarr [--by measure|label|collection] ...`` writes
-the xarray Dataset of :func:`otpipe.pipeline.two_sample.many_two_sample_tests` and a PNG next to it
-(``OUT.png``): the null histogram with the observed statistic for a single test, the p-value
-matrices (raw and Benjamini-Hochberg) for many.
+``otpipe two-sample COLLECTION [OTHER] --out OUT.zarr [--by auto|measure|label|collection] ...`` writes
+the xarray Dataset of :func:`otpipe.pipeline.two_sample.many_two_sample_tests` (checkpointed:
+Ctrl-C keeps the finished tests, ``--resume`` continues) and a PNG next to it (``OUT.png``): the
+null histogram with the observed statistic for a single test, the p-value matrices (raw and
+Benjamini-Hochberg) for many.
 """
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
 import click
 
 from .._locks import locked
-from .._made import check_replaceable
-from ._common import client_from_options, cluster_options
+from ._common import (
+    client_from_options,
+    cluster_options,
+    dry_run_option,
+    echo_json,
+    json_option,
+    out_option,
+    overwrite_option,
+    progress_option,
+    quiet_option,
+    resume_option,
+    setup_logging,
+)
+
+#: the --by choices (as in otpipe.pipeline.two_sample.BY, without importing it at start-up)
+BY_CHOICES = ("auto", "measure", "label", "collection")
 
 __all__ = ["two_sample", "plot_report"]
 
@@ -30,10 +44,12 @@ def plot_report(ds, path) -> Path:
 
     path = Path(path)
     stat_name = ds.attrs.get("statistic", "statistic")
-    if "null" in ds and int(ds.attrs.get("n_tests", 0)) == 1:
-        i, j = np.argwhere(np.isfinite(ds["p_value"].values))[0]
-        null = ds["null"].values[i, j]
-        obs, p = float(ds["statistic"].values[i, j]), float(ds["p_value"].values[i, j])
+    ds = ds.rename({old: new for old, new in (("p_value", "pvalue"), ("null", "null_distribution"))
+                    if old in ds.variables and new not in ds.variables})  # otpipe 0.1 names
+    if "null_distribution" in ds and int(ds.attrs.get("n_tests", 0)) == 1:
+        i, j = np.argwhere(np.isfinite(ds["pvalue"].values))[0]
+        null = ds["null_distribution"].values[i, j]
+        obs, p = float(ds["statistic"].values[i, j]), float(ds["pvalue"].values[i, j])
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         ax.hist(null, bins=min(50, max(10, null.size // 20)), color="0.65", edgecolor="0.35", label="permutation null")
         ax.axvline(obs, color="crimson", lw=2, label=f"observed = {obs:.4g}")
@@ -45,7 +61,7 @@ def plot_report(ds, path) -> Path:
     else:
         S, T = ds.sizes["source"], ds.sizes["target"]
         fig, axes = plt.subplots(1, 2, figsize=(min(16, 5 + 0.35 * 2 * T), min(9, 3 + 0.3 * S)), constrained_layout=True)
-        for ax, var, title in ((axes[0], "p_value", "p-value"), (axes[1], "p_bh", "Benjamini-Hochberg adjusted")):
+        for ax, var, title in ((axes[0], "pvalue", "p-value"), (axes[1], "p_bh", "Benjamini-Hochberg adjusted")):
             v = ds[var].values
             im = ax.imshow(v, vmin=0, vmax=1, cmap="viridis_r", aspect="auto", interpolation="nearest")
             sig = np.argwhere(np.nan_to_num(v, nan=1.0) <= 0.05)
@@ -67,10 +83,13 @@ def plot_report(ds, path) -> Path:
 @click.command("two-sample")
 @click.argument("collection", type=click.Path(file_okay=False))
 @click.argument("other", required=False, type=click.Path(file_okay=False))
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Result Zarr store (xarray Dataset).")
+@out_option("Result Zarr store (xarray Dataset), checkpointed while it runs.", file_okay=False)
 @click.option("--statistic", type=click.Choice(["sinkhorn", "mmd", "energy"]), default="sinkhorn", show_default=True)
-@click.option("--by", type=click.Choice(["measure", "label", "collection"]), default="measure", show_default=True,
-              help="Groups tested against each other: each measure, the pooled measures of each label, or whole collections (two collections).")
+@click.option("--by", type=click.Choice(list(BY_CHOICES)), default="auto", show_default=True,
+              help="Groups tested against each other: the pooled measures of each label, each measure, or whole "
+                   "collections (two collections). auto: label when the collection(s) have labels (one test per "
+                   "pair of labels), else measure (one test per pair of measures: N(N-1)/2 tests for N measures). "
+                   "The number of tests is printed before the run starts.")
 @click.option("--n-permutations", type=click.IntRange(min=1), default=999, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed: test (i, j) uses SeedSequence([seed, i, j]).")
 @click.option("--block-size", type=click.IntRange(min=1), default=100, show_default=True, help="Permutations per batched solve.")
@@ -80,22 +99,28 @@ def plot_report(ds, path) -> Path:
 @click.option("--tol", type=float, default=None, help="Sinkhorn: converge to this marginal error (default: fixed schedule).")
 @click.option("--backend", default="auto", show_default=True, help="Sinkhorn reduction backend.")
 @click.option("--sigma", multiple=True, help="MMD Gaussian bandwidth(s) or 'median' (default); repeat for several.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing result at OUT.")
+@resume_option
+@overwrite_option
+@dry_run_option("Print the tests (how many, which groups) and a cost estimate (tests x permutations x the time "
+                "of one block of permutations, measured here), and exit.")
 @click.option("--no-plot", is_flag=True, help="Do not write the report PNG.")
+@json_option()
+@progress_option
+@quiet_option
 @cluster_options
 @locked("out")  # one writer per result store, for the whole run
 def two_sample(collection, other, out, statistic, by, n_permutations, seed, block_size, p, blur, scaling, tol,
-               backend, sigma, overwrite, no_plot, **kw):
-    """Permutation two-sample tests between the measures (or labels) of COLLECTION, or against OTHER."""
-    from ..store import open as open_store
-    from ..pipeline.two_sample import many_two_sample_tests, write_result
+               backend, sigma, resume, overwrite, dry_run, no_plot, as_json, no_progress, quiet, **kw):
+    """Permutation two-sample tests between the labels (or measures) of COLLECTION, or against OTHER."""
+    import numpy as np
 
-    _log_to_stderr()
+    from ..pipeline import estimate
+    from ..pipeline.two_sample import many_two_sample_tests
+    from ..store import open as open_store
+
+    setup_logging(quiet)
     spec = client_from_options(kw)
     outp = Path(out)
-    if outp.exists() and not overwrite:
-        raise FileExistsError(f"output exists: {outp} (use --overwrite)")
-    check_replaceable(outp)  # before any work
     src = open_store(collection)
     tgt = open_store(other) if other else None
     if statistic == "sinkhorn":
@@ -106,33 +131,48 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
     else:
         params = {}
     t0 = time.perf_counter()
-    ds = many_two_sample_tests(src, tgt, by=by, statistic=statistic, n_permutations=n_permutations, seed=seed,
-                               block_size=block_size, spec=spec, **params)
-    write_result(ds, outp, overwrite=overwrite)
+    res = many_two_sample_tests(src, tgt, by=by, statistic=statistic, n_permutations=n_permutations, seed=seed,
+                                block_size=block_size, cluster=spec, out=outp, resume=resume, overwrite=overwrite,
+                                progress=not (no_progress or quiet), dry_run=dry_run, **params)
+    if dry_run:
+        if as_json:
+            echo_json(res)
+        else:
+            done = f" ({res['tests_done']} already done)" if "tests_done" in res else ""
+            click.echo(f"plan: {res['description']}{done}\n  {estimate.line(res)}\n"
+                       f"  timed: one block of permutations of {res['timed_test']}")
+        warn = estimate.warning_text(res, "consider --by label, fewer --n-permutations, --statistic energy or mmd "
+                                          "(no Sinkhorn solves), or more workers")
+        if warn:
+            click.echo(f"otpipe: warning: {warn}", err=True)
+        return
+    ds = res
     n_tests = int(ds.attrs["n_tests"])
-    msg = f"{n_tests} test(s) ({statistic}, {n_permutations} permutations) in {time.perf_counter() - t0:.1f} s -> {outp}"
+    summary = {"out": str(outp), "n_tests": n_tests, "by": ds.attrs.get("by"), "statistic": statistic,
+               "n_permutations": int(n_permutations), "seconds": round(time.perf_counter() - t0, 3)}
+    pv = ds["pvalue"].values
     if n_tests == 1:
-        import numpy as np
-
-        pv = ds["p_value"].values
-        msg += f"; p = {float(pv[np.isfinite(pv)][0]):.4g}"
+        summary["pvalue"] = float(pv[np.isfinite(pv)][0])
+        summary["statistic_value"] = float(ds["statistic"].values[np.isfinite(pv)][0])
     else:
-        import numpy as np
-
-        msg += f"; {int(np.nansum(ds['p_bh'].values <= 0.05) // (1 if tgt is not None else 2))} rejected at FDR 0.05"
+        summary["rejected_fdr_0.05"] = int(np.nansum(ds["p_bh"].values <= 0.05) // (1 if tgt is not None else 2))
+    for k in ("marginal_error_median", "marginal_error_max", "convergence_warning"):
+        if k in ds.attrs:
+            summary[k] = ds.attrs[k]
     if not no_plot:
-        png = plot_report(ds, outp.with_suffix(".png"))
-        msg += f"; plot {png}"
-    click.echo(msg)
-
-
-def _log_to_stderr() -> None:
-    lg = logging.getLogger("otpipe")
-    if not lg.handlers:
-        h = logging.StreamHandler()
-        h.setFormatter(logging.Formatter("%(message)s"))
-        lg.addHandler(h)
-    lg.setLevel(logging.INFO)
+        summary["plot"] = str(plot_report(ds, outp.with_suffix(".png")))
+    if as_json:
+        echo_json(summary)
+    elif not quiet:
+        msg = (f"{n_tests} test(s) ({statistic}, {n_permutations} permutations, by {summary['by']}) "
+               f"in {summary['seconds']:.1f} s -> {outp}")
+        if n_tests == 1:
+            msg += f"; p = {summary['pvalue']:.4g}"
+        else:
+            msg += f"; {summary['rejected_fdr_0.05']} rejected at FDR 0.05"
+        if "plot" in summary:
+            msg += f"; plot {summary['plot']}"
+        click.echo(msg)
 
 
 def _positive(s: str) -> float:

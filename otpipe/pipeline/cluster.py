@@ -98,11 +98,14 @@ class ClusterSpec:
 def _local(spec: ClusterSpec):
     from distributed import LocalCluster
 
+    from .processes import local_processes
+
     n = spec.n_workers or max(1, min(os.cpu_count() or 1, 4))
     return LocalCluster(
         n_workers=n,
         threads_per_worker=spec.threads_per_worker or 1,
-        processes=True,
+        processes=local_processes(n),
+        protocol="tcp://",
         host="127.0.0.1",
         dashboard_address=_LOOPBACK_DASHBOARD,
         memory_limit=spec.memory_limit if spec.memory_limit is not None else "auto",
@@ -217,6 +220,10 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
         else:
             cluster = _local(spec)
         c = Client(cluster)
+        if getattr(cluster, "processes", False) and spec.cluster in (None, "local") and not spec.gpus:
+            from .processes import IgnoreSigint
+
+            c.register_plugin(IgnoreSigint())  # Ctrl-C: the client saves and closes, workers stay quiet
         if spec.cluster in ("slurm", "pbs"):
             c.wait_for_workers(1)
             watcher = _jobs.keep_jobs(cluster, spec.jobs)

@@ -8,7 +8,12 @@ Dataset (``otpipe complexity --out OUT``):
 * for the chosen divergence: ``mean`` = ``R(N)`` and ``std`` = ``S(N)`` ``(eps, dim, n)``, the decay
   rate ``kappa`` with its confidence interval ``kappa_low``, ``kappa_high`` ``(eps, dim)``;
   for every computed divergence also ``kappa_<name>`` (+ ``_low``/``_high``);
-* attrs: every parameter, library versions, ``paper_factor`` (the paper's ``Wbar`` is 2x ours).
+* attrs: every parameter, library versions, ``paper_factor`` (the paper's ``Wbar`` is 2x ours), and the
+  convergence summary (``marginal_error_median``, ``marginal_error_max``, ``convergence_warning``).
+
+Checkpoints: the store is created first and each finished cell is recorded in its hidden
+``_checkpoint`` group (:mod:`otpipe.pipeline.checkpoint`); Ctrl-C keeps them, ``resume=True``
+(``otpipe complexity ... --resume``) computes the missing cells only.
 
 The numerics live in :mod:`otpipe.complexity` (no Dask there).
 """
@@ -17,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -26,8 +30,13 @@ import numpy as np
 from .. import complexity as cx
 from .._locks import locked
 from .._made import check_replaceable, made_attrs
+from . import checkpoint as _ck
+from . import convergence as _conv
+from . import estimate as _estimate
+from .interrupt import Interrupted, guard
+from .progress import Progress
 
-__all__ = ["run_study", "summarise", "plot_study", "kappa_table"]
+__all__ = ["run_study", "open_study", "estimate_study", "summarise", "plot_study", "kappa_table"]
 
 log = logging.getLogger("otpipe.complexity")
 
@@ -91,7 +100,31 @@ def summarise(ds, divergence: str, *, level: float = 0.95):
     return ds
 
 
-@locked("out", skip=())  # one writer per result store
+def _fields(divergences, reps: int) -> dict:
+    f = {name: _ck.Field((reps,)) for name in divergences}
+    f["n_iter"] = _ck.Field((reps,), "int64", 0)
+    f["marginal_error"] = _ck.Field((reps,))
+    return f
+
+
+def _is_ours(attrs: dict) -> bool:
+    return attrs.get("otpipe_result") == "complexity"
+
+
+def estimate_study(eps, dims, ns, reps: int, kw: dict, n_workers: int, n_timed: int = 200) -> dict:
+    """Rough cost: one repetition per eps timed here at ``N = min(max(ns), n_timed)`` and the largest
+    dimension, scaled to every cell by ``reps (N / N_timed)^2`` (a solve costs ~ N^2 per iteration)."""
+    nt = min(max(ns), n_timed)
+    d = max(dims)
+    per_eps = [_estimate.timed(lambda e=e: cx.cell_values(e, d, nt, 1, **kw)) for e in eps]
+    units = sum(t * reps * (n / nt) ** 2 for t in per_eps for _ in dims for n in ns)
+    est = _estimate.summary(units, 1.0, n_workers, "unit")
+    est.pop("seconds_per_unit", None)
+    est["timed"] = f"1 repetition of N = {nt}, d = {d} per eps: " + ", ".join(f"{t:.3g} s" for t in per_eps)
+    return est
+
+
+@locked("out", skip=("dry_run",))  # one writer per result store
 def run_study(
     out,
     *,
@@ -110,19 +143,30 @@ def run_study(
     dtype: str = "float64",
     level: float = 0.95,
     overwrite: bool = False,
+    resume: bool = False,
     figures: str | os.PathLike | None = "auto",
     cluster=None,
     client=None,
+    progress: bool = False,
+    dry_run: bool = False,
 ):
     """Run the grid ``eps x dims x ns`` with ``reps`` repetitions on Dask and write the Dataset to ``out``.
 
     ``R_{eps,d}(N) = mean_r D_eps(mu_N^r, nu_N^r)``; one Dask task per cell. ``figures``: a directory
     for the PNGs (``"auto"``: ``<out stem>_figures`` next to ``out``; ``None``: no figures).
+    ``out=None``: computed in a temporary store and returned in memory.
+
+    The run is checkpointed cell by cell (:mod:`otpipe.pipeline.checkpoint`): Ctrl-C keeps the finished
+    cells and raises :class:`~otpipe.pipeline.interrupt.Interrupted`; ``resume=True`` computes only
+    the missing ones (same parameters required). ``progress``: cells done on stderr. ``dry_run``:
+    return the plan and a cost estimate (a dict) without computing. A run whose solves end with
+    large marginal errors warns (:mod:`otpipe.pipeline.convergence`) and records
+    ``marginal_error_median``/``marginal_error_max``/``convergence_warning`` in the attrs.
     Returns the (loaded) :class:`xarray.Dataset`.
     """
-    import xarray as xr
+    import tempfile
 
-    from .cluster import open_client
+    import xarray as xr
 
     eps, dims, ns, reps = _check_grid(eps, dims, ns, reps, p)
     divergences = tuple(dict.fromkeys(list(divergences) + [divergence]))
@@ -131,52 +175,144 @@ def run_study(
             raise ValueError(f"unknown divergence {d!r}: use {' or '.join(cx.DIVERGENCES)}")
     if distribution not in cx.DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}: use one of {', '.join(cx.DISTRIBUTIONS)}")
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists: pass --overwrite to replace it")
-    check_replaceable(out)  # before any work: only what otpipe made is replaced
     kw = dict(p=p, seed=seed, distribution=distribution, divergences=divergences, tol=tol, scaling=scaling,
               max_iter=max_iter, dtype=dtype)
     cells = [(i, j, k) for i in range(len(eps)) for j in range(len(dims)) for k in range(len(ns))]
-    shape = (len(eps), len(dims), len(ns), reps)
-    arrays = {name: np.full(shape, np.nan) for name in divergences}
-    arrays["n_iter"] = np.zeros(shape, dtype=np.int64)
-    arrays["marginal_error"] = np.full(shape, np.nan)
-    t0 = time.perf_counter()
-    with open_client(cluster, client=client) as c:
-        from distributed import as_completed
+    fp, content = _ck.fingerprint({"parameters": dict(kw, divergence=divergence, reps=reps, level=level),
+                                   "grid": {"eps": eps, "dims": dims, "n": ns}})
+    tmp = None
+    if out is None and not dry_run:
+        tmp = tempfile.TemporaryDirectory(prefix="otpipe-complexity-")
+        out = Path(tmp.name) / "study.zarr"
+        figures = None if figures == "auto" else figures
+    out = None if out is None else Path(out)
+    stored = None
+    if out is not None and (not dry_run or resume):
+        stored = _ck.check_existing(out, is_ours=_is_ours, what="complexity", resume=resume, overwrite=overwrite,
+                                    fp=fp, content=content)
+    fields = _fields(divergences, reps)
+    if dry_run:
+        n_workers = (getattr(cluster, "n_workers", None) or max(1, min(os.cpu_count() or 1, 4)))
+        if client is not None:
+            n_workers = len(client.scheduler_info().get("workers", {})) or n_workers
+        plan = {"cells": len(cells), "reps": reps, "solves": len(cells) * reps * len(divergences) * 3,
+                "divergences": list(divergences), "eps": eps, "dims": dims, "n": ns}
+        done = 0
+        if stored is not None:
+            done = len(cells) if stored.get("complete") else _ck.Checkpoint.load(out, len(cells), fields).n_done
+            plan["cells_done"] = done
+        est = estimate_study(eps, dims, ns, reps, kw, n_workers)
+        for k in ("estimated_seconds", "estimated_cpu_seconds"):
+            est[k] *= 1.0 - done / len(cells)
+        est["large"] = est["estimated_seconds"] > _estimate.LARGE_SECONDS
+        return plan | est
+    try:
+        if stored is not None and stored.get("complete"):
+            log.info("%s is already complete: nothing to compute", out)
+            return open_study(out)
+        if stored is None:
+            _ck.remove(out)
+            ck = _ck.Checkpoint.create(out, {"otpipe_result": "complexity", "fingerprint": fp, "run": content},
+                                       len(cells), fields)
+        else:
+            ck = _ck.Checkpoint.load(out, len(cells), fields)
+            log.info("resuming %s: %d of %d cells done", out, ck.n_done, len(cells))
+        log.info("complexity: %d cells (%d eps x %d dims x %d N) x %d repetitions, %s", len(cells), len(eps),
+                 len(dims), len(ns), reps, " and ".join(divergences))
+        t0 = time.perf_counter()
+        _run_cells(ck, cells, eps, dims, ns, reps, kw, cluster=cluster, client=client, progress=progress)
+        seconds = time.perf_counter() - t0
+        shape = (len(eps), len(dims), len(ns), reps)
+        ds = xr.Dataset(
+            {name: (("eps", "dim", "n", "rep"), ck.data[name].reshape(shape)) for name in fields},
+            coords={"eps": np.asarray(eps), "dim": np.asarray(dims), "n": np.asarray(ns), "rep": np.arange(reps)},
+        )
+        for name in divergences:
+            ds[name].attrs["long_name"] = {
+                "sinkhorn": "debiased Sinkhorn divergence OT(a,b) - OT(a,a)/2 - OT(b,b)/2",
+                "transport": "debiased transport cost W(a,b) - W(a,a)/2 - W(b,b)/2, W = <pi_eps, C> (paper: 2x)",
+            }[name]
+        summarise(ds, divergence, level=level)
+        ds.attrs.update(_attrs(kw, p, distribution, seed, reps, divergence))
+        ds.attrs.update(fingerprint=fp, run=content)
+        summ = _conv.summarise(ds["marginal_error"].values)
+        msg = _conv.message(summ, what=f"the Sinkhorn solves of the complexity study {out.name}",
+                            remedy="raise --max-iter, or drop the smallest --eps")
+        ds.attrs.update(_conv.attrs(summ, msg))
+        log.info("complexity: %d cells, %d solves per divergence in %.1f s", len(cells), len(cells) * reps, seconds)
+        _ck.finalise(out, ds)
+        _conv.warn(msg, stacklevel=3)
+        if figures is not None:
+            fig_dir = Path(figures) if figures != "auto" else out.parent / (out.name.removesuffix(".zarr") + "_figures")
+            plot_study(ds, fig_dir)
+        return ds
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
 
-        # biggest cells first (cost ~ reps * n^2), small ones fill the gaps
-        order = sorted(cells, key=lambda t: -(ns[t[2]] ** 2) * dims[t[1]])
-        futs = {}
-        for i, j, k in order:
-            f = c.submit(_cell_task, eps[i], dims[j], ns[k], reps, kw, pure=False,
-                         key=f"complexity-cell-{eps[i]:g}-{dims[j]}-{ns[k]}-{os.getpid()}-{time.time_ns()}")
-            futs[f] = (i, j, k)
-        for f in as_completed(list(futs)):
-            i, j, k = futs[f]
-            v = f.result()
-            for name in arrays:
-                arrays[name][i, j, k] = v[name]
-            f.release()
-    seconds = time.perf_counter() - t0
-    ds = xr.Dataset(
-        {name: (("eps", "dim", "n", "rep"), a) for name, a in arrays.items()},
-        coords={"eps": np.asarray(eps), "dim": np.asarray(dims), "n": np.asarray(ns), "rep": np.arange(reps)},
-    )
-    for name in divergences:
-        ds[name].attrs["long_name"] = {
-            "sinkhorn": "debiased Sinkhorn divergence OT(a,b) - OT(a,a)/2 - OT(b,b)/2",
-            "transport": "debiased transport cost W(a,b) - W(a,a)/2 - W(b,b)/2, W = <pi_eps, C> (paper: 2x)",
-        }[name]
-    summarise(ds, divergence, level=level)
-    ds.attrs.update(_attrs(kw, p, distribution, seed, reps, divergence))
-    log.info("complexity: %d cells, %d solves per divergence in %.1f s", len(cells), len(cells) * reps, seconds)
-    _write(ds, out)
-    if figures is not None:
-        fig_dir = Path(figures) if figures != "auto" else out.parent / (out.name.removesuffix(".zarr") + "_figures")
-        plot_study(ds, fig_dir)
-    return ds
+
+def _run_cells(ck, cells, eps, dims, ns, reps, kw, *, cluster, client, progress: bool) -> None:
+    """Compute the cells not done yet, one Dask task each, recording them in ``ck``."""
+    from .cluster import open_client
+
+    pending = [t for t in range(len(cells)) if not ck.done[t]]
+    if not pending:
+        return
+    bar = None
+    with guard() as g:
+        try:
+            with open_client(cluster, client=client) as c:
+                bar = Progress(len(cells), initial=len(cells) - len(pending), desc="complexity", unit="cell",
+                               enabled=progress)
+                # biggest cells first (cost ~ reps * n^2), small ones fill the gaps
+                order = sorted(pending, key=lambda t: -(ns[cells[t][2]] ** 2) * dims[cells[t][1]])
+                futs = {}
+                for t in order:
+                    i, j, k = cells[t]
+                    f = c.submit(_cell_task, eps[i], dims[j], ns[k], reps, kw, pure=False,
+                                 key=f"complexity-cell-{eps[i]:g}-{dims[j]}-{ns[k]}-{os.getpid()}-{time.time_ns()}")
+                    futs[f] = t
+                for f in g.completed(futs):
+                    v = f.result()
+                    f.release()
+                    ck.record(futs[f], **v)
+                    bar.update(1)
+                    if ck.due():
+                        with g.critical():
+                            ck.flush()
+                    g.task_done()
+                with g.critical():
+                    ck.flush()
+        except KeyboardInterrupt:
+            if ck.out is None:
+                raise
+            with g.critical():
+                ck.flush()
+            from .pairwise import resume_hint
+
+            raise Interrupted(f"{ck.n_done} of {len(cells)} cells are saved in {ck.out}; {resume_hint(ck.out)}") from None
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def open_study(path):
+    """Open a finished complexity result (loaded ``xarray.Dataset``)."""
+    import warnings
+
+    import xarray as xr
+
+    path = Path(path)
+    attrs = _ck.stored_attrs(path)
+    if attrs is None:
+        raise FileNotFoundError(f"no complexity result at {path}")
+    if not _is_ours(attrs):
+        raise ValueError(f"{path} is not an otpipe complexity result")
+    if not attrs.get("complete"):
+        raise ValueError(f"{path} is an unfinished study: finish it with `otpipe complexity ... --resume`")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return xr.open_zarr(path, consolidated=False).load()
 
 
 def _attrs(kw, p, distribution, seed, reps, divergence) -> dict:
@@ -207,29 +343,6 @@ def _attrs(kw, p, distribution, seed, reps, divergence) -> dict:
         "versions": {"otpipe": otpipe.__version__, "numpy": np.__version__, "torch": torch.__version__},
         "complete": True,
     }
-
-
-def _write(ds, out: Path) -> None:
-    """Write atomically: to a sibling temporary store, then rename over ``out``."""
-    from ..store._tmp import remove_stale, tmp_sibling
-
-    check_replaceable(out)
-    ds.attrs.update(made_attrs("complexity"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)  # temporaries of a killed earlier run of this output
-    tmp = tmp_sibling(out)
-    try:
-        ds.to_zarr(tmp, mode="w", consolidated=False)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def kappa_table(ds, fmt: str = "markdown") -> str:

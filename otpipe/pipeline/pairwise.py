@@ -25,8 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from .._locks import locked
+from . import convergence as _conv
+from . import estimate as _estimate
 from . import plan as _plan
 from . import result as _result
+from .interrupt import Interrupted, guard
+from .progress import Progress
 from .tasks import KERNEL_LOSSES, LOSSES, RunParams, bbox_task, cross_task, diameter_from_boxes, self_task
 
 __all__ = ["pairwise", "resolve_run"]
@@ -46,6 +50,7 @@ class _Input:
     dim: int
     dtype: str
     shards: list
+    sizes: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -79,6 +84,7 @@ def _input(obj) -> _Input:
         dim=base.dim,
         dtype=str(base.dtype),
         shards=shards,
+        sizes=np.asarray(base.sizes)[idx],
     )
 
 
@@ -145,6 +151,31 @@ def resolve_run(collection, other=None, **params):
         dtype=dtype,
     )
     return src, tgt, rp
+
+
+def _spread(n: int, k: int, offset: int = 0) -> np.ndarray:
+    """``k`` positions spread evenly over ``0..n-1`` (shifted by ``offset``, modulo ``n``)."""
+    return (np.linspace(0, n - 1, min(k, n)).astype(int) + offset) % n
+
+
+def _seconds_per_solve(src: _Input, tgt: _Input | None, rp: RunParams, k: int = 3) -> float:
+    """Seconds per solve of the run, timed here on one tile of up to ``k x k`` sampled pairs and
+    scaled from the sampled sizes to the mean size (a solve costs ~ ``n_i m_j``)."""
+    from dataclasses import replace
+
+    tgt_ = src if tgt is None else tgt
+    r = _spread(src.n, k)
+    c = _spread(tgt_.n, k, offset=1 if tgt is None and src.n > 1 else 0)
+    rows, cols = src.indices[r], tgt_.indices[c]
+    if rp.self_terms and rp.diameter is None:
+        boxes = [bbox_task(src.path, rows), bbox_task(tgt_.path, cols)]
+        rp = replace(rp, diameter=diameter_from_boxes(boxes, rp.blur))
+    kw = dict(self_rows=np.zeros(len(rows)), self_cols=np.zeros(len(cols))) if rp.self_terms else {}
+    seconds = _estimate.timed(lambda: cross_task(src.path, rows, tgt_.path, cols, rp, **kw)) / (len(rows) * len(cols))
+    if src.sizes is not None and tgt_.sizes is not None:
+        sampled = float(np.mean(np.outer(src.sizes[r], tgt_.sizes[c])))
+        seconds *= float(np.mean(src.sizes)) * float(np.mean(tgt_.sizes)) / max(sampled, 1.0)
+    return seconds
 
 
 def _fingerprint(src: _Input, tgt: _Input | None, rp: RunParams) -> tuple[str, dict]:
@@ -222,10 +253,14 @@ def _with_worker(fn, *args, **kw):
     return where, fn(*args, **kw)
 
 
-def _gather_as_completed(client, futures, on_result):
-    from distributed import as_completed
+def _gather_as_completed(client, futures, on_result, g=None):
+    if g is None:
+        from distributed import as_completed
 
-    for fut in as_completed(futures):
+        done = as_completed(futures)
+    else:
+        done = g.completed(futures)
+    for fut in done:
         where, res = fut.result()
         on_result(futures[fut], where, res)
         fut.release()
@@ -256,6 +291,7 @@ def pairwise(
     progress: bool = True,
     dry_run: bool = False,
     verify: bool = False,
+    estimate: bool = True,
 ):
     """Pairwise matrix ``S[i, j] = loss(a_i, b_j)`` of a collection (``N x N``) or two (``N x M``).
 
@@ -288,7 +324,8 @@ def pairwise(
     overwrite : bool
         Replace an existing result at ``out``.
     progress : bool
-        Progress bar (tiles, pairs, rate, ETA) on stderr.
+        Progress on stderr (pairs, tiles, rate, ETA): a bar on a terminal, a line every 5% or
+        30 s otherwise (:class:`~otpipe.pipeline.progress.Progress`).
     dry_run : bool
         Return the plan summary (pairs, tiles, solves) without computing anything.
     verify : bool
@@ -296,12 +333,23 @@ def pairwise(
         content hash before computing (reads all the data once). The structural checks of
         :func:`otpipe.store.open` always run; ``resume`` always compares the content hashes
         recorded in the result with the collections' (a changed input is refused).
+    estimate : bool
+        With ``dry_run``: also time a few pair solves here and add the cost estimate
+        (``estimated_seconds``, ``large``; :mod:`otpipe.pipeline.estimate`).
 
     Returns
     -------
     xarray.Dataset
-        The result (see :mod:`otpipe.pipeline.result`); ``attrs["tiles_computed"]`` counts the
-        tiles computed by this call. With ``dry_run``: a dict.
+        The result (see :mod:`otpipe.pipeline.result`) without its checkpoint bookkeeping;
+        ``attrs["tiles_computed"]`` counts the tiles computed by this call;
+        ``attrs["marginal_error_median"|"marginal_error_max"|"convergence_warning"]`` summarise the
+        convergence of the cross solves (a :class:`~otpipe.pipeline.convergence.ConvergenceWarning`
+        is issued above the thresholds of :mod:`otpipe.pipeline.convergence`). With ``dry_run``: a dict.
+
+    Raises
+    ------
+    otpipe.pipeline.interrupt.Interrupted
+        Ctrl-C (SIGINT): the finished tiles are kept in ``out``; ``resume=True`` continues.
     """
     from .cluster import ClusterSpec, open_client
 
@@ -335,6 +383,11 @@ def pairwise(
         if stored is not None:
             done = _result.load_state(out)["tile_done"][: len(pl.tiles)]
             summary["tiles_done"] = int(done.sum())
+        if estimate:
+            units = summary["pairs"] + summary["self_terms"]
+            if stored is not None:
+                units = units * (1.0 - summary["tiles_done"] / max(1, summary["tiles"]))
+            summary.update(_estimate.summary(units, _seconds_per_solve(src, tgt, rp), n_workers, "solve"))
         return summary
 
     if stored is not None and stored.get("complete"):
@@ -357,7 +410,54 @@ def pairwise(
             tmp.cleanup()
 
 
+def resume_hint(out, api: str = "resume=True") -> str:
+    """How to continue an interrupted run: the same ``otpipe`` command with ``--resume`` (or ``api``)."""
+    import shlex
+
+    argv = list(sys.argv)
+    prog = Path(argv[0]).name if argv else ""
+    is_cli = prog == "otpipe" or argv[0].replace("\\", "/").endswith("otpipe/cli/__main__.py") if argv else False
+    if is_cli:
+        args = [a for a in argv[1:] if a != "--overwrite"]
+        cmd = "otpipe " + " ".join(shlex.quote(a) for a in args) + ("" if "--resume" in args else " --resume")
+        return f"continue with: {cmd}"
+    return f"continue with the same call and {api} (out={str(out)!r})"
+
+
 def _run(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress):
+    """The run proper; Ctrl-C keeps the finished tiles and raises :class:`Interrupted`."""
+    state = {"created": stored is not None, "done": 0, "total": None}
+    with guard() as g:
+        try:
+            return _run_tiles(c, src, tgt, rp, fp, content, out, tile, stored, overwrite, progress, g, state)
+        except KeyboardInterrupt:
+            if not state["created"]:
+                raise Interrupted(f"nothing was saved yet (interrupted before the first tile of {out})") from None
+            done = state["done"]
+            total = state["total"]
+            what = f"{done} of {total} tiles are saved in {out}" if total else f"the finished work is saved in {out}"
+            raise Interrupted(f"{what}; {resume_hint(out)}") from None
+
+
+def _convergence(out: Path, symmetric: bool) -> dict:
+    """Summary of the cross solves' marginal errors (``i < j`` for a symmetric run), read from the store."""
+    import zarr
+
+    g = zarr.open_group(str(out), mode="r", use_consolidated=False)
+    arr = g["marginal_error"]
+    n, m = arr.shape
+    parts = []
+    step = max(1, 2**22 // max(1, m))  # rows per read: ~32 MiB
+    for r0 in range(0, n, step):
+        block = np.asarray(arr[r0 : r0 + step], dtype=np.float64)
+        if symmetric:
+            rows = np.arange(r0, r0 + block.shape[0])[:, None]
+            block = np.where(np.arange(m)[None, :] > rows, block, np.nan)
+        parts.append(block[np.isfinite(block)])
+    return _conv.summarise(np.concatenate(parts) if parts else np.array([]))
+
+
+def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress, g, run):
     from dataclasses import replace
 
     t0 = time.perf_counter()
@@ -420,6 +520,7 @@ def _run(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progr
             attrs=attrs,
             overwrite=overwrite,
         )
+        run["created"] = True
     state = _result.load_state(out)
     where_count: dict[str, int] = {}
 
@@ -445,13 +546,15 @@ def _run(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progr
         def _on_self(meta, where, res):
             nonlocal self_computed
             which, k, r0, r1 = meta
-            _result.write_self(out, which, k, r0, r1, res["value"], mirror=symmetric)
+            with g.critical():
+                _result.write_self(out, which, k, r0, r1, res["value"], mirror=symmetric)
             _count(where)
             self_computed += 1
+            g.task_done()
 
         if futures:
             log.info("self terms: %d tasks", len(futures))
-            _gather_as_completed(c, futures, _on_self)
+            _gather_as_completed(c, futures, _on_self, g)
         state = _result.load_state(out)
         if not symmetric and not np.isfinite(state["self_target"]).all():
             raise RuntimeError("self terms missing after the self-term phase")
@@ -462,13 +565,9 @@ def _run(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progr
     n_done_before = len(pl.tiles) - len(pending)
     pairs_before = sum(t.n_pairs for t in pl.tiles if tile_done[t.index])
     log.info("tiles: %d to compute, %d already done", len(pending), n_done_before)
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=pl.n_pairs, initial=pairs_before, unit="pair", file=sys.stderr, disable=not progress,
-        desc="pairs", dynamic_ncols=True, smoothing=0.1,
-    )
-    bar.set_postfix_str(f"tiles {n_done_before}/{len(pl.tiles)}")
+    run["done"], run["total"] = n_done_before, len(pl.tiles)
+    bar = Progress(pl.n_pairs, initial=pairs_before, unit="pair", desc="distances", enabled=progress)
+    bar.set_postfix(f"tiles {n_done_before}/{len(pl.tiles)}")
     ss, st = state["self_source"], state["self_target"]
     futures = {}
     for t in pending:
@@ -484,31 +583,46 @@ def _run(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progr
 
     def _on_tile(t, where, res):
         nonlocal computed
-        _result.write_tile(out, t, res, symmetric)
-        computed += 1
+        with g.critical():
+            _result.write_tile(out, t, res, symmetric)
+            computed += 1
+            run["done"] = n_done_before + computed
         _count(where)
         log.debug("tile %d (%d:%d x %d:%d, %d pairs) from %s", t.index, t.r0, t.r1, t.c0, t.c1, t.n_pairs, where)
+        bar.set_postfix(f"tiles {n_done_before + computed}/{len(pl.tiles)}")
         bar.update(t.n_pairs)
-        bar.set_postfix_str(f"tiles {n_done_before + computed}/{len(pl.tiles)}")
+        g.task_done()
 
     try:
         if futures:
-            _gather_as_completed(c, futures, _on_tile)
+            _gather_as_completed(c, futures, _on_tile, g)
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
     pairs_now = pl.n_pairs - pairs_before
     log.info("tasks per worker: %s", ", ".join(f"{w}: {n}" for w, n in sorted(where_count.items())) or "none")
-    _result.mark_complete(
-        out,
-        tiles_computed=computed,
-        tiles_resumed=n_done_before,
-        self_tasks_computed=self_computed,
-        pairs_computed=pairs_now,
-        seconds=round(elapsed, 3),
-        workers={w: n for w, n in where_count.items()},
-        gpu=gpu,
-    )
+    conv = {}
+    if rp.self_terms:
+        summ = _convergence(out, symmetric)
+        remedy = ("use --tol 1e-3 (Python: tol=1e-3) for converged solves, or a larger --blur"
+                  if rp.tol is None else "raise --max-iter or use a larger --blur")
+        name = "this run" if out.name == "result.zarr" and out.parent.name.startswith("otpipe-pairwise-") else str(out)
+        msg = _conv.message(summ, what=f"the Sinkhorn solves of {name}", remedy=remedy)
+        conv = _conv.attrs(summ, msg)
+    with g.critical():
+        _result.mark_complete(
+            out,
+            tiles_computed=computed,
+            tiles_resumed=n_done_before,
+            self_tasks_computed=self_computed,
+            pairs_computed=pairs_now,
+            seconds=round(elapsed, 3),
+            workers={w: n for w, n in where_count.items()},
+            gpu=gpu,
+            **conv,
+        )
+    if conv:
+        _conv.warn(conv["convergence_warning"], stacklevel=5)
     log.info(
         "done: %d tiles computed now, %d from a previous run; %d pairs in %.1f s (%.1f pairs/s) -> %s",
         computed, n_done_before, pairs_now, elapsed, pairs_now / elapsed if elapsed > 0 else float("nan"), out,

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._made import check_replaceable, made_attrs
 
-__all__ = ["RESULT_FORMAT", "create", "load_state", "write_tile", "write_self", "mark_complete", "open_result", "is_result"]
+__all__ = ["RESULT_FORMAT", "BOOKKEEPING", "create", "load_state", "write_tile", "write_self", "mark_complete", "open_result", "is_result"]
 
 RESULT_FORMAT = "otpipe.pairwise"
 _MATRIX_VARS = {"divergence": np.float64, "ot": np.float64, "n_iter": np.int64, "marginal_error": np.float64}
@@ -205,8 +205,15 @@ def mark_complete(path, **attrs) -> None:
         zarr.consolidate_metadata(str(path))
 
 
-def open_result(path, *, require_complete: bool = True):
+#: checkpoint variables of the store (and their dims): internal, not part of the returned Dataset
+BOOKKEEPING = ("tile_done", "self_done_source", "self_done_target")
+
+
+def open_result(path, *, require_complete: bool = True, bookkeeping: bool = False):
     """Open a pairwise result as an ``xarray.Dataset`` (lazy, Dask-backed).
+
+    The checkpoint variables (:data:`BOOKKEEPING`, dims ``tile``, ``source_chunk``, ``target_chunk``)
+    stay in the store but are dropped from the Dataset unless ``bookkeeping=True``.
 
     Raises
     ------
@@ -227,4 +234,7 @@ def open_result(path, *, require_complete: bool = True):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return xr.open_zarr(path, consolidated=bool(attrs.get("complete")))
+        ds = xr.open_zarr(path, consolidated=bool(attrs.get("complete")))
+    if not bookkeeping:
+        ds = ds.drop_vars([v for v in BOOKKEEPING if v in ds.variables])
+    return ds

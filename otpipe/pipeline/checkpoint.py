@@ -1,0 +1,222 @@
+"""Checkpoints of runs made of many independent tasks (two-sample tests, complexity cells).
+
+The result store is created before any work: a Zarr group whose attrs hold the run's parameters,
+their ``fingerprint`` and ``complete = False``, with a hidden ``_checkpoint`` group holding one
+row per task (``(n_tasks, *shape)`` arrays, chunks of :data:`CHUNK` rows) and a ``done`` mark per
+task. The client keeps the rows in memory and writes the changed chunks at most every
+:data:`FLUSH_SECONDS` (data first, then the ``done`` marks, so a killed run never marks a task it
+did not write), at the end and on Ctrl-C. :func:`finalise` writes the result Dataset into the
+store, then sets ``complete = True``, then removes ``_checkpoint``: a result either looks complete
+and is, or says ``complete = False`` and can be resumed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Checkpoint", "Field", "finalise", "check_existing", "fingerprint", "stored_attrs", "FLUSH_SECONDS", "CHUNK"]
+
+#: finished tasks are written at most this often (and at the end, and on Ctrl-C)
+FLUSH_SECONDS = 2.0
+#: tasks per chunk of the checkpoint arrays
+CHUNK = 256
+GROUP = "_checkpoint"
+
+
+class Field:
+    """One per-task array: ``shape`` after the task axis, dtype, fill value, and how many tasks have it."""
+
+    def __init__(self, shape: tuple = (), dtype: str = "float64", fill=np.nan, rows: int | None = None):
+        self.shape, self.dtype, self.fill, self.rows = tuple(int(s) for s in shape), dtype, fill, rows
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
+
+
+def fingerprint(content: dict) -> tuple[str, dict]:
+    """``(sha256 of the canonical JSON, the JSON-safe content)`` of a run's parameters and inputs."""
+    content = _jsonable(content)
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(), content
+
+
+def stored_attrs(path) -> dict | None:
+    """The attrs of the Zarr group at ``path`` (``None`` when there is none)."""
+    try:
+        return json.loads((Path(path) / "zarr.json").read_text()).get("attributes") or {}
+    except (OSError, ValueError):
+        return None
+
+
+def _differences(stored: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(stored) | set(new)):
+        a, b = stored.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: stored {a!r}, now {b!r}")
+    return out
+
+
+def check_existing(out: Path, *, is_ours, what: str, resume: bool, overwrite: bool, fp: str, content: dict) -> dict | None:
+    """What to do with ``out`` before a run: the stored attrs to resume from, or ``None`` to start
+    afresh (the caller then removes an old result of ours); refuses to clobber anything else.
+
+    ``is_ours(attrs) -> bool`` tells whether stored attrs belong to a ``what`` result.
+    """
+    if resume and overwrite:
+        raise ValueError("give either --resume or --overwrite, not both")
+    out = Path(out)
+    if not out.exists():
+        return None
+    attrs = stored_attrs(out)
+    ours = attrs is not None and is_ours(attrs)
+    if resume:
+        if not ours:
+            raise ValueError(f"cannot resume {out}: it is not an otpipe {what} result")
+        if attrs.get("fingerprint") != fp:
+            diffs = _differences(attrs.get("run") or {}, content)
+            raise ValueError(f"cannot resume {out}: it was computed with different parameters or inputs ("
+                             + ("; ".join(diffs[:4]) or "fingerprint differs") + "); use --overwrite to start again")
+        return attrs
+    if not overwrite:
+        raise FileExistsError(f"output exists: {out} (use --overwrite to replace it, or --resume to continue it)")
+    if out.is_dir() and not any(out.iterdir()):
+        return None
+    if not ours:
+        raise FileExistsError(f"refusing to overwrite {out}: not an otpipe {what} result")
+    return None
+
+
+def remove(out: Path) -> None:
+    """Remove an otpipe result store at ``out`` (checked by :func:`check_existing` first)."""
+    out = Path(out)
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+
+
+class Checkpoint:
+    """The per-task rows of a run (see the module docstring); ``out=None``: in memory only."""
+
+    def __init__(self, out: Path | None, n: int, fields: dict[str, Field]):
+        self.out = None if out is None else Path(out)
+        self.n, self.fields = int(n), dict(fields)
+        self.data = {k: np.full(((f.rows if f.rows is not None else self.n),) + f.shape, f.fill, dtype=f.dtype)
+                     for k, f in self.fields.items()}
+        self.done = np.zeros(self.n, dtype=bool)
+        self._dirty: set[int] = set()
+        self._last = time.monotonic()
+        self._chunk = min(CHUNK, max(1, self.n))
+
+    # ---- store ---------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, out: Path, attrs: dict, n: int, fields: dict[str, Field]) -> "Checkpoint":
+        """A new store at ``out`` (which must not exist) with ``attrs`` and empty rows."""
+        import zarr
+
+        self = cls(out, n, fields)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        root = zarr.open_group(str(out), mode="w-")
+        root.attrs.update(_jsonable(dict(attrs, complete=False)))
+        ck = root.create_group(GROUP)
+        for k, f in self.fields.items():
+            rows = f.rows if f.rows is not None else self.n
+            if rows:
+                ck.create_array(k, shape=(rows,) + f.shape, chunks=(min(self._chunk, rows),) + f.shape,
+                                dtype=f.dtype, fill_value=f.fill)
+        ck.create_array("done", shape=(max(1, self.n),), chunks=(self._chunk,), dtype="bool", fill_value=False)
+        return self
+
+    @classmethod
+    def load(cls, out: Path, n: int, fields: dict[str, Field]) -> "Checkpoint":
+        """The rows stored at ``out`` (an unfinished run)."""
+        import zarr
+
+        self = cls(out, n, fields)
+        root = zarr.open_group(str(out), mode="r")
+        if GROUP not in root:
+            raise ValueError(f"{out}: no checkpoint to resume from (an unfinished run without its _checkpoint group)")
+        ck = root[GROUP]
+        for k in self.fields:
+            if k in ck:
+                self.data[k][...] = ck[k][...]
+        self.done[:] = np.asarray(ck["done"][: self.n], dtype=bool)
+        return self
+
+    # ---- rows ----------------------------------------------------------------------------------
+    @property
+    def n_done(self) -> int:
+        return int(self.done.sum())
+
+    def record(self, t: int, **values) -> None:
+        """Task ``t`` finished with ``values`` (one per field; a field whose ``rows`` excludes ``t`` is skipped)."""
+        for k, v in values.items():
+            if v is None or t >= self.data[k].shape[0]:
+                continue
+            self.data[k][t] = v
+        self.done[t] = True
+        self._dirty.add(t // self._chunk)
+
+    def due(self) -> bool:
+        """Whether a flush is due (changes older than :data:`FLUSH_SECONDS`)."""
+        return bool(self._dirty) and self.out is not None and time.monotonic() - self._last >= FLUSH_SECONDS
+
+    def flush(self) -> None:
+        """Write the changed chunks: data first, then the ``done`` marks."""
+        if not self._dirty or self.out is None:
+            self._dirty.clear()
+            return
+        import zarr
+
+        ck = zarr.open_group(str(self.out), mode="r+")[GROUP]
+        chunks = sorted(self._dirty)
+        for k, arr in self.data.items():
+            if k not in ck:
+                continue
+            for c in chunks:
+                lo, hi = c * self._chunk, min((c + 1) * self._chunk, arr.shape[0])
+                if lo < hi:
+                    ck[k][lo:hi] = arr[lo:hi]
+        for c in chunks:
+            lo, hi = c * self._chunk, min((c + 1) * self._chunk, self.n)
+            ck["done"][lo:hi] = self.done[lo:hi]
+        self._dirty.clear()
+        self._last = time.monotonic()
+
+
+def finalise(out: Path, ds) -> None:
+    """Write ``ds`` into the store at ``out``, then ``complete = True``, then drop ``_checkpoint``."""
+    import warnings
+
+    import zarr
+
+    out = Path(out)
+    root = zarr.open_group(str(out), mode="r+")
+    for name in list(root.array_keys()):  # left by a finalisation interrupted earlier
+        del root[name]
+    body = ds.copy()
+    body.attrs = _jsonable({k: v for k, v in ds.attrs.items() if k != "complete"})
+    body.attrs["complete"] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        body.to_zarr(out, mode="a", consolidated=False)
+    zarr.open_group(str(out), mode="r+").attrs.update({"complete": True})
+    shutil.rmtree(out / GROUP, ignore_errors=True)
