@@ -50,7 +50,7 @@ def _run(method, x, y, perms, seed):
 
         np.random.seed(seed)
         return Energy().test(x, y, reps=perms, workers=1)[1]
-    return two_sample_test(x, y, n_permutations=perms, seed=seed, **method).p_value
+    return two_sample_test(x, y, n_permutations=perms, seed=seed, **method).pvalue
 
 
 def main():

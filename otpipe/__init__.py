@@ -2,6 +2,12 @@
 
 Importing :mod:`otpipe` is cheap: the numerical API (torch), the collection store (Zarr)
 and the pipeline (Dask) are imported on first use of the names below.
+
+Between two measures (NumPy in, NumPy out; torch in, torch out): ``solve``,
+``sinkhorn_divergence``, ``energy_distance``, ``mmd``, ``hausdorff``, ``barycenter``,
+``two_sample_test``. Over collections (Dask, Zarr results): ``pairwise`` (distance matrices),
+``pairwise_two_sample`` (two-sample tests between the labels or measures of a collection),
+``group_barycenters`` (one barycenter per label), ``complexity_study`` (sample-complexity grids).
 """
 from __future__ import annotations
 
@@ -21,8 +27,12 @@ __all__ = [
     "store",
     "barycenter",
     "pairwise",
+    "pairwise_two_sample",
+    "group_barycenters",
+    "complexity_study",
     "complexity",
     "two_sample_test",
+    "ConvergenceWarning",
 ]
 
 _LAZY = {
@@ -36,6 +46,10 @@ _LAZY = {
     "store": ("otpipe.store", None),
     "barycenter": ("otpipe.barycenter", "barycenter"),
     "pairwise": ("otpipe.pipeline.pairwise", "pairwise"),
+    "pairwise_two_sample": ("otpipe.pipeline.two_sample", "many_two_sample_tests"),
+    "group_barycenters": ("otpipe.pipeline.barycenter", "group_barycenters"),
+    "complexity_study": ("otpipe.pipeline.complexity", "run_study"),
+    "ConvergenceWarning": ("otpipe.pipeline.convergence", "ConvergenceWarning"),
     "complexity": ("otpipe.complexity", None),
     "two_sample_test": ("otpipe.two_sample", "two_sample_test"),
 }

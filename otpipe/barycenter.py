@@ -73,6 +73,12 @@ class BarycenterResult:
     params: dict = field(default_factory=dict)
     image: np.ndarray | None = None
 
+    def __repr__(self) -> str:
+        last = f", objective={self.history[-1]:.6g}" if self.history and self.method == "free" else ""
+        img = "" if self.image is None else f", image={tuple(self.image.shape)}"
+        return (f"BarycenterResult(method={self.method!r}, points={tuple(np.shape(self.points))}, n_iter={self.n_iter}, "
+                f"converged={bool(self.converged)}{last}{img})")
+
 
 # --------------------------------------------------------------------------------------------
 # input validation

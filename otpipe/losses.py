@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ._arrays import numpy_io, short
 from .kernels import choose_backend, get_backend
 from .measures import log_weights, validate_pair
 from .sinkhorn import (
@@ -62,6 +63,11 @@ class DivergenceResult:
     schedule: list
     backend: str
 
+    def __repr__(self) -> str:
+        return (f"DivergenceResult(value={short(self.value)}, ot_xy={short(self.ot_xy)}, eps={self.eps:.4g}, "
+                f"n_iter={short(self.n_iter, 'd')}, marginal_error={short(self.marginal_error, '.2g')}, "
+                f"converged={short(self.converged)}, backend={self.backend!r})")
+
 
 def _warn_not_converged(results: dict, tol):
     if tol is None:
@@ -76,6 +82,7 @@ def _warn_not_converged(results: dict, tol):
         )
 
 
+@numpy_io
 def sinkhorn_divergence(
     x,
     y,
@@ -117,7 +124,8 @@ def sinkhorn_divergence(
     -------
     Tensor
         Scalar, or ``(B,)`` for batched input; differentiable w.r.t. points and weights
-        (envelope theorem) for ``variant="dual"``.
+        (envelope theorem) for ``variant="dual"``. NumPy input (no tensor argument): a NumPy
+        scalar or array (:mod:`otpipe._arrays`).
     """
     if variant not in _VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: use 'dual' or 'transport'")
@@ -236,6 +244,7 @@ def _kernel_loss(x, y, a, b, kernel: str, sigma, backend: str = "auto", potentia
     return un(val)
 
 
+@numpy_io
 def energy_distance(x, y, a=None, b=None, *, backend: str = "auto"):
     """Energy distance ``1/2 <a - b, K (a - b)>`` with ``K(x, y) = -|x - y|``.
 
@@ -245,6 +254,7 @@ def energy_distance(x, y, a=None, b=None, *, backend: str = "auto"):
     return _kernel_loss(x, y, a, b, "energy", None, backend)
 
 
+@numpy_io
 def mmd(x, y, a=None, b=None, *, kernel: str = "gaussian", sigma="median", backend: str = "auto"):
     """Kernel MMD loss ``1/2 <a - b, K (a - b)>`` (half the squared MMD; the V-statistic).
 
@@ -258,6 +268,7 @@ def mmd(x, y, a=None, b=None, *, kernel: str = "gaussian", sigma="median", backe
     return _kernel_loss(x, y, a, b, kernel, sigma, backend)
 
 
+@numpy_io
 def hausdorff(
     x,
     y,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ._arrays import numpy_io, short, to_numpy
 from .kernels import choose_backend, get_backend
 from .loop import (  # noqa: F401 - re-exported: the solver's parameters and schedule
     DEFAULT_MAX_ITER,
@@ -83,8 +84,16 @@ class OTResult:
     _pair: Pair = field(repr=False)
     symmetric: bool = False
 
-    def _unbatch(self, t: torch.Tensor) -> torch.Tensor:
-        return t if self._pair.batched else t[0]
+    def _unbatch(self, t: torch.Tensor):
+        t = t if self._pair.batched else t[0]
+        return to_numpy(t) if self._numpy else t
+
+    def __repr__(self) -> str:
+        B, N, M, D = self._pair.shape
+        shape = f"B={B}, N={N}, M={M}, D={D}" if self._pair.batched else f"N={N}, M={M}, D={D}"
+        return (f"OTResult(value={short(self.value)}, {shape}, eps={self.eps:.4g}, n_iter={short(self.n_iter, 'd')}, "
+                f"marginal_error={short(self.marginal_error, '.2g')}, converged={short(self.converged)}, "
+                f"backend={self.backend!r})")
 
     def plan(self) -> torch.Tensor:
         """Dense transport plan ``pi_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)``: ``(N, M)`` (or batched).
@@ -117,6 +126,8 @@ class OTResult:
     # batched potentials, kept for plan() / transport_map()
     _fb: torch.Tensor = field(default=None, repr=False)
     _gb: torch.Tensor = field(default=None, repr=False)
+    # NumPy input: plan() and transport_map() answer in NumPy too (otpipe._arrays)
+    _numpy: bool = field(default=False, repr=False)
 
 
 
@@ -196,6 +207,7 @@ def _converged(err: torch.Tensor, tol: float | None):
     return None if tol is None else err <= tol
 
 
+@numpy_io
 def solve(
     x,
     y,
@@ -256,6 +268,8 @@ def solve(
     Returns
     -------
     OTResult
+        Tensors for tensor input; NumPy arrays (and NumPy scalars) when no argument is a tensor
+        (:mod:`otpipe._arrays`).
     """
     prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost,
                               truncate=truncate, cluster_scale=cluster_scale)
@@ -291,6 +305,7 @@ def _result(P: Pair, prm: SinkhornParams, out: dict, key: str) -> OTResult:
     )
 
 
+@numpy_io
 def solve_symmetric(
     x,
     a=None,

@@ -57,7 +57,7 @@ STEP_TYPES = ("synth", "ingest", "distances", "barycenter", "two-sample", "compl
 COLLECTION_STEPS = ("synth", "ingest", "barycenter")
 _TOP_KEYS = {"version", "name", "run_dir", "cluster", "steps", "description"}
 _STEP_KEYS = {"step", "id", "params", "inputs", "description"}
-_RESERVED = {"out", "overwrite", "scheduler", "scheduler_file", "help"}
+_RESERVED = {"out", "overwrite", "scheduler", "scheduler_file", "help", "dry_run", "resume"}
 _CLUSTER_KEYS = {"n_workers", "threads_per_worker", "memory_limit", "scheduler", "scheduler_file",
                  "tls_ca_file", "tls_cert", "tls_key"}  # certificates of a tls:// scheduler
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")

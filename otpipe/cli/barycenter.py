@@ -1,11 +1,20 @@
 """``otpipe barycenter COLLECTION --out OUT``: one barycenter per group, as a collection store and a PNG."""
 from __future__ import annotations
 
-import json
-
 import click
 
-from ._common import client_from_options, cluster_options
+from ._common import (
+    client_from_options,
+    cluster_options,
+    dry_run_option,
+    echo_json,
+    json_option,
+    out_option,
+    overwrite_option,
+    progress_option,
+    quiet_option,
+    setup_logging,
+)
 
 __all__ = ["barycenter"]
 
@@ -21,7 +30,7 @@ def _floats(s: str | None):
 
 @click.command("barycenter")
 @click.argument("collection", type=click.Path())
-@click.option("--out", required=True, type=click.Path(), help="Collection store to write (one measure per group).")
+@out_option("Collection store to write (one measure per group); a PNG goes next to it.")
 @click.option("--group-by", type=click.Choice(["label", "none"]), default="label", show_default=True)
 @click.option("--groups", default=None, help="Only these labels (comma-separated).")
 @click.option("--weights", default=None, help="Barycentric weights w1,w2,... (one per measure, summing to one; single group).")
@@ -38,19 +47,45 @@ def _floats(s: str | None):
 @click.option("--biased", is_flag=True, help="Fixed support without debiasing (plain IBP).")
 @click.option("--learn-weights", is_flag=True, help="Free support: also optimise the barycenter's weights.")
 @click.option("--plot", type=click.Path(), default=None, help="PNG to write (default: OUT with .png).")
-@click.option("--overwrite", is_flag=True)
+@overwrite_option
+@dry_run_option("Print the groups (measures, points, method) and exit; compute and write nothing.")
+@json_option("Print the summary as JSON on stdout (groups, iterations, convergence).")
+@progress_option
+@quiet_option
 @cluster_options
-def barycenter(collection, out, **kw):
-    """Wasserstein barycenter of each group of COLLECTION (debiased Sinkhorn, free or fixed support)."""
-    from ..pipeline.barycenter import run_barycenter
+def barycenter(collection, out, dry_run, as_json, no_progress, quiet, **kw):
+    """Wasserstein barycenter of each group of COLLECTION (debiased Sinkhorn, free or fixed support).
 
+    Warns on stderr, naming the groups, when a barycenter stops at --max-iter without converging.
+    """
+    from ..pipeline.barycenter import plan_barycenters, run_barycenter
+
+    setup_logging(quiet)
     spec = client_from_options(kw)
     groups = kw.pop("groups")
+    common = dict(group_by=kw.pop("group_by"), groups=groups.split(",") if groups else None,
+                  weights=_floats(kw.pop("weights")), method=kw.pop("method"), n_points=kw.pop("n_points"),
+                  p=kw.pop("p"), grid=kw.pop("grid"))
+    if dry_run:
+        plan = plan_barycenters(collection, **common)
+        if as_json:
+            echo_json(plan)
+        else:
+            click.echo(f"plan: {plan['n_groups']} barycenter(s) of {collection} -> {out}")
+            for g, d in plan["groups"].items():
+                click.echo(f"  {g}: {d['measures']} measures, {d['points']} points, {d['method']} support"
+                           + (f" of {d['support']} points" if d["method"] == "free" else ""))
+        return
     summary = run_barycenter(
-        collection, out, group_by=kw.pop("group_by"), groups=groups.split(",") if groups else None,
-        weights=_floats(kw.pop("weights")), method=kw.pop("method"), n_points=kw.pop("n_points"), init=kw.pop("init"),
-        p=kw.pop("p"), blur=kw.pop("blur"), tol=kw.pop("tol"), max_iter=kw.pop("max_iter"), seed=kw.pop("seed"),
-        grid=kw.pop("grid"), debiased=not kw.pop("biased"), learn_weights=kw.pop("learn_weights"),
-        overwrite=kw.pop("overwrite"), plot=kw.pop("plot"), spec=spec,
+        collection, out, **common, init=kw.pop("init"), blur=kw.pop("blur"), tol=kw.pop("tol"),
+        max_iter=kw.pop("max_iter"), seed=kw.pop("seed"), debiased=not kw.pop("biased"),
+        learn_weights=kw.pop("learn_weights"), overwrite=kw.pop("overwrite"), plot=kw.pop("plot"), spec=spec,
+        progress=not (no_progress or quiet),
     )
-    click.echo(json.dumps(summary, indent=1))
+    if as_json:
+        echo_json(summary)
+    elif not quiet:
+        click.echo(f"wrote {summary['out']} and {summary['plot']}: {len(summary['groups'])} barycenter(s)")
+        for g, d in summary["groups"].items():
+            click.echo(f"  {g}: {d['method']}, {d['n_measures']} measures, {d['n_points']} points, "
+                       f"{d['n_iter']} iterations, {'converged' if d['converged'] else 'NOT converged'}")

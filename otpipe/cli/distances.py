@@ -96,7 +96,7 @@ def distances(collection, other, out, dry_run, as_json, no_progress, quiet, **kw
 
 @click.command("report")
 @click.argument("result", type=click.Path())
-@click.option("--out", required=True, type=click.Path(), help="Output PNG (an HTML page is written next to it).")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output PNG (an HTML page is written next to it).")
 @click.option("--title", default=None, help="Figure title.")
 def report(result, out, title):
     """Plots of a result: for a pairwise result, a clustered heatmap, an MDS embedding and the

@@ -11,6 +11,8 @@ import time
 
 import click
 
+from ._common import dry_run_option, echo_json, json_option, out_option, overwrite_option, quiet_option
+
 __all__ = ["synth", "ingest", "info"]
 
 _DTYPE = click.Choice(["float32", "float64"])
@@ -31,8 +33,14 @@ def _summary(c, seconds: float) -> str:
     )
 
 
+def _summary_dict(c, seconds: float) -> dict:
+    return {"out": str(c.path), "n_measures": len(c), "n_points": int(c.n_points), "dim": int(c.dim),
+            "dtype": str(c.dtype), "n_shards": int(c.n_shards), "hash": str(c.content_hash), "seconds": round(seconds, 3)}
+
+
 @click.command()
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("out_arg", metavar="[OUT]", required=False, type=click.Path(file_okay=False))
+@out_option("Collection to write (a Zarr store).", required=False, file_okay=False)
 @click.option("--kind", "kinds", multiple=True, default=("mixed",), show_default=True,
               help="Family: uniform, gaussian, mixture, circle, sphere, torus, or mixed (all valid for --dim). "
                    "Repeat or comma-separate for several (cycled).")
@@ -46,26 +54,60 @@ def _summary(c, seconds: float) -> str:
 @click.option("--spread", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Random centres in [-spread, spread]^D (0: all centred).")
 @click.option("--dtype", type=_DTYPE, default="float32", show_default=True, help="Storage dtype.")
 @click.option("--shard-points", type=click.IntRange(min=1), default=None, help="Target points per shard (default: as many as fit in 16 MiB, e.g. 2^20 points in R^3 float32).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing collection at OUT.")
-def synth(out, kinds, n_measures, n_points, min_points, dim, seed, weights, noise, spread, dtype, shard_points, overwrite):
-    """Write a reproducible synthetic collection of measures to OUT (labels = families)."""
+@overwrite_option
+@dry_run_option("Print what would be written (measures, points, families) and exit; write nothing.")
+@json_option()
+@quiet_option
+def synth(out_arg, out, kinds, n_measures, n_points, min_points, dim, seed, weights, noise, spread, dtype, shard_points,
+          overwrite, dry_run, as_json, quiet):
+    """Write a reproducible synthetic collection of measures to --out (labels = families).
+
+    The positional OUT of otpipe 0.1 (otpipe synth OUT) still works, with a deprecation warning.
+    """
     from ..store.collection import DEFAULT_SHARD_POINTS, create
     from ..store.synth import resolve_kinds, synth_measures
 
+    if out_arg is not None:
+        if out is not None and out != out_arg:
+            raise click.UsageError("give the output once, as --out (the positional OUT is deprecated)")
+        click.echo("otpipe: warning: `otpipe synth OUT` is deprecated and will be removed in the next release: "
+                   "use `otpipe synth --out OUT`", err=True)
+        out = out_arg
+    if out is None:
+        raise click.UsageError("Missing option '-o' / '--out'.")
     fams = resolve_kinds(list(kinds), dim)  # fail before creating anything
+    if dry_run:
+        total = n_measures * n_points
+        plan = {"out": str(out), "n_measures": n_measures, "points_per_measure": [min_points or n_points, n_points],
+                "max_points": total, "dim": dim, "dtype": dtype, "kinds": fams, "seed": seed,
+                "bytes_at_most": total * (dim + 1) * (4 if dtype == "float32" else 8)}
+        if as_json:
+            echo_json(plan)
+        else:
+            sizes = f"{min_points}-{n_points}" if min_points else f"{n_points}"
+            click.echo(f"plan: {out}: {n_measures} measures of {sizes} points in D={dim} "
+                       f"({', '.join(fams)}, cycled), {dtype}, at most {_human(plan['bytes_at_most'])}")
+        return
     t0 = time.perf_counter()
     ms = synth_measures(fams, n_measures, n_points, dim, seed, min_points=min_points, weights=weights, noise=noise, spread=spread)
     c = create(out, ms, overwrite=overwrite, shard_points=shard_points or DEFAULT_SHARD_POINTS, dtype=dtype)
-    click.echo(_summary(c, time.perf_counter() - t0))
+    _report(c, time.perf_counter() - t0, as_json, quiet)
+
+
+def _report(c, seconds: float, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        echo_json(_summary_dict(c, seconds))
+    elif not quiet:
+        click.echo(_summary(c, seconds))
 
 
 @click.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Collection to write.")
+@out_option("Collection to write (a Zarr store).", file_okay=False)
 @click.option("--format", "fmt", type=click.Choice(["auto", "npy", "npz", "csv", "txt", "xyz", "ply", "png", "jpg", "image"]),
               default="auto", show_default=True, help="Input format (auto: by file extension).")
-@click.option("--append", is_flag=True, help="Append to an existing collection at OUT.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing collection at OUT.")
+@click.option("--append", is_flag=True, help="Append to an existing collection at --out.")
+@overwrite_option
 @click.option("--labels", type=click.Choice(["none", "parent"]), default="none", show_default=True,
               help="parent: label = name of the file's directory.")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None,
@@ -79,8 +121,11 @@ def synth(out, kinds, n_measures, n_points, min_points, dim, seed, weights, nois
 @click.option("--downsample", type=click.IntRange(min=1), default=1, show_default=True, help="Images: sum over KxK pixel blocks.")
 @click.option("--dtype", type=_DTYPE, default=None, help="Storage dtype (default float32; with --append, the store's).")
 @click.option("--shard-points", type=click.IntRange(min=1), default=None, help="Target points per shard (default: as many as fit in 16 MiB, e.g. 2^20 points in R^3 float32).")
+@dry_run_option("List the files that would be read (names, labels, formats) and exit; read and write no data.")
+@json_option()
+@quiet_option
 def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight_column, columns, invert,
-           threshold, downsample, dtype, shard_points):
+           threshold, downsample, dtype, shard_points, dry_run, as_json, quiet):
     """Ingest files, directories or globs of point clouds / images (SOURCES) into a collection.
 
     One file is one measure: .npy/.npz arrays, .csv/.txt/.xyz columns, .ply vertices, images
@@ -88,21 +133,38 @@ def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight
     """
     from ..store.collection import DEFAULT_SHARD_POINTS
     from ..store.ingest import ingest as _ingest
+    from ..store.ingest import plan as _plan
     from ..store.readers import ReaderOptions
+
+    if dry_run:
+        found = _plan(list(sources), fmt=fmt, labels=labels, manifest=manifest, names=names)
+        rows = [{"file": str(s.path), "name": s.name, "label": s.label, "format": s.fmt} for s in found]
+        if as_json:
+            echo_json({"out": str(out), "n_measures": len(rows), "files": rows})
+        else:
+            labs = sorted({str(r["label"]) for r in rows if r["label"] is not None})
+            click.echo(f"plan: {len(rows)} file(s) -> {out}" + (f" ({len(labs)} labels: {', '.join(labs[:10])}"
+                                                                   f"{', ...' if len(labs) > 10 else ''})" if labs else ""))
+            for r in rows[:20]:
+                click.echo(f"  {r['file']} -> {r['name']}" + (f" [{r['label']}]" if r["label"] is not None else ""))
+            if len(rows) > 20:
+                click.echo(f"  ... ({len(rows) - 20} more)")
+        return
 
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     opts = ReaderOptions(weight_column=weight_column, columns=cols, invert=invert, threshold=threshold, downsample=downsample)
     t0 = time.perf_counter()
     c = _ingest(list(sources), out, fmt=fmt, append=append, overwrite=overwrite, labels=labels, manifest=manifest,
                 names=names, options=opts, dtype=dtype, shard_points=shard_points or DEFAULT_SHARD_POINTS)
-    click.echo(_summary(c, time.perf_counter() - t0))
+    _report(c, time.perf_counter() - t0, as_json, quiet)
 
 
 @click.command()
 @click.argument("store", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option("Print the summary as JSON.")
 @click.option("--verify", is_flag=True, help="Recompute the content hash from the data (reads everything).")
-def info(store, as_json, verify):
+@quiet_option
+def info(store, as_json, verify, quiet):
     """Summarise a collection: counts, dimension, sizes, labels, dtype, hash, chunking."""
     from ..store.collection import open as _open
 
@@ -112,6 +174,8 @@ def info(store, as_json, verify):
         d["verified"] = c.verify()
     if as_json:
         click.echo(json.dumps(d, indent=2))
+    elif quiet:  # the exit status tells (with --verify: 1 on a mismatch)
+        pass
     else:
         s = d["points_per_measure"]
         lines = [

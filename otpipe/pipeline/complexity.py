@@ -126,7 +126,7 @@ def estimate_study(eps, dims, ns, reps: int, kw: dict, n_workers: int, n_timed: 
 
 @locked("out", skip=("dry_run",))  # one writer per result store
 def run_study(
-    out,
+    out=None,
     *,
     eps=(0.01, 0.1, 1.0, 10.0),
     dims=(2, 3, 5),

@@ -34,7 +34,7 @@ def _otpipe_here(capsys, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def synth_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bary_cli")
-    r = _otpipe("synth", tmp / "c.zarr", "--kind", "gaussian,circle", "--n-measures", N_MEASURES, "--n-points", N_POINTS,
+    r = _otpipe("synth", "--out", tmp / "c.zarr", "--kind", "gaussian,circle", "--n-measures", N_MEASURES, "--n-points", N_POINTS,
                 "--dim", 2, "--seed", 1, "--dtype", "float64")
     assert r.returncode == 0, r.stderr
     r = _otpipe("barycenter", tmp / "c.zarr", "--out", tmp / "b.zarr", "--method", "free", "--n-points", 15,

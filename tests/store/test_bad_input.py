@@ -191,8 +191,8 @@ def test_open_errors_via_cli(tmp_path, cli):
 
 
 def test_synth_bad_arguments(tmp_path, cli):
-    r = cli("synth", tmp_path / "s.zarr", "--kind", "torus", "--dim", "2")
+    r = cli("synth", "--out", tmp_path / "s.zarr", "--kind", "torus", "--dim", "2")
     assert r.code != 0 and len(r.err_lines) == 1 and "torus" in r.err
-    r = cli("synth", tmp_path / "s.zarr", "--kind", "banana")
+    r = cli("synth", "--out", tmp_path / "s.zarr", "--kind", "banana")
     assert r.code != 0 and len(r.err_lines) == 1 and "banana" in r.err
     assert not (tmp_path / "s.zarr").exists()

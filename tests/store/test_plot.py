@@ -12,7 +12,7 @@ from otpipe.store.plot import _as_image
 
 def test_report_on_collections(tmp_path):
     r = CliRunner()
-    res = r.invoke(cli, ["synth", str(tmp_path / "s.zarr"), "--kind", "circle,torus", "--dim", "3", "--n-measures", "4"])
+    res = r.invoke(cli, ["synth", "--out", str(tmp_path / "s.zarr"), "--kind", "circle,torus", "--dim", "3", "--n-measures", "4"])
     assert res.exit_code == 0, res.output
     res = r.invoke(cli, ["report", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "s.png")])
     assert res.exit_code == 0, res.output

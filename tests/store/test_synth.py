@@ -10,17 +10,17 @@ from otpipe.store.synth import KINDS, resolve_kinds, synth_measures
 
 def test_cli_synth_reproducible_and_labelled(tmp_path, cli):
     args = ["--kind", "mixed", "--n-measures", "12", "--n-points", "64", "--dim", "3"]
-    assert cli("synth", tmp_path / "a.zarr", *args, "--seed", "7").code == 0
-    assert cli("synth", tmp_path / "b.zarr", *args, "--seed", "7").code == 0
-    assert cli("synth", tmp_path / "c.zarr", *args, "--seed", "8").code == 0
+    assert cli("synth", "--out", tmp_path / "a.zarr", *args, "--seed", "7").code == 0
+    assert cli("synth", "--out", tmp_path / "b.zarr", *args, "--seed", "7").code == 0
+    assert cli("synth", "--out", tmp_path / "c.zarr", *args, "--seed", "8").code == 0
     a, b, c = (store.open(tmp_path / f"{x}.zarr") for x in "abc")
     assert a.content_hash == b.content_hash != c.content_hash
     assert len(a) == 12 and a.dim == 3 and set(a.sizes) == {64}
     assert a.info()["labels"] == {k: 2 for k in KINDS}
     assert all(n.startswith(lab + "_") for n, lab in zip(a.names, a.labels))
-    r = cli("synth", tmp_path / "a.zarr", *args)
+    r = cli("synth", "--out", tmp_path / "a.zarr", *args)
     assert r.code != 0 and "already exists" in r.err
-    assert cli("synth", tmp_path / "a.zarr", *args, "--seed", "8", "--overwrite").code == 0
+    assert cli("synth", "--out", tmp_path / "a.zarr", *args, "--seed", "8", "--overwrite").code == 0
     assert store.open(tmp_path / "a.zarr").content_hash == c.content_hash
 
 

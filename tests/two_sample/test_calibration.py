@@ -20,7 +20,7 @@ def test_null_rejection_rate(statistic):
     p = np.empty(REPS)
     for r in range(REPS):
         x, y = rng.normal(size=(N, D)), rng.normal(size=(N, D))
-        p[r] = two_sample_test(x, y, statistic=statistic, n_permutations=99, seed=r, **PARAMS[statistic]).p_value
+        p[r] = two_sample_test(x, y, statistic=statistic, n_permutations=99, seed=r, **PARAMS[statistic]).pvalue
     rate = float(np.mean(p <= ALPHA))
     print(f"{statistic}: null rejection rate {rate:.3f} over {REPS} repetitions")
     assert 0.02 <= rate <= 0.08

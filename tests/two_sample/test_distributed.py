@@ -45,24 +45,24 @@ def test_one_and_two_workers_same_p_values(client1, client2, statistic, kw):
     r1 = two_sample_test_distributed(x, y, client=client1, **args)
     r2 = two_sample_test_distributed(x, y, client=client2, **args)
     loc = two_sample_test(x, y, **args)
-    assert r1.p_value == r2.p_value == loc.p_value
-    np.testing.assert_array_equal(r1.null, r2.null)
-    np.testing.assert_allclose(r1.null, loc.null, rtol=1e-12, atol=1e-15)
+    assert r1.pvalue == r2.pvalue == loc.pvalue
+    np.testing.assert_array_equal(r1.null_distribution, r2.null_distribution)
+    np.testing.assert_allclose(r1.null_distribution, loc.null_distribution, rtol=1e-12, atol=1e-15)
     assert r1.statistic == r2.statistic
 
 
 def test_many_tests_by_measure(client1, client2, coll):
-    kw = dict(statistic="energy", n_permutations=99, seed=3)
+    kw = dict(statistic="energy", n_permutations=99, seed=3, by="measure")
     d1 = many_two_sample_tests(coll, client=client1, **kw)
     d2 = many_two_sample_tests(coll, client=client2, **kw)
     xr.testing.assert_identical(d1, d2)
     assert list(d2.source.values) == [f"m{i}" for i in range(5)]
     assert list(d2.source_label.values) == ["a", "a", "a", "b", "b"]
-    p = d2.p_value.values
+    p = d2.pvalue.values
     assert np.isnan(np.diag(p)).all() and np.allclose(p, p.T, equal_nan=True)
     for i, j in [(0, 1), (1, 4), (3, 4)]:  # each test = the in-process test with seed (seed, i, j)
         r = two_sample_test(coll[i].points, coll[j].points, seed=[3, i, j], statistic="energy", n_permutations=99)
-        assert p[i, j] == r.p_value and d2.statistic.values[i, j] == pytest.approx(r.statistic, rel=1e-12)
+        assert p[i, j] == r.pvalue and d2.statistic.values[i, j] == pytest.approx(r.statistic, rel=1e-12)
     iu = np.triu_indices(5, 1)
     np.testing.assert_allclose(d2.p_holm.values[iu], holm(p[iu]))
     np.testing.assert_allclose(d2.p_bh.values[iu], benjamini_hochberg(p[iu]))
@@ -76,18 +76,18 @@ def test_many_tests_by_label_pools_the_measures(client2, coll):
     xa = np.concatenate([coll[i].points for i in range(3)])
     xb = np.concatenate([coll[i].points for i in range(3, 5)])
     r = two_sample_test(xa, xb, statistic="mmd", n_permutations=99, seed=[1, 0, 1])
-    assert ds.p_value.values[0, 1] == r.p_value == pytest.approx(0.01)  # variance 1 vs 1.8^2
-    np.testing.assert_array_equal(ds.null.values[0, 1], r.null)
+    assert ds.pvalue.values[0, 1] == r.pvalue == pytest.approx(0.01)  # variance 1 vs 1.8^2
+    np.testing.assert_array_equal(ds.null_distribution.values[0, 1], r.null_distribution)
 
 
 def test_cli_end_to_end(client2, coll, tmp_path, capsys):
     out = tmp_path / "res.zarr"
     args = ["two-sample", str(coll.path), "--out", str(out), "--statistic", "sinkhorn", "--blur", "0.5",
-            "--n-permutations", "49", "--scheduler", client2.scheduler.address]
+            "--n-permutations", "49", "--by", "measure", "--scheduler", client2.scheduler.address]
     main(args)
     ds = xr.open_zarr(out, consolidated=False).load()
     assert ds.attrs["complete"] and ds.attrs["statistic"] == "sinkhorn" and ds.attrs["params"]["blur"] == 0.5
-    assert ds.p_value.shape == (5, 5) and (tmp_path / "res.png").stat().st_size > 1000
+    assert ds.pvalue.shape == (5, 5) and (tmp_path / "res.png").stat().st_size > 1000
     # existing output: one-line error, exit 1, result untouched
     with pytest.raises(SystemExit) as e:
         main(args)
@@ -101,7 +101,7 @@ def test_cli_end_to_end(client2, coll, tmp_path, capsys):
           "--statistic", "mmd", "--sigma", "0.5", "--sigma", "2", "--n-permutations", "99",
           "--scheduler", client2.scheduler.address])
     one = xr.open_zarr(out2, consolidated=False).load()
-    assert one.p_value.shape == (1, 1) and one.null.shape == (1, 1, 99) and one.p_value.values.item() == pytest.approx(0.01)
+    assert one.pvalue.shape == (1, 1) and one.null_distribution.shape == (1, 1, 99) and one.pvalue.values.item() == pytest.approx(0.01)
     assert (tmp_path / "one.png").exists()
 
 

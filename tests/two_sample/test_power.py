@@ -35,7 +35,7 @@ def test_power_rises_with_n(statistic, problem, d):
         for r in range(REPS):
             x, y = _draw(problem, d, n, rng)
             rej += two_sample_test(x, y, statistic=statistic, n_permutations=39, seed=r,
-                                   **PARAMS[statistic]).p_value <= ALPHA
+                                   **PARAMS[statistic]).pvalue <= ALPHA
         power.append(rej / REPS)
     print(f"power {statistic:8s} {problem:8s} d={d:2d} n={SIZES}: {power}")
     assert power[-1] > power[0] + 0.3

@@ -44,8 +44,8 @@ def test_energy_statistic_and_null_are_direct_formulas(xy):
     assert np.array_equal(perms[14:21], rng.permuted(np.tile(np.arange(22), (7, 1)), axis=1))
     assert all(sorted(p) == list(range(22)) for p in perms)
     expect = [_energy(*_split(x, y, p)) for p in perms]
-    np.testing.assert_allclose(r.null, expect, rtol=1e-11)
-    assert r.p_value == (1 + np.sum(np.asarray(expect) >= r.statistic)) / 31
+    np.testing.assert_allclose(r.null_distribution, expect, rtol=1e-11)
+    assert r.pvalue == (1 + np.sum(np.asarray(expect) >= r.statistic)) / 31
     # twice otpipe.energy_distance (GeomLoss normalisation)
     assert r.statistic == pytest.approx(2 * float(otpipe.energy_distance(torch.tensor(x), torch.tensor(y))), rel=1e-6)
 
@@ -59,7 +59,7 @@ def test_mmd_unbiased_with_median_bandwidth(xy):
     assert r.statistic == pytest.approx(_mmd_u(x, y, med), rel=1e-10)
     plan = make_plan(x, y, statistic="mmd", n_permutations=20, seed=1)
     perms = block_permutations(plan, 0)
-    np.testing.assert_allclose(r.null, [_mmd_u(*_split(x, y, p), med) for p in perms], rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(r.null_distribution, [_mmd_u(*_split(x, y, p), med) for p in perms], rtol=1e-9, atol=1e-14)
     # unbiased: identical samples still give a negative-or-zero mean; a fixed bandwidth is honoured
     r2 = two_sample_test(x, y, statistic="mmd", n_permutations=5, seed=1, sigma=0.7)
     assert r2.statistic == pytest.approx(_mmd_u(x, y, 0.7), rel=1e-10)
@@ -82,8 +82,8 @@ def test_mmd_several_bandwidths_is_max_of_standardised(xy):
     raw = np.array([[_mmd_u(*_split(x, y, p), s) for s in sig] for p in perms])
     std = (raw - raw.mean(0)) / raw.std(0)
     assert r.statistic == pytest.approx(std[0].max(), rel=1e-8)
-    np.testing.assert_allclose(r.null, std[1:].max(1), rtol=1e-8)
-    assert r.p_value == (1 + np.sum(std[1:].max(1) >= std[0].max())) / 41
+    np.testing.assert_allclose(r.null_distribution, std[1:].max(1), rtol=1e-8)
+    assert r.pvalue == (1 + np.sum(std[1:].max(1) >= std[0].max())) / 41
 
 
 def test_sinkhorn_statistic_matches_direct_divergences(xy):
@@ -97,7 +97,7 @@ def test_sinkhorn_statistic_matches_direct_divergences(xy):
     assert r.statistic == pytest.approx(direct(x, y), rel=1e-9)
     plan = make_plan(x, y, statistic="sinkhorn", n_permutations=12, seed=4, block_size=5, blur=0.3)
     perms = np.concatenate([block_permutations(plan, k) for k in range(plan.n_blocks)])
-    np.testing.assert_allclose(r.null, [direct(*_split(x, y, p)) for p in perms], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(r.null_distribution, [direct(*_split(x, y, p)) for p in perms], rtol=1e-9, atol=1e-12)
 
 
 def test_same_seed_same_result_other_seed_other_null(xy):
@@ -105,9 +105,9 @@ def test_same_seed_same_result_other_seed_other_null(xy):
     a = two_sample_test(x, y, statistic="energy", n_permutations=50, seed=11)
     b = two_sample_test(torch.tensor(x), torch.tensor(y), statistic="energy", n_permutations=50, seed=11)
     c = two_sample_test(x, y, statistic="energy", n_permutations=50, seed=12)
-    assert np.array_equal(a.null, b.null) and a.p_value == b.p_value
-    assert not np.array_equal(a.null, c.null)
-    assert a.null.shape == (50,) and a.n_permutations == 50 and a.name == "energy"
+    assert np.array_equal(a.null_distribution, b.null_distribution) and a.pvalue == b.pvalue
+    assert not np.array_equal(a.null_distribution, c.null_distribution)
+    assert a.null_distribution.shape == (50,) and a.n_permutations == 50 and a.name == "energy"
     assert a.params["n"] == 13 and a.params["m"] == 9 and a.params["seed"] == 11
 
 
@@ -117,4 +117,4 @@ def test_clear_separation_gives_smallest_p_value():
     for st in ("energy", "mmd", "sinkhorn"):
         r = two_sample_test(x, y, statistic=st, n_permutations=99, seed=0, blur=0.5) if st == "sinkhorn" else \
             two_sample_test(x, y, statistic=st, n_permutations=99, seed=0)
-        assert r.p_value == pytest.approx(0.01)
+        assert r.pvalue == pytest.approx(0.01)
