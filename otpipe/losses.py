@@ -78,7 +78,7 @@ def _warn_not_converged(results: dict, tol):
         warnings.warn(
             f"Sinkhorn did not reach tol={tol:g} (marginal error {worst:.3g}); raise max_iter or blur",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # warn, this, sinkhorn_divergence, numpy_io wrapper -> caller
         )
 
 
@@ -134,7 +134,7 @@ def sinkhorn_divergence(
     P = validate_pair(x, y, a, b)
     _check_balance(P, prm.rho)
     if variant == "transport" and _needs_any_grad(P):
-        warnings.warn("variant='transport' is returned without gradient", RuntimeWarning, stacklevel=2)
+        warnings.warn("variant='transport' is returned without gradient", RuntimeWarning, stacklevel=3)
     grad_ctx = torch.no_grad() if variant == "transport" else _nullcontext()
     with grad_ctx:
         out = _run_problems(P, prm, cross=True, self_x=debias, self_y=debias)

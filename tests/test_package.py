@@ -91,7 +91,7 @@ def test_collection_level_entry_points_in_the_top_level_api():
     assert {"pairwise_two_sample", "group_barycenters", "complexity_study"} <= set(otpipe.__all__)
 
 
-def _shifted(n=60, seed=0):
+def _shifted(n=40, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 2))
     return x, x + np.array([0.3, -0.4])  # a translation: S_eps = |t|^2 / 2 = 0.125 exactly (p = 2)
@@ -99,20 +99,20 @@ def _shifted(n=60, seed=0):
 
 def test_numpy_in_numpy_out():
     x, y = _shifted()
-    v = otpipe.sinkhorn_divergence(x, y, blur=0.1, tol=1e-9)
+    v = otpipe.sinkhorn_divergence(x, y, blur=0.5, tol=1e-9)
     assert isinstance(v, np.floating) and v == pytest.approx(0.125, rel=1e-6)
-    full = otpipe.sinkhorn_divergence(x, y, blur=0.1, tol=1e-9, full_output=True)
+    full = otpipe.sinkhorn_divergence(x, y, blur=0.5, tol=1e-9, full_output=True)
     assert isinstance(full.value, np.floating) and isinstance(full.marginal_error, np.floating)
     r = otpipe.solve(x, y, blur=0.1)
     assert isinstance(r.value, np.floating)
-    assert isinstance(r.f, np.ndarray) and r.f.shape == (60,) and isinstance(r.g, np.ndarray)
-    assert isinstance(r.plan(), np.ndarray) and r.plan().shape == (60, 60)
+    assert isinstance(r.f, np.ndarray) and r.f.shape == (40,) and isinstance(r.g, np.ndarray)
+    assert isinstance(r.plan(), np.ndarray) and r.plan().shape == (40, 40)
     T = r.transport_map()
-    assert isinstance(T, np.ndarray) and T.shape == (60, 2)
+    assert isinstance(T, np.ndarray) and T.shape == (40, 2)
     # batched input: arrays
-    vb = otpipe.sinkhorn_divergence(np.stack([x, x]), np.stack([y, x]), blur=0.1, tol=1e-9)
+    vb = otpipe.sinkhorn_divergence(np.stack([x, x]), np.stack([y, x]), blur=0.5, tol=1e-9)
     assert isinstance(vb, np.ndarray) and vb.shape == (2,)
-    assert vb[0] == pytest.approx(0.125, rel=1e-6) and abs(vb[1]) < 1e-9
+    assert vb[0] == pytest.approx(0.125, rel=1e-6) and abs(vb[1]) < 1e-8
     for val in (otpipe.energy_distance(x, y), otpipe.mmd(x, y, sigma=1.0), otpipe.hausdorff(x, y)):
         assert isinstance(val, np.floating)
     F, G = otpipe.hausdorff(x, y, potentials=True)
@@ -125,11 +125,11 @@ def test_numpy_in_numpy_out():
 def test_torch_in_torch_out_with_gradients():
     x, y = (torch.tensor(a) for a in _shifted())
     x.requires_grad_(True)
-    v = otpipe.sinkhorn_divergence(x, y, blur=0.1, tol=1e-9)
-    assert isinstance(v, torch.Tensor) and float(v) == pytest.approx(0.125, rel=1e-6)
+    v = otpipe.sinkhorn_divergence(x, y, blur=0.5, tol=1e-9)
+    assert isinstance(v, torch.Tensor) and float(v.detach()) == pytest.approx(0.125, rel=1e-6)
     (g,) = torch.autograd.grad(v, [x])
     # d S / d x_i = a_i (x_i - T(x_i)) = -t / N for a translation by t
-    np.testing.assert_allclose(g.numpy(), np.tile([[-0.3, 0.4]], (60, 1)) / 60, atol=1e-6)
+    np.testing.assert_allclose(g.numpy(), np.tile([[-0.3, 0.4]], (40, 1)) / 40, atol=1e-6)
     r = otpipe.solve(x.detach(), y, blur=0.1)
     assert isinstance(r.value, torch.Tensor) and isinstance(r.plan(), torch.Tensor)
     assert isinstance(otpipe.energy_distance(x.detach(), y), torch.Tensor)

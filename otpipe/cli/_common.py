@@ -21,6 +21,21 @@ __all__ = [
 ]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (not the one of the first command run in this process)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(quiet: bool) -> None:
     """otpipe's log lines on stderr (INFO, or WARNING with ``quiet``); ``quiet`` also silences
     distributed's loggers below ERROR (here and in the workers this command starts)."""
@@ -28,7 +43,7 @@ def setup_logging(quiet: bool) -> None:
         _silence_distributed()
     logger = logging.getLogger("otpipe")
     if not any(getattr(h, "_otpipe", False) for h in logger.handlers):
-        h = logging.StreamHandler(sys.stderr)
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter("otpipe: %(message)s"))
         h._otpipe = True
         logger.addHandler(h)

@@ -3,8 +3,8 @@
 The result store is created before any work: a Zarr group whose attrs hold the run's parameters,
 their ``fingerprint`` and ``complete = False``, with a hidden ``_checkpoint`` group holding one
 row per task (``(n_tasks, *shape)`` arrays, chunks of :data:`CHUNK` rows) and a ``done`` mark per
-task. The client keeps the rows in memory and writes the changed chunks at most every
-:data:`FLUSH_SECONDS` (data first, then the ``done`` marks, so a killed run never marks a task it
+task. The client keeps the rows in memory and writes the changed chunks when the first task
+finishes, then at most every :data:`FLUSH_SECONDS` (data first, then the ``done`` marks, so a killed run never marks a task it
 did not write), at the end and on Ctrl-C. :func:`finalise` writes the result Dataset into the
 store, then sets ``complete = True``, then removes ``_checkpoint``: a result either looks complete
 and is, or says ``complete = False`` and can be resumed.
@@ -123,7 +123,7 @@ class Checkpoint:
                      for k, f in self.fields.items()}
         self.done = np.zeros(self.n, dtype=bool)
         self._dirty: set[int] = set()
-        self._last = time.monotonic()
+        self._last = -float("inf")  # the first finished task is written at once
         self._chunk = min(CHUNK, max(1, self.n))
 
     # ---- store ---------------------------------------------------------------------------------
@@ -220,3 +220,58 @@ def finalise(out: Path, ds) -> None:
         body.to_zarr(out, mode="a", consolidated=False)
     zarr.open_group(str(out), mode="r+").attrs.update({"complete": True})
     shutil.rmtree(out / GROUP, ignore_errors=True)
+
+
+def run_tasks(ck: Checkpoint, pending, submit, record, *, client, cluster, progress: bool, desc: str, unit: str,
+              what: str) -> None:
+    """Run the ``pending`` tasks on Dask and record each in ``ck`` as it finishes.
+
+    ``submit(client, t) -> future`` starts task ``t``; ``record(t, result)`` stores its result in
+    ``ck``. Progress on stderr (``desc``, ``unit``); checkpoints as in the module docstring. On
+    Ctrl-C the finished tasks are written before the cluster is closed, and
+    :class:`~otpipe.pipeline.interrupt.Interrupted` says how many ``what`` are saved and how to resume.
+    """
+    import contextlib
+
+    from .cluster import open_client
+    from .interrupt import Interrupted, guard
+    from .progress import Progress
+
+    pending = list(pending)
+    if not pending:
+        return
+    with guard() as g:
+        try:
+            with open_client(cluster, client=client) as c:
+                bar = Progress(ck.n, initial=ck.n - len(pending), desc=desc, unit=unit, enabled=progress)
+                futs: dict = {}
+                try:
+                    for t in pending:
+                        futs[submit(c, t)] = t
+                    for f in g.completed(futs):
+                        res = f.result()
+                        f.release()
+                        record(futs[f], res)
+                        bar.update(1)
+                        if ck.due():
+                            with g.critical():
+                                ck.flush()
+                        g.task_done()
+                    with g.critical():
+                        ck.flush()
+                except KeyboardInterrupt:
+                    with g.critical():
+                        ck.flush()  # before the cluster closes (which takes a while)
+                    with contextlib.suppress(Exception):
+                        c.cancel(list(futs))
+                    raise
+                finally:
+                    bar.close()
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            if ck.out is None:
+                raise
+            from .pairwise import resume_hint
+
+            raise Interrupted(f"{ck.n_done} of {ck.n} {what} are saved in {ck.out}; {resume_hint(ck.out)}") from None

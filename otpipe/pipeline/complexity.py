@@ -33,8 +33,6 @@ from .._made import check_replaceable, made_attrs
 from . import checkpoint as _ck
 from . import convergence as _conv
 from . import estimate as _estimate
-from .interrupt import Interrupted, guard
-from .progress import Progress
 
 __all__ = ["run_study", "open_study", "estimate_study", "summarise", "plot_study", "kappa_table"]
 
@@ -252,48 +250,18 @@ def run_study(
 
 
 def _run_cells(ck, cells, eps, dims, ns, reps, kw, *, cluster, client, progress: bool) -> None:
-    """Compute the cells not done yet, one Dask task each, recording them in ``ck``."""
-    from .cluster import open_client
-
+    """Compute the cells not done yet, one Dask task each (biggest first), recording them in ``ck``."""
     pending = [t for t in range(len(cells)) if not ck.done[t]]
-    if not pending:
-        return
-    bar = None
-    with guard() as g:
-        try:
-            with open_client(cluster, client=client) as c:
-                bar = Progress(len(cells), initial=len(cells) - len(pending), desc="complexity", unit="cell",
-                               enabled=progress)
-                # biggest cells first (cost ~ reps * n^2), small ones fill the gaps
-                order = sorted(pending, key=lambda t: -(ns[cells[t][2]] ** 2) * dims[cells[t][1]])
-                futs = {}
-                for t in order:
-                    i, j, k = cells[t]
-                    f = c.submit(_cell_task, eps[i], dims[j], ns[k], reps, kw, pure=False,
-                                 key=f"complexity-cell-{eps[i]:g}-{dims[j]}-{ns[k]}-{os.getpid()}-{time.time_ns()}")
-                    futs[f] = t
-                for f in g.completed(futs):
-                    v = f.result()
-                    f.release()
-                    ck.record(futs[f], **v)
-                    bar.update(1)
-                    if ck.due():
-                        with g.critical():
-                            ck.flush()
-                    g.task_done()
-                with g.critical():
-                    ck.flush()
-        except KeyboardInterrupt:
-            if ck.out is None:
-                raise
-            with g.critical():
-                ck.flush()
-            from .pairwise import resume_hint
+    # biggest cells first (cost ~ reps * n^2), small ones fill the gaps
+    pending.sort(key=lambda t: -(ns[cells[t][2]] ** 2) * dims[cells[t][1]])
 
-            raise Interrupted(f"{ck.n_done} of {len(cells)} cells are saved in {ck.out}; {resume_hint(ck.out)}") from None
-        finally:
-            if bar is not None:
-                bar.close()
+    def submit(c, t):
+        i, j, k = cells[t]
+        return c.submit(_cell_task, eps[i], dims[j], ns[k], reps, kw, pure=False,
+                        key=f"complexity-cell-{eps[i]:g}-{dims[j]}-{ns[k]}-{os.getpid()}-{time.time_ns()}")
+
+    _ck.run_tasks(ck, pending, submit, lambda t, v: ck.record(t, **v), client=client, cluster=cluster,
+                  progress=progress, desc="complexity", unit="cell", what="cells")
 
 
 def open_study(path):

@@ -53,8 +53,6 @@ from . import checkpoint as _ck
 from . import convergence as _conv
 from . import estimate as _estimate
 from .cluster import ClusterSpec, open_client
-from .interrupt import Interrupted, guard
-from .progress import Progress
 
 __all__ = ["two_sample_test_distributed", "many_two_sample_tests", "open_result", "write_result", "plan_tests", "BY"]
 
@@ -374,51 +372,23 @@ def many_two_sample_tests(
 
 
 def _run_tests(tp: TestPlan, src, tgt, ck: _ck.Checkpoint, *, client, spec, progress: bool) -> dict:
-    """Run the tests not yet done; record each in ``ck`` (flushed to its store, if any)."""
-    persist = ck.out is not None
+    """Run the tests not yet done; record each in ``ck`` (written to its store, if any)."""
     tgt_ = src if tgt is None else tgt
-    pending = [t for t in range(tp.n_tests) if not ck.done[t]]
     params: dict = {}
-    if not pending:
-        return params
-    bar = None
-    with guard() as g:
-        try:
-            with open_client(spec, client=client) as c:
-                bar = Progress(tp.n_tests, initial=tp.n_tests - len(pending), desc="two-sample", unit="test",
-                               enabled=progress)
 
-                futs = {}
-                for t in pending:
-                    i, j = tp.pairs[t]
-                    f = c.submit(_pair_task, src, tp.source_groups[i][1], tgt_, tp.target_groups[j][1], tp.kw,
-                                 tp.entropy + [i, j], tp.keep_null and t < MAX_STORED_NULLS, pure=False)
-                    futs[f] = t
-                for f in g.completed(futs):
-                    stat, p, null, prm, err = f.result()
-                    f.release()
-                    ck.record(futs[f], statistic=stat, pvalue=p, marginal_error=err, null_distribution=null)
-                    params = params or prm
-                    bar.update(1)
-                    if persist and ck.due():
-                        with g.critical():
-                            ck.flush()
-                    g.task_done()
-                if persist:
-                    with g.critical():
-                        ck.flush()
-        except KeyboardInterrupt:
-            if not persist:
-                raise
-            with g.critical():
-                ck.flush()
-            from .pairwise import resume_hint
+    def submit(c, t):
+        i, j = tp.pairs[t]
+        return c.submit(_pair_task, src, tp.source_groups[i][1], tgt_, tp.target_groups[j][1], tp.kw,
+                        tp.entropy + [i, j], tp.keep_null and t < MAX_STORED_NULLS, pure=False)
 
-            raise Interrupted(f"{ck.n_done} of {tp.n_tests} tests are saved in {ck.out}; "
-                              f"{resume_hint(ck.out)}") from None
-        finally:
-            if bar is not None:
-                bar.close()
+    def record(t, res):
+        stat, p, null, prm, err = res
+        ck.record(t, statistic=stat, pvalue=p, marginal_error=err, null_distribution=null)
+        if not params:
+            params.update(prm)
+
+    _ck.run_tasks(ck, [t for t in range(tp.n_tests) if not ck.done[t]], submit, record, client=client, cluster=spec,
+                  progress=progress, desc="two-sample", unit="test", what="tests")
     return params
 
 

@@ -34,7 +34,7 @@ def test_max_iter_warns_once_naming_the_groups(client, coll, tmp_path, capsys):
     main(["barycenter", str(coll.path), "-o", str(out), "--method", "free", "--n-points", "6", "--max-iter", "2",
           "--json", "--scheduler", client.scheduler.address])
     cap = capsys.readouterr()
-    warn = [ln for ln in cap.err.splitlines() if "warning" in ln]
+    warn = [ln for ln in cap.err.splitlines() if ln.startswith("otpipe: warning:")]
     assert len(warn) == 1 and "group(s) g0, g1 stopped at max_iter (2 iterations)" in warn[0] and "--max-iter" in warn[0]
     assert [ln for ln in cap.err.splitlines() if ln.startswith("otpipe: barycenter: 2/2 groups (100%)")]
     summary = json.loads(cap.out)

@@ -141,7 +141,7 @@ def test_result_names_follow_scipy_and_old_names_still_read(tmp_path):
     old = xr.Dataset({"statistic": (("source", "target"), [[np.nan, 1.0], [1.0, np.nan]]),
                       "p_value": (("source", "target"), [[np.nan, 0.05], [0.05, np.nan]]),
                       "null": (("source", "target", "permutation"), np.zeros((2, 2, 3)))},
-                     coords={"source": ["a", "b"], "target": ["a", "b"]},
+                     coords={"source": np.array(["a", "b"], dtype=object), "target": np.array(["a", "b"], dtype=object)},
                      attrs={"kind": "otpipe.two_sample", "complete": True, "n_tests": 1})
     old.to_zarr(tmp_path / "old.zarr", consolidated=False)
     ds = open_result(tmp_path / "old.zarr")
