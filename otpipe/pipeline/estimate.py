@@ -2,9 +2,11 @@
 
 ``seconds ~ units x (measured seconds per unit) / workers``, where the unit is a pair solve
 (distances), a permutation of one test (two-sample) or one repetition of a cell (complexity).
-The sample runs in this process on one torch thread, as a worker task does; batching on the
-workers usually makes the real run somewhat faster than the estimate. Anything above
-:data:`LARGE_SECONDS` is flagged as large.
+The sample runs in this process on one torch thread, as a worker task does. Measured
+(``notes/issue-12-newcomer-api.md``): 45 Sinkhorn tests of 99 permutations between the digit
+labels were estimated at 2 min 53 s on 2 workers and took 6 min 51 s on a machine loaded 6x over
+its cores; runs of seconds are dominated by the cluster's start-up, which is not included.
+Anything above :data:`LARGE_SECONDS` is flagged as large.
 """
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ def summary(units: float, seconds_per_unit: float, n_workers: int, unit: str) ->
 def line(est: dict) -> str:
     """``estimated time: about 2 h 5 min on 4 workers (8 h 20 min of CPU)``."""
     return (f"estimated time: about {human_seconds(est['estimated_seconds'])} on {est['workers']} worker(s) "
-            f"({human_seconds(est['estimated_cpu_seconds'])} of CPU; rough: a small sample timed here)")
+            f"({human_seconds(est['estimated_cpu_seconds'])} of CPU; rough: a small sample timed here, on an idle "
+            "machine, without the cluster's start-up of 10-30 s)")
 
 
 def warning_text(est: dict, advice: str) -> str:

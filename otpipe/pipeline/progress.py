@@ -3,7 +3,7 @@
 On a terminal (``stderr.isatty()``) :class:`Progress` draws a ``tqdm`` bar. Anywhere else (a log
 file, a batch job's output, a pipe) it writes one plain line each time another
 :data:`EVERY_PERCENT` percent of the work is done or :data:`EVERY_SECONDS` seconds have passed,
-whichever comes first, and never a carriage return::
+whichever comes first (at most one line a second, plus the last one), and never a carriage return::
 
     otpipe: two-sample: 450/44850 tests (1%), 3.2 tests/s, 2 min elapsed, ETA 3 h 51 min
 """
@@ -14,12 +14,14 @@ import sys
 import time
 from typing import TextIO
 
-__all__ = ["Progress", "EVERY_PERCENT", "EVERY_SECONDS", "human_seconds"]
+__all__ = ["Progress", "EVERY_PERCENT", "EVERY_SECONDS", "MIN_SECONDS", "human_seconds"]
 
 #: a plain progress line each time this share of the work (in percent) is done ...
 EVERY_PERCENT = 5.0
 #: ... or this many seconds have passed since the last line, whichever comes first
 EVERY_SECONDS = 30.0
+#: but never more often than this (short runs: a few lines, not one per task), except the last line
+MIN_SECONDS = 1.0
 
 
 def human_seconds(s: float) -> str:
@@ -64,14 +66,16 @@ class Progress:
 
     def __init__(self, total: int, *, desc: str, unit: str = "task", initial: int = 0, enabled: bool = True,
                  stream: TextIO | None = None, every_percent: float = EVERY_PERCENT,
-                 every_seconds: float = EVERY_SECONDS):
+                 every_seconds: float = EVERY_SECONDS, min_seconds: float = MIN_SECONDS):
         self.total, self.desc, self.unit = int(total), desc, unit
         self.n = self._start_n = int(initial)
         self.enabled = bool(enabled) and self.total > 0
         self.stream = stream if stream is not None else sys.stderr
         self.every_percent, self.every_seconds = float(every_percent), float(every_seconds)
+        self.min_seconds = float(min_seconds)
         self.postfix = ""
-        self._t0 = self._last_t = time.monotonic()
+        self._t0 = time.monotonic()
+        self._last_t = -math.inf
         self._last_pct = self._pct(self.n)
         self._bar = None
         if self.enabled and _isatty(self.stream):
@@ -100,7 +104,8 @@ class Progress:
         now = time.monotonic()
         pct = self._pct(self.n)
         step = math.floor(pct / self.every_percent) > math.floor(self._last_pct / self.every_percent)
-        if step or now - self._last_t >= self.every_seconds or self.n >= self.total:
+        due = (step and now - self._last_t >= self.min_seconds) or now - max(self._last_t, self._t0) >= self.every_seconds
+        if due or self.n >= self.total:
             self._line(now)
             self._last_t, self._last_pct = now, pct
 

@@ -17,7 +17,7 @@ class _Terminal(io.StringIO):
 
 def test_plain_lines_every_five_percent_without_carriage_returns():
     buf = io.StringIO()
-    bar = Progress(200, desc="two-sample", unit="test", stream=buf, every_seconds=1e9)
+    bar = Progress(200, desc="two-sample", unit="test", stream=buf, every_seconds=1e9, min_seconds=0)
     for _ in range(200):
         bar.update(1)
     bar.close()
@@ -32,7 +32,7 @@ def test_plain_lines_every_five_percent_without_carriage_returns():
 
 def test_plain_lines_also_every_few_seconds_and_resumed_counts():
     buf = io.StringIO()
-    bar = Progress(1000, desc="complexity", unit="cell", initial=400, stream=buf, every_seconds=0.0)
+    bar = Progress(1000, desc="complexity", unit="cell", initial=400, stream=buf, every_seconds=0.0, min_seconds=0)
     bar.set_postfix("tiles 1/2")
     bar.update(1)
     bar.update(1)
@@ -53,6 +53,16 @@ def test_terminal_gets_a_bar_and_disabled_writes_nothing():
     assert quiet.getvalue() == ""
 
 
+def test_at_most_one_line_a_second_plus_the_last():
+    buf = io.StringIO()
+    bar = Progress(50, desc="complexity", unit="cell", stream=buf)  # 50 fast cells: 2% each
+    for _ in range(50):
+        bar.update(1)
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("otpipe: complexity: 3/50 cells (6%)")  # the first 5% step
+    assert lines[-1].startswith("otpipe: complexity: 50/50 cells (100%)") and len(lines) == 2
+
+
 @pytest.mark.parametrize("s, text", [(4.2, "4.2 s"), (42, "42 s"), (185, "3 min 5 s"), (7500, "2 h 5 min"),
                                      (3 * 86400, "3.0 days")])
 def test_human_seconds(s, text):
@@ -65,4 +75,4 @@ def test_distances_in_a_log_file_has_plain_progress_lines(client, small, tmp_pat
     err = capsys.readouterr().err  # not a terminal: plain lines
     assert "\r" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("otpipe: distances: ")]
-    assert 2 <= len(lines) <= 21 and lines[-1].startswith("otpipe: distances: 55/55 pairs (100%)")
+    assert 1 <= len(lines) <= 21 and lines[-1].startswith("otpipe: distances: 55/55 pairs (100%)")
