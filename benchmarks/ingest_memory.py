@@ -71,7 +71,7 @@ def wide_cases(work: Path) -> dict:
     np.save(work / "wide.npy", x)
     out = {"ingest_wide": _measured("ingest", str(work / "wide.npy"), "--out", str(work / "wide.zarr"))}
     out["synth_wide"] = _measured(
-        "synth", str(work / "synth.zarr"), "--dim", "50000", "--n-measures", "2", "--n-points", "3"
+        "synth", "--out", str(work / "synth.zarr"), "--dim", "50000", "--n-measures", "2", "--n-points", "3"
     )
     for k, v in out.items():
         print(k, json.dumps(v), flush=True)
@@ -85,7 +85,7 @@ def open_cost(work: Path, n: int = 10_000, repeat: int = 30) -> dict:
     from otpipe.store.integrity import check_structure
 
     p = work / "open10k.zarr"
-    r = _measured("synth", str(p), "--n-measures", str(n), "--n-points", "50", "--kind", "uniform", "--shard-points", "1000")
+    r = _measured("synth", "--out", str(p), "--n-measures", str(n), "--n-points", "50", "--kind", "uniform", "--shard-points", "1000")
     if r["rc"] != 0:
         sys.exit(f"synth failed: {r['error']}")
     attrs, group = _read_attrs(p), _open_group(p, "r")

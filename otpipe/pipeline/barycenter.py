@@ -187,7 +187,7 @@ def group_barycenters(
                                tol=tol, max_iter=max_iter, seed=seed, grid=grid, debiased=debiased,
                                learn_weights=learn_weights, cluster=cluster, client=client, progress=progress,
                                chunks_per_worker=chunks_per_worker, open_client=open_client)
-    _conv.warn(convergence_message(results, caught), stacklevel=3)
+    _conv.warn(convergence_message(results, caught))
     return results
 
 
@@ -290,7 +290,7 @@ def run_barycenter(
     summary = {g: dict(method=r.method, n_iter=int(r.n_iter), converged=bool(r.converged), n_measures=len(inputs[g]),
                        n_points=int(len(r.points))) for g, r in results.items()}
     _record(out, summary, msg)
-    _conv.warn(msg, stacklevel=3)
+    _conv.warn(msg)
     from .barycenter_report import plot_barycenters
 
     png = str(plot) if plot else str(out).rstrip("/").removesuffix(".zarr") + ".png"

@@ -76,13 +76,18 @@ def _differences(stored: dict, new: dict, prefix: str = "") -> list[str]:
 
 def check_existing(out: Path, *, is_ours, what: str, resume: bool, overwrite: bool, fp: str, content: dict) -> dict | None:
     """What to do with ``out`` before a run: the stored attrs to resume from, or ``None`` to start
-    afresh (the caller then removes an old result of ours); refuses to clobber anything else.
+    afresh (the caller then removes an old result of ours with :func:`remove`); refuses to clobber
+    anything else (a symbolic link, a file, a store otpipe did not make: :mod:`otpipe._made`).
 
     ``is_ours(attrs) -> bool`` tells whether stored attrs belong to a ``what`` result.
     """
+    from .._made import check_replaceable
+
     if resume and overwrite:
         raise ValueError("give either --resume or --overwrite, not both")
     out = Path(out)
+    if out.is_symlink():
+        check_replaceable(out, "--resume" if resume else "--overwrite")
     if not out.exists():
         return None
     attrs = stored_attrs(out)
@@ -97,20 +102,19 @@ def check_existing(out: Path, *, is_ours, what: str, resume: bool, overwrite: bo
         return attrs
     if not overwrite:
         raise FileExistsError(f"output exists: {out} (use --overwrite to replace it, or --resume to continue it)")
+    check_replaceable(out)  # a link, a file, or a store otpipe did not make: refused, named
     if out.is_dir() and not any(out.iterdir()):
         return None
     if not ours:
-        raise FileExistsError(f"refusing to overwrite {out}: not an otpipe {what} result")
+        raise FileExistsError(f"refusing to overwrite {out}: it is not an otpipe {what} result")
     return None
 
 
 def remove(out: Path) -> None:
-    """Remove an otpipe result store at ``out`` (checked by :func:`check_existing` first)."""
-    out = Path(out)
-    if out.is_dir():
-        shutil.rmtree(out)
-    elif out.exists():
-        out.unlink()
+    """Remove the otpipe result store at ``out`` (only what otpipe made: :func:`otpipe._made.remove_made`)."""
+    from .._made import remove_made
+
+    remove_made(out)
 
 
 class Checkpoint:
@@ -128,14 +132,17 @@ class Checkpoint:
 
     # ---- store ---------------------------------------------------------------------------------
     @classmethod
-    def create(cls, out: Path, attrs: dict, n: int, fields: dict[str, Field]) -> "Checkpoint":
-        """A new store at ``out`` (which must not exist) with ``attrs`` and empty rows."""
+    def create(cls, out: Path, attrs: dict, n: int, fields: dict[str, Field], *, kind: str) -> "Checkpoint":
+        """A new store at ``out`` (which must not exist) with ``attrs``, otpipe's marker for ``kind``
+        (:func:`otpipe._made.made_attrs`) and empty rows."""
         import zarr
+
+        from .._made import made_attrs
 
         self = cls(out, n, fields)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         root = zarr.open_group(str(out), mode="w-")
-        root.attrs.update(_jsonable(dict(attrs, complete=False)))
+        root.update_attributes(_jsonable(dict(attrs, **made_attrs(kind), complete=False)))
         ck = root.create_group(GROUP)
         for k, f in self.fields.items():
             rows = f.rows if f.rows is not None else self.n
@@ -213,7 +220,8 @@ def finalise(out: Path, ds) -> None:
     for name in list(root.array_keys()):  # left by a finalisation interrupted earlier
         del root[name]
     body = ds.copy()
-    body.attrs = _jsonable({k: v for k, v in ds.attrs.items() if k != "complete"})
+    keep = {k: v for k, v in root.attrs.items() if k == "otpipe_made"}  # the marker written at creation
+    body.attrs = _jsonable({**keep, **{k: v for k, v in ds.attrs.items() if k != "complete"}})
     body.attrs["complete"] = False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -29,7 +29,6 @@ import numpy as np
 
 from .. import complexity as cx
 from .._locks import locked
-from .._made import check_replaceable, made_attrs
 from . import checkpoint as _ck
 from . import convergence as _conv
 from . import estimate as _estimate
@@ -211,7 +210,7 @@ def run_study(
         if stored is None:
             _ck.remove(out)
             ck = _ck.Checkpoint.create(out, {"otpipe_result": "complexity", "fingerprint": fp, "run": content},
-                                       len(cells), fields)
+                                       len(cells), fields, kind="complexity")
         else:
             ck = _ck.Checkpoint.load(out, len(cells), fields)
             log.info("resuming %s: %d of %d cells done", out, ck.n_done, len(cells))
@@ -239,7 +238,7 @@ def run_study(
         ds.attrs.update(_conv.attrs(summ, msg))
         log.info("complexity: %d cells, %d solves per divergence in %.1f s", len(cells), len(cells) * reps, seconds)
         _ck.finalise(out, ds)
-        _conv.warn(msg, stacklevel=3)
+        _conv.warn(msg)
         if figures is not None:
             fig_dir = Path(figures) if figures != "auto" else out.parent / (out.name.removesuffix(".zarr") + "_figures")
             plot_study(ds, fig_dir)

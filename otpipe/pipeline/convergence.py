@@ -60,7 +60,17 @@ def attrs(s: dict, msg: str) -> dict:
     }
 
 
-def warn(msg: str, stacklevel: int = 3) -> None:
-    """Issue ``msg`` as a :class:`ConvergenceWarning` (nothing when empty)."""
-    if msg:
-        warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel)
+def warn(msg: str, stacklevel: int | None = None) -> None:
+    """Issue ``msg`` as a :class:`ConvergenceWarning` (nothing when empty), attributed to the first
+    caller outside the otpipe package (whatever wrappers lie between), unless ``stacklevel`` is given."""
+    if not msg:
+        return
+    if stacklevel is None:
+        import os
+        import sys
+
+        pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+        f, stacklevel = sys._getframe(0), 1
+        while f is not None and os.path.abspath(f.f_code.co_filename).startswith(pkg):
+            f, stacklevel = f.f_back, stacklevel + 1
+    warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel)

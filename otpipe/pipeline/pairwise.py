@@ -622,7 +622,7 @@ def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite,
             **conv,
         )
     if conv:
-        _conv.warn(conv["convergence_warning"], stacklevel=5)
+        _conv.warn(conv["convergence_warning"])
     log.info(
         "done: %d tiles computed now, %d from a previous run; %d pairs in %.1f s (%.1f pairs/s) -> %s",
         computed, n_done_before, pairs_now, elapsed, pairs_now / elapsed if elapsed > 0 else float("nan"), out,

@@ -261,6 +261,7 @@ def _fields(tp: TestPlan) -> dict:
             "null_distribution": _ck.Field((int(tp.kw["n_permutations"]),), rows=int(tp.keep_null))}
 
 
+@locked("out")  # one writer per result store (not for dry runs)
 def many_two_sample_tests(
     collection,
     other=None,
@@ -359,7 +360,7 @@ def many_two_sample_tests(
         ck = _ck.Checkpoint(None, tp.n_tests, _fields(tp))  # in memory only
     elif stored is None:
         _ck.remove(out)
-        ck = _ck.Checkpoint.create(out, attrs, tp.n_tests, _fields(tp))
+        ck = _ck.Checkpoint.create(out, attrs, tp.n_tests, _fields(tp), kind="two_sample")
     else:
         ck = _ck.Checkpoint.load(out, tp.n_tests, _fields(tp))
         log.info("resuming %s: %d of %d tests done", out, ck.n_done, tp.n_tests)
@@ -447,7 +448,7 @@ def _assemble(tp: TestPlan, src, tgt, ck: _ck.Checkpoint, params: dict, attrs: d
                             note="the p-values stay valid (every permutation is solved the same way) but the "
                                  "statistics are not converged S_eps values")
         a.update(_conv.attrs(summ, msg))
-        _conv.warn(msg, stacklevel=4)
+        _conv.warn(msg)
     a["complete"] = True
     return xr.Dataset(data, coords=coords, attrs=a)
 

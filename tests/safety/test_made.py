@@ -45,7 +45,7 @@ def test_overwrite_refuses_what_otpipe_did_not_make(command, make, small, tmp_pa
         make(out)
     before = tree_hash(out)
     args = {
-        "synth": ["synth", out, "--n-measures", 2, "--n-points", 5],
+        "synth": ["synth", "--out", out, "--n-measures", 2, "--n-points", 5],
         "ingest": ["ingest", small, "--out", out],  # a store is not an ingest source: refused first anyway
         "distances": ["distances", small, "--out", out, "--n-workers", 1],
         "barycenter": ["barycenter", small, "--out", out, "--n-workers", 1],
@@ -68,24 +68,26 @@ def test_overwrite_refuses_what_otpipe_did_not_make(command, make, small, tmp_pa
 
 def test_new_stores_carry_the_marker_and_legacy_stores_are_accepted(small, tmp_path, cli):
     out = tmp_path / "s.zarr"
-    assert cli("synth", out, "--n-measures", 2, "--n-points", 5)[0] == 0
+    assert cli("synth", "--out", out, "--n-measures", 2, "--n-points", 5)[0] == 0
     assert _attrs(out)["otpipe_made"]["kind"] == "collection" and made_by_otpipe(out)
     # a store of an earlier otpipe (no marker, but otpipe's format attrs) is still replaced
     meta = json.loads((out / "zarr.json").read_text())
     del meta["attributes"]["otpipe_made"]
     (out / "zarr.json").write_text(json.dumps(meta))
     assert made_by_otpipe(out)
-    assert cli("synth", out, "--n-measures", 3, "--n-points", 5, "--overwrite")[0] == 0
+    assert cli("synth", "--out", out, "--n-measures", 3, "--n-points", 5, "--overwrite")[0] == 0
     assert "otpipe_made" in _attrs(out)
     # the result writers of two-sample and complexity mark their stores too
     import xarray as xr
 
-    from otpipe.pipeline.complexity import _write
+    from otpipe.pipeline.checkpoint import Checkpoint, finalise
     from otpipe.pipeline.two_sample import write_result
 
-    ds = xr.Dataset({"p_value": (("source", "target"), np.full((2, 2), 0.5))}, attrs={"kind": "otpipe.two_sample"})
+    ds = xr.Dataset({"pvalue": (("source", "target"), np.full((2, 2), 0.5))}, attrs={"kind": "otpipe.two_sample"})
     write_result(ds, tmp_path / "t.zarr")
-    _write(ds.copy(), tmp_path / "c.zarr")
+    # checkpointed results (two-sample, complexity): marked at creation, the mark kept when finished
+    Checkpoint.create(tmp_path / "c.zarr", {"otpipe_result": "complexity"}, 1, {}, kind="complexity")
+    finalise(tmp_path / "c.zarr", ds.copy())
     assert _attrs(tmp_path / "t.zarr")["otpipe_made"]["kind"] == "two_sample"
     assert _attrs(tmp_path / "c.zarr")["otpipe_made"]["kind"] == "complexity"
 

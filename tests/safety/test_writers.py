@@ -130,7 +130,7 @@ def test_every_writer_takes_the_lock(command, existing, small, tmp_path, cli):
     out = tmp_path / "out.zarr"
     inside = False
     if name == "synth":
-        args = ["synth", out, "--n-measures", 3, "--n-points", 5]
+        args = ["synth", "--out", out, "--n-measures", 3, "--n-points", 5]
     elif name == "ingest":
         args = ["ingest", _files(tmp_path), "--out", out]
     elif name == "distances":

@@ -81,7 +81,7 @@ def test_ingest_of_a_wide_array_uses_little_memory(tmp_path):
 
 def test_synth_high_dimension(tmp_path):
     """``synth --dim 50000 --n-measures 2 --n-points 3`` (every family of 'mixed'): no D x D matrix."""
-    rc, err, peak = _run_measured("synth", tmp_path / "s.zarr", "--dim", "50000", "--n-measures", "12", "--n-points", "3")
+    rc, err, peak = _run_measured("synth", "--out", tmp_path / "s.zarr", "--dim", "50000", "--n-measures", "12", "--n-points", "3")
     assert rc == 0, err
     assert peak < 1024, f"peak RSS {peak:.0f} MiB"
     c = store.open(tmp_path / "s.zarr")
