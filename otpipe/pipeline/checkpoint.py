@@ -221,7 +221,7 @@ def finalise(out: Path, ds) -> None:
         del root[name]
     body = ds.copy()
     keep = {k: v for k, v in root.attrs.items() if k == "otpipe_made"}  # the marker written at creation
-    body.attrs = _jsonable({**keep, **{k: v for k, v in ds.attrs.items() if k != "complete"}})
+    body.attrs = _jsonable({**{k: v for k, v in ds.attrs.items() if k != "complete"}, **keep})
     body.attrs["complete"] = False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
