@@ -22,7 +22,8 @@ wrong type, unknown input, YAML syntax): ``ValueError("spec.yaml line N: ...")``
 
 Provenance (``run_dir/provenance.json``): the resolved spec, every step's argv and parameters,
 package versions, git commit, host, seeds, input content hashes, timings, and per step a
-*fingerprint* ``sha256(step, params, input hashes)`` and the hash of its outputs. ``--resume``
+*fingerprint* ``sha256(step, params, input hashes)`` and the *content* hash of its outputs (arrays,
+parameters and input hashes; never timings, worker addresses, hosts, paths or dates). ``--resume``
 skips a step whose fingerprint is unchanged and whose outputs still hash as recorded; a changed
 parameter or input changes the fingerprint, so that step and its dependants are recomputed (and
 reported as changed).
@@ -61,9 +62,14 @@ _RESERVED = {"out", "overwrite", "scheduler", "scheduler_file", "help", "dry_run
 _CLUSTER_KEYS = {"n_workers", "threads_per_worker", "memory_limit", "scheduler", "scheduler_file",
                  "tls_ca_file", "tls_cert", "tls_key"}  # certificates of a tls:// scheduler
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-#: attrs that record when/where rather than what: ignored by :func:`tree_hash` in JSON metadata
-VOLATILE_KEYS = {"created", "created_at", "modified", "timestamp", "date", "seconds", "elapsed", "wall_time",
-                 "timings", "host", "hostname", "duration", "time"}
+#: metadata keys that record when, where, how fast or with which libraries rather than what: left out of
+#: :func:`tree_hash` (JSON files and Zarr attributes), as are keys ending in :data:`VOLATILE_SUFFIXES`
+VOLATILE_KEYS = {"created", "created_at", "created_by", "modified", "completed", "started", "finished", "timestamp",
+                 "date", "seconds", "elapsed", "wall_time", "timings", "host", "hostname", "duration", "time",
+                 "workers", "cluster", "scheduler", "address", "pid", "user", "versions", "path", "run_dir", "lock",
+                 "owner"}
+VOLATILE_SUFFIXES = ("_seconds", "_at", "_time", "_computed", "_resumed", "_path", "_dir", "_collection")
+_ADDRESS = re.compile(r"^[a-z]+://")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -149,7 +155,7 @@ def load_spec(path, *, run_dir=None) -> Workflow:
     name = raw.get("name")
     if not isinstance(name, str) or not _ID.match(name):
         raise _err(path, L.line("name"), f"'name' must be an identifier (letters, digits, _ or -), got {name!r}")
-    rd = run_dir if run_dir is not None else raw.get("run_dir", f"runs/{name}")
+    rd = os.fspath(run_dir) if run_dir is not None else raw.get("run_dir", f"runs/{name}")
     if not isinstance(rd, str) or not rd:
         raise _err(path, L.line("run_dir"), f"'run_dir' must be a path, got {rd!r}")
     cluster = raw.get("cluster") or {}
@@ -291,32 +297,98 @@ def _check_step(path: str, L: _Lines, i: int, step: Step, seen: dict) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+def _volatile(key) -> bool:
+    k = str(key)
+    return k in VOLATILE_KEYS or k.endswith(VOLATILE_SUFFIXES) or bool(_ADDRESS.match(k))
+
+
 def _strip(obj):
+    """``obj`` without its volatile keys (:func:`_volatile`) and network addresses, recursively."""
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in sorted(obj.items()) if k not in VOLATILE_KEYS}
+        return {k: _strip(v) for k, v in sorted(obj.items()) if not _volatile(k)}
     if isinstance(obj, list):
-        return [_strip(v) for v in obj]
+        return [_strip(v) for v in obj if not (isinstance(v, str) and _ADDRESS.match(v))]
     return obj
 
 
+def _json_bytes(obj) -> bytes:
+    return json.dumps(_strip(obj), sort_keys=True, default=str).encode()
+
+
+def _zarr_root(d: Path) -> bool:
+    """Whether ``d`` is the root of a Zarr v3 store (a ``zarr.json`` with a ``node_type``)."""
+    try:
+        return "node_type" in json.loads((d / "zarr.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _array_digest(a) -> bytes:
+    """sha256 of an array's dtype, shape, stripped attrs and decoded values, read in blocks of chunks."""
+    import numpy as np
+
+    h = hashlib.sha256(f"{a.dtype}|{a.shape}|".encode() + _json_bytes(dict(a.attrs)))
+    if a.ndim == 0:
+        blocks = [()]
+    else:
+        step = max(1, int(a.chunks[0]) * max(1, (1 << 24) // max(1, int(np.prod(a.chunks)))))
+        blocks = [slice(s, s + step) for s in range(0, a.shape[0], step)]
+    for b in blocks:
+        v = np.asarray(a[b])
+        if v.dtype.kind in "OTU":  # strings (NumPy StringDType, object or fixed-width unicode)
+            h.update("\0".join(str(t) for t in v.ravel()).encode() + b"\1")
+        else:
+            h.update(np.ascontiguousarray(v).tobytes())
+    return h.digest()
+
+
+def _zarr_digest(d: Path) -> bytes:
+    """Content digest of a Zarr store: every array's values (:func:`_array_digest`) and every node's
+    attributes without the volatile ones; chunking, compression and metadata layout do not count."""
+    import zarr
+
+    node = zarr.open(store=str(d), mode="r")
+    h = hashlib.sha256(b"zarr\0")
+    if isinstance(node, zarr.Array):
+        return hashlib.sha256(h.digest() + _array_digest(node)).digest()
+    h.update(_json_bytes(dict(node.attrs)))
+    for name, member in sorted(node.members(max_depth=None), key=lambda t: t[0]):
+        h.update(name.encode() + b"\0")
+        h.update(_array_digest(member) if isinstance(member, zarr.Array) else _json_bytes(dict(member.attrs)))
+    return h.digest()
+
+
 def tree_hash(path) -> str:
-    """``sha256`` of a file or a directory tree (relative names + bytes); JSON metadata files are
-    hashed without their :data:`VOLATILE_KEYS` (creation times and the like)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        rel = f.name if f == path else f.relative_to(path).as_posix()
-        if rel.endswith(".log") or rel.startswith("."):
-            continue
-        data = f.read_bytes()
-        if f.name.endswith(".json") or f.name in ("zarr.json", ".zattrs", ".zmetadata"):
+    """Content hash (``sha256``) of a file or a directory tree.
+
+    Names and contents; Zarr stores by their decoded arrays and attributes (:func:`_zarr_digest`),
+    JSON files without their volatile keys (:data:`VOLATILE_KEYS`: creation times, timings, worker
+    addresses, hosts, paths, versions); logs and hidden files (locks, temporary stores) are skipped.
+    Re-running a step that writes the same arrays with the same parameters gives the same hash.
+    """
+    return "sha256:" + _digest(Path(path), zarr_aware=True).hex()
+
+
+def _digest(p: Path, *, zarr_aware: bool) -> bytes:
+    if p.is_file():
+        data = p.read_bytes()
+        if p.name.endswith(".json") or p.name in (".zattrs", ".zmetadata"):
             try:
-                data = json.dumps(_strip(json.loads(data)), sort_keys=True).encode()
+                data = _json_bytes(json.loads(data))
             except ValueError:
                 pass
-        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-    return "sha256:" + h.hexdigest()
+        return hashlib.sha256(data).digest()
+    if zarr_aware and _zarr_root(p):
+        try:
+            return _zarr_digest(p)
+        except Exception:  # not readable as Zarr: hash its files instead
+            return _digest(p, zarr_aware=False)
+    h = hashlib.sha256(b"dir\0")
+    for c in sorted(p.iterdir()):
+        if c.name.startswith(".") or c.name.endswith(".log") or not (c.is_file() or c.is_dir()):
+            continue
+        h.update(c.name.encode() + b"\0" + _digest(c, zarr_aware=zarr_aware))
+    return h.digest()
 
 
 def _collection_hash(path: Path) -> str | None:

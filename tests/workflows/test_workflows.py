@@ -172,3 +172,49 @@ def test_tree_hash_ignores_creation_times(tmp_path):
     assert tree_hash(a) == tree_hash(b)
     (b / "zarr.json").write_text(json.dumps({"attributes": {"created": "x", "p": 2.0}}))
     assert tree_hash(a) != tree_hash(b)
+
+
+def test_quickstart_twice_reproduces_every_step(tmp_path, client):
+    """The README's quickstart, run twice: bit-identical outputs are recorded as reproduced, step by step
+    (volatile attributes such as timings, worker addresses and dates are not content)."""
+    import xarray as xr
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parents[2] / "workflows" / "quickstart.yaml"
+    run_dir = tmp_path / "qs"
+    p1 = run_workflow(spec, run_dir=str(run_dir), client=client, echo=lambda *a: None)
+    m1 = xr.open_zarr(run_dir / "matrix" / "matrix.zarr", consolidated=False).load()
+    p2 = run_workflow(spec, run_dir=str(run_dir), client=client, echo=lambda *a: None)
+    m2 = xr.open_zarr(run_dir / "matrix" / "matrix.zarr", consolidated=False).load()
+    for v in ("divergence", "n_iter", "marginal_error"):
+        np.testing.assert_array_equal(m1[v].values, m2[v].values)
+    assert [s["id"] for s in p2["steps"]] == ["shapes", "matrix", "tests", "rates", "report"]
+    assert [(s["id"], s["changed"], s["reproduced"]) for s in p2["steps"]] == [
+        (s["id"], "unchanged", True) for s in p2["steps"]]
+    assert [s["output_hash"] for s in p1["steps"]] == [s["output_hash"] for s in p2["steps"]]
+
+
+def test_tree_hash_is_content_only(tmp_path):
+    """Zarr results hash by their arrays and parameters: timings, worker addresses, dates, paths and the
+    chunking do not count; one changed value or parameter does."""
+    import xarray as xr
+
+    def write(d, *, value=1.0, chunk=2, seconds=1.5, worker="tcp://127.0.0.1:4000", blur=0.05):
+        S = np.arange(16.0).reshape(4, 4)
+        S[1, 2] = value
+        ds = xr.Dataset({"divergence": (("source", "target"), S)},
+                        coords={"source": np.array(list("abcd"), dtype=object), "target": np.array(list("abcd"), dtype=object)},
+                        attrs={"parameters": {"blur": blur}, "seconds": seconds, "workers": {worker: 3},
+                               "completed": f"2026-01-0{int(seconds)}T00:00:00", "inputs": {"source": {"path": str(d), "hash": "h"}}})
+        ds.to_zarr(d / "r.zarr", mode="w", consolidated=False, encoding={"divergence": {"chunks": (chunk, chunk)}})
+        (d / "distances.log").write_text(f"took {seconds} s")
+        return tree_hash(d)
+
+    dirs = [tmp_path / str(k) for k in range(5)]
+    for d in dirs:
+        d.mkdir()
+    h0 = write(dirs[0])
+    assert write(dirs[1], chunk=4, seconds=7.25, worker="tcp://127.0.0.1:5000") == h0
+    assert write(dirs[2], value=1.0 + 1e-12) != h0
+    assert write(dirs[3], blur=0.1) != h0
+    assert tree_hash(dirs[0] / "r.zarr") == tree_hash(dirs[1] / "r.zarr")
