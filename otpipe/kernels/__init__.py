@@ -52,7 +52,8 @@ def choose_backend(name: str, B: int, N: int, M: int, *, device=None) -> str:
 
     ``auto`` picks ``multiscale`` for single CPU pairs with at least :data:`AUTO_MULTISCALE_MIN_ENTRIES`
     entries (GPU pairs: :data:`AUTO_MULTISCALE_MIN_ENTRIES_GPU`), else ``cpu`` for CPU tensors (``device``; when ``None``: when CUDA is absent) with at least
-    :data:`AUTO_CPU_MIN_ENTRIES` entries if its kernels compile (warning once and falling back otherwise),
+    :data:`AUTO_CPU_MIN_ENTRIES` entries if its kernels compile (warning once and falling back to dense
+    reductions, by blocks of rows above :data:`AUTO_DENSE_MAX_ENTRIES`, otherwise),
     else ``tensorized`` up to :data:`AUTO_DENSE_MAX_ENTRIES` entries, else ``keops``.
     """
     name = _ALIASES.get(name, name)
@@ -65,6 +66,8 @@ def choose_backend(name: str, B: int, N: int, M: int, *, device=None) -> str:
             if cpu.available():
                 return "multiscale" if B == 1 and N * M >= AUTO_MULTISCALE_MIN_ENTRIES else "cpu"
             cpu._warn_unavailable()
+            if B * max(N, M) * max(N, M) > AUTO_DENSE_MAX_ENTRIES:
+                return "cpu"  # its operator falls back to the dense reductions by blocks of rows (no KeOps)
         return "tensorized" if B * max(N, M) * max(N, M) <= AUTO_DENSE_MAX_ENTRIES else "keops"
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}: choose one of {sorted(BACKENDS) + ['auto']}")

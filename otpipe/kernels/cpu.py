@@ -14,11 +14,12 @@ no torch headers or Python ABI (so it survives torch upgrades and needs no ninja
 compiler version and the CPU's model and instruction-set flags (``-march=native``). Concurrent builds
 (several Dask worker processes) serialise on an ``fcntl`` lock file and publish the library with an
 atomic rename. When no compiler is found or the build fails, :func:`available` is ``False`` and
-:func:`operator` warns once and returns the KeOps operator (the dense one if pykeops is missing).
+:func:`operator` warns once and returns the dense operator, by blocks of rows for large problems
+(never KeOps: pykeops is an optional extra, used only when ``backend="keops"`` is asked for).
 
 Autograd: :meth:`CpuOperator.softmin` is differentiable w.r.t. ``x``, ``y`` and ``h`` through fused
 weighted reductions (no ``N x M`` matrix), first order only. ``softmax_mean`` / ``softmax_cost`` with
-inputs that require grad fall back to the tensorized computation (KeOps above the dense-size limit).
+inputs that require grad fall back to the tensorized computation (by blocks of rows above the dense-size limit).
 """
 from __future__ import annotations
 
@@ -173,7 +174,8 @@ def _warn_unavailable() -> None:
     global _warned
     if not _warned:
         _warned = True
-        warnings.warn(f"otpipe 'cpu' backend unavailable ({_error}); falling back to KeOps/tensorized",
+        warnings.warn(f"otpipe 'cpu' backend unavailable ({_error}); falling back to the dense backend "
+                      "(by blocks of rows for large problems)",
                       RuntimeWarning, stacklevel=3)
 
 
@@ -375,7 +377,7 @@ class CpuOperator:
         return DenseOperator(self.x, self.y, self.cost)
 
     def _autograd_fallback(self):
-        """Differentiable stand-in for ``softmax_mean`` / ``softmax_cost``: dense when small, else KeOps."""
+        """Differentiable stand-in for ``softmax_mean`` / ``softmax_cost``: dense when small, else by blocks of rows."""
         from . import AUTO_DENSE_MAX_ENTRIES
 
         if self.x.shape[0] * self.x.shape[1] * self.y.shape[1] <= AUTO_DENSE_MAX_ENTRIES:
@@ -417,33 +419,25 @@ class CpuOperator:
         return self.cost.dense(self.x, self.y)
 
     def kernel_apply(self, kernel: str, sigma: float, v: torch.Tensor) -> torch.Tensor:
-        """``sum_j k(x_i, y_j) v_j`` (not a hot path): dense for small problems, KeOps otherwise."""
+        """``sum_j k(x_i, y_j) v_j`` (not a hot path): dense for small problems, by blocks of rows otherwise."""
         from . import AUTO_DENSE_MAX_ENTRIES
 
         B, N, M = self.x.shape[0], self.x.shape[1], self.y.shape[1]
         if B * N * M <= AUTO_DENSE_MAX_ENTRIES:
             return self._dense().kernel_apply(kernel, sigma, v)
-        from .keops import KeOpsOperator
-
-        return KeOpsOperator(self.x, self.y, self.cost).kernel_apply(kernel, sigma, v)
+        return _fallback(self.x, self.y, self.cost).kernel_apply(kernel, sigma, v)
 
 
 def _fallback(x: torch.Tensor, y: torch.Tensor, cost: Cost):
-    try:
-        import pykeops  # noqa: F401
+    """Dense operator computed by blocks of rows (bounded memory; no pykeops on a default path)."""
+    from .tensorized import ChunkedDenseOperator
 
-        from .keops import KeOpsOperator
-
-        return KeOpsOperator(x, y, cost)
-    except ImportError:
-        from .tensorized import DenseOperator
-
-        return DenseOperator(x, y, cost)
+    return ChunkedDenseOperator(x, y, cost)
 
 
 def operator(x: torch.Tensor, y: torch.Tensor, cost: Cost):
     """CPU operator with rows ``x`` and columns ``y``; without a working compiler, warns once and
-    returns the KeOps operator (the dense one if pykeops is not installed)."""
+    returns the dense operator (by blocks of rows for large problems)."""
     if not available():
         _warn_unavailable()
         return _fallback(x, y, cost)

@@ -209,7 +209,7 @@ def test_auto_choice_and_fallback(monkeypatch):
     assert choose_backend("auto", 1, 1000, 1000, device="cuda") == "tensorized"
     assert choose_backend("auto", 1, 1000, 1000) in ("cpu", "tensorized")  # positional signature still works
     assert choose_backend("cpu", 1, 10, 10) == "cpu"
-    # a machine without a compiler: one warning, KeOps/tensorized instead
+    # a machine without a compiler: one warning, the dense reductions instead (by blocks of rows when large)
     monkeypatch.setattr(cpu, "_lib", None)
     monkeypatch.setattr(cpu, "_tried", True)
     monkeypatch.setattr(cpu, "_error", "RuntimeError: no C++ compiler found")
