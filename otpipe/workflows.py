@@ -665,17 +665,23 @@ def _write_report(wf: Workflow, step: Step, prov: dict, hashes: dict) -> None:
         src = _step_dir(wf, _by_id(wf, ref))
         typ = _by_id(wf, ref).type
         parts.append(f"<h2>{e(ref)} ({e(typ)})</h2>")
-        if typ in COLLECTION_STEPS:
-            try:
-                from .store import open as _open
+        parts += _input_report(wf, src / f"{ref}.zarr", d, ref, typ)
+    parts.append("<h2>Provenance</h2><pre>" + e(json.dumps(
+        {k: prov[k] for k in ("versions", "git_commit", "host")}, indent=2)) + "</pre></body></html>")
+    (d / "index.html").write_text("\n".join(parts))
 
-                info = _open(str(src / f"{ref}.zarr")).info()
-                labels = info.get("labels") or {}
-                parts.append(f"<p>{info['n_measures']} measures, {info['n_points']} points, D = {info['dim']}, "
-                             f"labels: {e(', '.join(f'{k} ({v})' for k, v in labels.items()) or 'none')}; "
-                             f"hash <code>{e(str(info['hash']))}</code></p>")
-            except Exception as exc:  # pragma: no cover - the report still lists the rest
-                parts.append(f"<p>(could not read the collection: {e(str(exc))})</p>")
+
+def _input_report(wf: Workflow, store: Path, d: Path, ref: str, typ: str) -> list[str]:
+    """HTML of one input of the run report: its ``otpipe report`` (written to ``d/<ref>/``: summary,
+    notes, figures, a link to the full page); without one, its tables and PNGs as the step left them."""
+    e = html.escape
+    try:
+        from .report import write_report
+
+        files = write_report(store, d / ref, title=f"{ref} ({typ})")
+    except Exception as exc:  # the run report still shows the rest
+        parts = [f"<p>(no report for {e(store.name)}: {e(str(exc))})</p>"]
+        src = store.parent
         for md in sorted(src.rglob("*.md")):
             parts.append(_md_table_html(md.read_text()))
         for k, png in enumerate(sorted(src.rglob("*.png"))):
@@ -683,15 +689,13 @@ def _write_report(wf: Workflow, step: Step, prov: dict, hashes: dict) -> None:
             shutil.copyfile(png, d / name)
             parts.append(f"<figure><img src='{e(name)}'><figcaption>{e(png.relative_to(wf.run_dir).as_posix())}"
                          "</figcaption></figure>")
-        report_cmd = _command("report") if typ == "distances" else None
-        if report_cmd is not None:
-            out = d / f"{ref}-report.png"
-            _run_cli(["report", str(src / f"{ref}.zarr"), "--out", str(out)], d)
-            if out.exists():
-                parts.append(f"<figure><img src='{e(out.name)}'></figure>")
-    parts.append("<h2>Provenance</h2><pre>" + e(json.dumps(
-        {k: prov[k] for k in ("versions", "git_commit", "host")}, indent=2)) + "</pre></body></html>")
-    (d / "index.html").write_text("\n".join(parts))
+        return parts
+    parts = [f"<p>{e(line)}</p>" for line in files.lines]
+    parts += [f"<p style='background:#fff4e0;padding:.5em'>{e(line)}</p>" for line in files.notes]
+    parts += [f"<figure><img src='{e(ref)}/{e(png.name)}'></figure>" for png in files.pngs]
+    parts.append(f"<p>Full report with tables and parameters: <a href='{e(ref)}/{e(files.html.name)}'>"
+                 f"{e(ref)}/{e(files.html.name)}</a></p>")
+    return parts
 
 
 def _md_table_html(text: str) -> str:

@@ -26,7 +26,7 @@ _COMMANDS = {
     "info": ("otpipe.cli.store", "info"),
     "barycenter": ("otpipe.cli.barycenter", "barycenter"),
     "distances": ("otpipe.cli.distances", "distances"),
-    "report": ("otpipe.cli.distances", "report"),
+    "report": ("otpipe.cli.report", "report"),
     "complexity": ("otpipe.cli.complexity", "complexity"),
     "run": ("otpipe.cli.workflows", "run"),
     "two-sample": ("otpipe.cli.two_sample", "two_sample"),

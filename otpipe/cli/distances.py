@@ -1,6 +1,5 @@
-"""Click commands of the pipeline: ``otpipe distances`` and ``otpipe report``."""
+"""Click command ``otpipe distances`` (``otpipe report`` lives in :mod:`otpipe.cli.report`)."""
 from __future__ import annotations
-
 
 import click
 
@@ -94,35 +93,4 @@ def distances(collection, other, out, dry_run, as_json, no_progress, quiet, **kw
                    f"{a.get('pairs_computed', 0)} pairs computed now ({a.get('seconds', 0.0):.1f} s)")
 
 
-@click.command("report")
-@click.argument("result", type=click.Path())
-@click.option("--out", "-o", required=True, type=click.Path(), help="Output PNG (an HTML page is written next to it).")
-@click.option("--title", default=None, help="Figure title.")
-def report(result, out, title):
-    """Plots of a result: for a pairwise result, a clustered heatmap, an MDS embedding and the
-    nearest-neighbour label accuracy; for a collection (e.g. barycenters), its measures."""
-    if _is_collection(result):
-        from ..store import open as open_collection
-        from ..store.plot import plot_collection
-
-        click.echo(f"wrote {plot_collection(open_collection(result), out, title=title)}", err=True)
-        return
-    from ..pipeline.report import make_report
-
-    info = make_report(result, out, title=title)
-    click.echo(f"wrote {info['png']} and {info['html']}", err=True)
-    for line in info["lines"]:
-        click.echo(line)
-
-
-def _is_collection(path) -> bool:
-    """Whether ``path`` is an otpipe collection store (its zarr.json names the format)."""
-    import json
-    import os
-
-    meta = os.path.join(str(path), "zarr.json")
-    try:
-        with open(meta) as fh:
-            return json.load(fh).get("attributes", {}).get("format") == "otpipe.collection"
-    except (OSError, ValueError):
-        return False
+from .report import report  # noqa: E402  (was defined here; kept importable)

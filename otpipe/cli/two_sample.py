@@ -3,8 +3,8 @@
 ``otpipe two-sample COLLECTION [OTHER] --out OUT.zarr [--by auto|measure|label|collection] ...`` writes
 the xarray Dataset of :func:`otpipe.pipeline.two_sample.many_two_sample_tests` (checkpointed:
 Ctrl-C keeps the finished tests, ``--resume`` continues) and a PNG next to it (``OUT.png``): the
-null histogram with the observed statistic for a single test, the p-value matrices (raw and
-Benjamini-Hochberg) for many.
+null histogram with the observed statistic for a single test, ``-log10 p`` with the corrections'
+rejections marked for many (``otpipe report OUT`` gives the full page).
 """
 from __future__ import annotations
 
@@ -35,47 +35,15 @@ __all__ = ["two_sample", "plot_report"]
 
 
 def plot_report(ds, path) -> Path:
-    """Write the report PNG of a two-sample result Dataset to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Write the report PNG of a two-sample result Dataset to ``path``: the permutation null of a single
+    test, else ``-log10 p`` with the Holm / Benjamini-Hochberg rejections marked (:mod:`otpipe.report.two_sample`)."""
     import matplotlib.pyplot as plt
-    import numpy as np
+
+    from ..report.two_sample import figures
 
     path = Path(path)
-    stat_name = ds.attrs.get("statistic", "statistic")
-    ds = ds.rename({old: new for old, new in (("p_value", "pvalue"), ("null", "null_distribution"))
-                    if old in ds.variables and new not in ds.variables})  # otpipe 0.1 names
-    if "null_distribution" in ds and int(ds.attrs.get("n_tests", 0)) == 1:
-        i, j = np.argwhere(np.isfinite(ds["pvalue"].values))[0]
-        null = ds["null_distribution"].values[i, j]
-        obs, p = float(ds["statistic"].values[i, j]), float(ds["pvalue"].values[i, j])
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        ax.hist(null, bins=min(50, max(10, null.size // 20)), color="0.65", edgecolor="0.35", label="permutation null")
-        ax.axvline(obs, color="crimson", lw=2, label=f"observed = {obs:.4g}")
-        ax.set_xlabel(f"{stat_name} statistic")
-        ax.set_ylabel("count")
-        src, tgt = str(ds["source"].values[i]), str(ds["target"].values[j])
-        ax.set_title(f"{src} vs {tgt}: p = {p:.4g} ({null.size} permutations)")
-        ax.legend(frameon=False)
-    else:
-        S, T = ds.sizes["source"], ds.sizes["target"]
-        fig, axes = plt.subplots(1, 2, figsize=(min(16, 5 + 0.35 * 2 * T), min(9, 3 + 0.3 * S)), constrained_layout=True)
-        for ax, var, title in ((axes[0], "pvalue", "p-value"), (axes[1], "p_bh", "Benjamini-Hochberg adjusted")):
-            v = ds[var].values
-            im = ax.imshow(v, vmin=0, vmax=1, cmap="viridis_r", aspect="auto", interpolation="nearest")
-            sig = np.argwhere(np.nan_to_num(v, nan=1.0) <= 0.05)
-            if len(sig) and len(sig) <= 2500:
-                ax.scatter(sig[:, 1], sig[:, 0], marker="*", s=22, color="black", linewidths=0, label="<= 0.05")
-            ax.set_title(f"{title} ({stat_name})")
-            ax.set_xlabel("target")
-            ax.set_ylabel("source")
-            if T <= 40:
-                ax.set_xticks(range(T), [str(t) for t in ds["target"].values], rotation=90, fontsize=7)
-            if S <= 40:
-                ax.set_yticks(range(S), [str(s) for s in ds["source"].values], fontsize=7)
-        fig.colorbar(im, ax=axes, shrink=0.8, label="p (black stars: <= 0.05)")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    _, fig, _ = figures(ds)[0]
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 

@@ -286,10 +286,13 @@ def run_barycenter(
                                chunks_per_worker=chunks_per_worker, open_client=open_client)
     msg = convergence_message(results, caught)
     bary = [store.Measure(r.points.astype(np.float64), r.weights.astype(np.float64), name=g, label=g) for g, r in results.items()]
-    store.create(out, bary, overwrite=overwrite, dtype="float64")
     summary = {g: dict(method=r.method, n_iter=int(r.n_iter), converged=bool(r.converged), n_measures=len(inputs[g]),
                        n_points=int(len(r.points))) for g, r in results.items()}
+    store.create(out, bary, overwrite=overwrite, dtype="float64")
     _record(out, summary, msg)
+    _record_run(out, coll, dict(group_by=group_by, method=method, p=p, blur=blur, tol=tol, max_iter=max_iter,
+                                seed=seed, grid=grid, debiased=debiased, learn_weights=learn_weights,
+                                n_points=n_points, init=init, weights=weights))
     _conv.warn(msg)
     from .barycenter_report import plot_barycenters
 
@@ -305,6 +308,17 @@ def _record(out, summary: dict, msg: str) -> None:
     zarr.open_group(str(out), mode="r+").attrs.update(
         {"barycenter": summary, "convergence_warning": msg,
          "not_converged": [g for g, d in summary.items() if not d["converged"]]})
+
+
+def _record_run(out, coll, params: dict) -> None:
+    """The run's parameters and input collection (path, content hash) in the store's attrs, for
+    ``otpipe report`` (``barycenter_parameters``, ``barycenter_source``)."""
+    import zarr
+
+    zarr.open_group(str(out), mode="r+").attrs.update({
+        "barycenter_parameters": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()},
+        "barycenter_source": {"collection": str(getattr(coll, "path", "")), "hash": str(getattr(coll, "content_hash", ""))},
+    })
 
 
 def _free_on_dask(c, coll, idx, ms, lam, n_chunks, kw):

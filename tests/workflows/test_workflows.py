@@ -192,6 +192,15 @@ def test_quickstart_twice_reproduces_every_step(tmp_path, client):
     assert [(s["id"], s["changed"], s["reproduced"]) for s in p2["steps"]] == [
         (s["id"], "unchanged", True) for s in p2["steps"]]
     assert [s["output_hash"] for s in p1["steps"]] == [s["output_hash"] for s in p2["steps"]]
+    # the run report: a report per input (collection, distances, two-sample, complexity), every reference there
+    import re
+
+    page = (run_dir / "report" / "index.html").read_text()
+    refs = re.findall(r"(?:src|href)='([^']+)'", page)
+    for sub in ("shapes", "matrix", "tests", "rates"):
+        assert f"{sub}/index.html" in refs and (run_dir / "report" / sub / "index.html").is_file()
+    assert sum(r.endswith(".png") for r in refs) >= 7
+    assert all((run_dir / "report" / r).is_file() for r in refs)
 
 
 def test_tree_hash_is_content_only(tmp_path):

@@ -1,0 +1,57 @@
+"""``otpipe report``: one HTML page (``index.html`` + PNGs) with a short text summary for any otpipe result.
+
+The result type is read from the store's attributes:
+
+* a collection (``otpipe synth`` / ``ingest``): a sample of each label, images upright on one grid;
+* barycenters (``otpipe barycenter``): the barycenters, as images or point clouds, with their
+  convergence flags;
+* a distance matrix (``otpipe distances``): the clustered heatmap with a label colour strip, an MDS
+  embedding, the nearest-neighbour label accuracy and a convergence summary;
+* two-sample tests (``otpipe two-sample``): a table of statistics, p-values and corrected p-values,
+  and ``-log10 p`` with the corrections' rejections marked (or the permutation null of a single test);
+* a sample-complexity study (``otpipe complexity``): the decay curves with the fitted rates and intervals.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+__all__ = ["write_report", "result_kind", "KINDS"]
+
+#: result kind -> module of this package that builds its page
+KINDS = {"collection": "collection", "barycenter": "barycenter", "distances": "matrix", "two-sample": "two_sample",
+         "complexity": "complexity"}
+
+
+def result_kind(path) -> str:
+    """The kind of otpipe result stored at ``path`` (a key of :data:`KINDS`); a one-line error otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{path}: no such result")
+    try:
+        attrs = json.loads((p / "zarr.json").read_text()).get("attributes") or {}
+    except (OSError, ValueError, AttributeError):
+        attrs = None
+    if attrs is not None:
+        if attrs.get("format") == "otpipe.collection":
+            return "barycenter" if "barycenter" in attrs else "collection"
+        if attrs.get("format") == "otpipe.pairwise":
+            return "distances"
+        if attrs.get("kind") == "otpipe.two_sample":
+            return "two-sample"
+        if attrs.get("otpipe_result") == "complexity":
+            return "complexity"
+    raise ValueError(f"{path}: not an otpipe result store (expected a collection, barycenters, a distance matrix, "
+                     "two-sample tests or a complexity study)")
+
+
+def write_report(result, out_dir, *, title: str | None = None, max_measures: int = 30, page: str = "index.html",
+                 png_names: dict | None = None):
+    """Write the report of ``result`` into ``out_dir`` (``page`` + PNGs); returns
+    :class:`~otpipe.report._page.ReportFiles` (paths, summary lines, notes)."""
+    kind = result_kind(result)
+    module = importlib.import_module(f"{__name__}.{KINDS[kind]}")
+    pg = module.build(os.fspath(result), title=title, max_measures=max_measures)
+    return pg.write(out_dir, page=page, png_names=png_names)

@@ -1,0 +1,118 @@
+"""Report of a sample-complexity study (``otpipe complexity``): the decay curves ``R(N) = E D(mu_N, nu_N)``
+with the fitted power laws ``c N^-kappa``, the rates ``kappa`` with their intervals against the paper's
+reference rates (``p/d`` for OT, 1 for MMD), and the table of rates."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from ._page import Page
+
+__all__ = ["build"]
+
+
+def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Page:
+    import xarray as xr
+
+    ds = xr.open_zarr(path, consolidated=False).load()
+    a = ds.attrs
+    name = os.path.basename(os.path.normpath(path))
+    pg = Page(title or f"otpipe sample complexity: {name}", "complexity")
+    eps, dims, ns = ds["eps"].values, [int(d) for d in ds["dim"].values], ds["n"].values
+    p, div = float(a.get("p", 1.5)), a.get("divergence", "sinkhorn")
+    level = float(a.get("confidence_level", 0.95))
+    pg.summary.append(f"R(N) = E {div}(mu_N, nu_N) for {a.get('distribution', '?')} samples, cost {a.get('cost', '?')} "
+                      f"with p = {p:g}: eps in {{{', '.join(f'{e:g}' for e in eps)}}}, d in {{{', '.join(map(str, dims))}}}, "
+                      f"N = {', '.join(str(int(n)) for n in ns)}, {ds.sizes['rep']} repetitions per cell, seed {a.get('seed')}.")
+    pg.summary.append(f"kappa: least-squares slope of log R(N) on log N, with its {level:.0%} Student-t interval; "
+                      f"the paper's rates are p/d for eps -> 0 (OT) and 1 for eps -> inf (MMD).")
+    if "marginal_error" in ds:
+        me = np.asarray(ds["marginal_error"].values, dtype=float)
+        me = me[np.isfinite(me)]
+        if me.size:
+            tol = a.get("tol")
+            pg.summary.append(f"convergence: relative marginal error median {np.median(me):.2g}, max {me.max():.2g}"
+                              + (f" (tolerance {tol:g})" if isinstance(tol, (int, float)) else "") + ".")
+            if isinstance(tol, (int, float)) and me.max() > 10 * tol:
+                pg.note(f"{np.mean(me > tol):.0%} of the solves stopped above the tolerance {tol:g} "
+                        f"(max {me.max():.2g}): rerun with a larger --max-iter.")
+    pg.figure("decay", _decay_figure(ds, eps, dims, ns, p, div),
+              "R(N) (dots, bars: +- S(N) / sqrt(reps)) and the fitted c N^-kappa (dashed), one panel per dimension")
+    pg.figure("rates", _rates_figure(ds, eps, dims, p, level),
+              f"fitted kappa with its {level:.0%} interval against eps; dotted: p/d (OT rate), grey: 1 (MMD rate)")
+    pg.heading("Fitted rates kappa [interval]")
+    head = ["eps"] + [f"d = {d}" for d in dims]
+    rows = [[f"{e:g}"] + [_kappa(ds, i, j) for j in range(len(dims))] for i, e in enumerate(eps)]
+    rows.append(["paper, eps -> 0: p/d"] + [f"{p / d:.3f}" for d in dims])
+    rows.append(["paper, eps -> inf"] + ["1" for _ in dims])
+    pg.table(head, rows)
+    pg.heading("Parameters")
+    pg.table(["attribute", "value"], [[k, v] for k, v in a.items() if k != "versions"])
+    return pg
+
+
+def _kappa(ds, i, j) -> str:
+    k, lo, hi = (float(ds[v].values[i, j]) for v in ("kappa", "kappa_low", "kappa_high"))
+    return f"{k:.3f} [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) else f"{k:.3f}"
+
+
+def _decay_figure(ds, eps, dims, ns, p, div):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..complexity import fit_rate
+
+    mean, std = np.asarray(ds["mean"].values, float), np.asarray(ds["std"].values, float)
+    reps = ds.sizes["rep"]
+    cmap = matplotlib.colormaps["viridis"]
+    fig, axes = plt.subplots(1, len(dims), figsize=(4.8 * len(dims), 4.4), squeeze=False, layout="constrained")
+    nn = np.geomspace(ns.min(), ns.max(), 50)
+    for j, d in enumerate(dims):
+        ax = axes[0, j]
+        for i, e in enumerate(eps):
+            col = cmap(i / max(1, len(eps) - 1) * 0.9)
+            m, s = mean[i, j], std[i, j]
+            ok = m > 0
+            ax.errorbar(ns[ok], m[ok], yerr=(s / math.sqrt(reps))[ok], fmt="o", ms=4, color=col, capsize=2)
+            f = fit_rate(ns, m)
+            k, lo, hi = (float(ds[v].values[i, j]) for v in ("kappa", "kappa_low", "kappa_high"))
+            if math.isfinite(f.log_c):
+                ci = f" [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) else ""
+                ax.plot(nn, np.exp(f.log_c) * nn ** (-k), "--", color=col, label=f"eps={e:g}: kappa {k:.2f}{ci}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"d = {d}  (OT rate p/d = {p / d:.2f})")
+        ax.set_xlabel("N (points per measure)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel(f"R(N) = E {div}")
+    fig.suptitle("Sample complexity: decay of R(N) and the fitted rates")
+    return fig
+
+
+def _rates_figure(ds, eps, dims, p, level):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    cmap = matplotlib.colormaps["plasma"]
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), layout="constrained")
+    for j, d in enumerate(dims):
+        col = cmap(j / max(1, len(dims) - 1) * 0.85)
+        k = np.asarray(ds["kappa"].values[:, j], float)
+        lo, hi = np.asarray(ds["kappa_low"].values[:, j], float), np.asarray(ds["kappa_high"].values[:, j], float)
+        err = np.vstack([k - lo, hi - k])
+        err = np.where(np.isfinite(err), err, 0.0)
+        x = eps * (1.0 + 0.04 * (j - (len(dims) - 1) / 2))  # small offsets: the intervals do not overlap
+        ax.errorbar(x, k, yerr=err, fmt="o-", ms=5, capsize=3, color=col, label=f"d = {d}")
+        ax.axhline(p / d, color=col, ls=":", lw=1.2)
+    ax.axhline(1.0, color="0.5", lw=1.0)
+    ax.set_xscale("log")
+    ax.set_xlabel("eps")
+    ax.set_ylabel(f"kappa ({level:.0%} interval)")
+    ax.set_title("fitted decay rates: p/d (dotted) for small eps, 1 (grey) for large eps")
+    ax.legend(fontsize=8)
+    return fig
