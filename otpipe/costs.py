@@ -1,6 +1,6 @@
 """Ground costs ``C(x, y)`` between point clouds and the diameter used by eps-scaling.
 
-Two conventions (``DESIGN.md`` section 1):
+Two conventions (``docs/conventions.md``):
 
 * ``"|x-y|^p/p"`` (default, GeomLoss convention): ``C(x, y) = |x - y|^p / p``;
 * ``"|x-y|^p"`` (the convention of Genevay et al. 2018): ``C(x, y) = |x - y|^p``.

@@ -1,7 +1,7 @@
 """Loss functions between measures: Sinkhorn divergences, kernel MMDs, energy distance and the
 soft-min Hausdorff loss, plus :class:`SamplesLoss`, a drop-in for ``geomloss.SamplesLoss``.
 
-Conventions (``DESIGN.md`` section 1; ``<a, K b> = sum_ij a_i K(x_i, y_j) b_j``):
+Conventions (``docs/conventions.md``; ``<a, K b> = sum_ij a_i K(x_i, y_j) b_j``):
 
 * Sinkhorn divergence: ``S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2``.
 * Transport-cost variant (Genevay et al. 2018): ``Wbar = W_eps(a, b) - W_eps(a, a)/2 - W_eps(b, b)/2``

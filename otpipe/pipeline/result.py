@@ -1,6 +1,6 @@
 """The result store of a pairwise run: an xarray Dataset in Zarr, written tile by tile.
 
-Layout (``DESIGN.md`` section 3): dims ``("source", "target")`` with the measure names as
+Layout (``docs/storage.md``): dims ``("source", "target")`` with the measure names as
 coordinates (``source_label``/``target_label`` when labelled); ``divergence``, ``ot`` (the cross
 term ``OT_eps(a_i, b_j)``, Sinkhorn only), ``n_iter``, ``marginal_error`` chunked by the tile
 size, so each tile is a region write of whole chunks (``array[r0:r1, c0:c1] = tile``; the

@@ -17,8 +17,9 @@ def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Pag
     from ..store.plot import draw_measures, pixel_grid
 
     c = open_collection(path)
-    rec = c.attrs.get("barycenter") or {}
-    groups = rec.get("groups") or {}
+    groups = c.attrs.get("barycenter") or {}
+    groups = groups.get("groups", groups)  # {group: {method, n_iter, converged, n_measures, n_points}}
+    source = c.attrs.get("barycenter_source") or {}
     name = os.path.basename(os.path.normpath(path))
     pg = Page(title or f"otpipe barycenters: {name}", "barycenter")
     ms = list(c)
@@ -26,14 +27,14 @@ def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Pag
     methods = sorted({i.get("method", "?") for i in info})
     n_conv = sum(bool(i.get("converged")) for i in info)
     pg.summary.append(f"{len(ms)} barycenter(s) ({', '.join(methods)} support), one per group of "
-                      f"{rec.get('source_collection', 'the input collection')}; D = {c.dim}.")
+                      f"{source.get('collection') or 'the input collection'}; D = {c.dim}.")
     pg.summary.append(f"converged: {n_conv} of {len(ms)}" + (
         "" if n_conv == len(ms) else
         f"; stopped at the iteration cap: {', '.join(str(m.name) for m, i in zip(ms, info) if not i.get('converged'))}") + ".")
     if groups and n_conv < len(ms):
         pg.note(f"{len(ms) - n_conv} barycenter(s) stopped at --max-iter without meeting the tolerance: they are "
                 "approximate. Rerun with a larger --max-iter (or a larger --blur, which converges faster).")
-    inputs = _inputs(rec)
+    inputs = _inputs(source)
     grid = pixel_grid([m.points for m in ms]) if c.dim == 2 else None
     titles = [f"{m.name}: " + ("converged" if i.get("converged") else "NOT converged" if i else "?")
               + (f", {i['n_iter']} it." if "n_iter" in i else "") for m, i in zip(ms, info)]
@@ -55,24 +56,24 @@ def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Pag
     rows = [[str(m.name), i.get("method", "?"), i.get("n_measures", "?"), len(m.weights), i.get("n_iter", "?"),
              "yes" if i.get("converged") else "no" if i else "?"] for m, i in zip(ms, info)]
     pg.table(["group", "method", "input measures", "support points", "iterations", "converged"], rows)
-    if rec.get("parameters"):
+    if c.attrs.get("barycenter_parameters"):
         pg.heading("Parameters")
-        pg.table(["parameter", "value"], [[k, v] for k, v in rec["parameters"].items()])
+        pg.table(["parameter", "value"], [[k, v] for k, v in c.attrs["barycenter_parameters"].items()])
     return pg
 
 
-def _inputs(rec: dict):
+def _inputs(source: dict):
     """The input collection, if it is still there with the recorded content."""
     from ..store import open as open_collection
 
-    src = rec.get("source_collection")
+    src = source.get("collection")
     if not src or not os.path.exists(src):
         return None
     try:
         c = open_collection(src)
     except (OSError, ValueError):
         return None
-    return c if str(c.content_hash) == str(rec.get("source_hash")) else None
+    return c if str(c.content_hash) == str(source.get("hash")) else None
 
 
 def _pixel_mean(coll, group: str):

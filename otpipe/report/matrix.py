@@ -167,8 +167,8 @@ def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Pag
     pg.heading("Parameters")
     prm = dict(ds.attrs.get("parameters", {}))
     rows = [[k, v] for k, v in prm.items()] + [["diameter", ds.attrs.get("diameter")]]
-    if "convergence" in ds.attrs:
-        rows.append(["convergence (recorded)", ds.attrs["convergence"]])
+    rows += [[k, ds.attrs[k]] for k in ("marginal_error_median", "marginal_error_max", "convergence_warning")
+             if ds.attrs.get(k) not in (None, "")]  # recorded by the run, when it does
     pg.table(["parameter", "value"], rows)
     return pg
 
