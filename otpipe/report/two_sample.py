@@ -105,7 +105,8 @@ def figures(ds) -> list[tuple[str, object, str]]:
     if null is not None and int(mask.sum()) == 1:
         return [("null", _null_figure(ds, null, mask), "permutation null distribution and the observed statistic")]
     out = [("pvalues", _pvalue_figure(ds, mask),
-            f"-log10 p of each test; marked: rejected at {ALPHA:g} after Holm (ring) and Benjamini-Hochberg (dot) corrections")]
+            f"p of each test on a -log10 colour scale; marked: rejected at {ALPHA:g} after the Holm (rings, or green "
+            "outlines) and Benjamini-Hochberg (dots, or blue outlines) corrections")]
     if int(mask.sum()) > 1:
         out.append(("ranked", _ranked_figure(ds, mask), "sorted p-values against the Holm and Benjamini-Hochberg thresholds"))
     return out
@@ -145,13 +146,21 @@ def _pvalue_figure(ds, mask):
     if -np.log10(ALPHA) < top:
         cb.ax.axhline(-np.log10(ALPHA), color="deepskyblue", lw=1.5)
     both = np.isfinite(p)
-    for q, style, name in ((bh, dict(marker="o", s=14, color="deepskyblue", linewidths=0), "Benjamini-Hochberg"),
-                           (holm, dict(marker="o", s=70, facecolors="none", edgecolors="lime", linewidths=1.4), "Holm")):
+    small = S <= 40 and T <= 40
+    for q, style, color, name in ((bh, dict(marker="o", s=14, linewidths=0), "deepskyblue", "Benjamini-Hochberg"),
+                                  (holm, dict(marker="o", s=70, facecolors="none", linewidths=1.4), "lime", "Holm")):
         if q is None:
             continue
-        rej = np.argwhere(both & (np.nan_to_num(q, nan=1.0) <= ALPHA))
-        if len(rej) and len(rej) <= 5000:
-            ax.scatter(rej[:, 1], rej[:, 0], label=f"rejected, {name}", **style)
+        rej = both & (np.nan_to_num(q, nan=1.0) <= ALPHA)
+        if not rej.any():
+            continue
+        if small:  # one marker per rejected test
+            ij = np.argwhere(rej)
+            ax.scatter(ij[:, 1], ij[:, 0], label=f"rejected, {name}", **({"color": color} if name != "Holm" else
+                                                                          {"edgecolors": color}), **style)
+        else:  # many tests: the outline of the rejected region
+            ax.contour(rej.astype(float), levels=[0.5], colors=[color], linewidths=1.0 if name == "Holm" else 0.7)
+            ax.plot([], [], color=color, label=f"rejected, {name} (outline)")
     if S * T <= 100:
         for i in range(S):
             for j in range(T):
