@@ -34,12 +34,14 @@ def report(result, out, title, max_measures, as_json, quiet):
 
     out_p = Path(out)
     kw = {}
-    if out_p.suffix.lower() == ".png":  # the old form: --out FILE.png (FILE.html next to it)
-        click.echo(f"Warning: --out {out} (a PNG file) is deprecated: --out takes a directory; writing "
-                   f"{out_p.with_suffix('.html').name} and its PNGs next to it", err=True)
+    old_form = out_p.suffix.lower() == ".png"  # the old form: --out FILE.png (FILE.html next to it)
+    if old_form:
         kw = {"page": out_p.with_suffix(".html").name, "png_names": {"__first__": out_p.name}}
         out_p = out_p.parent if str(out_p.parent) else Path(".")
     files = write_report(result, out_p, title=title, max_measures=max_measures, **kw)
+    if old_form:  # warned once it worked: an error stays one line
+        click.echo(f"Warning: --out {out} (a PNG file) is deprecated: --out takes a directory; wrote "
+                   f"{files.html.name} and its PNGs next to it", err=True)
     if as_json:
         click.echo(json.dumps(files.as_dict()))
         return
