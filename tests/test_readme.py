@@ -1,4 +1,5 @@
-"""The README's Python examples run as written (a broken or undefined name in them fails here)."""
+"""The README's Python examples run as written (a broken or undefined name in them fails here), each in a
+fresh namespace and an empty temporary directory (the collection example writes a store there)."""
 from __future__ import annotations
 
 import re
@@ -15,7 +16,8 @@ def test_readme_has_python_examples():
 
 
 @pytest.mark.parametrize("k", range(len(BLOCKS)))
-def test_readme_python_block_runs(k):
+def test_readme_python_block_runs(k, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     code = compile(BLOCKS[k], f"README.md (python block {k + 1})", "exec")
     namespace: dict = {"__name__": "__readme__"}
     exec(code, namespace)  # noqa: S102 - our own documentation

@@ -11,6 +11,7 @@ from otpipe.store.readers import image_to_measure
 
 from ..images import L_IMAGE, assert_upright_l, dark_component, l_measure
 
+
 def test_to_image_is_upright_on_the_common_grid():
     L = l_measure()
     dot = Measure(np.array([[9.5, 9.5]]), np.array([2.0]), "dot", "dot")  # top-right of a larger 10 x 10 picture
