@@ -3,7 +3,8 @@ soft-min Hausdorff loss, plus :class:`SamplesLoss`, a drop-in for ``geomloss.Sam
 
 Conventions (``docs/conventions.md``; ``<a, K b> = sum_ij a_i K(x_i, y_j) b_j``):
 
-* Sinkhorn divergence: ``S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2``.
+* Sinkhorn divergence: ``S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2``, plus, for
+  unbalanced problems (``reach``), Sejourne et al.'s mass term ``eps/2 (m(a) - m(b))^2`` (``m``: total mass).
 * Transport-cost variant (Genevay et al. 2018): ``Wbar = W_eps(a, b) - W_eps(a, a)/2 - W_eps(b, b)/2``
   with ``W_eps = <pi_eps, C>``; this is **half** the paper's ``2 W(a,b) - W(a,a) - W(b,b)``.
 * Kernel losses: ``1/2 <a, K a> + 1/2 <b, K b> - <a, K b>``, i.e. **half** the squared MMD;
@@ -34,6 +35,7 @@ from .sinkhorn import (
 __all__ = [
     "sinkhorn_divergence",
     "DivergenceResult",
+    "mass_term",
     "energy_distance",
     "mmd",
     "hausdorff",
@@ -47,8 +49,9 @@ _VARIANTS = ("dual", "transport")
 class DivergenceResult:
     """Value of a Sinkhorn divergence with its parts and diagnostics (``full_output=True``).
 
-    ``value = ot_xy - ot_xx / 2 - ot_yy / 2`` (``value = ot_xy`` when ``debias=False``); the
-    diagnostics (``n_iter``, ``marginal_error``, ``converged``) are those of the cross term
+    ``value = ot_xy - ot_xx / 2 - ot_yy / 2 + mass_term`` (``value = ot_xy`` when ``debias=False``);
+    ``mass_term = eps/2 (m(a) - m(b))^2`` for debiased unbalanced problems (``variant="dual"``), else 0.
+    The diagnostics (``n_iter``, ``marginal_error``, ``converged``) are those of the cross term
     ``OT_eps(a, b)``, with ``converged`` requiring all terms to converge.
     """
 
@@ -62,6 +65,18 @@ class DivergenceResult:
     eps: float
     schedule: list
     backend: str
+    mass_term: torch.Tensor | float = 0.0
+
+
+def mass_term(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """Sejourne et al.'s mass term ``eps/2 (m(a) - m(b))^2`` of the debiased unbalanced divergence, per batch element.
+
+    Derivation: ``-eps <a (x) b, exp((f+g-C)/eps) - 1>`` carries the constant ``+eps m(a) m(b)`` into ``OT_eps(a, b)``
+    and ``eps m(a)^2/2 + eps m(b)^2/2`` into the two halved self terms, so ``OT(a,b) - OT(a,a)/2 - OT(b,b)/2``
+    contains ``-eps/2 (m(a) - m(b))^2``, which this term cancels (Sejourne et al. 2019, Def. 4: then ``S >= 0``,
+    ``= 0`` iff ``a = b``). Differentiable: ``d/da_i = eps (m(a) - m(b))``.
+    """
+    return 0.5 * eps * (a.sum(-1) - b.sum(-1)) ** 2
 
     def __repr__(self) -> str:
         return (f"DivergenceResult(value={short(self.value)}, ot_xy={short(self.ot_xy)}, eps={self.eps:.4g}, "
@@ -104,7 +119,14 @@ def sinkhorn_divergence(
     truncate: float | None = None,
     cluster_scale: float | None = None,
 ):
-    """Debiased Sinkhorn divergence ``S_eps(a, b) = OT_eps(a,b) - OT_eps(a,a)/2 - OT_eps(b,b)/2``.
+    """Debiased Sinkhorn divergence ``S_eps(a, b) = OT_eps(a,b) - OT_eps(a,a)/2 - OT_eps(b,b)/2 [+ eps/2 (m(a) - m(b))^2]``.
+
+    The bracketed mass term (``m``: total mass) is added for unbalanced problems (``reach`` set): it is
+    Sejourne et al.'s (2019) unbalanced Sinkhorn divergence, ``>= 0`` and ``= 0`` only for ``a = b`` (see
+    :func:`mass_term` for its one-line derivation). Without it the combination goes negative for unequal
+    masses; GeomLoss drops it (``SamplesLoss`` here keeps it). On identical supports, ``a = m_a mu`` and
+    ``b = m_b mu`` with ``m(mu) = 1``: ``S = (rho + eps/2) Q (m_a^k - m_b^k)^2``, ``k = (rho + eps)/(2 rho + eps)``,
+    ``Q`` the mass of the self-transport plan of ``mu`` (``rho = reach^p``).
 
     Parameters are those of :func:`otpipe.solve`, plus:
 
@@ -114,7 +136,11 @@ def sinkhorn_divergence(
         ``"dual"``: the entropic OT value above. ``"transport"``: the transport cost of the
         entropic plan, ``W_eps = <pi_eps, C>`` (Genevay et al. 2018; what POT's ``sinkhorn2``
         returns), debiased as ``W(a,b) - W(a,a)/2 - W(b,b)/2``. The transport variant is
-        returned without gradient.
+        returned without gradient. Unbalanced (``reach``), it is **not** a divergence and no
+        correction depending on the masses alone makes it one: on identical supports it equals
+        ``-W_mu/2 (m_a^k - m_b^k)^2 <= 0`` (``W_mu = <pi_mu, C>``, the plans scale as ``(m_a m_b)^k pi_mu``),
+        and with equal masses it still tends to ``-W(a,a)/2 - W(b,b)/2 < 0`` as the supports move apart
+        (the cross plan's mass vanishes); a ``RuntimeWarning`` says so.
     full_output : bool
         Return a :class:`DivergenceResult` with the parts and diagnostics instead of a tensor.
     truncate, cluster_scale : float, optional
@@ -135,6 +161,13 @@ def sinkhorn_divergence(
     _check_balance(P, prm.rho)
     if variant == "transport" and _needs_any_grad(P):
         warnings.warn("variant='transport' is returned without gradient", RuntimeWarning, stacklevel=3)
+    if variant == "transport" and debias and prm.rho is not None:
+        warnings.warn(
+            "the debiased unbalanced transport variant is not a divergence (it can be negative, even for equal "
+            "masses); use variant='dual' for Sejourne et al.'s unbalanced Sinkhorn divergence",
+            RuntimeWarning,
+            stacklevel=3,  # warn, sinkhorn_divergence, numpy_io wrapper -> caller
+        )
     grad_ctx = torch.no_grad() if variant == "transport" else _nullcontext()
     with grad_ctx:
         out = _run_problems(P, prm, cross=True, self_x=debias, self_y=debias)
@@ -156,7 +189,10 @@ def sinkhorn_divergence(
                 ot_yy = _transport_cost(sy.op, P.b, out["yy"]["f"], sy.la + sy.f / eps, eps, d)
             else:
                 ot_xx = ot_yy = None
-    value = ot_xy if not debias else ot_xy - 0.5 * (ot_xx + ot_yy)
+    mt = 0.0
+    if debias and variant == "dual" and rho is not None:
+        mt = mass_term(P.a, P.b, eps)
+    value = ot_xy if not debias else ot_xy - 0.5 * (ot_xx + ot_yy) + mt
     un = (lambda t: t) if P.batched else (lambda t: None if t is None else t[0])
     if not full_output:
         return un(value)
@@ -176,6 +212,7 @@ def sinkhorn_divergence(
         eps=eps,
         schedule=out["schedule"],
         backend=out["backend"],
+        mass_term=un(mt) if torch.is_tensor(mt) else mt,
     )
 
 

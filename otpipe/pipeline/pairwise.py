@@ -186,6 +186,9 @@ def _fingerprint(src: _Input, tgt: _Input | None, rp: RunParams) -> tuple[str, d
         "source": src.fingerprint(),
         "target": None if tgt is None else tgt.fingerprint(),
     }
+    if rp.reach is not None and rp.self_terms:
+        # unbalanced S carries the mass term (issue 14): tiles written before it are not resumed with it
+        content["mass_term"] = "eps/2 (m(a_i) - m(b_j))^2"
     h = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     return h, content
 
@@ -295,7 +298,8 @@ def pairwise(
 ):
     """Pairwise matrix ``S[i, j] = loss(a_i, b_j)`` of a collection (``N x N``) or two (``N x M``).
 
-    Sinkhorn: ``S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2`` with each self term
+    Sinkhorn: ``S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2`` (``+ eps/2 (m(a) - m(b))^2``
+    with ``reach``: the unbalanced mass term) with each self term
     solved once per measure; every solve uses one eps-schedule, from ``diameter`` (default: the
     bounding-box diagonal of all points of both collections, recorded in ``attrs["diameter"]``),
     so ``S[i, j]`` equals ``otpipe.sinkhorn_divergence(x_i, x_j, a_i, a_j, diameter=D, ...)``.
@@ -504,7 +508,9 @@ def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite,
                 "target": None if symmetric else {"path": tgt.path, **tgt.fingerprint()},
             },
             "divergence_formula": (
-                "OT_eps(a_i,b_j) - (OT_eps(a_i,a_i) + OT_eps(b_j,b_j))/2" if rp.self_terms else f"{rp.loss} loss 1/2<a-b,K(a-b)>"
+                ("OT_eps(a_i,b_j) - (OT_eps(a_i,a_i) + OT_eps(b_j,b_j))/2"
+                 + (" + eps/2 (m(a_i) - m(b_j))^2" if rp.reach is not None else ""))
+                if rp.self_terms else f"{rp.loss} loss 1/2<a-b,K(a-b)>"
             ),
         }
         _result.create(

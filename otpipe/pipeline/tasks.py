@@ -7,7 +7,8 @@ solved one at a time, where ``backend="auto"`` picks a linear-memory (online) re
 Tasks return small NumPy arrays only.
 
 Sinkhorn runs reuse self terms: ``S_ij = OT_eps(a_i, b_j) - (OT_eps(a_i, a_i) + OT_eps(b_j, b_j)) / 2``
-with every solve on the same eps-schedule (one ``diameter`` for the whole run).
+(``+ eps/2 (m(a_i) - m(b_j))^2`` when unbalanced, as :func:`otpipe.sinkhorn_divergence`) with every solve
+on the same eps-schedule (one ``diameter`` for the whole run).
 """
 from __future__ import annotations
 
@@ -189,7 +190,8 @@ def cross_task(
 
     ``diagonal``: rows and columns are the same measures; only pairs ``i < j`` are solved, the
     diagonal is 0 and the lower triangle mirrors the upper. ``self_rows``/``self_cols``: the
-    self terms (Sinkhorn), combined as ``S_ij = OT_ij - (self_i + self_j) / 2``.
+    self terms (Sinkhorn), combined as ``S_ij = OT_ij - (self_i + self_j) / 2`` (``+ eps/2 (m_i - m_j)^2``
+    with ``reach``: the unbalanced mass term).
 
     Returns
     -------
@@ -230,6 +232,11 @@ def cross_task(
         sr = np.asarray(self_rows, dtype=np.float64)
         sc = np.asarray(self_cols, dtype=np.float64)
         div = ot - 0.5 * (sr[:, None] + sc[None, :])
+        if prm.reach is not None:
+            # Sejourne et al.'s mass term eps/2 (m_i - m_j)^2 (otpipe.losses.mass_term), masses in the solve's dtype
+            mr = np.array([np.asarray(w, dtype=prm.dtype).sum(dtype=np.float64) for _, w in src])
+            mc = np.array([np.asarray(w, dtype=prm.dtype).sum(dtype=np.float64) for _, w in tgt])
+            div = div + 0.5 * prm.blur**prm.p * (mr[:, None] - mc[None, :]) ** 2
     if diagonal:
         iu = np.triu_indices(nr, 1)
         for a in (ot, div, n_iter, err):
