@@ -109,3 +109,30 @@ def test_dry_run_plans_without_computing(small, tmp_path):
     assert s["pairs"] == 55 and s["tiles"] == 10 and s["self_terms"] == 11
     assert s["solves"] == 66 and s["solves_pair_by_pair"] == 165
     assert not (tmp_path / "none.zarr").exists()
+
+
+def test_cli_unbalanced_has_the_mass_term(client, small, other, tmp_path):
+    """``otpipe distances --reach`` (raw weights, unequal masses): each entry is Sejourne et al.'s unbalanced
+    divergence, ``OT_ij - (self_i + self_j)/2 + eps/2 (m_i - m_j)^2``, as :func:`otpipe.sinkhorn_divergence`."""
+    import otpipe
+    from otpipe import store
+    from otpipe.cli import main
+    from otpipe.pipeline.result import open_result
+
+    out = tmp_path / "u.zarr"
+    main(["distances", str(small), "--other", str(other), "--out", str(out), "--reach", "0.7", "--blur", "0.3",
+          "--scheduler", client.scheduler.address, "--no-progress"])
+    ds = open_result(out)
+    ms, ns = list(store.open(small)), list(store.open(other))
+    D, eps = ds.attrs["diameter"], 0.3**2
+    mi = np.array([m.weights.sum() for m in ms])
+    mj = np.array([n.weights.sum() for n in ns])
+    assert np.ptp(mi) > 5  # the masses differ a lot: the term matters
+    combo = ds.ot.values - 0.5 * (ds.self_source.values[:, None] + ds.self_target.values[None, :])
+    np.testing.assert_allclose(ds.divergence.values - combo, 0.5 * eps * (mi[:, None] - mj[None, :]) ** 2, rtol=0, atol=1e-13)
+    assert (ds.divergence.values > 0).all()
+    for i, j in [(0, 0), (3, 5), (10, 6)]:
+        ref = float(otpipe.sinkhorn_divergence(ms[i].points, ns[j].points, ms[i].weights, ns[j].weights,
+                                               reach=0.7, blur=0.3, diameter=D))
+        assert ds.divergence.values[i, j] == pytest.approx(ref, rel=RTOL)
+    assert "m(a_i) - m(b_j)" in ds.attrs["divergence_formula"]
