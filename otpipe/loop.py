@@ -142,12 +142,16 @@ class _Cross:
 
     symmetric = False
 
-    def __init__(self, op_xy, op_yx, a, b):
+    def __init__(self, op_xy, op_yx, a, b, start=None):
         self.op_xy, self.op_yx = op_xy, op_yx
         self.a, self.b = a, b
         self.la, self.lb = log_weights(a), log_weights(b)
+        self.start = start  # warm start (f, g), or None
 
     def init(self, eps, d):
+        if self.start is not None:
+            self.f, self.g = self.start
+            return
         self.f = d * self.op_xy.softmin(eps, self.lb)
         self.g = d * self.op_yx.softmin(eps, self.la)
 
@@ -188,10 +192,14 @@ class _Symmetric:
 
     symmetric = True
 
-    def __init__(self, op, a):
+    def __init__(self, op, a, start=None):
         self.op, self.a, self.la = op, a, log_weights(a)
+        self.start = start  # warm start f, or None
 
     def init(self, eps, d):
+        if self.start is not None:
+            self.f = self.start
+            return
         self.f = d * self.op.softmin(eps, self.la)
 
     def averaged_step(self, eps, d):
@@ -294,13 +302,21 @@ def _needs_grad(*ts) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
 
-def run_full(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool):
+def run_full(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool, init: dict | None = None):
     """The full (not multiscale) engine of :func:`otpipe.sinkhorn.solve`, :func:`~otpipe.sinkhorn.solve_symmetric` and the divergences.
+
+    ``init``: warm-start potentials by problem name (``{"xy": (f, g), "xx": f, "yy": f}``, batched, validated
+    by the caller; converged mode only). The eps-scaling then runs at the final temperature only: it exists to
+    bring cold potentials near the final ones, which a warm start from a nearby problem at that temperature
+    already is, and annealing down from ``diameter^p`` would first move them away again.
 
     Returns a dict with the backend, schedule, and for each requested problem its final
     (differentiable) potentials, n_iter and marginal error.
     """
     backend, schedule = _resolve(P, prm, symmetric_only=not cross)
+    init = init or {}
+    if init:
+        schedule = schedule[-1:]
     mod = get_backend(backend)
     cost, rho = prm.cost, prm.rho
     x, y, a, b = P.x, P.y, P.a, P.b
@@ -309,13 +325,13 @@ def run_full(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y:
     with torch.no_grad():
         if cross:
             op_xy = mod.operator(xd, yd, cost)
-            problems.append(_Cross(op_xy, op_xy.transpose(), ad, bd))
+            problems.append(_Cross(op_xy, op_xy.transpose(), ad, bd, init.get("xy")))
             names.append("xy")
         if self_x:
-            problems.append(_Symmetric(mod.operator(xd, xd, cost), ad))
+            problems.append(_Symmetric(mod.operator(xd, xd, cost), ad, init.get("xx")))
             names.append("xx")
         if self_y:
-            problems.append(_Symmetric(mod.operator(yd, yd, cost), bd))
+            problems.append(_Symmetric(mod.operator(yd, yd, cost), bd, init.get("yy")))
             names.append("yy")
         n_iters = _iterate(problems, schedule, rho, prm.tol, prm.max_iter)
 

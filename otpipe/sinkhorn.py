@@ -193,14 +193,42 @@ def _check_balance(P: Pair, rho):
 
 
 
-def _run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool):
+def _run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool, init: dict | None = None):
     """Shared engine of :func:`solve`, :func:`solve_symmetric` and the divergences: the multiscale driver
     when the backend resolves to ``multiscale``, else :func:`otpipe.loop.run_full` (same output dict)."""
     if choose_backend(prm.backend, P.shape[0], P.shape[1], P.shape[2], device=P.x.device) == "multiscale":
+        if init:
+            raise ValueError("init= (warm start) is not supported by the multiscale backend: pass another backend")
         from .multiscale import _multiscale_run
 
         return _multiscale_run(P, prm, cross=cross, self_x=self_x, self_y=self_y)
-    return run_full(P, prm, cross=cross, self_x=self_x, self_y=self_y)
+    return run_full(P, prm, cross=cross, self_x=self_x, self_y=self_y, init=init)
+
+
+def _warm_start(init, P: Pair, prm: SinkhornParams, key: str) -> dict | None:
+    """Validate ``init`` (``(f, g)`` for ``key="xy"``, ``f`` for ``"xx"``) into batched detached tensors."""
+    if init is None:
+        return None
+    if prm.tol is None:
+        raise ValueError("init= (warm start) needs tol= (the converged mode): the fixed schedule starts cold")
+    if key == "xy":
+        if not (isinstance(init, (tuple, list)) and len(init) == 2):
+            raise ValueError("init must be a pair (f, g) of potentials")
+        parts, names, sizes = list(init), ("f", "g"), (P.shape[1], P.shape[2])
+    else:
+        parts, names, sizes = [init], ("f",), (P.shape[1],)
+    out = []
+    for v, name, n in zip(parts, names, sizes):
+        t = torch.as_tensor(v.detach() if torch.is_tensor(v) else v, dtype=P.x.dtype, device=P.x.device)
+        if not P.batched:
+            t = t[None]
+        if tuple(t.shape) != (P.shape[0], n):
+            want = (P.shape[0], n) if P.batched else (n,)
+            raise ValueError(f"init potential {name} must have shape {want}, got {tuple(t.shape[1:] if not P.batched else t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"init potential {name} contains NaN or infinite values")
+        out.append(t)
+    return {key: tuple(out) if key == "xy" else out[0]}
 
 
 def _converged(err: torch.Tensor, tol: float | None):
@@ -225,6 +253,7 @@ def solve(
     cost: str | None = None,
     truncate: float | None = None,
     cluster_scale: float | None = None,
+    init=None,
 ) -> OTResult:
     """Entropic optimal transport ``OT_eps(a, b)`` between two (batches of) weighted point clouds.
 
@@ -264,6 +293,12 @@ def solve(
         ``blur``) it is a bound in units of ``eps`` on the dropped terms.
     cluster_scale : float, optional
         ``multiscale`` backend: side of the voxel cells (``D <= 3``); default: about 64 points a cell.
+    init : tuple ``(f, g)``, optional
+        Warm start: initial potentials on ``x`` and ``y`` (shapes of :attr:`OTResult.f`/``g``), typically
+        those of a previous result on nearby measures (moved points, changed weights). Needs ``tol``. The
+        eps-scaling then runs at the final temperature only (``schedule == [blur^p]``): annealing exists to
+        bring cold potentials close to the final ones, and restarting it from ``diameter^p`` would discard the
+        warm start. Not supported by the ``multiscale`` backend.
 
     Returns
     -------
@@ -275,7 +310,7 @@ def solve(
                               truncate=truncate, cluster_scale=cluster_scale)
     P = validate_pair(x, y, a, b)
     _check_balance(P, prm.rho)
-    out = _run_problems(P, prm, cross=True, self_x=False, self_y=False)
+    out = _run_problems(P, prm, cross=True, self_x=False, self_y=False, init=_warm_start(init, P, prm, "xy"))
     return _result(P, prm, out, "xy")
 
 
@@ -321,15 +356,16 @@ def solve_symmetric(
     cost: str | None = None,
     truncate: float | None = None,
     cluster_scale: float | None = None,
+    init=None,
 ) -> OTResult:
     """The self term ``OT_eps(a, a)`` with its symmetric potential (``f = g``).
 
-    Same parameters as :func:`solve`. Pass the same ``diameter`` as the cross terms so that
+    Same parameters as :func:`solve` (``init``: the one potential ``f``, a warm start). Pass the same ``diameter`` as the cross terms so that
     ``S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2`` can reuse self terms
     across pairs with exactly the numbers of :func:`~otpipe.losses.sinkhorn_divergence`.
     """
     prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost,
                               truncate=truncate, cluster_scale=cluster_scale)
     P = validate_pair(x, x, a, a)
-    out = _run_problems(P, prm, cross=False, self_x=True, self_y=False)
+    out = _run_problems(P, prm, cross=False, self_x=True, self_y=False, init=_warm_start(init, P, prm, "xx"))
     return _result(P, prm, out, "xx")

@@ -36,10 +36,13 @@ def _read(collection, indices):
     return out
 
 
-def _chunk_cross(collection, indices, lambdas, X, a, opts, grad_weights):
-    """One task: ``sum_{k in chunk} lambda_k OT_eps(alpha, beta_k)`` and gradients."""
+def _chunk_cross(collection, indices, lambdas, X, a, opts, grad_weights, warm):
+    """One task: ``sum_{k in chunk} lambda_k OT_eps(alpha, beta_k)``, gradients, inner diagnostics, and the
+    chunk's potentials (the warm starts of its next task: workers keep no state)."""
     ms = [_bary._as_measure(m, k) for k, m in zip(indices, _read(collection, indices))]
-    return _bary.cross_terms(X, a, [m[0] for m in ms], [m[1] for m in ms], lambdas, opts, grad_weights)
+    warm = list(warm)
+    out = _bary.cross_terms(X, a, [m[0] for m in ms], [m[1] for m in ms], lambdas, opts, grad_weights, warm)
+    return out + (warm,)
 
 
 def _chunk_self(collection, indices, lambdas, opts):
@@ -63,15 +66,21 @@ class DaskTerms:
         self.client, self.collection, self.opts = client, collection, opts
         bounds = np.linspace(0, len(indices), n_chunks + 1).astype(int)
         self.chunks = [(list(map(int, indices[s:e])), np.asarray(lambdas[s:e])) for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
+        self.warm = [[None] * len(idx) for idx, _ in self.chunks]
 
-    def cross(self, X, a, grad_weights):
-        futs = [self.client.submit(_chunk_cross, self.collection, idx, lam, X, a, self.opts, grad_weights, pure=False)
-                for idx, lam in self.chunks]
+    def cross(self, X, a, grad_weights, tol=None):
+        opts = self.opts if tol is None else dict(self.opts, tol=tol)
+        futs = [self.client.submit(_chunk_cross, self.collection, idx, lam, X, a, opts, grad_weights, w, pure=False)
+                for (idx, lam), w in zip(self.chunks, self.warm)]
         parts = self.client.gather(futs)
         value = sum(p[0] for p in parts)
         gX = sum(p[1] for p in parts)
         ga = sum(p[2] for p in parts) if grad_weights else None
-        return value, gX, ga
+        info = _bary.InnerInfo()
+        for p in parts:
+            info = info.add(p[3])
+        self.warm = [p[4] for p in parts]
+        return value, gX, ga, info
 
     def self_constant(self):
         futs = [self.client.submit(_chunk_self, self.collection, idx, lam, self.opts, pure=False) for idx, lam in self.chunks]
@@ -329,7 +338,8 @@ def _free_on_dask(c, coll, idx, ms, lam, n_chunks, kw):
     p = kw["p"]
     diameter = _bary._bbox_diameter(list(ys) + [X0])
     blur = kw.pop("blur", None) or 0.02 * diameter
-    stol = _bary.LEARN_WEIGHTS_SINKHORN_TOL if kw.get("learn_weights") else None
+    tol = kw.get("tol", 1e-4)
+    stol = _bary.LEARN_WEIGHTS_SINKHORN_TOL if kw.get("learn_weights") else _bary.SINKHORN_TOL_FACTOR * tol
     opts = dict(p=float(p), blur=float(blur), diameter=float(diameter), scaling=0.5, tol=stol, max_iter=None, backend="auto")
     terms = DaskTerms(c, coll, idx, lam, opts, n_chunks)
     return _bary.free_support_barycenter(ms, lam, init=X0, blur=blur, diameter=diameter, terms=terms, **kw)
