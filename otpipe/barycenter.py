@@ -221,14 +221,31 @@ def _can_warm_start(opts: dict, n: int, m: int) -> bool:
     return opts.get("tol") is not None and choose_backend(opts["backend"], 1, n, m) != "multiscale"
 
 
+def _solve_warm(run, init, tol):
+    """``run(init)``, and ``run(None)`` (the cold eps-scaling) if a warm start did not reach ``tol``: potentials from a
+    problem that changed by much more than ``eps`` (a large step, moved weights) can leave the final temperature
+    crawling for thousands of updates. Convergence warnings are left to the caller (it reads the marginal errors)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = run(init)
+        if init is not None and tol is not None and float(r.marginal_error.max()) > tol:
+            _log.debug("warm start did not reach tol=%.2g (error %.2g after %d updates): cold solve", tol,
+                       float(r.marginal_error.max()), int(r.n_iter.max()))
+            cold = run(None)
+            total = cold.n_iter + r.n_iter  # both count
+            r = cold if float(cold.marginal_error.max()) <= float(r.marginal_error.max()) else r
+            r.n_iter = total
+    return r
+
+
 def cross_terms(X, a, ys, bs, lambdas, opts: dict, grad_weights: bool = False, warm: list | None = None):
     """``sum_k lambda_k OT_eps(alpha, beta_k)`` with envelope gradients (NumPy in and out), and :class:`InnerInfo`.
 
     ``warm``: one entry per measure, ``None`` or the potentials ``(f, g)`` of a previous call, used as warm starts
     (:func:`otpipe.solve`'s ``init``) and replaced in place by the new potentials.
     """
-    import warnings
-
     from .sinkhorn import solve
 
     Xt = torch.tensor(X, dtype=torch.float64, requires_grad=True)
@@ -239,10 +256,8 @@ def cross_terms(X, a, ys, bs, lambdas, opts: dict, grad_weights: bool = False, w
         if lam == 0:
             continue
         init = warm[k] if warm is not None and _can_warm_start(opts, len(X), len(y)) else None
-        with warnings.catch_warnings():  # convergence is judged by the caller from the marginal errors
-            warnings.simplefilter("ignore", RuntimeWarning)
-            r = solve(Xt, torch.as_tensor(y, dtype=torch.float64), at, torch.as_tensor(b, dtype=torch.float64),
-                      init=init, **_solver_kw(opts))
+        yt, bt = torch.as_tensor(y, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+        r = _solve_warm(lambda i: solve(Xt, yt, at, bt, init=i, **_solver_kw(opts)), init, opts["tol"])
         if warm is not None:
             warm[k] = (r.f.detach().numpy().copy(), r.g.detach().numpy().copy())
         info = info.add(InnerInfo(float(r.marginal_error), int(r.n_iter)))
@@ -283,16 +298,12 @@ class LocalTerms:
 
 def _self_term(X, a, opts: dict, grad_weights: bool, warm: list | None = None):
     """``OT_eps(alpha, alpha)``, its gradients and :class:`InnerInfo`; ``warm = [f or None]`` (updated in place)."""
-    import warnings
-
     from .sinkhorn import solve_symmetric
 
     Xt = torch.tensor(X, dtype=torch.float64, requires_grad=True)
     at = torch.tensor(a, dtype=torch.float64, requires_grad=grad_weights)
     init = warm[0] if warm is not None and _can_warm_start(opts, len(X), len(X)) else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        r = solve_symmetric(Xt, at, init=init, **_solver_kw(opts))
+    r = _solve_warm(lambda i: solve_symmetric(Xt, at, init=i, **_solver_kw(opts)), init, opts["tol"])
     if warm is not None:
         warm[0] = r.f.detach().numpy().copy()
     v = r.value
@@ -473,8 +484,10 @@ def free_support_barycenter(
     dw = 0.0
     updates = 0
     warm_self = [None]
+    tau = step  # position step of the learned-weights iteration (halved after a rejected step, doubled back)
     eta = step / diameter**p  # weight step, adapted below (x2 after an accepted step, /4 after a rejected one)
     prev = None  # (X, a, gX, g) of the last accepted iterate, to undo a weight step that raised F
+    F_ref = math.inf  # the objective the next learned-weights step must not exceed (last reliable accepted one)
     if acceleration not in ("lbfgs", "none"):
         raise ValueError(f"unknown acceleration {acceleration!r}: use 'lbfgs' or 'none'")
     qn = _LBFGS(a, LBFGS_MEMORY, step) if acceleration == "lbfgs" and not learn_weights else None
@@ -488,10 +501,13 @@ def free_support_barycenter(
         updates += info.updates
         F = vx - 0.5 * vs - const
         G = (gx - 0.5 * gsx) / np.maximum(a, 1e-300)[:, None]
-        if qn is not None and last is not None and F > last[2] + _noise(last[2], tol_k):
+        # objectives from inner solves that missed their tolerance are not trusted to reject (or to judge) a step
+        reliable = info.err <= tol_k
+        if qn is not None and last is not None and reliable and F > last[2] + _noise(last[2], tol_k):
             # the L-BFGS step raised the objective: undo it, forget the curvature, take the plain step instead
             X, G, F = last
             qn.reset()
+            last = None  # the plain step is the baseline iteration: taken without a test
             Xn = X - step * G
             disp = float(np.sqrt((G**2).sum(1)).max()) * step
             dF = math.inf
@@ -499,17 +515,22 @@ def free_support_barycenter(
             _log.debug("iteration %d: L-BFGS step rejected (objective rose), plain step", it)
             X = Xn
             continue
-        if learn_weights and prev is not None and F > history[-1] + 1e-12 * max(1.0, abs(history[-1])):
-            # the last step raised the objective: back to its start, with a quarter of the weight step
+        if learn_weights and prev is not None and reliable and F > F_ref + 1e-12 * max(1.0, abs(F_ref)):
+            # the last step raised the objective: back to its start, with a quarter of the weight step and
+            # half the position step (the plain fixed-point step is not always a descent step)
             X, a, gX, g = prev
             G = gX / np.maximum(a, 1e-300)[:, None]
             eta /= 4.0
+            tau /= 2.0
             dF = math.inf
         else:
             if learn_weights and prev is not None:
                 eta = min(2.0 * eta, step / eps)
+                tau = min(2.0 * tau, step)
             dF = abs(F - history[-1]) if history else math.inf
             history.append(F)
+            if reliable:
+                F_ref = F
             g = ga - 0.5 * gsa if learn_weights else None
             prev = (X, a, G * a[:, None], g)
         # the first-order residual: the move of the plain fixed-point step
@@ -520,7 +541,7 @@ def free_support_barycenter(
             last = (X, G, F)
             Xn = X + qn.direction(G)
         else:
-            Xn = X - step * G
+            Xn = X - (tau if learn_weights else step) * G
         dw, an = 0.0, a
         if learn_weights:
             h = np.clip(-eta * (g - a @ g), -5.0, 5.0)
