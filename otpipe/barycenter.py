@@ -157,7 +157,8 @@ def init_support(ys, bs, lambdas, n_points: int, init="sample", seed: int = 0) -
     """Starting positions ``(n_points, D)``.
 
     ``"sample"``: points drawn without replacement from the pooled inputs with probabilities
-    ``lambda_k b_kj`` (with replacement and a tiny jitter if there are too few);
+    ``lambda_k b_kj`` (with replacement and a tiny jitter if there are too few; repeated coordinates, as from
+    inputs sharing points, are jittered too: coincident points would move together forever);
     ``"mean"``: a Gaussian with the pooled mean and covariance; an array: used as given.
     """
     D = ys[0].shape[1]
@@ -177,7 +178,14 @@ def init_support(ys, bs, lambdas, n_points: int, init="sample", seed: int = 0) -
     if init == "sample":
         nz = int((w > 0).sum())
         if n_points <= nz:
-            return Z[rng.choice(len(Z), size=n_points, replace=False, p=w)].copy()
+            X = Z[rng.choice(len(Z), size=n_points, replace=False, p=w)].copy()
+            # coincident starting points (inputs that share points, e.g. copies) get identical steps and never part:
+            # jitter the repeats
+            _, first = np.unique(X, axis=0, return_index=True)
+            rep = np.setdiff1d(np.arange(n_points), first)
+            if len(rep):
+                X[rep] += 1e-3 * _bbox_diameter([Z]) * rng.standard_normal((len(rep), X.shape[1]))
+            return X
         X = Z[rng.choice(len(Z), size=n_points, replace=True, p=w)]
         return X + 1e-3 * _bbox_diameter([Z]) * rng.standard_normal(X.shape)
     if init == "mean":

@@ -298,7 +298,9 @@ def solve(
         those of a previous result on nearby measures (moved points, changed weights). Needs ``tol``. The
         eps-scaling then runs at the final temperature only (``schedule == [blur^p]``): annealing exists to
         bring cold potentials close to the final ones, and restarting it from ``diameter^p`` would discard the
-        warm start. Not supported by the ``multiscale`` backend.
+        warm start. It pays when the potentials move by less than ``eps`` or so: a change that moves them by several
+        ``eps`` (a translation by ``eps / diameter``) can take more updates than a cold solve. Not supported by the
+        ``multiscale`` backend.
 
     Returns
     -------
