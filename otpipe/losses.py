@@ -372,6 +372,18 @@ class SamplesLoss(torch.nn.Module):
         terms by ``exp(-truncate)`` of each row's sum, where GeomLoss's is a kernel radius in ``blur`` units.
     kernel, verbose
         Accepted for signature compatibility; ``kernel`` must be None.
+
+    Notes
+    -----
+    Values and gradients equal GeomLoss's (tensorized backend, float64: to ~1e-13) except where GeomLoss is off
+    (README, "Where otpipe differs from GeomLoss and why"; each case tested in ``tests/test_geomloss_differences.py``):
+    GeomLoss floors distances at 1e-4 (``p=1`` Sinkhorn, Laplacian and energy kernels: otpipe uses exact
+    distances); its unbalanced position gradients are ``(rho + eps/2)/(rho + eps)`` of the true ones (otpipe's
+    match finite differences); its ``"hausdorff"`` loss raises ``KeyError``; its unbalanced ``debias=False`` value
+    lacks the dual's constant ``eps (m(a) m(b) - (m(a) + m(b))/2)``. The debiased unbalanced value carries
+    Sejourne et al.'s mass term ``eps/2 (m(a) - m(b))^2`` in both (GeomLoss through its Prop. 12 formula).
+    ``potentials=True`` with ``reach`` returns the debiased dual potentials ``F - F_aa``, as GeomLoss does: they
+    are not the gradient of the unbalanced value w.r.t. the weights.
     """
 
     def __init__(
