@@ -8,7 +8,9 @@ Reference (Gelbrich bound): for any measure ``alpha``, ``W2^2(alpha, beta) >= |m
 B^2(S_alpha, S_beta)`` (Bures distance of the covariances), so the barycenter objective
 ``sum_k lambda_k W2^2(alpha, beta_k) / 2`` is at least that of the Gaussian (Bures) barycenter of the inputs'
 sample means and covariances, ``N(sum lambda_k m_k, S*)`` with ``S* = sum_k lambda_k (S*^1/2 S_k S*^1/2)^1/2``
-(fixed point). The ratio objective / Bures objective is printed (the entropic bias at blur 0.05 is small).
+(fixed point). The ratio objective / Bures objective is printed, and the ratio to the exact W2 barycenter objective of
+the two point clouds, ``lambda_1 lambda_2 W2^2(x, y) / 2`` (McCann interpolation of the optimal assignment): the
+gap to Bures is mostly the clouds' non-Gaussianity, the gap to the exact one the entropic bias at blur 0.05.
 
 Usage::
 
@@ -76,6 +78,10 @@ def main(argv=None):
     m_star = lam @ np.array(ms)
     S_star = bures_barycenter(covs, lam)
     bures_obj = 0.5 * sum(l * (np.sum((m_star - m) ** 2) + _bures2(S_star, C)) for l, m, C in zip(lam, ms, covs))
+    from scipy.optimize import linear_sum_assignment
+
+    i, j = linear_sum_assignment(((x[:, None] - y[None]) ** 2).sum(-1))
+    exact_obj = 0.5 * lam[0] * lam[1] * float(((x[i] - y[j]) ** 2).sum(1).mean())  # McCann: the exact W2 barycenter
     kw = {k: v for k, v in dict(sinkhorn_tol=args.sinkhorn_tol, tol=args.tol, max_iter=args.max_iter).items() if v is not None}
     t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True) as w:
@@ -93,7 +99,8 @@ def main(argv=None):
         f"last displacement {r.displacement[-1]:.3g} (threshold {r.params['outer_tol'] * r.params['diameter']:.3g}), "
         f"last objective change {abs(r.history[-1] - r.history[-2]) if len(r.history) > 1 else float('nan'):.3g}",
         f"mean error |sum a_i x_i - sum lambda_k m_k|_inf = {mean_err:.2e}",
-        f"objective {r.history[-1]:.8f} vs Bures {bures_obj:.8f}: {100 * (r.history[-1] / bures_obj - 1):+.4f} %",
+        f"objective {r.history[-1]:.8f} vs Bures {bures_obj:.8f}: {100 * (r.history[-1] / bures_obj - 1):+.4f} %; "
+        f"vs the exact W2 barycenter of the two clouds {exact_obj:.8f}: {100 * (r.history[-1] / exact_obj - 1):+.4f} %",
         f"covariance max |C - S*| = {cov_err:.2e} (|S*| = {np.abs(S_star).max():.3f})",
         "warnings: " + ("; ".join(str(x.message) for x in w if issubclass(x.category, RuntimeWarning)) or "none"),
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
