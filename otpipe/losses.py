@@ -67,6 +67,11 @@ class DivergenceResult:
     backend: str
     mass_term: torch.Tensor | float = 0.0
 
+    def __repr__(self) -> str:
+        return (f"DivergenceResult(value={short(self.value)}, ot_xy={short(self.ot_xy)}, eps={self.eps:.4g}, "
+                f"n_iter={short(self.n_iter, 'd')}, marginal_error={short(self.marginal_error, '.2g')}, "
+                f"converged={short(self.converged)}, backend={self.backend!r})")
+
 
 def mass_term(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
     """Sejourne et al.'s mass term ``eps/2 (m(a) - m(b))^2`` of the debiased unbalanced divergence, per batch element.
@@ -77,11 +82,6 @@ def mass_term(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
     ``= 0`` iff ``a = b``). Differentiable: ``d/da_i = eps (m(a) - m(b))``.
     """
     return 0.5 * eps * (a.sum(-1) - b.sum(-1)) ** 2
-
-    def __repr__(self) -> str:
-        return (f"DivergenceResult(value={short(self.value)}, ot_xy={short(self.ot_xy)}, eps={self.eps:.4g}, "
-                f"n_iter={short(self.n_iter, 'd')}, marginal_error={short(self.marginal_error, '.2g')}, "
-                f"converged={short(self.converged)}, backend={self.backend!r})")
 
 
 def _warn_not_converged(results: dict, tol):
