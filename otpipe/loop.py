@@ -137,6 +137,23 @@ def _rel_error(a: torch.Tensor, f_old: torch.Tensor, f_new: torch.Tensor, eps: f
     return (a * r).sum(-1) / a.sum(-1)
 
 
+def _transposes(op_xy, op_yx) -> bool:
+    """Whether ``op_yx`` is ``op_xy.transpose()`` (same points, transposed block pattern, same class)."""
+    if type(op_xy) is not type(op_yx) or op_yx.x is not op_xy.y or op_yx.y is not op_xy.x:
+        return False
+    bxy, byx = getattr(op_xy, "blocks", None), getattr(op_yx, "blocks", None)
+    return (bxy is None and byx is None) or (bxy is not None and byx is bxy.transpose())
+
+
+def _softmin_pair(op_xy, op_yx, eps, h_y, h_x):
+    """``(op_xy.softmin(eps, h_y), op_yx.softmin(eps, h_x))``: the two half-updates of a parallel (averaged)
+    step, in one launch (``softmin_both``) when the operator fuses them and ``op_yx`` is its transpose."""
+    both = getattr(op_xy, "softmin_both", None)
+    if both is not None and _transposes(op_xy, op_yx):
+        return both(eps, h_y, h_x)
+    return op_xy.softmin(eps, h_y), op_yx.softmin(eps, h_x)
+
+
 class _Cross:
     """A cross problem OT(a, b): operators both ways and the potentials (f, g)."""
 
@@ -152,13 +169,12 @@ class _Cross:
         if self.start is not None:
             self.f, self.g = self.start
             return
-        self.f = d * self.op_xy.softmin(eps, self.lb)
-        self.g = d * self.op_yx.softmin(eps, self.la)
+        f, g = _softmin_pair(self.op_xy, self.op_yx, eps, self.lb, self.la)
+        self.f, self.g = d * f, d * g
 
     def averaged_step(self, eps, d):
-        ft = d * self.op_xy.softmin(eps, self.lb + self.g / eps)
-        gt = d * self.op_yx.softmin(eps, self.la + self.f / eps)
-        self.f, self.g = 0.5 * (self.f + ft), 0.5 * (self.g + gt)
+        ft, gt = _softmin_pair(self.op_xy, self.op_yx, eps, self.lb + self.g / eps, self.la + self.f / eps)
+        self.f, self.g = 0.5 * (self.f + d * ft), 0.5 * (self.g + d * gt)
 
     def converging_step(self, eps, d, omega=1.0, rho=None):
         """One alternating (over-relaxed) update; returns the marginal error of the plan it starts from."""
@@ -179,8 +195,8 @@ class _Cross:
 
     def extrapolate(self, eps, d, op_xy, op_yx):
         """Final (differentiable) update of both potentials from the current ones, in parallel."""
-        f = d * op_xy.softmin(eps, self.lb + self.g / eps)
-        g = d * op_yx.softmin(eps, self.la + self.f / eps)
+        f, g = _softmin_pair(op_xy, op_yx, eps, self.lb + self.g / eps, self.la + self.f / eps)
+        f, g = d * f, d * g
         err = torch.maximum(
             _rel_error(self.a, self.f.detach(), f.detach(), eps), _rel_error(self.b, self.g.detach(), g.detach(), eps)
         )

@@ -156,6 +156,42 @@ def test_softmin_both_is_two_softmins(dt, monkeypatch):
         torch.testing.assert_close(g, A.transpose().softmin(0.2, hx), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dt", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_solver_fuses_the_averaged_updates(dt, monkeypatch):
+    """The cross problem's init, averaged steps and (gradient-free) extrapolation go through softmin_both; the
+    values, potentials and gradients equal those of the two-softmin path."""
+    import otpipe
+
+    g = torch.Generator().manual_seed(11)
+    D = 20 if dt == torch.float32 else 2  # float32 D = 20: tl.dot tiles
+    x = torch.rand(30, D, generator=g, dtype=torch.float64).to(dt).to(DEV)
+    y = (torch.rand(41, D, generator=g, dtype=torch.float64) * 0.8 + 0.2).to(dt).to(DEV)
+    calls = []
+    fused = tb.TritonOperator.softmin_both
+
+    def counted(self, *args):
+        calls.append(1)
+        return fused(self, *args)
+
+    def run():
+        r = otpipe.solve(x, y, blur=0.3, scaling=0.5, backend="triton")
+        xs = x.clone().requires_grad_()
+        s = otpipe.sinkhorn_divergence(xs, y, blur=0.3, scaling=0.5, backend="triton")
+        return r.value, r.f, r.g, s.detach(), torch.autograd.grad(s, [xs])[0]
+
+    monkeypatch.setattr(tb.TritonOperator, "softmin_both", counted)
+    one = run()
+    n_sched = len(otpipe.sinkhorn.epsilon_schedule(2.0, float((torch.cat([x, y]).max(0).values
+                                                               - torch.cat([x, y]).min(0).values).norm()), 0.3, 0.5))
+    # solve: init + one step per temperature + the extrapolation; the divergence: the same but its
+    # extrapolation, whose x-operator requires grad (two softmins)
+    assert len(calls) == (n_sched + 2) + (n_sched + 1)
+    monkeypatch.delattr(tb.TritonOperator, "softmin_both")
+    two = run()
+    for a, b in zip(one, two):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "energy"])
 def test_kernel_apply_and_gradients(kernel):
     x, y, _ = _problem(torch.float64, D=3)
