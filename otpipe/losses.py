@@ -250,7 +250,7 @@ def _median_bandwidth(x: torch.Tensor, y: torch.Tensor, max_points: int = 1000) 
 
 def _kernel_terms(P, kernel: str, sigma: float, backend: str):
     B, N, M, _ = P.shape
-    mod = get_backend(choose_backend(backend, B, N, M, device=P.x.device))
+    mod = get_backend(choose_backend(backend, B, N, M, device=P.x.device, dtype=P.x.dtype))
     from .costs import Cost
 
     c = Cost()
@@ -327,7 +327,7 @@ def hausdorff(
     prm = SinkhornParams.make(p=p, blur=blur, backend=backend, cost=cost)
     P = validate_pair(x, y, a, b)
     B, N, M, _ = P.shape
-    mod = get_backend(choose_backend(prm.backend, B, N, M, device=P.x.device))
+    mod = get_backend(choose_backend(prm.backend, B, N, M, device=P.x.device, dtype=P.x.dtype))
     eps = prm.blur**prm.p
     la, lb = log_weights(P.a, detach=False), log_weights(P.b, detach=False)
     c = prm.cost

@@ -32,7 +32,8 @@ def _to_tensor(v, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if like is not None:
         if t.device != like.device:
-            raise ValueError(f"{name} is on {t.device} but the points are on {like.device}")
+            raise ValueError(f"{name} is on {t.device} but the points are on {like.device}: put the weights on the "
+                             "points' device")
         t = t.to(dtype=like.dtype)
     elif not t.is_floating_point():
         if t.dtype == torch.bool or t.is_complex():
@@ -104,6 +105,9 @@ def validate_pair(x, y, a=None, b=None) -> Pair:
         On NaN/inf, empty clouds, negative or all-zero weights, mismatched dimensions,
         batch sizes, dtypes or devices, or wrong shapes; the message names the problem.
     """
+    x, y = _to_tensor(x, "x"), _to_tensor(y, "y")
+    if x.device != y.device:  # before any value check: those would run on two devices
+        raise ValueError(f"x is on {x.device} but y is on {y.device}: put both measures on one device")
     x = as_points(x, "x")
     y = as_points(y, "y")
     if x.dim() != y.dim():
@@ -112,8 +116,6 @@ def validate_pair(x, y, a=None, b=None) -> Pair:
         raise ValueError(f"dimension mismatch: x has D = {x.shape[-1]}, y has D = {y.shape[-1]}")
     if x.dim() == 3 and x.shape[0] != y.shape[0]:
         raise ValueError(f"batch size mismatch: x has B = {x.shape[0]}, y has B = {y.shape[0]}")
-    if x.device != y.device:
-        raise ValueError(f"x is on {x.device} but y is on {y.device}")
     if x.dtype != y.dtype:
         dt = torch.promote_types(x.dtype, y.dtype)
         x, y = x.to(dt), y.to(dt)
@@ -137,7 +139,8 @@ def pad_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack measures of different sizes into ``x (B, Nmax, D)``, ``a (B, Nmax)`` by zero-weight padding.
 
-    Padding points sit at the first point of their measure, so they never move the bounding box.
+    Padding points sit at the first point of their measure, so they never move the bounding box. Points and
+    weights are moved to ``device`` (default: the first measure's) and ``dtype``; the batch is made there.
     """
     if len(points) == 0:
         raise ValueError("pad_batch needs at least one measure")
@@ -151,9 +154,10 @@ def pad_batch(
         dtype = xs[0].dtype
         for x in xs[1:]:
             dtype = torch.promote_types(dtype, x.dtype)
-    device = device if device is not None else xs[0].device
+    device = torch.device(device) if device is not None else xs[0].device
     xs = [x.to(dtype=dtype, device=device) for x in xs]
-    ws = [as_weights(None if weights is None else weights[k], x, f"weights[{k}]") for k, x in enumerate(xs)]
+    ws = [as_weights(None if weights is None else _to_tensor(weights[k], f"weights[{k}]").to(device=device),
+                     x, f"weights[{k}]") for k, x in enumerate(xs)]
     nmax = max(x.shape[0] for x in xs)
     D = xs[0].shape[1]
     X = torch.empty(len(xs), nmax, D, dtype=dtype, device=device)

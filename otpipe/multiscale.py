@@ -82,24 +82,27 @@ def _fallback(P: Pair, prm: SinkhornParams, why: str, backend: str, **kw):
 
 
 def _fine_backend(device: torch.device) -> str | None:
-    """Kernel family for the point-level reductions: ``"cpu"``, ``"keops"``, or ``None`` (neither works)."""
+    """Kernel family for the point-level reductions: ``"cpu"``, ``"triton"``, ``"keops"`` (only when
+    :data:`~otpipe.kernels.multiscale.FINE_BACKEND` asks for it), or ``None`` (none available)."""
     if ms.FINE_BACKEND is not None:
-        if ms.FINE_BACKEND not in ("cpu", "keops"):
-            raise ValueError(f"otpipe.kernels.multiscale.FINE_BACKEND must be None, 'cpu' or 'keops', "
+        if ms.FINE_BACKEND not in ("cpu", "triton", "keops"):
+            raise ValueError(f"otpipe.kernels.multiscale.FINE_BACKEND must be None, 'cpu', 'triton' or 'keops', "
                              f"got {ms.FINE_BACKEND!r}")
         return ms.FINE_BACKEND
-    if device.type == "cpu" and cpu.available():
-        return "cpu"
-    try:
-        import pykeops  # noqa: F401
-    except ImportError:
-        return None
-    return "keops"
+    if device.type == "cpu":
+        return "cpu" if cpu.available() else None
+    from .kernels import triton_error
+
+    return "triton" if device.type == "cuda" and triton_error() is None else None
 
 
 def _operator_class(kind: str):
     if kind == "cpu":
         return cpu.CpuOperator
+    if kind == "triton":
+        from .kernels.triton import TritonOperator
+
+        return TritonOperator
     from .kernels.keops import KeOpsOperator
 
     return KeOpsOperator
@@ -126,8 +129,9 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
                          "cpu" if P.x.device.type == "cpu" and cpu.available() else "auto", **kw)
     kind = _fine_backend(P.x.device)
     if kind is None:
-        return _fallback(P, prm, f"the compiled kernels are unavailable ({cpu.build_error()}) and pykeops is not "
-                         "installed", "tensorized", **kw)
+        why = (f"the compiled kernels are unavailable ({cpu.build_error()})" if P.x.device.type == "cpu"
+               else f"no block-sparse kernels for {P.x.device.type} tensors (Triton: pip install triton)")
+        return _fallback(P, prm, why, "chunked", **kw)
     if kind == "cpu" and P.x.device.type != "cpu":
         raise ValueError(f"FINE_BACKEND='cpu' needs CPU tensors, got {P.x.device}")
     if P.x.dtype not in (torch.float32, torch.float64):

@@ -9,16 +9,20 @@ An *operator* binds two batches of points ``x (B, N, D)`` (rows) and ``y (B, M, 
 * ``kernel_apply(kernel, sigma, v)``: ``sum_j k(x_i, y_j) v_j``, shape ``(B, N)``;
 * ``transpose()``: the operator with rows and columns exchanged.
 
-The solver only ever talks to operators, so a new backend is one new file here.
+The solver only ever talks to operators, so a new backend is one new file here. Backends: ``tensorized``
+(dense), ``chunked`` (dense over blocks of rows, bounded memory, any device), ``cpu`` (compiled C++),
+``triton`` (CUDA), ``multiscale`` (block-sparse on clusters, over ``cpu`` / ``triton`` kernels) and ``keops``
+(pykeops, only when asked for by name: :func:`choose_backend` never picks it).
 """
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["BACKENDS", "get_backend", "choose_backend"]
+__all__ = ["BACKENDS", "get_backend", "choose_backend", "check_name", "triton_error"]
 
 BACKENDS = {
     "tensorized": "otpipe.kernels.tensorized",
+    "chunked": "otpipe.kernels.chunked",
     "keops": "otpipe.kernels.keops",
     "cpu": "otpipe.kernels.cpu",
     "multiscale": "otpipe.kernels.multiscale",
@@ -26,41 +30,115 @@ BACKENDS = {
 }
 _ALIASES = {"online": "keops", "dense": "tensorized"}
 
-#: above this many cost-matrix entries (B * N * M), ``auto`` leaves the dense backend
+#: above this many cost-matrix entries (B * N * M), ``auto`` leaves the dense backend (for ``chunked`` where
+#: the fast kernels are missing)
 AUTO_DENSE_MAX_ENTRIES = 5000 * 5000
 #: on CPU tensors, ``auto`` uses the compiled ``cpu`` backend from this many entries (B * N * M) on;
 #: measured: it is 2x faster than dense at N = M = 100 and 50x at 1000; below, both take ~10-30 us a call
 AUTO_CPU_MIN_ENTRIES = 100 * 100
 #: on CPU tensors, ``auto`` uses the ``multiscale`` solver for single pairs (B = 1) from this many entries on
 AUTO_MULTISCALE_MIN_ENTRIES = 50_000 * 50_000
-#: on GPU tensors, the same from this many entries on (KeOps block-sparse reductions). Not yet measured on a
-#: GPU: a full KeOps pass over 4e10 pairs takes ~0.1-0.4 s there, against ~0.1 s of CPU-side clustering and
-#: masks per temperature for the multiscale solver, so the crossover is at or below this size
+#: on CUDA tensors, the same from this many entries on (block-sparse Triton reductions, clustering and masks on
+#: the device). NOT measured on a GPU yet (no GPU was available); reasoned from the CPU measurements: on the CPU
+#: the multiscale solver overtakes the full one at ~50k x 50k, where a full pass costs ~1 s and the per-temperature
+#: overhead of clustering + masks (~0.05-0.1 s) is small. On an H200 a full Triton pass over 4e10 pairs
+#: (200k x 200k, D = 3) is ~0.1-0.2 s at ~3e11 pairs/s, and the fixed cost of a multiscale temperature (masks of
+#: 4096 x 4096 clusters, launches, host synchronisations) is ~5-20 ms: the crossover scales with the pass rate,
+#: ~6x the CPU's in N (flash-sinkhorn's full tf32 solve of 200k takes 1.45 s). Re-measure with
+#: ``benchmarks/bench_gpu.py`` and set it from the table
 AUTO_MULTISCALE_MIN_ENTRIES_GPU = 200_000 * 200_000
+
+_warned_triton = False
+
+
+def _device_type(device) -> str:
+    """``"cpu"``, ``"cuda"`` or another device type; ``device=None`` means CUDA when this machine has it."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
 
 
 def _on_cpu(device) -> bool:
+    return _device_type(device) == "cpu"
+
+
+def triton_error() -> str | None:
+    """Why Triton cannot be imported (``None`` when it can); imports it on first call."""
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a broken installation
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
+def _warn_no_triton(why: str) -> None:
+    global _warned_triton
+    if not _warned_triton:
+        _warned_triton = True
+        import warnings
+
+        warnings.warn(f"otpipe: the 'triton' backend is unavailable on CUDA tensors ({why}); falling back to the "
+                      "'tensorized' / 'chunked' torch backends (much slower): pip install triton",
+                      RuntimeWarning, stacklevel=4)
+
+
+def _dense_or_chunked(B: int, N: int, M: int) -> str:
+    return "tensorized" if B * max(N, M) * max(N, M) <= AUTO_DENSE_MAX_ENTRIES else "chunked"
+
+
+def _check_serves(name: str, dev: str, dtype) -> None:
+    """One-line ``ValueError`` when backend ``name`` cannot serve tensors of device type ``dev`` / ``dtype``."""
+    import os
+
     import torch
 
-    if device is None:  # unknown: CPU unless this machine has CUDA
-        return not torch.cuda.is_available()
-    return torch.device(device).type == "cpu"
+    if dtype is not None and name in ("cpu", "triton", "multiscale") and dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"backend {name!r} computes in float32 or float64, got {str(dtype).replace('torch.', '')} "
+                         "points: convert them, or use backend='tensorized'")
+    if name == "cpu" and dev != "cpu":
+        raise ValueError(f"backend 'cpu' runs on CPU tensors, but the points are on a {dev} device: use "
+                         "backend='triton' (or 'auto') for CUDA tensors, or move the points to the CPU")
+    if name == "triton" and dev != "cuda":
+        if dev == "cpu" and os.environ.get("TRITON_INTERPRET", "") in ("1", "true", "True"):
+            return  # Triton's interpreter runs the kernels on CPU tensors (the CPU tests)
+        raise ValueError(f"backend 'triton' runs on CUDA tensors, but the points are on a {dev} device: use "
+                         "backend='cpu' (or 'auto') for CPU tensors")
 
 
-def choose_backend(name: str, B: int, N: int, M: int, *, device=None) -> str:
-    """Resolve ``"auto"`` and aliases to a backend name; validate explicit names.
-
-    ``auto`` picks ``multiscale`` for single CPU pairs with at least :data:`AUTO_MULTISCALE_MIN_ENTRIES`
-    entries (GPU pairs: :data:`AUTO_MULTISCALE_MIN_ENTRIES_GPU`), else ``cpu`` for CPU tensors (``device``; when ``None``: when CUDA is absent) with at least
-    :data:`AUTO_CPU_MIN_ENTRIES` entries if its kernels compile (warning once and falling back to dense
-    reductions, by blocks of rows above :data:`AUTO_DENSE_MAX_ENTRIES`, otherwise),
-    else ``tensorized`` up to :data:`AUTO_DENSE_MAX_ENTRIES` entries, else ``keops``.
-    """
+def check_name(name: str) -> str:
+    """``name`` with aliases resolved (``"auto"`` stays), or a one-line ``ValueError`` for an unknown name."""
     name = _ALIASES.get(name, name)
-    if name == "auto":
-        if B == 1 and N * M >= AUTO_MULTISCALE_MIN_ENTRIES_GPU and not _on_cpu(device):
-            return "multiscale"
-        if B * N * M >= AUTO_CPU_MIN_ENTRIES and _on_cpu(device):
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {sorted(BACKENDS) + ['auto']}")
+    return name
+
+
+def choose_backend(name: str, B: int, N: int, M: int, *, device=None, dtype=None) -> str:
+    """Resolve ``"auto"`` and aliases to a backend name; validate explicit names against the device and dtype.
+
+    ``auto`` on CPU tensors (``device``; ``None``: CPU when CUDA is absent): ``multiscale`` for single pairs
+    (``B = 1``) with at least :data:`AUTO_MULTISCALE_MIN_ENTRIES` entries, else the compiled ``cpu`` kernels
+    from :data:`AUTO_CPU_MIN_ENTRIES` entries on if they build (else, warning once, ``tensorized`` up to
+    :data:`AUTO_DENSE_MAX_ENTRIES` entries and ``cpu`` above, whose operator then computes the dense reductions
+    by blocks of rows), else ``tensorized``. On CUDA tensors: ``multiscale`` for single
+    pairs from :data:`AUTO_MULTISCALE_MIN_ENTRIES_GPU` entries on, else ``triton``; without Triton (warning
+    once) ``tensorized`` / ``chunked``. ``keops`` only ever runs when asked for by name.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or a backend that cannot serve the device or dtype (``cpu`` with CUDA tensors,
+        ``triton`` with CPU tensors or float16, ...).
+    """
+    name = check_name(name)
+    dev = _device_type(device)
+    if name != "auto":
+        _check_serves(name, dev, dtype)
+        return name
+    if dev == "cpu":
+        if B * N * M >= AUTO_CPU_MIN_ENTRIES:
             from . import cpu
 
             if cpu.available():
@@ -68,10 +146,13 @@ def choose_backend(name: str, B: int, N: int, M: int, *, device=None) -> str:
             cpu._warn_unavailable()
             if B * max(N, M) * max(N, M) > AUTO_DENSE_MAX_ENTRIES:
                 return "cpu"  # its operator falls back to the dense reductions by blocks of rows (no KeOps)
-        return "tensorized" if B * max(N, M) * max(N, M) <= AUTO_DENSE_MAX_ENTRIES else "keops"
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}: choose one of {sorted(BACKENDS) + ['auto']}")
-    return name
+        return _dense_or_chunked(B, N, M)
+    if dev == "cuda":
+        why = triton_error()
+        if why is None:
+            return "multiscale" if B == 1 and N * M >= AUTO_MULTISCALE_MIN_ENTRIES_GPU else "triton"
+        _warn_no_triton(why)
+    return _dense_or_chunked(B, N, M)
 
 
 def get_backend(name: str):

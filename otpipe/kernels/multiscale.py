@@ -23,9 +23,10 @@ points with reductions restricted to the cluster pairs ``(I, J)`` that can carry
   where the first-order bound, exact for translations, keeps the blocks near the transported cluster.
 
 The solver driver is :mod:`otpipe.multiscale`; reductions on the points are the ``cpu`` backend's
-block-sparse kernels (:class:`otpipe.kernels.cpu.Blocks`) for CPU tensors and KeOps with the same pattern
-as block-sparse ``ranges`` for CUDA tensors. :func:`operator` (used for transport maps and kernel losses)
-is the full ``cpu`` operator on CPU tensors, the KeOps one otherwise.
+block-sparse kernels (:class:`otpipe.kernels.cpu.Blocks`) for CPU tensors and the ``triton`` backend's
+block-sparse kernels (same pattern) for CUDA tensors; KeOps ``ranges`` only when asked for
+(:data:`FINE_BACKEND` ``= "keops"``). :func:`operator` (used for transport maps and kernel losses) is the full
+``cpu`` operator on CPU tensors, the ``triton`` one on CUDA tensors (``chunked`` where neither is available).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ from . import cpu
 __all__ = ["operator", "Clustering", "cluster", "default_scale", "block_mask"]
 
 #: kernels of the point-level reductions: ``None`` (automatic: the compiled ``cpu`` kernels for CPU tensors
-#: when they build, KeOps ``ranges`` otherwise), ``"cpu"`` or ``"keops"``
+#: when they build, the ``triton`` ones for CUDA tensors when Triton imports), ``"cpu"``, ``"triton"`` or
+#: ``"keops"`` (KeOps ``ranges``: only when set here)
 FINE_BACKEND: str | None = None
 #: default truncation threshold (in units of eps) of the kept cluster pairs
 TRUNCATE = 5.0
@@ -60,12 +62,19 @@ KMEANS_ITERS = 10
 
 
 def operator(x: torch.Tensor, y: torch.Tensor, cost: Cost):
-    """The full (not truncated) operator: ``cpu`` for CPU tensors, KeOps otherwise (transport maps, kernel sums)."""
+    """The full (not truncated) operator (transport maps, kernel sums): ``cpu`` for CPU tensors, ``triton``
+    for CUDA tensors, ``chunked`` where those are unavailable."""
     if x.device.type == "cpu":
         return cpu.operator(x, y, cost)
-    from .keops import KeOpsOperator
+    from . import triton_error
 
-    return KeOpsOperator(x, y, cost)
+    if x.device.type == "cuda" and triton_error() is None:
+        from .triton import TritonOperator
+
+        return TritonOperator(x, y, cost)
+    from .chunked import ChunkedDenseOperator
+
+    return ChunkedDenseOperator(x, y, cost)
 
 
 @dataclass

@@ -92,7 +92,7 @@ def _versions() -> dict:
     import importlib.metadata as md
 
     out = {}
-    for name in ("otpipe", "torch", "numpy", "dask", "distributed", "zarr", "xarray"):
+    for name in ("otpipe", "torch", "triton", "numpy", "dask", "distributed", "zarr", "xarray"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -129,14 +129,17 @@ def resolve_run(collection, other=None, **params):
         params.get("backend", "auto"),
         params.get("cost"),
     )
-    from otpipe.kernels import choose_backend
+    from otpipe.kernels import check_name
 
-    choose_backend(prm.backend, 1, 1, 1)  # validates the name
+    check_name(prm.backend)  # the device is the workers': checked once they are known
     dtype = params.get("dtype")
     if dtype is None:
         dtype = "float64" if "float64" in (src.dtype, tgt.dtype if tgt else src.dtype) else "float32"
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    device = params.get("device") or "auto"
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     rp = RunParams(
         loss=loss,
         p=prm.p,
@@ -149,6 +152,7 @@ def resolve_run(collection, other=None, **params):
         cost=params.get("cost"),
         diameter=prm.diameter,
         dtype=dtype,
+        device=device,
     )
     return src, tgt, rp
 
@@ -180,7 +184,8 @@ def _seconds_per_solve(src: _Input, tgt: _Input | None, rp: RunParams, k: int = 
 
 def _fingerprint(src: _Input, tgt: _Input | None, rp: RunParams) -> tuple[str, dict]:
     d = rp.as_dict()
-    d.pop("gpu")
+    d.pop("gpu")  # where it ran changes nothing but rounding: a CPU run resumes on GPUs and back
+    d.pop("device")
     content = {
         "parameters": d,
         "source": src.fingerprint(),
@@ -228,6 +233,16 @@ def _check_range(rp: RunParams) -> None:
         getattr(torch, rp.dtype), make_cost(rp.p, rp.cost), extent=rp.diameter, diameter=rp.diameter,
         blur=rp.blur, reach=rp.reach,
     )
+
+
+def _check_backend(rp: RunParams) -> None:
+    """An explicit backend must serve the tasks' device and dtype (``--backend cpu --gpus``: ``ValueError``)."""
+    import torch
+
+    from otpipe.kernels import choose_backend
+
+    if rp.backend != "auto":
+        choose_backend(rp.backend, 1, 1, 1, device=torch.device(rp.device).type, dtype=getattr(torch, rp.dtype))
 
 
 def _verify_inputs(src: _Input, tgt: _Input | None) -> None:
@@ -285,6 +300,7 @@ def pairwise(
     cost: str | None = None,
     diameter: float | None = None,
     dtype: str | None = None,
+    device: str = "auto",
     client=None,
     cluster=None,
     out=None,
@@ -316,6 +332,10 @@ def pairwise(
         depend on its other members up to ``tol``.
     dtype : {"float32", "float64"}, optional
         Compute dtype (default: float64 if a collection is stored in float64, else float32).
+    device : {"auto", "cpu", "cuda"}
+        Where the tasks compute: ``auto`` is ``cuda`` when the cluster has workers with the ``GPU`` resource
+        (``--gpus``, ``--cluster slurm --gpus``: every task then requests ``GPU=1``, runs on such a worker
+        and solves large padded batches on its GPU with the Triton kernels), else ``cpu``.
     client : distributed.Client, optional
         Use this client; otherwise one is opened from ``cluster`` (a
         :class:`~otpipe.pipeline.cluster.ClusterSpec`; default: an embedded ``LocalCluster``).
@@ -359,7 +379,7 @@ def pairwise(
 
     src, tgt, rp = resolve_run(
         collection, other, loss=loss, p=p, blur=blur, reach=reach, scaling=scaling, tol=tol,
-        max_iter=max_iter, backend=backend, cost=cost, diameter=diameter, dtype=dtype,
+        max_iter=max_iter, backend=backend, cost=cost, diameter=diameter, dtype=dtype, device=device,
     )
     fp, content = _fingerprint(src, tgt, rp)
     if verify:
@@ -382,7 +402,7 @@ def pairwise(
         n_workers = spec.n_workers or max(1, min(os.cpu_count() or 1, 4))
         if client is not None:
             n_workers = len(client.scheduler_info().get("workers", {})) or n_workers
-        pl = _plan.make_plan(src.n, None if tgt is None else tgt.n, tile=t, n_workers=n_workers)
+        pl = _plan.make_plan(src.n, None if tgt is None else tgt.n, tile=t, n_workers=n_workers, gpu=bool(spec.gpus))
         summary = pl.summary(rp.self_terms)
         if stored is not None:
             done = _result.load_state(out)["tile_done"][: len(pl.tiles)]
@@ -468,8 +488,9 @@ def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite,
     info = c.scheduler_info()
     workers = info.get("workers", {})
     gpu = any(w.get("resources", {}).get("GPU") for w in workers.values())
-    if gpu:
-        rp = replace(rp, gpu=True)
+    device = rp.device if rp.device != "auto" else "cuda" if gpu else "cpu"
+    rp = replace(rp, gpu=gpu, device=device)
+    _check_backend(rp)
     resources = {"GPU": 1} if gpu else None
     symmetric = tgt is None
     tgt_ = src if symmetric else tgt
@@ -477,7 +498,7 @@ def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite,
 
     if stored is not None:
         tile = int(stored["tile"])
-    pl = _plan.make_plan(src.n, None if symmetric else tgt.n, tile=tile, n_workers=max(1, len(workers)))
+    pl = _plan.make_plan(src.n, None if symmetric else tgt.n, tile=tile, n_workers=max(1, len(workers)), gpu=gpu)
     log.info(
         "plan: %d x %d %s, tile %d: %d tiles, %d pairs, %d self terms",
         pl.n_source, pl.n_target, "symmetric" if symmetric else "cross", pl.tile, len(pl.tiles), pl.n_pairs,

@@ -14,6 +14,9 @@ __all__ = ["Tile", "Plan", "make_plan", "choose_tile"]
 
 #: largest tile side chosen automatically (a tile then holds at most 4096 pairs)
 MAX_AUTO_TILE = 64
+#: the same for runs on GPU workers (65,536 pairs a tile: a GPU solves thousands of small pairs per launch,
+#: and a task's fixed costs, reading its measures and moving them to the GPU, are paid per tile)
+MAX_AUTO_TILE_GPU = 256
 #: tiles per worker the automatic choice aims at (load balance vs scheduler overhead)
 TILES_PER_WORKER = 12
 
@@ -84,23 +87,26 @@ class Plan:
         }
 
 
-def choose_tile(n_source: int, n_target: int, symmetric: bool, n_workers: int = 1) -> int:
-    """Tile side aiming at ``TILES_PER_WORKER`` tiles per worker, at most :data:`MAX_AUTO_TILE`.
+def choose_tile(n_source: int, n_target: int, symmetric: bool, n_workers: int = 1, gpu: bool = False) -> int:
+    """Tile side aiming at ``TILES_PER_WORKER`` tiles per worker, at most :data:`MAX_AUTO_TILE`
+    (:data:`MAX_AUTO_TILE_GPU` with ``gpu``).
 
     ``tile = ceil(sqrt(pairs / (TILES_PER_WORKER * workers)))``: big enough that one task is
     far more work than its scheduling, small enough to balance load and checkpoint often.
     """
     pairs = n_source * (n_source - 1) / 2 if symmetric else n_source * n_target
     t = math.ceil(math.sqrt(max(pairs, 1) / (TILES_PER_WORKER * max(1, n_workers))))
-    return int(min(MAX_AUTO_TILE, max(1, t), max(n_source, n_target)))
+    return int(min(MAX_AUTO_TILE_GPU if gpu else MAX_AUTO_TILE, max(1, t), max(n_source, n_target)))
 
 
 def _chunks(n: int, t: int) -> tuple[tuple[int, int], ...]:
     return tuple((s, min(s + t, n)) for s in range(0, n, t))
 
 
-def make_plan(n_source: int, n_target: int | None = None, *, tile: int | None = None, n_workers: int = 1) -> Plan:
-    """Cut the matrix into tiles; ``n_target=None`` means a symmetric run (one collection).
+def make_plan(n_source: int, n_target: int | None = None, *, tile: int | None = None, n_workers: int = 1,
+              gpu: bool = False) -> Plan:
+    """Cut the matrix into tiles; ``n_target=None`` means a symmetric run (one collection); ``gpu``: GPU workers
+    (larger automatic tiles).
 
     Raises
     ------
@@ -114,7 +120,7 @@ def make_plan(n_source: int, n_target: int | None = None, *, tile: int | None = 
     if symmetric and n_source < 2:
         raise ValueError("a symmetric run needs at least 2 measures")
     if tile is None:
-        tile = choose_tile(n_source, m, symmetric, n_workers)
+        tile = choose_tile(n_source, m, symmetric, n_workers, gpu)
     elif int(tile) != tile or tile < 1:
         raise ValueError(f"tile must be a positive integer, got {tile!r}")
     tile = int(tile)

@@ -6,6 +6,12 @@ the kernel losses) on padded batches of many small problems at a time; large pro
 solved one at a time, where ``backend="auto"`` picks a linear-memory (online) reduction.
 Tasks return small NumPy arrays only.
 
+Devices: a task computes on ``RunParams.device`` (``"cpu"``, or ``"cuda"`` on GPU workers: the worker's
+GPU). It moves its measures there once, as one concatenated array (:class:`_Measures`), and cuts each
+padded batch out of it with one gather on the device. On GPU workers (``RunParams.gpu``) batches are
+much larger (:data:`BATCH_ENTRIES_GPU`, :data:`BATCH_MAX_GPU`): the Triton kernels need no ``N x M``
+memory and a GPU is only busy with thousands of small problems at a time.
+
 Sinkhorn runs reuse self terms: ``S_ij = OT_eps(a_i, b_j) - (OT_eps(a_i, a_i) + OT_eps(b_j, b_j)) / 2``
 (``+ eps/2 (m(a_i) - m(b_j))^2`` when unbalanced, as :func:`otpipe.sinkhorn_divergence`) with every solve
 on the same eps-schedule (one ``diameter`` for the whole run).
@@ -25,6 +31,11 @@ LOSSES = ("sinkhorn",) + KERNEL_LOSSES
 BATCH_ENTRIES = 2**24
 #: most problems in one padded batch
 BATCH_MAX = 512
+#: the same on GPU workers: 2^27 entries (B = 32768 pairs of 64-point measures; a dense fallback's cost
+#: matrices would take 0.5 GiB in float32) and at most 8192 problems a batch (a few thousand Triton
+#: programs a launch: every SM busy)
+BATCH_ENTRIES_GPU = 2**27
+BATCH_MAX_GPU = 8192
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class RunParams:
     diameter: float | None = None
     dtype: str = "float64"
     gpu: bool = False
+    device: str = "cpu"
 
     @property
     def normalize(self) -> bool:
@@ -86,20 +98,49 @@ def _read(path: str, indices, normalize: bool) -> list[tuple[np.ndarray, np.ndar
 
 
 def _device(prm: RunParams):
+    """The torch device of the task: ``prm.device`` (a CUDA device must exist on this worker)."""
     import torch
 
-    return torch.device("cuda") if prm.gpu and torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(prm.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"this task was sent to compute on {prm.device} but torch {torch.__version__} sees no CUDA "
+                           "device on this worker: install the CUDA build of torch, or give the worker's job a GPU "
+                           "(e.g. --gres=gpu:1)")
+    return dev
 
 
-def _batch(measures: list[tuple[np.ndarray, np.ndarray]], prm: RunParams):
-    import torch
+class _Measures:
+    """The measures of one task on the compute device, concatenated: padded batches by one gather each.
 
-    from otpipe.measures import pad_batch
+    ``batch(idx)`` equals :func:`otpipe.measures.pad_batch` of the measures ``idx`` (padding points at the
+    measure's first point with zero weight), in ``prm.dtype`` on ``device``.
+    """
 
-    dtype = getattr(torch, prm.dtype)
-    pts = [torch.as_tensor(np.asarray(x, dtype=prm.dtype)) for x, _ in measures]
-    ws = [torch.as_tensor(np.asarray(w, dtype=prm.dtype)) for _, w in measures]
-    return pad_batch(pts, ws, dtype=dtype, device=_device(prm))
+    def __init__(self, measures: list[tuple[np.ndarray, np.ndarray]], prm: RunParams, device):
+        import torch
+
+        self.sizes = np.array([len(x) for x, _ in measures], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        dt = np.dtype(prm.dtype)
+        pts = np.concatenate([np.asarray(x, dtype=dt).reshape(len(x), -1) for x, _ in measures])
+        w = np.concatenate([np.asarray(w, dtype=dt).reshape(-1) for _, w in measures])
+        self.device = device
+        self.points = torch.from_numpy(np.ascontiguousarray(pts)).to(device)
+        self.weights = torch.from_numpy(np.ascontiguousarray(w)).to(device)
+
+    def batch(self, idx):
+        """``x (B, Nmax, D)``, ``a (B, Nmax)`` of the measures ``idx`` (a list of positions)."""
+        import torch
+
+        idx = np.asarray(idx, dtype=np.int64)
+        n = self.sizes[idx]
+        j = np.arange(int(n.max()), dtype=np.int64)
+        valid = j[None, :] < n[:, None]
+        gather = self.starts[idx][:, None] + np.where(valid, j[None, :], 0)
+        g = torch.from_numpy(gather).to(self.device)
+        keep = torch.from_numpy(valid).to(self.device)
+        w = self.weights[g]
+        return self.points[g], torch.where(keep, w, torch.zeros((), dtype=w.dtype, device=w.device))
 
 
 def _solver_kw(prm: RunParams) -> dict:
@@ -116,14 +157,15 @@ def _solver_kw(prm: RunParams) -> dict:
     )
 
 
-def _groups(sizes_x: list[int], sizes_y: list[int]) -> list[list[int]]:
-    """Consecutive groups of problems whose padded batch stays under the size limits."""
+def _groups(sizes_x: list[int], sizes_y: list[int], gpu: bool = False) -> list[list[int]]:
+    """Consecutive groups of problems whose padded batch stays under the size limits (GPU's with ``gpu``)."""
+    entries, most = (BATCH_ENTRIES_GPU, BATCH_MAX_GPU) if gpu else (BATCH_ENTRIES, BATCH_MAX)
     groups: list[list[int]] = []
     cur: list[int] = []
     nmax = mmax = 0
     for k, (n, m) in enumerate(zip(sizes_x, sizes_y)):
         n2, m2 = max(nmax, n), max(mmax, m)
-        if cur and ((len(cur) + 1) * n2 * m2 > BATCH_ENTRIES or len(cur) >= BATCH_MAX):
+        if cur and ((len(cur) + 1) * n2 * m2 > entries or len(cur) >= most):
             groups.append(cur)
             cur, n2, m2 = [], n, m
         cur.append(k)
@@ -156,8 +198,9 @@ def self_task(path: str, indices, prm: RunParams) -> dict:
     n_iter = np.empty(n, dtype=np.int64)
     err = np.empty(n)
     sizes = [len(x) for x, _ in meas]
-    for g in _groups(sizes, sizes):
-        X, A = _batch([meas[k] for k in g], prm)
+    on_dev = _Measures(meas, prm, _device(prm))
+    for g in _groups(sizes, sizes, prm.gpu):
+        X, A = on_dev.batch(g)
         r = solve_symmetric(X, A, **_solver_kw(prm))
         value[g] = r.value.detach().cpu().double().numpy()
         n_iter[g] = r.n_iter.cpu().numpy()
@@ -215,12 +258,15 @@ def cross_task(
         err[:] = np.nan
     sx = [len(src[i][0]) for i, _ in pairs]
     sy = [len(tgt[j][0]) for _, j in pairs]
+    dev = _device(prm)
+    src_dev = _Measures(src, prm, dev)
+    tgt_dev = src_dev if diagonal else _Measures(tgt, prm, dev)
     with torch.no_grad():
-        for g in _groups(sx, sy):
+        for g in _groups(sx, sy, prm.gpu):
             ii = [pairs[k][0] for k in g]
             jj = [pairs[k][1] for k in g]
-            X, A = _batch([src[i] for i in ii], prm)
-            Y, B = _batch([tgt[j] for j in jj], prm)
+            X, A = src_dev.batch(ii)
+            Y, B = tgt_dev.batch(jj)
             if prm.self_terms:
                 r = solve(X, Y, A, B, **_solver_kw(prm))
                 ot[ii, jj] = r.value.cpu().double().numpy()

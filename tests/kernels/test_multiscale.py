@@ -298,10 +298,6 @@ def test_batches_fall_back_and_auto_rule():
     assert choose_backend("auto", 1, 60000, 60000, device="cpu") == "multiscale"
     assert choose_backend("auto", 2, 60000, 60000, device="cpu") == "cpu"
     assert choose_backend("auto", 1, 5000, 5000, device="cpu") == "cpu"
-    # GPU tensors: KeOps up to AUTO_MULTISCALE_MIN_ENTRIES_GPU, multiscale (KeOps ranges) above
-    assert choose_backend("auto", 1, 60000, 60000, device="cuda") == "keops"
-    assert choose_backend("auto", 1, 300000, 300000, device="cuda") == "multiscale"
-    assert choose_backend("auto", 2, 300000, 300000, device="cuda") == "keops"
 
 
 @pytest.mark.gpu
