@@ -8,7 +8,9 @@
   ``interface`` (default: every interface; its dashboard on 127.0.0.1 only); the job logs and the
   workers' certificate files (mode 0600, deleted at the end) go to ``job_dir`` (``OUT.jobs`` beside
   the command's output; it must be on a filesystem the compute nodes see);
-* ``gpus=True``: dask-cuda's ``LocalCUDACluster`` (one worker per GPU, resource ``GPU=1``), TLS too.
+* ``gpus=True``: dask-cuda's ``LocalCUDACluster`` (one worker per GPU, resource ``GPU=1``), TLS too;
+  with ``cluster="slurm"``: each batch job asks for one GPU (``--gres=gpu:1``) and its worker advertises
+  ``GPU=1``. The tasks of a run on GPU workers request ``GPU=1`` and compute on the worker's GPU.
 
 A worker lost with its batch job (``scancel``, preemption, node failure) costs nothing but time:
 the scheduler gives its tasks to the remaining workers, and a watcher resubmits the lost job so
@@ -165,7 +167,11 @@ def _jobqueue(spec: ClusterSpec, scale: bool = True):
         if getattr(spec, k):
             kw[k] = getattr(spec, k)
     if spec.gpus:
+        # one GPU per job, advertised to the scheduler: every task requests GPU=1 (PBS has no portable GPU
+        # directive: give it with the site's resource_spec / job_extra_directives in ClusterSpec.extra)
         kw["worker_extra_args"] = ["--resources", "GPU=1"]
+        if spec.cluster == "slurm":
+            kw["job_extra_directives"] = ["--gres=gpu:1"]
     kw.update(spec.extra)
     cluster = cls(**kw)
     if scale:

@@ -402,6 +402,32 @@ def test_kernel_losses_end_to_end():
             assert _rel(a_, b_) < 1e-11
 
 
+def test_pipeline_tasks_on_the_gpu_path(tmp_path):
+    """The tasks of a GPU worker (measures moved to the device once, large gathered batches, auto -> triton on
+    CUDA; here the interpreter on CPU tensors, backend named) equal the CPU tasks (tensorized), through a real
+    Zarr store."""
+    import numpy as np
+
+    from otpipe import store
+    from otpipe.pipeline import tasks
+
+    rng = np.random.default_rng(5)
+    meas = [(rng.random((int(n), 2)) + 0.2 * k, rng.random(int(n)) + 0.1) for k, n in enumerate((9, 17, 12, 5))]
+    path = str(tmp_path / "c.zarr")
+    store.create(path, meas, dtype="float64")
+    res = {}
+    for backend, gpu in (("triton", True), ("tensorized", False)):
+        for loss in ("sinkhorn", "energy"):
+            prm = tasks.RunParams(loss=loss, backend=backend, blur=0.2, diameter=2.0 if loss == "sinkhorn" else None,
+                                  dtype="float64", gpu=gpu, device=DEV)
+            s = tasks.self_task(path, range(4), prm)["value"] if loss == "sinkhorn" else None
+            out = tasks.cross_task(path, range(4), path, range(4), prm, diagonal=True, self_rows=s, self_cols=s)
+            res[backend, loss] = (out["divergence"], *(() if s is None else (s,)))
+    for loss in ("sinkhorn", "energy"):
+        for a, b in zip(res["triton", loss], res["tensorized", loss]):
+            assert np.abs(a - b).max() <= 1e-10 * np.abs(b).max()
+
+
 def test_missing_triton_says_how_to_install(monkeypatch):
     import importlib
 

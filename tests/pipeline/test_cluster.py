@@ -40,4 +40,5 @@ def test_batch_job_script_requests_gpus(kind, directive):
     script = job_script(ClusterSpec(cluster=kind, cores=4, memory="8GB", walltime="01:00:00", gpus=True))
     assert directive in script
     assert "--resources GPU=1" in script
+    assert ("#SBATCH --gres=gpu:1" in script) == (kind == "slurm")
     assert "01:00:00" in script
