@@ -167,7 +167,7 @@ def _side_by_side(rows: list, label: str, n: int, D: int, impls: dict, device: s
         ratio = f"{best[anchor] / best[k]:.2f}x" if anchor in best else "-"
         rows.append(f"| {label} | {n:,} | {D} | {k} | {_fmt_t(best[k])} | {val[k]:.8g} | {ev} | {eg} | {ratio} |")
         print(rows[-1], flush=True)
-    del x, y
+    x = y = None  # free the GPU memory before the next problem
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
 
@@ -191,7 +191,7 @@ def _solver(rows, device, small, repeats, flash_why):
             x, y = _data(n, D, device, torch.float64)
             t, ref = _timed(lambda: _value_grad(_otpipe("triton", blur, D), x, y), device)
             print(f"  float64 reference N={n} D={D}: {t:.2f} s, S = {ref[0]:.12g}", flush=True)
-            del x, y
+            x = y = None
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
             rows.append(f"| value + grad | {n:,} | {D} | float64 reference | {_err(exc)} | | | | |")
@@ -217,12 +217,13 @@ def _multiscale(rows, device, small, repeats):
     D, blur = 3, 0.01
     for n in sizes:
         if _left() < 0:
-            rows.append(f"| multiscale value + grad, blur {blur} | {n:,} | {D} | (all) | skipped (time budget) | | | | |")
+            rows.append(f"| multiscale value + grad, blur {blur} | {n:,} | {D} | (all) | skipped (time budget) "
+                        "| | | | |")
             continue
         try:
             x, y = _data(n, D, device, torch.float32)
             ms = _otpipe("multiscale", blur, D)
-            t_first, (v, g) = _timed(lambda: _value_grad(ms, x, y), device)
+            t_first, (v, _) = _timed(lambda: _value_grad(ms, x, y), device)
             best = t_first
             for _ in range(max(1, repeats - 1)):
                 if _left() < 0:
@@ -240,12 +241,13 @@ def _multiscale(rows, device, small, repeats):
             rows.append(f"| full solve, value only, blur {blur} | {n:,} | {D} | otpipe {full} | {_fmt_t(t_full)} | "
                         f"{v_full:.8g} | reference | - | - |")
             print(rows[-2], rows[-1], sep="\n", flush=True)
-            del x, y, g
+            x = y = None
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
-            rows.append(f"| multiscale value + grad, blur {blur} | {n:,} | {D} | otpipe multiscale | {_err(exc)} | | | | |")
+            rows.append(f"| multiscale value + grad, blur {blur} | {n:,} | {D} | otpipe multiscale | {_err(exc)} "
+                        "| | | | |")
 
 
 def _digits(rows, device, small, cpu_figure: str | None, workdir: Path):

@@ -303,7 +303,8 @@ def _iterate(problems, schedule, rho, tol, max_iter, overrelax=None):
 
 def _resolve(P: Pair, prm: SinkhornParams, symmetric_only: bool = False):
     B, N, M, D = P.shape
-    backend = choose_backend(prm.backend, B, N, M if not symmetric_only else N, device=P.x.device, dtype=P.x.dtype)
+    backend = choose_backend(prm.backend, B, N, M if not symmetric_only else N, device=P.x.device,
+                             dtype=P.x.dtype)
     ext = _bbox_diameter(P.x, P.y, P.a, P.b)
     if prm.diameter is not None:
         diam = prm.diameter

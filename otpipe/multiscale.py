@@ -12,10 +12,12 @@ With ``s`` the cluster scale (:mod:`otpipe.kernels.multiscale`) and the temperat
    (:func:`~otpipe.kernels.multiscale.block_mask`) and the updates run on those blocks only;
 4. the final differentiable extrapolation (envelope gradients) uses the last blocks.
 
-Reductions on the points run on the ``cpu`` backend's compiled block-sparse kernels for CPU tensors and
-on KeOps with block-sparse ``ranges`` otherwise (CUDA), or when the compiled kernels are unavailable
-(:data:`otpipe.kernels.multiscale.FINE_BACKEND` forces one). The clustering and the masks are computed on
-the CPU (``O(N)`` and ``O(n_I n_J)`` work); the potentials stay on the points' device.
+Reductions on the points run on the ``cpu`` backend's compiled block-sparse kernels for CPU tensors, with the
+clustering and the masks computed on the CPU (``O(N)`` and ``O(n_I n_J)`` work); on CUDA tensors on the
+``triton`` backend's block-sparse kernels, with the clustering, the masks and the patterns computed on the GPU
+(:mod:`otpipe.kernels.multiscale_device`): nothing goes back to the host but a few scalars.
+:data:`otpipe.kernels.multiscale.FINE_BACKEND` forces one (``"keops"``: KeOps ``ranges``, only when set there);
+without any (no compiler on the CPU, no Triton on CUDA) the full ``chunked`` solver runs, with a warning.
 Batches (``B > 1``) fall back to the full solver with a warning.
 Memory: ``O((N + M) D + n_I n_J)``; nothing of size ``N x M`` is formed.
 """
@@ -30,6 +32,7 @@ import torch
 
 from .kernels import cpu
 from .kernels import multiscale as ms
+from .kernels import multiscale_device as msd
 from .measures import Pair, log_weights
 from .loop import STAGE_TOL, DEFAULT_MAX_ITER, SinkhornParams, _Cross, _Symmetric, _damping, _iterate, _needs_grad, _resolve, run_full
 
@@ -108,6 +111,43 @@ def _operator_class(kind: str):
     return KeOpsOperator
 
 
+class _HostGeometry:
+    """Clusters and truncation masks computed on the CPU (compiled mask kernel), the pattern as
+    :class:`~otpipe.kernels.cpu.Blocks` (the ``cpu`` and KeOps point kernels)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def cluster(self, x: torch.Tensor, a: torch.Tensor, scale: float) -> "_OnDevice":
+        return _OnDevice(ms.cluster(x.cpu(), a.cpu(), scale), self.device)
+
+    def mask(self, c1, c2, f, g, eps, cost, truncate) -> torch.Tensor:
+        return ms.block_mask(c1.c, c2.c, f, g, eps, cost, truncate)
+
+    def blocks(self, c1, c2, mask: torch.Tensor | None):
+        """The pattern of ``mask`` (``None``: every block)."""
+        return cpu.Blocks(c1.bounds, c2.bounds, torch.ones(c1.n, c2.n, dtype=torch.bool) if mask is None else mask)
+
+
+class _DeviceGeometry:
+    """Everything on the points' device (:mod:`otpipe.kernels.multiscale_device`): the ``triton`` point kernels."""
+
+    def cluster(self, x: torch.Tensor, a: torch.Tensor, scale: float) -> ms.Clustering:
+        return msd.cluster(x, a, scale)
+
+    def mask(self, c1, c2, f, g, eps, cost, truncate) -> torch.Tensor:
+        return msd.block_mask(c1, c2, f, g, eps, cost, truncate)
+
+    def blocks(self, c1, c2, mask: torch.Tensor | None):
+        if mask is None:
+            mask = torch.ones(c1.n, c2.n, dtype=torch.bool, device=c1.bounds.device)
+        return msd.DeviceBlocks(c1.bounds, c2.bounds, mask)
+
+
+def _geometry(kind: str, device: torch.device):
+    return _DeviceGeometry() if kind == "triton" else _HostGeometry(device)
+
+
 class _OnDevice:
     """A CPU :class:`~otpipe.kernels.multiscale.Clustering` with the tensors the solver indexes on ``device``."""
 
@@ -144,13 +184,13 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
     dev = x.device
     xd, yd, ad, bd = x.detach()[0], y.detach()[0], a.detach()[0], b.detach()[0]
 
-    xc, yc = xd.cpu(), yd.cpu()
-    s = ms.default_scale(xc, yc) if prm.cluster_scale is None else prm.cluster_scale
+    geo = _geometry(kind, dev)
+    s = ms.default_scale(xd, yd) if prm.cluster_scale is None else prm.cluster_scale
     if D > 3 and prm.cluster_scale is not None:
         warnings.warn("cluster_scale is ignored for D > 3 (k-means clustering with about "
                       f"{ms.POINTS_PER_CLUSTER} points a cluster)", RuntimeWarning, stacklevel=4)
-    cx = _OnDevice(ms.cluster(xc, ad.cpu(), s), dev) if (cross or self_x) else None
-    cy = _OnDevice(ms.cluster(yc, bd.cpu(), s), dev) if (cross or self_y) else None
+    cx = geo.cluster(xd, ad, s) if (cross or self_x) else None
+    cy = geo.cluster(yd, bd, s) if (cross or self_y) else None
     if D > 3:  # k-means: the scale is the clusters' typical size
         s = max(float(c.radius.max()) for c in (cx, cy) if c is not None)
     # coarse temperatures: eps >= (JUMP_FRACTION s)^p, leaving at least one for the points
@@ -220,12 +260,11 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
             for j, (name, (c1, c2), pb) in enumerate(zip(names, levels, fine_pbs)):
                 (xs, _), (ys, _) = srt[key[id(c1)]], srt[key[id(c2)]]
                 if not coarse and k == 0:
-                    bl = cpu.Blocks(c1.bounds, c2.bounds, torch.ones(c1.n, c2.n, dtype=torch.bool))
+                    bl = geo.blocks(c1, c2, None)
                 else:
                     f0 = pb.f[0]
                     g0 = pb.g[0] if name == "xy" else f0  # the same object for a self problem: fitted once
-                    mask = ms.block_mask(c1.c, c2.c, f0, g0, eps, cost, truncate)
-                    bl = cpu.Blocks(c1.bounds, c2.bounds, mask)
+                    bl = geo.blocks(c1, c2, geo.mask(c1, c2, f0, g0, eps, cost, truncate))
                 blocks[name] = bl
                 op = Op(xs, ys, cost, bl)
                 if name == "xy":

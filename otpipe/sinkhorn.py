@@ -196,8 +196,8 @@ def _check_balance(P: Pair, rho):
 def _run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool, init: dict | None = None):
     """Shared engine of :func:`solve`, :func:`solve_symmetric` and the divergences: the multiscale driver
     when the backend resolves to ``multiscale``, else :func:`otpipe.loop.run_full` (same output dict)."""
-    if choose_backend(prm.backend, P.shape[0], P.shape[1], P.shape[2], device=P.x.device,
-                      dtype=P.x.dtype) == "multiscale":
+    B, N, M, _ = P.shape
+    if choose_backend(prm.backend, B, N, M, device=P.x.device, dtype=P.x.dtype) == "multiscale":
         if init:
             raise ValueError("init= (warm start) is not supported by the multiscale backend: pass another backend")
         from .multiscale import _multiscale_run

@@ -25,10 +25,11 @@ differentiable likewise (``sum_j v_j k'(r_ij) / r_ij (x_i - y_j)`` and transpose
 **Symmetric updates.** :meth:`TritonOperator.softmin_both` computes ``f = softmin_y(h_y)`` on the rows and
 ``g = softmin_x(h_x)`` on the columns in one launch (the averaged Sinkhorn update of a cross problem).
 
-**Block-sparse mode.** ``operator(x, y, cost, blocks=Blocks(...))`` (:class:`otpipe.kernels.cpu.Blocks`,
-``B = 1``, points sorted by cluster) visits for each tile of rows, which never straddles two clusters,
-only the column ranges kept for its cluster, in every reduction and gradient. The index arrays are
-copied to the device once per ``Blocks`` object (and cached on it).
+**Block-sparse mode.** ``operator(x, y, cost, blocks=Blocks(...))`` (:class:`otpipe.kernels.cpu.Blocks`, or
+:class:`otpipe.kernels.multiscale_device.DeviceBlocks` built on the GPU; ``B = 1``, points sorted by cluster)
+visits for each tile of rows, which never straddles two clusters, only the column ranges kept for its
+cluster, in every reduction and gradient. The index arrays are copied to the device once per ``Blocks``
+object (and cached on it); ``DeviceBlocks`` builds them there.
 
 **Dot precision.** Float32 ``tl.dot`` tiles use Triton's ``tf32x3`` (three TF32 tensor-core products:
 about the error of float32 FMAs, several times faster) unless :data:`FP32_DOT` is ``"ieee"``
@@ -169,8 +170,12 @@ def _plan(op: "TritonOperator", mode: int, nch: int = 1) -> tuple[dict, tuple[in
 
 # ------------------------------------------------------------------------------------ block sparse
 def _sparse_arrays(blocks, block_n: int, device) -> tuple[torch.Tensor, ...]:
-    """``(work, rows, cptr, rng)`` int32 on ``device``; ``work`` = ``(row0, cluster)`` per row tile."""
+    """``(work, rows, cptr, rng)`` int32 on ``device``; ``work`` = ``(row0, cluster)`` per row tile. Patterns built
+    on the device (:class:`otpipe.kernels.multiscale_device.DeviceBlocks`) make their own, without a host trip."""
     import numpy as np
+
+    if hasattr(blocks, "triton_arrays"):
+        return blocks.triton_arrays(block_n, device)
 
     cache = blocks.__dict__.setdefault("_triton_arrays", {})
     key = (str(device), block_n)

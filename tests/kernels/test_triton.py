@@ -428,6 +428,44 @@ def test_pipeline_tasks_on_the_gpu_path(tmp_path):
             assert np.abs(a - b).max() <= 1e-10 * np.abs(b).max()
 
 
+def test_multiscale_on_triton_blocks(monkeypatch):
+    """The multiscale solver with the Triton block-sparse kernels and its geometry on the points' device (what
+    CUDA tensors use; here the interpreter on CPU tensors) equals the one on the compiled cpu kernels with the
+    host geometry: S_eps and its gradients w.r.t. both clouds (self problems included)."""
+    import otpipe
+    from otpipe.kernels import multiscale as ms
+    from otpipe.kernels import multiscale_device as msd
+
+    if not cpu.available():
+        pytest.skip("the reference needs the compiled cpu kernels")
+    g = torch.Generator().manual_seed(12)
+    x = torch.rand(80, 2, generator=g, dtype=torch.float64).to(DEV)
+    y = (0.8 * torch.rand(90, 2, generator=g, dtype=torch.float64) + 0.3).to(DEV)
+    made = []
+    res = {}
+    for fine in ("triton", "cpu"):
+        if fine == "cpu" and DEV != "cpu":
+            x, y = x.cpu(), y.cpu()
+        monkeypatch.setattr(ms, "FINE_BACKEND", fine)
+        if fine == "triton":
+            monkeypatch.setattr(msd, "DeviceBlocks", _counting(msd.DeviceBlocks, made))
+            monkeypatch.setattr(cpu, "CpuOperator", None)  # nothing of the cpu path may run
+        xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
+        s = otpipe.sinkhorn_divergence(xs, ys, blur=0.05, backend="multiscale", cluster_scale=0.25)
+        res[fine] = (s.detach().cpu(), *(t.cpu() for t in torch.autograd.grad(s, [xs, ys])))
+        monkeypatch.undo()
+    assert len(made) >= 6  # three problems, two fine temperatures at least
+    for a, b in zip(res["triton"], res["cpu"]):
+        assert _rel(a, b) < 1e-11
+
+
+def _counting(cls, made):
+    def make(*args, **kw):
+        made.append(1)
+        return cls(*args, **kw)
+    return make
+
+
 def test_missing_triton_says_how_to_install(monkeypatch):
     import importlib
 
