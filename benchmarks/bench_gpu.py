@@ -46,6 +46,7 @@ __all__ = ["main"]
 
 _T0 = time.perf_counter()
 _BUDGET = [float("inf")]
+_SAVE = [lambda: None]  # writes the table so far (a run killed by its time limit keeps its finished rows)
 
 
 def _left() -> float:
@@ -167,6 +168,7 @@ def _side_by_side(rows: list, label: str, n: int, D: int, impls: dict, device: s
         ratio = f"{best[anchor] / best[k]:.2f}x" if anchor in best else "-"
         rows.append(f"| {label} | {n:,} | {D} | {k} | {_fmt_t(best[k])} | {val[k]:.8g} | {ev} | {eg} | {ratio} |")
         print(rows[-1], flush=True)
+    _SAVE[0]()
     x = y = None  # free the GPU memory before the next problem
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -235,12 +237,14 @@ def _multiscale(rows, device, small, repeats):
             with torch.no_grad():
                 t_full, v_full = _timed(lambda: float(_otpipe(full, blur, D)(x, y)), device)
             rel = abs(v - v_full) / abs(v_full)
-            rows.append(f"| multiscale value + grad, blur {blur} | {n:,} | {D} | otpipe multiscale (triton blocks) | "
+            kind = "triton" if device.startswith("cuda") else "cpu"
+            rows.append(f"| multiscale value + grad, blur {blur} | {n:,} | {D} | otpipe multiscale ({kind} blocks) | "
                         f"{_fmt_t(best)} (first {_fmt_t(t_first)}) | {v:.8g} | {rel:.1e} vs full | - | "
                         f"{t_full / best:.1f}x |")
             rows.append(f"| full solve, value only, blur {blur} | {n:,} | {D} | otpipe {full} | {_fmt_t(t_full)} | "
                         f"{v_full:.8g} | reference | - | - |")
             print(rows[-2], rows[-1], sep="\n", flush=True)
+            _SAVE[0]()
             x = y = None
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
@@ -290,14 +294,14 @@ def _digits(rows, device, small, cpu_figure: str | None, workdir: Path):
         mi, mj = c[int(i)].normalized(), c[int(j)].normalized()
         ref = float(otpipe.sinkhorn_divergence(np.asarray(mi.points, np.float64), np.asarray(mj.points, np.float64),
                                                np.asarray(mi.weights, np.float64), np.asarray(mj.weights, np.float64),
-                                               diameter=float(ds.attrs["diameter"])))
+                                               diameter=float(ds.attrs["diameter"]), backend="tensorized"))
         errs.append(abs(S[i, j] - ref) / abs(ref))
     pairs = k * (k - 1) // 2
     where = "--gpus (one worker per GPU)" if device.startswith("cuda") else "--n-workers 2 (CPU smoke)"
     rows.append(f"| S_eps matrix, digits, float32 | {k:,} ({pairs:,} pairs) | 2 | otpipe distances {where} | "
                 f"{run_s:.1f} s run, {wall:.1f} s command | - | {max(errs):.1e} (20 pairs vs float64) | - | "
                 f"{pairs / run_s:,.0f} pairs/s |")
-    if cpu_figure:
+    if cpu_figure and not small:
         rows.append(f"| S_eps matrix, digits, float32 | {k:,} ({pairs:,} pairs) | 2 | same command, no --gpus, "
                     f"2-core CPU (measured elsewhere) | {cpu_figure} | - | - | - | - |")
     print(rows[-1], flush=True)
@@ -346,7 +350,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true", help="tiny sizes (the CPU smoke test)")
-    ap.add_argument("--sections", default="solver,large,multiscale,digits")
+    ap.add_argument("--sections", default="solver,multiscale,large,digits")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--budget", type=float, default=float("inf"), help="seconds; rows beyond it are skipped")
     ap.add_argument("--digits-cpu", default=None, help="the 2-core CPU figure of the digits matrix, as text")
@@ -376,6 +380,7 @@ def main(argv=None) -> int:
             "multiscale": lambda: _multiscale(rows, args.device, args.small, args.repeats),
             "digits": lambda: _digits(rows, args.device, args.small, args.digits_cpu, workdir)}
     status = 0
+    _SAVE[0] = lambda: _write(args.out, args.device, flash_why, rows)
     for s in sections:
         if s not in jobs:
             print(f"bench_gpu: unknown section {s!r} (known: {', '.join(jobs)})")

@@ -284,8 +284,9 @@ def solve(
         iterating at the final ``eps`` until the relative L1 marginal error is ``<= tol``.
     max_iter : int, optional
         Cap on the total number of updates when ``tol`` is set (default 10000).
-    backend : {"auto", "tensorized", "keops", "cpu", "multiscale"}
-        Reduction backend; ``auto`` picks by size and device.
+    backend : {"auto", "cpu", "triton", "multiscale", "tensorized", "chunked", "keops"}
+        Reduction backend; ``auto`` picks by size and device (:func:`otpipe.kernels.choose_backend`; never
+        ``keops``).
     cost : {"|x-y|^p/p", "|x-y|^p"}, optional
         Cost convention.
     truncate : float, optional

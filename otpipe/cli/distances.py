@@ -33,7 +33,7 @@ __all__ = ["distances", "report"]
 @click.option("--max-iter", type=int, default=None, help="Iteration cap with --tol.")
 @click.option("--diameter", type=float, default=None, help="Start of the eps-scaling (default: bounding box of all points).")
 @click.option("--cost", type=click.Choice(["|x-y|^p/p", "|x-y|^p"]), default=None, help="Cost convention.")
-@click.option("--backend", default="auto", show_default=True, help="Reduction backend: auto, tensorized, keops, cpu.")
+@click.option("--backend", default="auto", show_default=True, help="Reduction backend: auto, cpu, triton, multiscale, tensorized, chunked, keops.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None, help="Compute dtype (default: that of the store).")
 @click.option("--tile", type=int, default=None, help="Tile side: tile x tile pairs per task (default: automatic).")
 @resume_option

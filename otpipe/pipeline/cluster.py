@@ -125,7 +125,7 @@ def _cuda(spec: ClusterSpec):
     if spec.tls is False:
         log.warning(_security.NO_TLS_WARNING)
     return LocalCUDACluster(
-        ip="127.0.0.1",
+        host="127.0.0.1",
         dashboard_address=_LOOPBACK_DASHBOARD,
         resources={"GPU": 1},
         threads_per_worker=spec.threads_per_worker or 1,
