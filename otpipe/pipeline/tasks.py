@@ -98,10 +98,11 @@ def _read(path: str, indices, normalize: bool) -> list[tuple[np.ndarray, np.ndar
 
 
 def _device(prm: RunParams):
-    """The torch device of the task: ``prm.device`` (a CUDA device must exist on this worker)."""
+    """The torch device of the task: ``prm.device`` (``"auto"``, e.g. a task run outside :func:`pairwise` for a
+    cost estimate: CUDA on GPU runs, else the CPU); a CUDA device must exist on this worker."""
     import torch
 
-    dev = torch.device(prm.device)
+    dev = torch.device(("cuda" if prm.gpu else "cpu") if prm.device == "auto" else prm.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"this task was sent to compute on {prm.device} but torch {torch.__version__} sees no CUDA "
                            "device on this worker: install the CUDA build of torch, or give the worker's job a GPU "
