@@ -91,7 +91,7 @@ rc=$?
 echo "+ [4/4] otpipe distances ${GPUS_FLAG[*]} vs CPU workers"
 if [ "$SMOKE" = 1 ]; then NM=(--n-measures 12 --n-points 40 --min-points 10); else NM=(--n-measures 80 --n-points 300 --min-points 50); fi
 {
-    "$PY" -m otpipe.cli synth "$WORK/syn.zarr" --kind mixed "${NM[@]}" --dim 3 --seed 1 &&
+    "$PY" -m otpipe.cli synth --out "$WORK/syn.zarr" --kind mixed "${NM[@]}" --dim 3 --seed 1 &&
     s0=$(date +%s.%N) &&
     timeout $((25 * K)) "$PY" -m otpipe.cli distances "$WORK/syn.zarr" --out "$WORK/gpu.zarr" "${GPUS_FLAG[@]}" --dtype float64 \
         -q --no-progress &&
