@@ -39,13 +39,12 @@ AUTO_CPU_MIN_ENTRIES = 100 * 100
 #: on CPU tensors, ``auto`` uses the ``multiscale`` solver for single pairs (B = 1) from this many entries on
 AUTO_MULTISCALE_MIN_ENTRIES = 50_000 * 50_000
 #: on CUDA tensors, the same from this many entries on (block-sparse Triton reductions, clustering and masks on
-#: the device). NOT measured on a GPU yet (no GPU was available); reasoned from the CPU measurements: on the CPU
-#: the multiscale solver overtakes the full one at ~50k x 50k, where a full pass costs ~1 s and the per-temperature
-#: overhead of clustering + masks (~0.05-0.1 s) is small. On an H200 a full Triton pass over 4e10 pairs
-#: (200k x 200k, D = 3) is ~0.1-0.2 s at ~3e11 pairs/s, and the fixed cost of a multiscale temperature (masks of
-#: 4096 x 4096 clusters, launches, host synchronisations) is ~5-20 ms: the crossover scales with the pass rate,
-#: ~6x the CPU's in N (flash-sinkhorn's full tf32 solve of 200k takes 1.45 s). Re-measure with
-#: ``benchmarks/bench_gpu.py`` and set it from the table
+#: the device). NOT measured on a GPU (none was available): reasoned from the CPU measurements. On the CPU the
+#: switch is at 50k x 50k, where multiscale is already ~9x faster than the full solve (1.35 s vs 12.6 s: a full
+#: pass ~0.25 s against ~0.05-0.1 s of clustering and masks per temperature). A GPU pass is ~25-50x
+#: faster (flash-sinkhorn's full tf32 solve of 200k takes 1.45 s on an H200) while the multiscale overhead (masks over up to 4096 x 4096 clusters, launches, host
+#: synchronisations) shrinks less, so the crossover moves up by ~sqrt(25-50) = 5-7x in N: ~250-350k. Set at the
+#: lower end (1M-point problems are certainly multiscale); ``benchmarks/bench_gpu.py`` times both at 200k and 1M
 AUTO_MULTISCALE_MIN_ENTRIES_GPU = 200_000 * 200_000
 
 _warned_triton = False
