@@ -550,12 +550,6 @@ class TritonOperator:
         if self._needs_grad(v):
             return _KernelApply.apply(self.x, self.y, v, self, kind, s)
         return _kernel_launch(self, kind, s, v.detach().to(self._xp.dtype).contiguous())
-        for b0, b1 in _batch_chunks(B, xp.device):
-            _k.kernel_apply_kernel[(n_tiles, b1 - b0)](
-                xp[b0:b1], yp[b0:b1], vd[b0:b1], out[b0:b1], work, rows, cptr, rng, N, M, *_split(s), D=D,
-                BLOCK_N=bn, BLOCK_M=bm, KIND=kinds[kernel], SPARSE=self.blocks is not None, num_warps=warps,
-                num_stages=stages)
-        return out
 
 
 def _make_planes(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
