@@ -14,6 +14,13 @@ def main(run_dir: str) -> int:
     assert prov.get("complete") is True, "the run is not complete"
     steps = [s["id"] for s in prov["steps"]]
     assert all(s.get("status") == "ran" for s in prov["steps"]), f"steps not run: {prov['steps']}"
+    for step in prov["steps"]:  # the matrix's solves converged: no convergence warning on a newcomer's first run
+        if step["step"] == "distances":
+            import zarr
+
+            out = Path(step["argv"][step["argv"].index("--out") + 1])
+            warning = zarr.open_group(str(out), mode="r").attrs.get("convergence_warning", None)
+            assert warning == "", f"{step['id']}: convergence warning {warning!r}"
     page = run / "report" / "index.html"
     text = page.read_text()
     refs = re.findall(r"""(?:src|href)=['"]([^'"#:]+)['"]""", text)
