@@ -103,28 +103,8 @@ def segment_max(values: torch.Tensor, c: ms.Clustering) -> torch.Tensor:
     return out.scatter_reduce(0, c.labels, values.detach().double(), "amax", include_self=True)
 
 
-def affine_fit(values: torch.Tensor, c: ms.Clustering, chunk: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-cluster least-squares slopes ``beta (n, D)`` of sorted ``values (N,)`` and ``max_I r`` with the exact
-    residuals ``r_i = values_i - <beta_I, x_i>`` (so the bounds are rigorous whatever ``beta``), on the device."""
-    v = values.detach().double()
-    xs, lab, n, D = c.points, c.labels, c.n, c.points.shape[1]
-    f64 = dict(dtype=torch.float64, device=xs.device)
-    cnt = torch.bincount(lab, minlength=n).double()
-    xm = torch.zeros(n, D, **f64).index_add_(0, lab, xs) / cnt[:, None]
-    vm = torch.zeros(n, **f64).index_add_(0, lab, v) / cnt
-    S = torch.zeros(n, D, D, **f64)
-    t = torch.zeros(n, D, **f64)
-    for k in range(0, xs.shape[0], chunk):
-        lk = lab[k:k + chunk]
-        dx = xs[k:k + chunk] - xm[lk]
-        S.index_add_(0, lk, dx[:, :, None] * dx[:, None, :])
-        t.index_add_(0, lk, dx * (v[k:k + chunk] - vm[lk])[:, None])
-    ridge = 1e-9 * S.diagonal(dim1=1, dim2=2).sum(-1) + 1e-300
-    beta = torch.linalg.solve(S + ridge[:, None, None] * torch.eye(D, **f64), t[..., None])[..., 0]
-    beta = torch.nan_to_num(beta, nan=0.0, posinf=0.0, neginf=0.0)
-    r = v - (xs * beta[lab]).sum(1)
-    rmax = torch.full((n,), -math.inf, **f64).scatter_reduce(0, lab, r, "amax", include_self=True)
-    return beta, rmax
+#: the per-cluster affine fit is device-agnostic: the host function runs on the device of the clustering's points
+affine_fit = ms.affine_fit
 
 
 def block_mask(cx: ms.Clustering, cy: ms.Clustering, f: torch.Tensor, g: torch.Tensor, eps: float, cost: Cost,
