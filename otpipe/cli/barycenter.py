@@ -13,6 +13,7 @@ from ._common import (
     overwrite_option,
     progress_option,
     quiet_option,
+    resume_option,
     setup_logging,
 )
 
@@ -47,6 +48,7 @@ def _floats(s: str | None):
 @click.option("--biased", is_flag=True, help="Fixed support without debiasing (plain IBP).")
 @click.option("--learn-weights", is_flag=True, help="Free support: also optimise the barycenter's weights.")
 @click.option("--plot", type=click.Path(), default=None, help="PNG to write (default: OUT with .png).")
+@resume_option
 @overwrite_option
 @dry_run_option("Print the groups (measures, points, method) and exit; compute and write nothing.")
 @json_option("Print the summary as JSON on stdout (groups, iterations, convergence).")
@@ -57,6 +59,8 @@ def barycenter(collection, out, dry_run, as_json, no_progress, quiet, **kw):
     """Wasserstein barycenter of each group of COLLECTION (debiased Sinkhorn, free or fixed support).
 
     Warns on stderr, naming the groups, when a barycenter stops at --max-iter without converging.
+    Each group's barycenter is stored in OUT as soon as it is done: Ctrl-C keeps the finished
+    groups (exit status 130) and --resume computes only the missing ones.
     """
     from ..pipeline.barycenter import plan_barycenters, run_barycenter
 
@@ -79,7 +83,8 @@ def barycenter(collection, out, dry_run, as_json, no_progress, quiet, **kw):
     summary = run_barycenter(
         collection, out, **common, init=kw.pop("init"), blur=kw.pop("blur"), tol=kw.pop("tol"),
         max_iter=kw.pop("max_iter"), seed=kw.pop("seed"), debiased=not kw.pop("biased"),
-        learn_weights=kw.pop("learn_weights"), overwrite=kw.pop("overwrite"), plot=kw.pop("plot"), spec=spec,
+        learn_weights=kw.pop("learn_weights"), overwrite=kw.pop("overwrite"), resume=kw.pop("resume"), plot=kw.pop("plot"),
+        spec=spec,
         progress=not (no_progress or quiet),
     )
     if as_json:

@@ -5,21 +5,25 @@ Free support: the client holds the barycenter's positions; each iteration maps
 from the store by path) and sums the partial values and gradients in chunk order.
 Fixed support (images): one task per group. Output: a collection store with one measure per
 group, named by the group's label, and a PNG picture (:mod:`otpipe.pipeline.barycenter_report`).
+The groups are computed one after the other and each is stored as soon as it is done
+(:mod:`otpipe.pipeline.checkpoint`), so Ctrl-C keeps them and ``resume=True`` continues.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib
+import json
 import logging
+import math
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 
-import importlib
-
 from .._locks import locked
-from .._made import check_replaceable
+from . import checkpoint as _ck
 from . import convergence as _conv
-from .progress import Progress
 
 _bary = importlib.import_module("otpipe.barycenter")
 
@@ -61,9 +65,9 @@ def _group_fixed(collection, indices, lambdas, grid, kw):
 class DaskTerms:
     """:class:`otpipe.barycenter.Terms` computed on Dask workers, chunks of measures per task."""
 
-    def __init__(self, client, collection, indices, lambdas, opts: dict, n_chunks: int):
+    def __init__(self, client, collection, indices, lambdas, opts: dict, n_chunks: int, guard=None):
         n_chunks = max(1, min(len(indices), n_chunks))
-        self.client, self.collection, self.opts = client, collection, opts
+        self.client, self.collection, self.opts, self.guard = client, collection, opts, guard
         bounds = np.linspace(0, len(indices), n_chunks + 1).astype(int)
         self.chunks = [(list(map(int, indices[s:e])), np.asarray(lambdas[s:e])) for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
         self.warm = [[None] * len(idx) for idx, _ in self.chunks]
@@ -72,7 +76,7 @@ class DaskTerms:
         opts = self.opts if tol is None else dict(self.opts, tol=tol)
         futs = [self.client.submit(_chunk_cross, self.collection, idx, lam, X, a, opts, grad_weights, w, pure=False)
                 for (idx, lam), w in zip(self.chunks, self.warm)]
-        parts = self.client.gather(futs)
+        parts = self._gather(futs)
         value = sum(p[0] for p in parts)
         gX = sum(p[1] for p in parts)
         ga = sum(p[2] for p in parts) if grad_weights else None
@@ -84,7 +88,13 @@ class DaskTerms:
 
     def self_constant(self):
         futs = [self.client.submit(_chunk_self, self.collection, idx, lam, self.opts, pure=False) for idx, lam in self.chunks]
-        return float(sum(self.client.gather(futs)))
+        return float(sum(self._gather(futs)))
+
+    def _gather(self, futs):
+        if self.guard is not None:  # wait where a Ctrl-C is taken safely (otpipe.pipeline.interrupt)
+            for _ in self.guard.completed(futs):
+                pass
+        return self.client.gather(futs)
 
 
 def _groups(coll, group_by: str, only=None) -> dict[str, np.ndarray]:
@@ -188,47 +198,72 @@ def group_barycenters(
         ``{group: BarycenterResult}`` in group order.
     """
     from .. import store
-    from .cluster import open_client
 
     coll = collection if hasattr(collection, "names") else store.open(collection)
     grps, inputs, lams = _prepare(coll, group_by, groups, weights, method)
-    results, caught = _compute(coll, grps, inputs, lams, method=method, n_points=n_points, init=init, p=p, blur=blur,
-                               tol=tol, max_iter=max_iter, seed=seed, grid=grid, debiased=debiased,
-                               learn_weights=learn_weights, cluster=cluster, client=client, progress=progress,
-                               chunks_per_worker=chunks_per_worker, open_client=open_client)
+    names = list(grps)
+    results, caught = {}, {}
+
+    def keep(t, res, msgs):
+        results[names[t]], caught[names[t]] = res, msgs
+
+    ck = _ck.Checkpoint(None, len(names), {})  # in memory: nothing written
+    _compute(ck, coll, grps, inputs, lams, keep, method=method, n_points=n_points, init=init, p=p, blur=blur,
+             tol=tol, max_iter=max_iter, seed=seed, grid=grid, debiased=debiased, learn_weights=learn_weights,
+             cluster=cluster, client=client, progress=progress, chunks_per_worker=chunks_per_worker)
+    results = {g: results[g] for g in names}
     _conv.warn(convergence_message(results, caught))
     return results
 
 
-def _compute(coll, grps, inputs, lams, *, method, n_points, init, p, blur, tol, max_iter, seed, grid, debiased,
-             learn_weights, cluster, client, progress, chunks_per_worker, open_client):
-    """The barycenters of every group (and the warnings each raised)."""
-    results, caught = {}, {}
-    with open_client(cluster, client=client) as c:
+def _solve(c, g, coll, idx, ms, lam, m, n_workers, *, n_points, init, p, blur, tol, max_iter, seed, grid, debiased,
+           learn_weights, chunks_per_worker):
+    """The barycenter of one group and the distinct warnings it raised; waits through the guard ``g``
+    (a Ctrl-C is taken between Dask calls, never inside them)."""
+    kw = {k: v for k, v in dict(blur=blur, tol=tol, max_iter=max_iter).items() if v is not None}
+    if m == "fixed":
+        fut = c.submit(_group_fixed, coll, list(map(int, idx)), lam, grid if grid else True,
+                       dict(kw, debiased=debiased, p=p), pure=False)
+        for _ in g.completed([fut]):
+            pass
+        res, msgs = fut.result()
+    else:
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            res = _free_on_dask(c, coll, idx, ms, lam, n_workers * chunks_per_worker,
+                                dict(kw, n_points=n_points, init=init, p=p, seed=seed, learn_weights=learn_weights),
+                                guard=g)
+        msgs = [str(w.message) for w in rec if issubclass(w.category, RuntimeWarning)]
+    return res, list(dict.fromkeys(msgs))
+
+
+def _compute(ck, coll, grps, inputs, lams, done, *, method, n_points, init, p, blur, tol, max_iter, seed, grid,
+             debiased, learn_weights, cluster, client, progress, chunks_per_worker):
+    """The barycenters of the groups not yet done in ``ck``, one after the other; ``done(t, res, msgs)``
+    records group ``t`` (in ``ck``, whose rows are then written at once: one group, one region).
+
+    Ctrl-C: what is done stays in ``ck`` (:func:`otpipe.pipeline.checkpoint.session`)."""
+    names = list(grps)
+    pending = [t for t in range(len(names)) if not ck.done[t]]
+    if not pending:
+        return
+    with _ck.session(ck, client=client, cluster=cluster, progress=progress, desc="barycenter", unit="group",
+                     what="groups") as (c, g, bar):
         n_workers = max(1, len(c.scheduler_info().get("workers", {})))
-        bar = Progress(len(grps), desc="barycenter", unit="group", enabled=progress)
-        try:
-            for g, idx in grps.items():
-                ms, lam = inputs[g], lams[g]
-                m = _method(method, ms, grid, p)
-                kw = {k: v for k, v in dict(blur=blur, tol=tol, max_iter=max_iter).items() if v is not None}
-                if m == "fixed":
-                    res, msgs = c.submit(_group_fixed, coll, list(map(int, idx)), lam, grid if grid else True,
-                                         dict(kw, debiased=debiased, p=p), pure=False).result()
-                else:
-                    with warnings.catch_warnings(record=True) as rec:
-                        warnings.simplefilter("always")
-                        res = _free_on_dask(c, coll, idx, ms, lam, n_workers * chunks_per_worker,
-                                            dict(kw, n_points=n_points, init=init, p=p, seed=seed,
-                                                 learn_weights=learn_weights))
-                    msgs = [str(w.message) for w in rec if issubclass(w.category, RuntimeWarning)]
-                log.info("group %s: %s, %d iterations, converged=%s", g, res.method, res.n_iter, res.converged)
-                results[g], caught[g] = res, list(dict.fromkeys(msgs))
-                bar.set_postfix(f"last: {g} ({res.n_iter} iterations{'' if res.converged else ', NOT converged'})")
-                bar.update(1)
-        finally:
-            bar.close()
-    return results, caught
+        for t in pending:
+            name = names[t]
+            ms, lam = inputs[name], lams[name]
+            res, msgs = _solve(c, g, coll, grps[name], ms, lam, _method(method, ms, grid, p), n_workers,
+                               n_points=n_points, init=init, p=p, blur=blur, tol=tol, max_iter=max_iter, seed=seed,
+                               grid=grid, debiased=debiased, learn_weights=learn_weights,
+                               chunks_per_worker=chunks_per_worker)
+            log.info("group %s: %s, %d iterations, converged=%s", name, res.method, res.n_iter, res.converged)
+            with g.critical():
+                done(t, res, msgs)
+                ck.flush()
+            bar.set_postfix(f"last: {name} ({res.n_iter} iterations{'' if res.converged else ', NOT converged'})")
+            bar.update(1)
+            g.task_done()
 
 
 def convergence_message(results: dict, caught: dict | None = None) -> str:
@@ -267,6 +302,7 @@ def run_barycenter(
     debiased: bool = True,
     learn_weights: bool = False,
     overwrite: bool = False,
+    resume: bool = False,
     plot: str | os.PathLike | None = None,
     spec=None,
     client=None,
@@ -280,57 +316,150 @@ def run_barycenter(
     the inputs lie on a common 2-D/3-D grid, free otherwise). Returns a summary per group; the
     store's attrs get ``barycenter`` (method, iterations, convergence per group) and
     ``convergence_warning`` (empty when every group converged; otherwise also warned once).
+
+    Checkpointed group by group (:mod:`otpipe.pipeline.checkpoint`): until the run ends, ``out``
+    holds ``otpipe_result = "barycenter"``, ``complete = False`` and each finished group's
+    barycenter (written as soon as it is done); the end replaces it with the collection. Ctrl-C
+    keeps the finished groups and raises :class:`~otpipe.pipeline.interrupt.Interrupted`;
+    ``resume=True`` computes only the missing groups (same parameters and input required; a
+    finished store resumes without computing).
     """
     from .. import store
-    from .cluster import open_client
 
     coll = collection if hasattr(collection, "names") else store.open(collection)
-    if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"{out} exists (use --overwrite)")
-    check_replaceable(out)  # before any work: only what otpipe made is replaced
     grps, inputs, lams = _prepare(coll, group_by, groups, weights, method)  # bad input fails fast, writes nothing
-    results, caught = _compute(coll, grps, inputs, lams, method=method, n_points=n_points, init=init, p=p, blur=blur,
-                               tol=tol, max_iter=max_iter, seed=seed, grid=grid, debiased=debiased,
-                               learn_weights=learn_weights, cluster=spec, client=client, progress=progress,
-                               chunks_per_worker=chunks_per_worker, open_client=open_client)
-    msg = convergence_message(results, caught)
-    bary = [store.Measure(r.points.astype(np.float64), r.weights.astype(np.float64), name=g, label=g) for g, r in results.items()]
-    summary = {g: dict(method=r.method, n_iter=int(r.n_iter), converged=bool(r.converged), n_measures=len(inputs[g]),
-                       n_points=int(len(r.points))) for g, r in results.items()}
-    store.create(out, bary, overwrite=overwrite, dtype="float64")
-    _record(out, summary, msg)
-    _record_run(out, coll, dict(group_by=group_by, method=method, p=p, blur=blur, tol=tol, max_iter=max_iter,
-                                seed=seed, grid=grid, debiased=debiased, learn_weights=learn_weights,
-                                n_points=n_points, init=init, weights=weights))
-    _conv.warn(msg)
+    names = list(grps)
+    methods = {g: _method(method, inputs[g], grid, p) for g in names}
+    sizes = {g: _support_size(methods[g], inputs[g], n_points, grid) for g in names}
+    params = dict(group_by=group_by, method=method, p=p, blur=blur, tol=tol, max_iter=max_iter, seed=seed, grid=grid,
+                  debiased=debiased, learn_weights=learn_weights, n_points=n_points, init=init, weights=weights)
+    fp, content = _fingerprint(coll, grps, params)
+    out_p = Path(out)
+    stored = _ck.check_existing(out_p, is_ours=_is_ours, what="barycenter", resume=resume, overwrite=overwrite,
+                                fp=fp, content=content)
+    png = str(plot) if plot else str(out).rstrip("/").removesuffix(".zarr") + ".png"
+    fields = _fields(max(sizes.values()), int(coll.dim))
+    if stored is not None and stored.get("complete"):
+        log.info("%s is already complete: nothing to compute", out)
+        done = store.open(out_p)
+        results = {g: _result(methods[g], stored["barycenter"][g], done[g].points, done[g].weights, inputs[g], grid)
+                   for g in names}
+        return _finish(out_p, results, inputs, png, {}, write=False, msg=str(stored.get("convergence_warning") or ""))
+    if stored is None:
+        _ck.remove(out_p)
+        ck = _ck.Checkpoint.create(out_p, {"otpipe_result": "barycenter", "fingerprint": fp, "run": content,
+                                           "groups": names}, len(names), fields, kind="barycenter", chunk=1)
+    else:
+        ck = _ck.Checkpoint.load(out_p, len(names), fields, chunk=1)
+        log.info("resuming %s: %d of %d groups done", out, ck.n_done, len(names))
+
+    def record(t, res, msgs):
+        n = len(res.points)
+        pts = np.full(fields["points"].shape, np.nan)
+        pts[:n] = np.asarray(res.points, dtype=np.float64)
+        w = np.full(fields["weights"].shape, np.nan)
+        w[:n] = np.asarray(res.weights, dtype=np.float64)
+        ck.record(t, note={"method": res.method, "warnings": msgs}, points=pts, weights=w, n_points=n,
+                  n_iter=int(res.n_iter), converged=bool(res.converged))
+
+    _compute(ck, coll, grps, inputs, lams, record, method=method, n_points=n_points, init=init, p=p, blur=blur,
+             tol=tol, max_iter=max_iter, seed=seed, grid=grid, debiased=debiased, learn_weights=learn_weights,
+             cluster=spec, client=client, progress=progress, chunks_per_worker=chunks_per_worker)
+    # every group from the stored rows: a resumed run assembles exactly what an uninterrupted one does
+    results, caught = {}, {}
+    for t, g in enumerate(names):
+        k = int(ck.data["n_points"][t])
+        note = ck.notes.get(t) or {}
+        info = {"method": note.get("method", methods[g]), "n_iter": int(ck.data["n_iter"][t]),
+                "converged": bool(ck.data["converged"][t])}
+        results[g] = _result(methods[g], info, ck.data["points"][t, :k], ck.data["weights"][t, :k], inputs[g], grid)
+        caught[g] = list(note.get("warnings") or [])
+    extra = {"fingerprint": fp, "run": content}
+    _record_run(extra, coll, params)
+    return _finish(out_p, results, inputs, png, caught, write=True, extra=extra)
+
+
+def _finish(out: Path, results: dict, inputs: dict, png: str, caught: dict, *, write: bool, extra=None,
+            msg: str | None = None) -> dict:
+    """Write the collection of barycenters over the checkpoint store (one atomic replacement, with every
+    attribute), warn about convergence once, draw the PNG; the summary."""
+    from .. import store
     from .barycenter_report import plot_barycenters
 
-    png = str(plot) if plot else str(out).rstrip("/").removesuffix(".zarr") + ".png"
+    msg = convergence_message(results, caught) if msg is None else msg
+    summary = {g: dict(method=r.method, n_iter=int(r.n_iter), converged=bool(r.converged), n_measures=len(inputs[g]),
+                       n_points=int(len(r.points))) for g, r in results.items()}
+    if write:
+        bary = [store.Measure(r.points.astype(np.float64), r.weights.astype(np.float64), name=g, label=g)
+                for g, r in results.items()]
+        attrs = dict(extra or {}, **_record(summary, msg))
+        store.create(out, bary, overwrite=True, dtype="float64", attrs=attrs)
+    _conv.warn(msg)
     plot_barycenters(results, inputs, png)
     return {"out": str(out), "plot": png, "groups": summary, "convergence_warning": msg}
 
 
-def _record(out, summary: dict, msg: str) -> None:
-    """Barycenter diagnostics in the attrs of the collection store written at ``out``."""
-    import zarr
+def _support_size(m: str, ms, n_points, grid) -> int:
+    """Points of a group's barycenter: ``n_points`` (or the largest input) for free support, the
+    cells of the inputs' common grid for fixed support."""
+    if m == "free":
+        return int(n_points or max(len(x) for x, _ in ms))
+    found = _bary.detect_grid(ms, None if grid in (None, True) else float(grid))
+    if found is None:
+        raise ValueError("method 'fixed' needs inputs on a common regular 2-D/3-D grid (images); use method 'free'")
+    return int(math.prod(found[2]))
 
-    zarr.open_group(str(out), mode="r+").attrs.update(
-        {"barycenter": summary, "convergence_warning": msg,
-         "not_converged": [g for g, d in summary.items() if not d["converged"]]})
+
+def _fields(size: int, dim: int) -> dict:
+    """Checkpoint rows of one group: its barycenter padded to the largest support (NaN), its size, diagnostics."""
+    return {"points": _ck.Field((size, dim)), "weights": _ck.Field((size,)),
+            "n_points": _ck.Field((), "int64", 0), "n_iter": _ck.Field((), "int64", 0),
+            "converged": _ck.Field((), "bool", False)}
 
 
-def _record_run(out, coll, params: dict) -> None:
-    """The run's parameters and input collection (path, content hash) in the store's attrs, for
+def _fingerprint(coll, grps: dict, params: dict) -> tuple[str, dict]:
+    """The run's parameters and input (content hash, and which measures form each group)."""
+    members = hashlib.sha256(json.dumps([[g, list(map(int, idx))] for g, idx in grps.items()]).encode()).hexdigest()
+    return _ck.fingerprint({"parameters": params,
+                            "input": {"hash": str(getattr(coll, "content_hash", "")), "groups": list(grps),
+                                      "members": members[:16]}})
+
+
+def _is_ours(attrs: dict) -> bool:
+    """A barycenter result: an unfinished run, or the collection it ends with."""
+    return attrs.get("otpipe_result") == "barycenter" or (
+        attrs.get("format") == "otpipe.collection" and "barycenter" in attrs)
+
+
+def _result(m: str, info: dict, points, weights, ms, grid) -> "_bary.BarycenterResult":
+    """A :class:`~otpipe.barycenter.BarycenterResult` from stored points, weights and diagnostics (fixed
+    support: the image on the inputs' grid, for the picture)."""
+    pts, w = np.array(points, dtype=np.float64), np.array(weights, dtype=np.float64)
+    res = _bary.BarycenterResult(points=pts, weights=w, n_iter=int(info["n_iter"]), converged=bool(info["converged"]),
+                                 method=str(info.get("method", m)))
+    if m == "fixed":
+        origin, spacing, shape = _bary.detect_grid(ms, None if grid in (None, True) else float(grid))
+        res.image = w.reshape(shape)
+        res.params.update(grid_origin=np.asarray(origin).tolist(), grid_spacing=spacing, grid_shape=list(shape))
+    return res
+
+
+def _record(summary: dict, msg: str) -> dict:
+    """Barycenter diagnostics for the attrs of the output collection."""
+    return {"barycenter": summary, "convergence_warning": msg,
+            "not_converged": [g for g, d in summary.items() if not d["converged"]]}
+
+
+def _record_run(attrs: dict, coll, params: dict) -> None:
+    """The run's parameters and input collection (path, content hash) into ``attrs``, for
     ``otpipe report`` (``barycenter_parameters``, ``barycenter_source``)."""
-    import zarr
-
-    zarr.open_group(str(out), mode="r+").attrs.update({
+    attrs.update({
         "barycenter_parameters": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in params.items()},
         "barycenter_source": {"collection": str(getattr(coll, "path", "")), "hash": str(getattr(coll, "content_hash", ""))},
     })
 
 
-def _free_on_dask(c, coll, idx, ms, lam, n_chunks, kw):
+def _free_on_dask(c, coll, idx, ms, lam, n_chunks, kw, guard=None):
     """The free-support iterations with the per-measure terms on the workers."""
     ys, bs, lam = _bary.validate_inputs(ms, lam)
     n_points = kw.pop("n_points") or max(len(y) for y in ys)
@@ -341,5 +470,5 @@ def _free_on_dask(c, coll, idx, ms, lam, n_chunks, kw):
     tol = kw.get("tol", 1e-4)
     stol = _bary.LEARN_WEIGHTS_SINKHORN_TOL if kw.get("learn_weights") else _bary.SINKHORN_TOL_FACTOR * tol
     opts = dict(p=float(p), blur=float(blur), diameter=float(diameter), scaling=0.5, tol=stol, max_iter=None, backend="auto")
-    terms = DaskTerms(c, coll, idx, lam, opts, n_chunks)
+    terms = DaskTerms(c, coll, idx, lam, opts, n_chunks, guard=guard)
     return _bary.free_support_barycenter(ms, lam, init=X0, blur=blur, diameter=diameter, terms=terms, **kw)

@@ -11,6 +11,7 @@ and is, or says ``complete = False`` and can be resumed.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Checkpoint", "Field", "finalise", "check_existing", "fingerprint", "stored_attrs", "FLUSH_SECONDS", "CHUNK"]
+__all__ = ["Checkpoint", "Field", "finalise", "check_existing", "fingerprint", "stored_attrs", "session", "run_tasks",
+           "FLUSH_SECONDS", "CHUNK"]
 
 #: finished tasks are written at most this often (and at the end, and on Ctrl-C)
 FLUSH_SECONDS = 2.0
@@ -120,26 +122,31 @@ def remove(out: Path) -> None:
 class Checkpoint:
     """The per-task rows of a run (see the module docstring); ``out=None``: in memory only."""
 
-    def __init__(self, out: Path | None, n: int, fields: dict[str, Field]):
+    def __init__(self, out: Path | None, n: int, fields: dict[str, Field], *, chunk: int = CHUNK):
         self.out = None if out is None else Path(out)
         self.n, self.fields = int(n), dict(fields)
         self.data = {k: np.full(((f.rows if f.rows is not None else self.n),) + f.shape, f.fill, dtype=f.dtype)
                      for k, f in self.fields.items()}
         self.done = np.zeros(self.n, dtype=bool)
+        #: per-task JSON notes (e.g. the warnings a task raised), stored in the ``_checkpoint`` attrs
+        self.notes: dict[int, object] = {}
         self._dirty: set[int] = set()
+        self._notes_dirty = False
         self._last = -float("inf")  # the first finished task is written at once
-        self._chunk = min(CHUNK, max(1, self.n))
+        self._chunk = min(int(chunk), max(1, self.n))
 
     # ---- store ---------------------------------------------------------------------------------
     @classmethod
-    def create(cls, out: Path, attrs: dict, n: int, fields: dict[str, Field], *, kind: str) -> "Checkpoint":
+    def create(cls, out: Path, attrs: dict, n: int, fields: dict[str, Field], *, kind: str,
+               chunk: int = CHUNK) -> "Checkpoint":
         """A new store at ``out`` (which must not exist) with ``attrs``, otpipe's marker for ``kind``
-        (:func:`otpipe._made.made_attrs`) and empty rows."""
+        (:func:`otpipe._made.made_attrs`) and empty rows; ``chunk`` tasks per chunk (1: every task is
+        its own region of the store, written alone)."""
         import zarr
 
         from .._made import made_attrs
 
-        self = cls(out, n, fields)
+        self = cls(out, n, fields, chunk=chunk)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         root = zarr.open_group(str(out), mode="w-")
         root.update_attributes(_jsonable(dict(attrs, **made_attrs(kind), complete=False)))
@@ -153,11 +160,11 @@ class Checkpoint:
         return self
 
     @classmethod
-    def load(cls, out: Path, n: int, fields: dict[str, Field]) -> "Checkpoint":
-        """The rows stored at ``out`` (an unfinished run)."""
+    def load(cls, out: Path, n: int, fields: dict[str, Field], *, chunk: int = CHUNK) -> "Checkpoint":
+        """The rows stored at ``out`` (an unfinished run); ``chunk`` as given to :meth:`create`."""
         import zarr
 
-        self = cls(out, n, fields)
+        self = cls(out, n, fields, chunk=chunk)
         root = zarr.open_group(str(out), mode="r")
         if GROUP not in root:
             raise ValueError(f"{out}: no checkpoint to resume from (an unfinished run without its _checkpoint group)")
@@ -166,6 +173,7 @@ class Checkpoint:
             if k in ck:
                 self.data[k][...] = ck[k][...]
         self.done[:] = np.asarray(ck["done"][: self.n], dtype=bool)
+        self.notes = {int(t): v for t, v in (ck.attrs.get("notes") or {}).items() if self.done[int(t)]}
         return self
 
     # ---- rows ----------------------------------------------------------------------------------
@@ -173,12 +181,16 @@ class Checkpoint:
     def n_done(self) -> int:
         return int(self.done.sum())
 
-    def record(self, t: int, **values) -> None:
-        """Task ``t`` finished with ``values`` (one per field; a field whose ``rows`` excludes ``t`` is skipped)."""
+    def record(self, t: int, note=None, **values) -> None:
+        """Task ``t`` finished with ``values`` (one per field; a field whose ``rows`` excludes ``t`` is
+        skipped) and an optional JSON-able ``note``."""
         for k, v in values.items():
             if v is None or t >= self.data[k].shape[0]:
                 continue
             self.data[k][t] = v
+        if note is not None:
+            self.notes[t] = _jsonable(note)
+            self._notes_dirty = True
         self.done[t] = True
         self._dirty.add(t // self._chunk)
 
@@ -202,6 +214,9 @@ class Checkpoint:
                 lo, hi = c * self._chunk, min((c + 1) * self._chunk, arr.shape[0])
                 if lo < hi:
                     ck[k][lo:hi] = arr[lo:hi]
+        if self._notes_dirty:
+            ck.attrs.update({"notes": {str(t): v for t, v in sorted(self.notes.items())}})
+            self._notes_dirty = False
         for c in chunks:
             lo, hi = c * self._chunk, min((c + 1) * self._chunk, self.n)
             ck["done"][lo:hi] = self.done[lo:hi]
@@ -230,48 +245,30 @@ def finalise(out: Path, ds) -> None:
     shutil.rmtree(out / GROUP, ignore_errors=True)
 
 
-def run_tasks(ck: Checkpoint, pending, submit, record, *, client, cluster, progress: bool, desc: str, unit: str,
-              what: str) -> None:
-    """Run the ``pending`` tasks on Dask and record each in ``ck`` as it finishes.
+@contextlib.contextmanager
+def session(ck: Checkpoint, *, client, cluster, progress: bool, desc: str, unit: str, what: str):
+    """The frame of a checkpointed run: yields ``(client, guard, progress bar)``.
 
-    ``submit(client, t) -> future`` starts task ``t``; ``record(t, result)`` stores its result in
-    ``ck``. Progress on stderr (``desc``, ``unit``); checkpoints as in the module docstring. On
-    Ctrl-C the finished tasks are written before the cluster is closed, and
-    :class:`~otpipe.pipeline.interrupt.Interrupted` says how many ``what`` are saved and how to resume.
+    Inside, the run records finished tasks in ``ck`` (flushing under ``guard.critical()``). At the
+    end, and on Ctrl-C before the cluster is closed, ``ck`` is flushed; a Ctrl-C then raises
+    :class:`~otpipe.pipeline.interrupt.Interrupted` saying how many ``what`` are saved and how to
+    resume (a plain ``KeyboardInterrupt`` when ``ck`` is in memory only).
     """
-    import contextlib
-
     from .cluster import open_client
     from .interrupt import Interrupted, guard
     from .progress import Progress
 
-    pending = list(pending)
-    if not pending:
-        return
     with guard() as g:
         try:
             with open_client(cluster, client=client) as c:
-                bar = Progress(ck.n, initial=ck.n - len(pending), desc=desc, unit=unit, enabled=progress)
-                futs: dict = {}
+                bar = Progress(ck.n, initial=ck.n_done, desc=desc, unit=unit, enabled=progress)
                 try:
-                    for t in pending:
-                        futs[submit(c, t)] = t
-                    for f in g.completed(futs):
-                        res = f.result()
-                        f.release()
-                        record(futs[f], res)
-                        bar.update(1)
-                        if ck.due():
-                            with g.critical():
-                                ck.flush()
-                        g.task_done()
+                    yield c, g, bar
                     with g.critical():
                         ck.flush()
                 except KeyboardInterrupt:
                     with g.critical():
                         ck.flush()  # before the cluster closes (which takes a while)
-                    with contextlib.suppress(Exception):
-                        c.cancel(list(futs))
                     raise
                 finally:
                     bar.close()
@@ -283,3 +280,36 @@ def run_tasks(ck: Checkpoint, pending, submit, record, *, client, cluster, progr
             from .pairwise import resume_hint
 
             raise Interrupted(f"{ck.n_done} of {ck.n} {what} are saved in {ck.out}; {resume_hint(ck.out)}") from None
+
+
+def run_tasks(ck: Checkpoint, pending, submit, record, *, client, cluster, progress: bool, desc: str, unit: str,
+              what: str) -> None:
+    """Run the ``pending`` tasks on Dask and record each in ``ck`` as it finishes.
+
+    ``submit(client, t) -> future`` starts task ``t``; ``record(t, result)`` stores its result in
+    ``ck``. Progress on stderr (``desc``, ``unit``); checkpoints as in the module docstring; Ctrl-C
+    as in :func:`session` (the pending tasks are cancelled).
+    """
+    pending = list(pending)
+    if not pending:
+        return
+    with session(ck, client=client, cluster=cluster, progress=progress, desc=desc, unit=unit, what=what) as (c, g, bar):
+        futs: dict = {}
+        try:
+            for t in pending:
+                futs[submit(c, t)] = t
+            for f in g.completed(futs):
+                res = f.result()
+                f.release()
+                record(futs[f], res)
+                bar.update(1)
+                if ck.due():
+                    with g.critical():
+                        ck.flush()
+                g.task_done()
+        except KeyboardInterrupt:
+            with g.critical():
+                ck.flush()  # before cancelling (which takes a while)
+            with contextlib.suppress(Exception):
+                c.cancel(list(futs))
+            raise

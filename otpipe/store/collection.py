@@ -547,6 +547,7 @@ def create(
     overwrite: bool = False,
     shard_points: int | None = DEFAULT_SHARD_POINTS,
     dtype: str = "float32",
+    attrs: dict | None = None,
 ) -> "Collection":
     """Write a new collection from an iterable of measures (streamed, one shard in memory).
 
@@ -566,6 +567,9 @@ def create(
         exceed :data:`CHUNK_BYTES`: a larger shard spans several chunks.
     dtype : {"float32", "float64"}
         Storage dtype of coordinates and weights.
+    attrs : dict, optional
+        Extra group attributes (JSON-safe) written with the others, before ``complete``: a reader
+        never sees the collection without them. They cannot replace the format's own attributes.
 
     Returns
     -------
@@ -601,9 +605,10 @@ def create(
             b.add(m)
         if b.dim is None:
             raise ValueError(f"{path}: no measures to write")
-        attrs = b.finish()
+        fmt = b.finish()
         now = _now()
-        group.update_attributes({**attrs, "created": now, "modified": now})
+        extra = {k: v for k, v in (attrs or {}).items() if k not in ("complete", "format", "format_version")}
+        group.update_attributes({**extra, **fmt, "created": now, "modified": now})
         group.update_attributes({"complete": True})  # last
         if path.exists() or path.is_symlink():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
