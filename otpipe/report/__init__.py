@@ -43,6 +43,8 @@ def result_kind(path) -> str:
             return "two-sample"
         if attrs.get("otpipe_result") == "complexity":
             return "complexity"
+        if attrs.get("otpipe_result") == "barycenter":  # the checkpoint of a run that has not finished
+            raise ValueError(f"{path} is an unfinished barycenter run: finish it with `otpipe barycenter ... --resume`")
     raise ValueError(f"{path}: not an otpipe result store (expected a collection, barycenters, a distance matrix, "
                      "two-sample tests or a complexity study)")
 
