@@ -26,7 +26,11 @@ package versions, git commit, host, seeds, input content hashes, timings, and pe
 parameters and input hashes; never timings, worker addresses, hosts, paths or dates). ``--resume``
 skips a step whose fingerprint is unchanged and whose outputs still hash as recorded; a changed
 parameter or input changes the fingerprint, so that step and its dependants are recomputed (and
-reported as changed).
+reported as changed). A step interrupted part-way (Ctrl-C) leaves an unfinished output: under
+``--resume``, a distances, two-sample, complexity or barycenter step whose fingerprint is unchanged
+continues it (its command gets ``--resume`` instead of ``--overwrite``: finished tiles, tests,
+cells or groups are kept); the step folder's hidden ``.otpipe-step.json`` records the
+fingerprint of the step that started it.
 """
 from __future__ import annotations
 
@@ -56,6 +60,12 @@ __all__ = ["load_spec", "Workflow", "run_workflow", "tree_hash"]
 STEP_TYPES = ("synth", "ingest", "distances", "barycenter", "two-sample", "complexity", "report")
 #: steps whose output is a collection of measures (valid as positional inputs)
 COLLECTION_STEPS = ("synth", "ingest", "barycenter")
+#: steps whose command continues its own unfinished output (``--resume``: checkpoints of tiles, tests,
+#: cells or groups) instead of starting again (``--overwrite``)
+RESUMABLE_STEPS = ("distances", "two-sample", "complexity", "barycenter")
+#: hidden file of a step folder: the fingerprint of the step that last started writing there
+#: (hidden files are left out of the content hashes)
+STEP_RECORD = ".otpipe-step.json"
 _TOP_KEYS = {"version", "name", "run_dir", "cluster", "steps", "description"}
 _STEP_KEYS = {"step", "id", "params", "inputs", "description"}
 _RESERVED = {"out", "overwrite", "scheduler", "scheduler_file", "help", "dry_run", "resume"}
@@ -589,12 +599,16 @@ def _run_steps(wf: Workflow, prov: dict, previous: dict, hashes: dict, resume: b
                 _write_report(wf, step, prov, hashes)
             else:
                 argv = _resolve_argv(wf, step)
+                if resume and _unfinished(wf, step, fp):
+                    argv = ["--resume" if a == "--overwrite" else a for a in argv]
+                    echo(f"[{step.id}] continuing the unfinished {_step_dir(wf, step) / f'{step.id}.zarr'}")
                 if _has_scheduler(step):
                     argv += ["--scheduler", _scheduler()]
                     argv += [a for k in ("tls_ca_file", "tls_cert", "tls_key") if wf.cluster.get(k)
                              for a in (f"--{k.replace('_', '-')}", str(wf.cluster[k]))]
                 rec["argv"] = argv
                 echo(f"[{step.id}] otpipe {' '.join(argv)}")
+                _record_start(wf, step, fp)
                 _run_cli(argv, _step_dir(wf, step))
             rec["seconds"] = round(time.perf_counter() - t0, 3)
             rec["status"] = "ran"
@@ -604,6 +618,28 @@ def _run_steps(wf: Workflow, prov: dict, previous: dict, hashes: dict, resume: b
             echo(f"[{step.id}] done in {rec['seconds']:.1f} s: {rec['output_hash']}")
         hashes[step.id] = rec["output_hash"]
         prov["steps"].append(rec)
+
+
+def _record_start(wf: Workflow, step: Step, fp: str) -> None:
+    """Write the step's fingerprint into its folder before its command runs (see :data:`STEP_RECORD`)."""
+    d = _rundir.ensure_step_dir(_step_dir(wf, step), wf.run_dir)
+    tmp = d / (STEP_RECORD + ".tmp")
+    tmp.write_text(json.dumps({"step": step.type, "fingerprint": fp}) + "\n")
+    os.replace(tmp, d / STEP_RECORD)
+
+
+def _unfinished(wf: Workflow, step: Step, fp: str) -> bool:
+    """Whether the step's output is an unfinished store (``complete: false``) that a step with the
+    same fingerprint ``fp`` started, and the step's command can continue it."""
+    if step.type not in RESUMABLE_STEPS:
+        return False
+    d = _step_dir(wf, step)
+    try:
+        started = json.loads((d / STEP_RECORD).read_text())
+        attrs = json.loads((d / f"{step.id}.zarr" / "zarr.json").read_text()).get("attributes") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(started, dict) and started.get("fingerprint") == fp and attrs.get("complete") is False
 
 
 def _what_changed(old: dict, new: dict) -> str:
