@@ -4,8 +4,14 @@ points, and the end of the schedule with block-sparse (truncated) reductions.
 With ``s`` the cluster scale (:mod:`otpipe.kernels.multiscale`) and the temperatures of
 :func:`~otpipe.sinkhorn.epsilon_schedule`:
 
-1. the temperatures with ``eps >= (s / 2)^p`` run on the coarse measures (centroids, summed weights), with the
-   same updates as the full solver (``_Cross`` / ``_Symmetric``, fixed schedule or converging mode);
+1. the first temperatures run on the coarse measures (centroids, summed weights), with the same updates as the
+   full solver (``_Cross`` / ``_Symmetric``, fixed schedule or converging mode), at most those with
+   ``eps >= (s / 2)^p``. Converging mode: all of them (every later temperature is solved to its target, so the
+   clusters' error does not last). Fixed schedule: the later averaged updates on the points do not erase the
+   clusters' error, so the solver leaves the clusters at the last temperature whose jump is consistent enough
+   on the points for the updates left (:func:`_jump_defect`, :data:`~otpipe.kernels.multiscale.FIXED_TOL`); when
+   even the first is not (blur comparable to the clusters, a short schedule), the full solver runs instead
+   (every update would be on the points anyway);
 2. jump: ``f_i = -eps log sum_J B_J exp((G_J - C(x_i, y_J)) / eps)`` (damped when unbalanced) extrapolates
    the coarse potentials to the points;
 3. at each remaining temperature the kept cluster pairs are recomputed from the current potentials
@@ -160,6 +166,52 @@ class _OnDevice:
         return getattr(self.c, name)
 
 
+def _n_coarse(schedule: list[float], s: float, p: float) -> int:
+    """Most temperatures run on the clusters: those with ``eps >= (JUMP_FRACTION s)^p``, leaving at least one for
+    the points (the fixed schedule may stop earlier: :func:`_jump_defect`)."""
+    return sum(1 for e in schedule[:-1] if e >= (ms.JUMP_FRACTION * s) ** p)
+
+
+#: rows of the points sampled to measure the jump's defect
+DEFECT_SAMPLES = 512
+
+
+def _jump_defect(name: str, cpb, c1, c2, pts1, pts2, lw1, lw2, eps: float, d: float, Op, cost) -> float:
+    """What the clusters miss at temperature ``eps``, measured on the points: the jumped potentials' defect
+    ``f - d T(g)`` on :data:`DEFECT_SAMPLES` rows, net of the coarse problem's own residual ``F_I - d T_c(G)_I``,
+    as a root mean square in units of ``eps`` (the larger of the two sides for a cross problem). It vanishes
+    when the clusters are the points and the coarse problem is solved; it is not zero along the fixed
+    schedule's unconverged iterates, and the bound's constant was calibrated on it (netting out the clusters'
+    own jump defect instead, zero for one-point clusters at any iterate, let 4,000 points at blur 0.01 end
+    2.3e-4 from the full solve)."""
+    sides = [(cpb.f, cpb.g if name == "xy" else cpb.f, c1, c2, pts1, pts2, lw2,
+              cpb.op_xy if name == "xy" else cpb.op, cpb.lb if name == "xy" else cpb.la,
+              cpb.la)]
+    if name == "xy":
+        sides.append((cpb.g, cpb.f, c2, c1, pts2, pts1, lw1, cpb.op_yx, cpb.la, cpb.lb))
+    worst = 0.0
+    for F, G, ca, cb, pa, pb_, lwb, op_c, lG, lF in sides:
+        n = pa.shape[1]
+        rows = torch.linspace(0, n - 1, min(n, DEFECT_SAMPLES), device=pa.device).round().long()
+        f_s = d * Op(pa[:, rows], cb.centers[None], cost).softmin(eps, lG + G / eps)
+        g_all = d * Op(pb_, ca.centers[None], cost).softmin(eps, lF + F / eps)
+        tf_s = d * Op(pa[:, rows], pb_, cost).softmin(eps, lwb + g_all / eps)
+        r = F - d * op_c.softmin(eps, lG + G / eps)  # the coarse level's own residual, per cluster
+        defect = (f_s - tf_s) - r[:, ca.labels.to(r.device)[rows]]
+        worst = max(worst, float(defect.double().pow(2).mean().sqrt()) / eps)
+    return worst
+
+
+def _full_instead(P: Pair, prm: SinkhornParams, kind: str, s: float, kw: dict):
+    """No temperature can run on the clusters within the bound: every update would be on the points, where blocks
+    of this scale keep (nearly) every pair at those temperatures; the full solve is that computation without the
+    block bookkeeping (the result names the backend that ran)."""
+    full = kind  # cpu, triton (CUDA) or keops (only when FINE_BACKEND asks for it)
+    log.info("multiscale: no coarse temperature within the bound (scale %.3g, blur %.3g): full %r solve",
+             s, prm.blur, full)
+    return run_full(P, dataclasses.replace(prm, backend=full), **kw)
+
+
 def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool):
     """Multiscale counterpart of :func:`otpipe.loop.run_full` (same inputs and output dict)."""
     B, N, M, D = P.shape
@@ -189,12 +241,14 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
     if D > 3 and prm.cluster_scale is not None:
         warnings.warn("cluster_scale is ignored for D > 3 (k-means clustering with about "
                       f"{ms.POINTS_PER_CLUSTER} points a cluster)", RuntimeWarning, stacklevel=4)
+    fixed = prm.tol is None
     cx = geo.cluster(xd, ad, s) if (cross or self_x) else None
     cy = geo.cluster(yd, bd, s) if (cross or self_y) else None
     if D > 3:  # k-means: the scale is the clusters' typical size
         s = max(float(c.radius.max()) for c in (cx, cy) if c is not None)
-    # coarse temperatures: eps >= (JUMP_FRACTION s)^p, leaving at least one for the points
-    kj = sum(1 for e in schedule[:-1] if e >= (ms.JUMP_FRACTION * s) ** p)
+    kj = _n_coarse(schedule, s, p)
+    if kj == 0:  # a one-temperature schedule (blur ~ diameter), or clusters as large as the blur
+        return _full_instead(P, prm, kind, s, kw)
     coarse, fine = schedule[:kj], schedule[kj:]
     cap = prm.max_iter if prm.max_iter is not None else DEFAULT_MAX_ITER
     tol = prm.tol
@@ -203,6 +257,7 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
         return pts[c.perm][None].contiguous(), w[c.perm][None].contiguous()
 
     names, fine_pbs, levels, n_coarse = [], [], [], []
+    full_instead = False
     with torch.no_grad():
         if cross:
             names.append("xy")
@@ -219,33 +274,60 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
 
         # 1. coarse level
         coarse_pbs = []
-        if coarse:
-            for name, (c1, c2) in zip(names, levels):
-                op = Op(c1.centers[None], c2.centers[None], cost)
-                if name == "xy":
-                    coarse_pbs.append(_Cross(op, op.transpose(), c1.weights[None], c2.weights[None]))
+        for name, (c1, c2) in zip(names, levels):
+            op = Op(c1.centers[None], c2.centers[None], cost)
+            if name == "xy":
+                coarse_pbs.append(_Cross(op, op.transpose(), c1.weights[None], c2.weights[None]))
+            else:
+                coarse_pbs.append(_Symmetric(op, c1.weights[None]))
+        if fixed:
+            # one averaged update per temperature, as long as the jump's bound (its defect on the points,
+            # measured at each temperature) is within FIXED_TOL; else the jump is from the previous one
+            kept = 0
+            lw = {k: log_weights(v[1]) for k, v in srt.items()}
+            for k in range(kj):
+                snap = [] if k == 0 else [(pb.f.clone(), pb.g.clone() if name == "xy" else None)
+                                          for name, pb in zip(names, coarse_pbs)]
+                if k == 0:
+                    _iterate(coarse_pbs, schedule[:1], rho, None, 1)
                 else:
-                    coarse_pbs.append(_Symmetric(op, c1.weights[None]))
-            n_coarse = _iterate(coarse_pbs, coarse, rho, None if tol is None else max(tol, STAGE_TOL),
-                                max(len(coarse), cap - len(fine)))
+                    for pb in coarse_pbs:
+                        pb.averaged_step(schedule[k], _damping(schedule[k], rho))
+                m = max(_jump_defect(nm, cpb, c1, c2, srt[key[id(c1)]][0], srt[key[id(c2)]][0], lw[key[id(c1)]],
+                                     lw[key[id(c2)]], schedule[k], _damping(schedule[k], rho), Op, cost)
+                        for nm, (c1, c2), cpb in zip(names, levels, coarse_pbs))
+                bound = m * 2.0 ** (-1.5 * (len(schedule) - k - 2))
+                log.info("multiscale: eps %.3g on the clusters: jump defect %.3g eps, bound %.2g", schedule[k], m, bound)
+                if bound > ms.FIXED_TOL:
+                    for pb, (f0, g0) in zip(coarse_pbs, snap):
+                        pb.f = f0
+                        if g0 is not None:
+                            pb.g = g0
+                    break
+                kept = k + 1
+            if kept == 0:
+                full_instead = True  # decided here, run outside no_grad (it must stay differentiable)
+            else:
+                coarse, fine = schedule[:kept], schedule[kept:]
+            n_coarse = [torch.full((1,), kept, dtype=torch.int64, device=dev) for _ in names]
         else:
-            n_coarse = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in names]
+            n_coarse = _iterate(coarse_pbs, coarse, rho, max(tol, STAGE_TOL), max(len(coarse), cap - len(fine)))
 
-        # 2. the jump (or a plain start on the points when there is no coarse level)
-        for name, (c1, c2), cpb in zip(names, levels, coarse_pbs or [None] * len(names)):
+    if full_instead:
+        return _full_instead(P, prm, kind, s, kw)
+    with torch.no_grad():
+        # 2. the jump
+        e0 = coarse[-1]
+        dd = _damping(e0, rho)
+        for name, (c1, c2), cpb in zip(names, levels, coarse_pbs):
             (xs, as_), (ys, bs) = srt[key[id(c1)]], srt[key[id(c2)]]
             if name == "xy":
                 pb = _WarmCross(None, None, as_, bs)
+                pb.f = dd * Op(xs, c2.centers[None], cost).softmin(e0, cpb.lb + cpb.g / e0)
+                pb.g = dd * Op(ys, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
             else:
                 pb = _WarmSymmetric(None, as_)
-            if cpb is not None:
-                e0 = coarse[-1]
-                dd = _damping(e0, rho)
-                if name == "xy":
-                    pb.f = dd * Op(xs, c2.centers[None], cost).softmin(e0, cpb.lb + cpb.g / e0)
-                    pb.g = dd * Op(ys, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
-                else:
-                    pb.f = dd * Op(xs, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
+                pb.f = dd * Op(xs, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
             fine_pbs.append(pb)
 
         # 3. fine temperatures, blocks recomputed at each
@@ -271,8 +353,6 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
                     pb.op_xy, pb.op_yx = op, op.transpose()
                 else:
                     pb.op = op
-                if not coarse and k == 0:  # no coarse level: the solver's usual start
-                    (_Cross if name == "xy" else _Symmetric).init(pb, eps, _damping(eps, rho))
             t = None if tol is None else (tol if last else max(tol, STAGE_TOL))
             remaining = max(len(fine) - k, cap - used - (len(fine) - 1 - k))
             its = _iterate(fine_pbs, [eps], rho, t, remaining)
