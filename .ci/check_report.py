@@ -18,7 +18,7 @@ def main(run_dir: str) -> int:
         if step["step"] == "distances":
             import zarr
 
-            out = Path(step["argv"][step["argv"].index("--out") + 1])
+            out = next((run / step["id"]).glob("*.zarr"))  # the step's folder holds its store
             warning = zarr.open_group(str(out), mode="r").attrs.get("convergence_warning", None)
             assert warning == "", f"{step['id']}: convergence warning {warning!r}"
     page = run / "report" / "index.html"
