@@ -261,18 +261,26 @@ def block_mask(cx: Clustering, cy: Clustering, f: torch.Tensor, g: torch.Tensor,
     if compiled and cpu.available():
         return cpu.block_mask((cx.centers, cx.radius, cx.lo, cx.hi, fmax, *fit_f),
                               (cy.centers, cy.radius, cy.lo, cy.hi, gmax, *fit_g), cost, -truncate * eps)
+    return _mask_from_bound(cx, cy, fit_f, fit_g, fmax, gmax, cost, -truncate * eps, chunk)
+
+
+def _mask_from_bound(cx: Clustering, cy: Clustering, fit_f, fit_g, fmax, gmax, cost: Cost, thr: float,
+                     chunk: int) -> torch.Tensor:
+    """``U_IJ >= thr`` by chunks of rows with :func:`_upper_bound`, plus each row's and column's best block, on the
+    device of ``fmax`` (the host path of :func:`block_mask` and :func:`otpipe.kernels.multiscale_device.block_mask`)."""
+    dev = fmax.device
     rows, best = [], []
-    colbest = torch.full((cy.n,), -math.inf, dtype=torch.float64)
-    colarg = torch.zeros(cy.n, dtype=torch.int64)
+    colbest = torch.full((cy.n,), -math.inf, dtype=torch.float64, device=dev)
+    colarg = torch.zeros(cy.n, dtype=torch.int64, device=dev)
     for i in range(0, cx.n, chunk):
         score = _upper_bound(cx, cy, slice(i, i + chunk), fit_f, fit_g, fmax, gmax, cost)
-        rows.append(score >= -truncate * eps)
+        rows.append(score >= thr)
         best.append(score.argmax(1))
         m, am = score.max(0)
         upd = m > colbest
         colbest = torch.where(upd, m, colbest)
         colarg = torch.where(upd, am + i, colarg)
     mask = torch.cat(rows)
-    mask[torch.arange(cx.n), torch.cat(best)] = True
-    mask[colarg, torch.arange(cy.n)] = True
+    mask[torch.arange(cx.n, device=dev), torch.cat(best)] = True
+    mask[colarg, torch.arange(cy.n, device=dev)] = True
     return mask

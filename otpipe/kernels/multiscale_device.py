@@ -117,23 +117,7 @@ def block_mask(cx: ms.Clustering, cy: ms.Clustering, f: torch.Tensor, g: torch.T
         gmax, fit_g = fmax, fit_f
     else:
         gmax, fit_g = segment_max(g, cy), affine_fit(g, cy)
-    dev = fmax.device
-    thr = -truncate * eps
-    rows, best = [], []
-    colbest = torch.full((cy.n,), -math.inf, dtype=torch.float64, device=dev)
-    colarg = torch.zeros(cy.n, dtype=torch.int64, device=dev)
-    for i in range(0, cx.n, chunk):
-        score = ms._upper_bound(cx, cy, slice(i, i + chunk), fit_f, fit_g, fmax, gmax, cost)
-        rows.append(score >= thr)
-        best.append(score.argmax(1))
-        m, am = score.max(0)
-        upd = m > colbest
-        colbest = torch.where(upd, m, colbest)
-        colarg = torch.where(upd, am + i, colarg)
-    mask = torch.cat(rows)
-    mask[torch.arange(cx.n, device=dev), torch.cat(best)] = True
-    mask[colarg, torch.arange(cy.n, device=dev)] = True
-    return mask
+    return ms._mask_from_bound(cx, cy, fit_f, fit_g, fmax, gmax, cost, -truncate * eps, chunk)
 
 
 # ----------------------------------------------------------------------------------------------- blocks
