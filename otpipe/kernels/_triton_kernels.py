@@ -122,17 +122,8 @@ def _body(pid, b, kc, x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr
     c = tl.cast(c_hi, DT) + tl.cast(c_lo, DT)  # log2(e) scale / eps
     ph = tl.cast(ph_hi, DT) + tl.cast(ph_lo, DT)  # p / 2
     l2e = tl.cast(1.4426950216293335, DT) + tl.cast(1.925963033500011e-08, DT)  # log2(e) as a float32 pair
-    if SPARSE:  # the tile's first row, the end of its cluster, the cluster's slice [q0, q1) of column ranges
-        row0 = tl.load(work_ptr + 2 * pid)
-        clus = tl.load(work_ptr + 2 * pid + 1)
-        row_end = tl.load(rows_ptr + clus + 1)
-        q0 = tl.load(cptr_ptr + clus)
-        q1 = tl.load(cptr_ptr + clus + 1)
-    else:
-        row0 = pid * BLOCK_N
-        row_end = N
-        q0 = 0
-        q1 = 1
+    # the tile's first row, the end of its cluster, the cluster's slice [q0, q1) of column ranges
+    row0, row_end, q0, q1 = _bounds(pid, N, work_ptr, rows_ptr, cptr_ptr, BLOCK_N, SPARSE)
     rows = row0 + tl.arange(0, BLOCK_N)
     rmask = rows < row_end
     b64 = b.to(tl.int64)
