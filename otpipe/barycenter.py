@@ -8,16 +8,17 @@ For input measures ``beta_k`` and barycentric weights ``lambda_k >= 0`` with ``s
   step ``x_i <- x_i - tau * grad_{x_i} F / a_i``; for ``p = 2`` and ``tau = 1`` this is the
   Brenier-map step ``x_i <- sum_k lambda_k T_k(x_i) + x_i - T_aa(x_i)`` (``T_k``: barycentric
   projection onto ``beta_k``, ``T_aa``: that of the self term, ``~ x_i`` for small blur).
-  Weights (``learn_weights=True``) take the mirror step ``a <- a exp(-eta (grad_a F - <a, grad_a F>))``,
-  ``eta = step / eps`` at first; an iteration whose objective rises is undone and ``eta`` quartered (the
-  natural ``1/eps`` scale is far too large when the points are far apart compared with the blur, where
-  ``grad_a F`` moves by transport costs, not by ``eps``). Learned weights need accurate potentials, so the
-  Sinkhorn solves then run to ``sinkhorn_tol = 1e-6`` unless another value is given.
+  With ``learn_weights=True`` positions and weights move together: L-BFGS on ``(X, z)``, ``a = softmax(z)``,
+  preconditioned by the Brenier step and a mirror step ``a <- a exp(-step (g - <a, g>) / diameter^p)``, with an Armijo
+  line search whose trial points count only if their inner solves reach ``sinkhorn_tol`` (``1e-6`` by default then:
+  the weight gradient is the potentials). Where the inner solves stall (atoms far apart compared with the blur, whose
+  kernel ``exp(-C / eps)`` moves no mass between them) the run stops, not converged, and says so in ``reason``.
   Inner solves run in the converged mode, warm-started from the previous iteration's potentials, to a
   tolerance that tightens with the displacement down to ``sinkhorn_tol``.
   Stopping rule (all at one iteration): largest displacement ``< tol * diameter`` (the first-order condition
   ``grad_{x_i} F / a_i ~ 0``), objective change ``< tol**2 * diameter**p``, inner solves within
-  ``sinkhorn_tol`` (and weight change ``< tol``); otherwise a ``RuntimeWarning`` at ``max_iter``.
+  ``sinkhorn_tol`` (and, learned weights, the L1 change of a plain mirror step ``< tol``); otherwise a
+  ``RuntimeWarning`` with the reason (``BarycenterResult.reason``).
 * **Fixed support** (Benamou et al. 2015, iterative Bregman projections, log domain) on a common
   support with cost ``C``: ``v_k = b_k / K^T u_k``, ``a = d * prod_k (K v_k)^lambda_k``,
   ``u_k = a / K v_k``; with ``debiased=True`` (Janati et al. 2020) ``d`` solves the
@@ -67,7 +68,8 @@ class BarycenterResult:
 
     ``history`` holds the objective per iteration (free support) or the marginal error (fixed
     support); ``displacement`` the largest point move per iteration (free support);
-    ``image`` the barycenter as an array on the grid (convolutional path), else ``None``.
+    ``image`` the barycenter as an array on the grid (convolutional path), else ``None``;
+    ``reason`` why the iteration stopped without converging (empty when ``converged``).
     """
 
     points: np.ndarray
@@ -79,6 +81,7 @@ class BarycenterResult:
     displacement: list = field(default_factory=list)
     params: dict = field(default_factory=dict)
     image: np.ndarray | None = None
+    reason: str = ""
 
     def __repr__(self) -> str:
         last = f", objective={self.history[-1]:.6g}" if self.history and self.method == "free" else ""
@@ -426,8 +429,8 @@ def free_support_barycenter(
     init : {"sample", "mean"} or array
         Starting positions (see :func:`init_support`), seeded by ``seed``.
     learn_weights : bool
-        Also optimise the barycenter's weights (safeguarded mirror descent: a step that raises the
-        objective is undone), else uniform ``1/n``.
+        Also optimise the barycenter's weights (L-BFGS on positions and log-weights together, with a line search;
+        see the module docstring), else uniform ``1/n``.
     p, blur, diameter, scaling, sinkhorn_max_iter, backend
         Sinkhorn parameters (:func:`otpipe.solve`); ``blur`` defaults to ``0.02 * diameter``
         and ``diameter`` to the bounding-box diagonal of the inputs and the initial support,
@@ -442,7 +445,8 @@ def free_support_barycenter(
         Convergence: the largest displacement of a step ``< tol * diameter`` (this is the first-order condition
         ``|grad_{x_i} F| / a_i < tol * diameter / step``; for ``p = 2`` it reads ``sum_k lambda_k T_k(x_i) = T_aa(x_i)``
         with the barycentric maps ``T``), the objective change ``< tol**2 * diameter**p``, the last inner solves
-        within ``sinkhorn_tol``, and (``learn_weights``) an L1 weight change ``< tol``, all at the same iteration.
+        within ``sinkhorn_tol``, and (``learn_weights``) the L1 change of a plain mirror step
+        ``step sum_i a_i |g_i - <a, g>| / diameter^p < tol`` (``g = grad_a F``), all at the same iteration.
     max_iter : int
         Cap on the outer iterations; stopping there without convergence gives a ``RuntimeWarning``.
     step : float
@@ -452,13 +456,15 @@ def free_support_barycenter(
     acceleration : {"lbfgs", "none"}
         ``"lbfgs"`` (default): the positions move along L-BFGS directions built on the fixed-point step (memory
         :data:`LBFGS_MEMORY`, unit steps; an iteration whose objective rises is undone and replaced by the plain
-        step); ``"none"``: plain fixed-point steps. ``learn_weights`` always takes plain steps.
+        step); ``"none"``: plain fixed-point steps. ``learn_weights`` always uses its joint L-BFGS.
 
     Returns
     -------
     BarycenterResult
         ``history``: the objective per accepted iteration; ``displacement``: the largest move per step;
-        ``params["inner_updates"]``: Sinkhorn updates over the run; ``params["last_inner_error"]``.
+        ``params["inner_updates"]``: Sinkhorn updates over the run; ``params["last_inner_error"]``; with learned
+        weights ``params["weight_gap"]`` (``<a, g> - min_i g_i >= F - min_a F``) and ``params["evaluations"]``;
+        ``reason``: why it stopped when not converged.
     """
     import warnings
 
@@ -483,32 +489,26 @@ def free_support_barycenter(
     opts = dict(p=float(p), blur=float(blur), diameter=float(diameter), scaling=float(scaling), tol=float(sinkhorn_tol),
                 max_iter=sinkhorn_max_iter, backend=backend)
     terms = terms if terms is not None else LocalTerms(ys, bs, lam, opts)
-    eps = float(blur) ** float(p)
     const = terms.self_constant()
-    history, disp_hist = [], []
-    converged = False
-    it = 0
-    disp = dF = math.inf
-    dw = 0.0
-    updates = 0
-    warm_self = [None]
-    tau = step  # position step of the learned-weights iteration (halved after a rejected step, doubled back)
-    eta = step / diameter**p  # weight step, adapted below (x2 after an accepted step, /4 after a rejected one)
-    prev = None  # (X, a, gX, g) of the last accepted iterate, to undo a weight step that raised F
-    F_ref = math.inf  # the objective the next learned-weights step must not exceed (last reliable accepted one)
     if acceleration not in ("lbfgs", "none"):
         raise ValueError(f"unknown acceleration {acceleration!r}: use 'lbfgs' or 'none'")
-    qn = _LBFGS(a, LBFGS_MEMORY, step) if acceleration == "lbfgs" and not learn_weights else None
+    if learn_weights:
+        return _learn_weights(X, a, terms, opts, const, lam, tol=tol, max_iter=max_iter, step=step, init=init, seed=seed)
+    history, disp_hist = [], []
+    converged = False
+    reason = ""
+    it = 0
+    disp = dF = math.inf
+    updates = 0
+    warm_self = [None]
+    qn = _LBFGS(a, LBFGS_MEMORY, step) if acceleration == "lbfgs" else None
     last = None  # (X, G, F) of the last accepted iterate (L-BFGS)
     for it in range(1, max_iter + 1):
         # inexact early solves: the gradient needs no more accuracy than the step it makes
-        tol_k = sinkhorn_tol if learn_weights else max(sinkhorn_tol, min(INNER_TOL_MAX, FORCING * disp / diameter))
-        vx, gx, ga, info = terms.cross(X, a, learn_weights, tol_k)
-        vs, gsx, gsa, sinfo = _self_term(X, a, dict(opts, tol=tol_k), learn_weights, warm_self)
-        info = info.add(sinfo)
+        tol_k = max(sinkhorn_tol, min(INNER_TOL_MAX, FORCING * disp / diameter))
+        F, gX, _, info, _ = _evaluate(terms, X, a, opts, const, tol_k, False, warm_self)
         updates += info.updates
-        F = vx - 0.5 * vs - const
-        G = (gx - 0.5 * gsx) / np.maximum(a, 1e-300)[:, None]
+        G = gX / np.maximum(a, 1e-300)[:, None]
         # objectives from inner solves that missed their tolerance are not trusted to reject (or to judge) a step
         reliable = info.err <= tol_k
         if qn is not None and last is not None and reliable and F > last[2] + _noise(last[2], tol_k):
@@ -523,24 +523,8 @@ def free_support_barycenter(
             _log.debug("iteration %d: L-BFGS step rejected (objective rose), plain step", it)
             X = Xn
             continue
-        if learn_weights and prev is not None and reliable and F > F_ref + 1e-12 * max(1.0, abs(F_ref)):
-            # the last step raised the objective: back to its start, with a quarter of the weight step and
-            # half the position step (the plain fixed-point step is not always a descent step)
-            X, a, gX, g = prev
-            G = gX / np.maximum(a, 1e-300)[:, None]
-            eta /= 4.0
-            tau /= 2.0
-            dF = math.inf
-        else:
-            if learn_weights and prev is not None:
-                eta = min(2.0 * eta, step / eps)
-                tau = min(2.0 * tau, step)
-            dF = abs(F - history[-1]) if history else math.inf
-            history.append(F)
-            if reliable:
-                F_ref = F
-            g = ga - 0.5 * gsa if learn_weights else None
-            prev = (X, a, G * a[:, None], g)
+        dF = abs(F - history[-1]) if history else math.inf
+        history.append(F)
         # the first-order residual: the move of the plain fixed-point step
         disp = float(np.sqrt((G**2).sum(1)).max()) * step
         if qn is not None:
@@ -549,36 +533,152 @@ def free_support_barycenter(
             last = (X, G, F)
             Xn = X + qn.direction(G)
         else:
-            Xn = X - (tau if learn_weights else step) * G
-        dw, an = 0.0, a
-        if learn_weights:
-            h = np.clip(-eta * (g - a @ g), -5.0, 5.0)
-            an = a * np.exp(h)
-            an /= an.sum()
-            dw = float(np.abs(an - a).sum())
+            Xn = X - step * G
         disp_hist.append(disp)
         _log.debug("iteration %d: objective %.12g, residual %.3g, inner tol %.2g, error %.2g, %d updates",
                    it, F, disp, tol_k, info.err, info.updates)
         inner_ok = tol_k <= sinkhorn_tol and info.err <= sinkhorn_tol
-        if disp < tol * diameter and dF <= tol**2 * diameter**p and dw < tol and inner_ok:
-            converged = True  # (X, a) satisfies the first-order condition: return it, not the next trial point
+        if disp < tol * diameter and dF <= tol**2 * diameter**p and inner_ok:
+            converged = True  # X satisfies the first-order condition: return it, not the next trial point
             break
-        X, a = Xn, an
+        X = Xn
     if not converged:
-        warnings.warn(
-            f"free-support barycenter stopped at max_iter={max_iter} without converging: largest displacement "
-            f"{disp:.3g} (tolerance {tol * diameter:.3g} = tol * diameter), objective change {dF:.3g} "
-            f"(tolerance {tol**2 * diameter**p:.3g}), inner marginal error {info.err:.3g} (sinkhorn_tol {sinkhorn_tol:.3g})"
-            + (f", weight change {dw:.3g}" if learn_weights else "")
-            + "; raise max_iter, or loosen tol",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        reason = (f"max_iter={max_iter} without converging: largest displacement {disp:.3g} (tolerance "
+                  f"{tol * diameter:.3g} = tol * diameter), objective change {dF:.3g} (tolerance "
+                  f"{tol**2 * diameter**p:.3g}), inner marginal error {info.err:.3g} (sinkhorn_tol {sinkhorn_tol:.3g})")
+        warnings.warn(f"free-support barycenter stopped at {reason}; raise max_iter, or loosen tol", RuntimeWarning,
+                      stacklevel=2)
     params = dict(opts, method="free", n_points=n, init=init if isinstance(init, str) else "given", seed=seed,
                   step=step, learn_weights=learn_weights, outer_tol=tol, outer_max_iter=max_iter,
                   lambdas=lam.tolist(), inner_updates=updates, last_inner_error=info.err)
     return BarycenterResult(points=X, weights=a, n_iter=it, converged=converged, method="free",
-                            history=history, displacement=disp_hist, params=params)
+                            history=history, displacement=disp_hist, params=params, reason=reason)
+
+
+def _evaluate(terms: Terms, X, a, opts: dict, const: float, tol: float, grad_weights: bool, warm_self: list):
+    """``F = sum_k lambda_k OT_eps(alpha, beta_k) - OT_eps(alpha, alpha) / 2 - const``, its gradients w.r.t. ``X`` and
+    (``grad_weights``) ``a``, :class:`InnerInfo` of the solves, and the size of the terms (for the objective's noise)."""
+    vx, gx, ga, info = terms.cross(X, a, grad_weights, tol)
+    vs, gsx, gsa, sinfo = _self_term(X, a, dict(opts, tol=tol), grad_weights, warm_self)
+    g = ga - 0.5 * gsa if grad_weights else None
+    return vx - 0.5 * vs - const, gx - 0.5 * gsx, g, info.add(sinfo), abs(vx) + 0.5 * abs(vs) + abs(const)
+
+
+#: learned weights: a line search gives up after this many halvings of its step (the run then stops, not converged)
+MAX_HALVINGS = 12
+#: learned weights: largest change of a log-weight in one step
+MAX_LOG_WEIGHT_STEP = 5.0
+
+
+def _learn_weights(X, a, terms: Terms, opts: dict, const: float, lam, *, tol: float, max_iter: int, step: float,
+                   init, seed: int) -> BarycenterResult:
+    """Positions and weights together: L-BFGS on ``v = (X, z)``, ``a = softmax(z)``, with an Armijo line search.
+
+    Preconditioned by the natural steps at the starting weights ``a0``: ``X_i -= step grad_{X_i} F / a0_i`` (the
+    Brenier step) and ``z_i -= step grad_{z_i} F / (a0_i diameter^p)`` (a mirror step on the weights). A trial point
+    whose inner solves miss ``sinkhorn_tol`` cannot be judged and counts as a failed trial (the step is halved), as one
+    whose objective does not decrease enough does. Converged (all at one accepted iterate): largest plain displacement
+    ``max_i |grad_{X_i} F| / a_i * step < tol * diameter``, L1 change of a plain mirror step
+    ``step sum_i a_i |g_i - <a, g>| / diameter^p < tol`` (``g = grad_a F``; both are first-order conditions),
+    objective change ``<= tol^2 diameter^p``, inner solves within ``sinkhorn_tol``. Reported: the weights' optimality
+    gap ``<a, g> - min_i g_i``, which bounds ``F - min_a F`` at these positions (F is convex in ``a``).
+    """
+    import warnings
+
+    p, diameter, sinkhorn_tol = opts["p"], opts["diameter"], opts["tol"]
+    n, D = X.shape
+    ftol = tol**2 * diameter**p
+    a = np.maximum(a, 1e-300)
+    pre = np.concatenate([np.repeat(step / a, D), step / (a * diameter**p)])  # diagonal preconditioner
+    warm_self = [None]
+    updates = evaluations = 0
+
+    def unpack(v):
+        z = v[n * D:]
+        w = np.exp(z - z.max())
+        return v[:n * D].reshape(n, D), w / w.sum()
+
+    def evaluate(v):
+        nonlocal updates, evaluations
+        Xv, av = unpack(v)
+        F, gX, g, info, size = _evaluate(terms, Xv, av, opts, const, sinkhorn_tol, True, warm_self)
+        updates += info.updates
+        evaluations += 1
+        grad = np.concatenate([gX.ravel(), av * (g - av @ g)])  # d a_i / d z_j = a_i (delta_ij - a_j)
+        return dict(v=v, X=Xv, a=av, F=F, gX=gX, g=g, grad=grad, info=info, size=size,
+                    reliable=info.err <= sinkhorn_tol)
+
+    cur = evaluate(np.concatenate([X.ravel(), np.log(a)]))
+    S: list[np.ndarray] = []
+    Y: list[np.ndarray] = []
+    history, disp_hist = [cur["F"]], []
+    converged, reason, dF, it = False, "", math.inf, 0
+    for it in range(1, max_iter + 1):
+        disp = float(np.sqrt(((cur["gX"] / cur["a"][:, None]) ** 2).sum(1)).max()) * step
+        gap = float(cur["a"] @ cur["g"] - cur["g"].min())
+        dw = step * float(cur["a"] @ np.abs(cur["g"] - cur["a"] @ cur["g"])) / diameter**p
+        disp_hist.append(disp)
+        _log.debug("iteration %d: objective %.12g, residual %.3g, weight residual %.3g, gap %.3g, inner error %.2g", it,
+                   cur["F"], disp, dw, gap, cur["info"].err)
+        if disp < tol * diameter and dw < tol and dF <= ftol and cur["reliable"]:
+            converged = True
+            break
+        d = -_two_loop(cur["grad"], S, Y, pre)
+        if d @ cur["grad"] >= 0:  # not a descent direction: forget the curvature
+            S, Y = [], []
+            d = -pre * cur["grad"]
+        t = min(1.0, MAX_LOG_WEIGHT_STEP / max(float(np.abs(d[n * D:]).max()), 1e-300))
+        slope = float(d @ cur["grad"])
+        for _ in range(MAX_HALVINGS):
+            trial = evaluate(cur["v"] + t * d)
+            noise = 1e-3 * sinkhorn_tol * trial["size"] + 1e-15 * max(trial["size"], 1.0)
+            if trial["reliable"] and trial["F"] <= cur["F"] + 1e-4 * t * slope + noise:
+                break
+            t /= 2.0
+        else:
+            why = (f"inner marginal error {trial['info'].err:.3g} > sinkhorn_tol {sinkhorn_tol:.3g}" if not trial["reliable"]
+                   else "no decrease of the objective")
+            reason = (f"the line search failed {MAX_HALVINGS} times in a row (last trial: {why}) at iteration {it}: "
+                      f"objective {cur['F']:.6g}, largest displacement {disp:.3g} (tolerance {tol * diameter:.3g}), "
+                      f"weight residual {dw:.3g} (tolerance {tol:.3g})")
+            break
+        s_, y_ = trial["v"] - cur["v"], trial["grad"] - cur["grad"]
+        if s_ @ y_ > 1e-12 * math.sqrt((s_ @ s_) * (y_ @ y_)):
+            S.append(s_)
+            Y.append(y_)
+            if len(S) > LBFGS_MEMORY:
+                S.pop(0)
+                Y.pop(0)
+        dF = abs(trial["F"] - cur["F"])
+        cur = trial
+        history.append(cur["F"])
+    else:
+        reason = (f"max_iter={max_iter} without converging: largest displacement {disp:.3g} (tolerance "
+                  f"{tol * diameter:.3g} = tol * diameter), weight residual {dw:.3g} (tolerance {tol:.3g}), objective change "
+                  f"{dF:.3g} (tolerance {ftol:.3g} = tol**2 * diameter**p), inner marginal error {cur['info'].err:.3g} "
+                  f"(sinkhorn_tol {sinkhorn_tol:.3g})")
+    if not converged:
+        warnings.warn(f"free-support barycenter (learned weights) stopped {'at ' if reason.startswith('max_iter') else 'after '}"
+                      f"{reason}; raise max_iter (or sinkhorn_max_iter), or loosen tol", RuntimeWarning, stacklevel=3)
+    params = dict(opts, method="free", n_points=n, init=init if isinstance(init, str) else "given", seed=seed, step=step,
+                  learn_weights=True, outer_tol=tol, outer_max_iter=max_iter, lambdas=np.asarray(lam).tolist(),
+                  inner_updates=updates, evaluations=evaluations, last_inner_error=cur["info"].err, weight_gap=gap)
+    return BarycenterResult(points=cur["X"], weights=cur["a"], n_iter=it, converged=converged, method="free",
+                            history=history, displacement=disp_hist, params=params, reason=reason)
+
+
+def _two_loop(grad: np.ndarray, S: list, Y: list, pre: np.ndarray) -> np.ndarray:
+    """``H grad`` of L-BFGS with the curvature pairs ``(S, Y)`` and the initial matrix ``gamma diag(pre)``."""
+    q, alphas = grad.copy(), []
+    for s, y in zip(reversed(S), reversed(Y)):
+        al = (s @ q) / (s @ y)
+        alphas.append(al)
+        q -= al * y
+    gamma = (S[-1] @ Y[-1]) / (Y[-1] @ (pre * Y[-1])) if S else 1.0
+    r = gamma * pre * q
+    for (s, y), al in zip(zip(S, Y), reversed(alphas)):
+        r += s * (al - (y @ r) / (s @ y))
+    return r
 
 
 # --------------------------------------------------------------------------------------------
