@@ -229,7 +229,7 @@ def _can_warm_start(opts: dict, n: int, m: int) -> bool:
     """Warm starts need the converged mode and a full (not multiscale) backend."""
     from .kernels import choose_backend
 
-    return opts.get("tol") is not None and choose_backend(opts["backend"], 1, n, m) != "multiscale"
+    return opts.get("tol") is not None and choose_backend(opts["backend"], 1, n, m, converging=True) != "multiscale"
 
 
 def _solve_warm(run, init, tol):

@@ -197,7 +197,8 @@ def _run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, se
     """Shared engine of :func:`solve`, :func:`solve_symmetric` and the divergences: the multiscale driver
     when the backend resolves to ``multiscale``, else :func:`otpipe.loop.run_full` (same output dict)."""
     B, N, M, _ = P.shape
-    if choose_backend(prm.backend, B, N, M, device=P.x.device, dtype=P.x.dtype) == "multiscale":
+    if choose_backend(prm.backend, B, N, M, device=P.x.device, dtype=P.x.dtype,
+                      converging=prm.tol is not None) == "multiscale":
         if init:
             raise ValueError("init= (warm start) is not supported by the multiscale backend: pass another backend")
         from .multiscale import _multiscale_run

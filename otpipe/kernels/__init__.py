@@ -36,7 +36,9 @@ AUTO_DENSE_MAX_ENTRIES = 5000 * 5000
 #: on CPU tensors, ``auto`` uses the compiled ``cpu`` backend from this many entries (B * N * M) on;
 #: measured: it is 2x faster than dense at N = M = 100 and 50x at 1000; below, both take ~10-30 us a call
 AUTO_CPU_MIN_ENTRIES = 100 * 100
-#: on CPU tensors, ``auto`` uses the ``multiscale`` solver for single pairs (B = 1) from this many entries on.
+#: on CPU tensors, ``auto`` uses the ``multiscale`` solver for single pairs (B = 1) from this many entries on, in the
+#: converging mode only (``tol`` given: there it is within 1.4e-6 of the full solve, measured at tol 1e-2 to 1e-4; in
+#: the fixed schedule it was up to 1.7e-3 from the full fixed-schedule value, README "Backends").
 #: Measured (fixed schedule, D = 3, issue 14's geometry, 2 shared cores; notes/issue-14-converge.md): at 20k
 #: multiscale took 2.4 / 3.1 / 6.8 / 3.3 s against the full solve's 4.2 / 7.4 / 6.3 / 4.4 s at blur 0.01 / 0.05 /
 #: 0.1 / 0.5, within 2e-5 of its value; at 10k it was slower (2.7 vs 2.0 s at blur 0.1, 1.7 vs 1.4 s at 0.5)
@@ -118,15 +120,16 @@ def check_name(name: str) -> str:
     return name
 
 
-def choose_backend(name: str, B: int, N: int, M: int, *, device=None, dtype=None) -> str:
+def choose_backend(name: str, B: int, N: int, M: int, *, device=None, dtype=None, converging: bool = False) -> str:
     """Resolve ``"auto"`` and aliases to a backend name; validate explicit names against the device and dtype.
 
     ``auto`` on CPU tensors (``device``; ``None``: CPU when CUDA is absent): ``multiscale`` for single pairs
-    (``B = 1``) with at least :data:`AUTO_MULTISCALE_MIN_ENTRIES` entries, else the compiled ``cpu`` kernels
+    (``B = 1``) with at least :data:`AUTO_MULTISCALE_MIN_ENTRIES` entries when ``converging`` (a solve with ``tol``;
+    the fixed schedule always gets a full backend), else the compiled ``cpu`` kernels
     from :data:`AUTO_CPU_MIN_ENTRIES` entries on if they build (else, warning once, ``tensorized`` up to
     :data:`AUTO_DENSE_MAX_ENTRIES` entries and ``cpu`` above, whose operator then computes the dense reductions
     by blocks of rows), else ``tensorized``. On CUDA tensors: ``multiscale`` for single
-    pairs from :data:`AUTO_MULTISCALE_MIN_ENTRIES_GPU` entries on, else ``triton``; without Triton (warning
+    pairs from :data:`AUTO_MULTISCALE_MIN_ENTRIES_GPU` entries on (``converging`` only), else ``triton``; without Triton (warning
     once) ``tensorized`` / ``chunked``. ``keops`` only ever runs when asked for by name.
 
     Raises
@@ -145,7 +148,7 @@ def choose_backend(name: str, B: int, N: int, M: int, *, device=None, dtype=None
             from . import cpu
 
             if cpu.available():
-                return "multiscale" if B == 1 and N * M >= AUTO_MULTISCALE_MIN_ENTRIES else "cpu"
+                return "multiscale" if converging and B == 1 and N * M >= AUTO_MULTISCALE_MIN_ENTRIES else "cpu"
             cpu._warn_unavailable()
             if B * max(N, M) * max(N, M) > AUTO_DENSE_MAX_ENTRIES:
                 return "cpu"  # its operator falls back to the dense reductions by blocks of rows (no KeOps)
@@ -153,7 +156,7 @@ def choose_backend(name: str, B: int, N: int, M: int, *, device=None, dtype=None
     if dev == "cuda":
         why = triton_error()
         if why is None:
-            return "multiscale" if B == 1 and N * M >= AUTO_MULTISCALE_MIN_ENTRIES_GPU else "triton"
+            return "multiscale" if converging and B == 1 and N * M >= AUTO_MULTISCALE_MIN_ENTRIES_GPU else "triton"
         _warn_no_triton(why)
     return _dense_or_chunked(B, N, M)
 

@@ -27,8 +27,9 @@ def test_auto_on_cuda_picks_triton_then_multiscale():
     assert choose_backend("auto", 1, 20_000, 20_000, device="cuda") == "triton"
     assert choose_backend("auto", 512, 64, 64, device="cuda:0") == "triton"  # padded batches of small measures
     assert choose_backend("auto", 1, 10, 10, device=torch.device("cuda", 1)) == "triton"
-    assert choose_backend("auto", 1, n_ms, n_ms, device="cuda") == "multiscale"
-    assert choose_backend("auto", 2, n_ms, n_ms, device="cuda") == "triton"  # batches: the full solver
+    assert choose_backend("auto", 1, n_ms, n_ms, device="cuda", converging=True) == "multiscale"
+    assert choose_backend("auto", 1, n_ms, n_ms, device="cuda") == "triton"  # fixed schedule: the full solver
+    assert choose_backend("auto", 2, n_ms, n_ms, device="cuda", converging=True) == "triton"  # batches: the full solver
 
 
 def test_auto_on_cuda_without_triton_warns_once_and_falls_back(no_triton):
