@@ -18,7 +18,10 @@ positional arguments (collections produced by earlier steps), ``--out`` is ``run
 ``report`` writes ``run_dir/<id>/index.html`` (steps, provenance, the figures of its inputs).
 
 The whole spec is validated before any work (unknown step or option, missing required option,
-wrong type, unknown input, YAML syntax): ``ValueError("spec.yaml line N: ...")``.
+wrong type, unknown input, YAML syntax, a key given twice in a mapping, a name or step id that is not
+an identifier of at most :data:`MAX_ID` characters, aliases that expand the spec by more than
+:data:`MAX_ALIAS_NODES` values): ``ValueError("spec.yaml line N: ...")``, quoting at most
+:data:`MAX_SHOWN` characters of any value.
 
 Provenance (``run_dir/provenance.json``): the resolved spec, every step's argv and parameters,
 package versions, git commit, host, seeds, input content hashes, timings, and per step a
@@ -72,6 +75,14 @@ _RESERVED = {"out", "overwrite", "scheduler", "scheduler_file", "help", "dry_run
 _CLUSTER_KEYS = {"n_workers", "threads_per_worker", "memory_limit", "scheduler", "scheduler_file",
                  "tls_ca_file", "tls_cert", "tls_key"}  # certificates of a tls:// scheduler
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+#: most characters of a workflow name or step id: ids name folders and files (``run_dir/<id>/<id>.zarr``),
+#: and a file name has at most 255 bytes
+MAX_ID = 64
+#: most YAML values (nodes) that aliases (``*name``) may add to a spec: plenty for shared blocks of
+#: params, while nested aliases of a 1 kB file would otherwise expand to billions of values
+MAX_ALIAS_NODES = 10_000
+#: most characters of a value quoted in an error message
+MAX_SHOWN = 200
 #: metadata keys that record when, where, how fast or with which libraries rather than what: left out of
 #: :func:`tree_hash` (JSON files and Zarr attributes), as are keys ending in :data:`VOLATILE_SUFFIXES`
 VOLATILE_KEYS = {"created", "created_at", "created_by", "modified", "completed", "started", "finished", "timestamp",
@@ -132,8 +143,104 @@ class _Lines:
         return best
 
 
+def _clip(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was (values quoted in an error message)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _show(value) -> str:
+    """``repr(value)`` for an error message, at most :data:`MAX_SHOWN` characters and the value's length."""
+    text = repr(value)
+    if len(text) <= MAX_SHOWN:
+        return text
+    n = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters written out"
+    return f"{text[:MAX_SHOWN]}... ({n})"
+
+
 def _err(path: str, line: int, msg: str) -> ValueError:
-    return ValueError(f"{path} line {line}: {msg}")
+    # values in ``msg`` are quoted with _show/_clip; this bounds what a caller forgot to clip
+    return ValueError(f"{path} line {line}: {_clip(msg, 5 * MAX_SHOWN)}")
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_ID and bool(_ID.match(value))
+
+
+class _SpecError(Exception):
+    """A spec problem found while reading the YAML (line, message): turned into :func:`_err`."""
+
+    def __init__(self, line: int, msg: str):
+        super().__init__(msg)
+        self.line, self.msg = line, msg
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (the same tags and values as ``yaml.safe_load``) that also refuses a key
+    given twice in one mapping (YAML would keep the last silently), an alias inside the list or
+    mapping it names (a recursive value), and aliases that add more than :data:`MAX_ALIAS_NODES`
+    values to the document (an alias bomb), counted while composing, before anything is expanded."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}  # id(node) -> values in the expanded node (nodes stay alive)
+        self._aliased = 0  # values added by aliases so far
+        self._open: set = set()  # anchors of the collections being composed
+
+    def _size(self, node) -> int:
+        """Values in ``node`` once its aliases are expanded (memoised: linear in the distinct nodes)."""
+        if isinstance(node, yaml.ScalarNode):
+            return 1
+        got = self._sizes.get(id(node))
+        if got is None:
+            children = [c for kv in node.value for c in kv] if isinstance(node, yaml.MappingNode) else node.value
+            got = 1
+            for c in children:
+                got += self._size(c)
+                if got > MAX_ALIAS_NODES:
+                    break  # the caller refuses anyway; stop counting
+            self._sizes[id(node)] = got
+        return got
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            line = event.start_mark.line + 1
+            if target is not None:
+                if event.anchor in self._open:
+                    raise _SpecError(line, f"alias *{_clip(event.anchor, 40)} is inside the value it names "
+                                           "(a recursive value): write the value out")
+                self._aliased += self._size(target)
+                if self._aliased > MAX_ALIAS_NODES:
+                    raise _SpecError(line, f"aliases expand the spec to more than {MAX_ALIAS_NODES:,} values "
+                                           f"(at *{_clip(event.anchor, 40)}): write the values out or use fewer "
+                                           "nested aliases")
+        return super().compose_node(parent, index)
+
+    def compose_sequence_node(self, anchor):
+        self._open.add(anchor)
+        try:
+            return super().compose_sequence_node(anchor)
+        finally:
+            self._open.discard(anchor)
+
+    def compose_mapping_node(self, anchor):
+        self._open.add(anchor)
+        try:
+            node = super().compose_mapping_node(anchor)
+        finally:
+            self._open.discard(anchor)
+        first: dict = {}
+        for k, _ in node.value:
+            if not isinstance(k, yaml.ScalarNode) or k.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *base`` merges: its keys may be overridden, that is what it is for
+            ident = (k.tag, k.value)
+            if ident in first:
+                raise _SpecError(k.start_mark.line + 1, f"key {_show(k.value)} given twice in the same mapping "
+                                                        f"(first on line {first[ident]}): keep one")
+            first[ident] = k.start_mark.line + 1
+        return node
 
 
 def load_spec(path, *, run_dir=None) -> Workflow:
@@ -144,36 +251,41 @@ def load_spec(path, *, run_dir=None) -> Workflow:
     except FileNotFoundError:
         raise FileNotFoundError(f"workflow spec not found: {path}") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_SpecLoader)
+        raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader (safe_load's tags and values)
+    except _SpecError as exc:
+        raise _err(path, exc.line, exc.msg) from None
+    except RecursionError:
+        raise _err(path, 1, "the YAML nests lists or mappings too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = _clip(getattr(exc, "problem", None) or str(exc).splitlines()[0])
         ctx, cm = getattr(exc, "context", None), getattr(exc, "context_mark", None)
         if ctx and cm is not None and cm.line + 1 != line:
-            problem += f" ({ctx} started on line {cm.line + 1})"
+            problem += f" ({_clip(ctx)} started on line {cm.line + 1})"
         raise _err(path, line, f"YAML syntax error: {problem}") from None
     L = _Lines(node)
     if not isinstance(raw, dict):
         raise _err(path, 1, "a workflow spec is a mapping with 'version', 'name' and 'steps'")
     for k in raw:
         if k not in _TOP_KEYS:
-            raise _err(path, L.line(k), f"unknown key {k!r} (allowed: {', '.join(sorted(_TOP_KEYS))})")
+            raise _err(path, L.line(k), f"unknown key {_show(k)} (allowed: {', '.join(sorted(_TOP_KEYS))})")
     if raw.get("version", 1) != 1:
-        raise _err(path, L.line("version"), f"unsupported version {raw.get('version')!r} (this otpipe reads version 1)")
+        raise _err(path, L.line("version"), f"unsupported version {_show(raw.get('version'))} (this otpipe reads version 1)")
     name = raw.get("name")
-    if not isinstance(name, str) or not _ID.match(name):
-        raise _err(path, L.line("name"), f"'name' must be an identifier (letters, digits, _ or -), got {name!r}")
+    if not _is_id(name):
+        raise _err(path, L.line("name"), f"'name' must be an identifier of at most {MAX_ID} characters (a letter, "
+                                         f"then letters, digits, _ or -), got {_show(name)}")
     rd = os.fspath(run_dir) if run_dir is not None else raw.get("run_dir", f"runs/{name}")
     if not isinstance(rd, str) or not rd:
-        raise _err(path, L.line("run_dir"), f"'run_dir' must be a path, got {rd!r}")
+        raise _err(path, L.line("run_dir"), f"'run_dir' must be a path, got {_show(rd)}")
     cluster = raw.get("cluster") or {}
     if not isinstance(cluster, dict):
         raise _err(path, L.line("cluster"), "'cluster' must be a mapping (n_workers, threads_per_worker, scheduler, ...)")
     for k in cluster:
         if k not in _CLUSTER_KEYS:
-            raise _err(path, L.line("cluster", k), f"unknown cluster key {k!r} (allowed: {', '.join(sorted(_CLUSTER_KEYS))})")
+            raise _err(path, L.line("cluster", k), f"unknown cluster key {_show(k)} (allowed: {', '.join(sorted(_CLUSTER_KEYS))})")
     steps_raw = raw.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
         raise _err(path, L.line("steps"), "'steps' must be a non-empty list")
@@ -185,15 +297,16 @@ def load_spec(path, *, run_dir=None) -> Workflow:
             raise _err(path, ln, f"step {i + 1} must be a mapping with 'step' and 'id'")
         for k in s:
             if k not in _STEP_KEYS:
-                raise _err(path, L.line("steps", i, k), f"unknown key {k!r} in step {i + 1} (allowed: {', '.join(sorted(_STEP_KEYS))})")
+                raise _err(path, L.line("steps", i, k), f"unknown key {_show(k)} in step {i + 1} (allowed: {', '.join(sorted(_STEP_KEYS))})")
         typ = s.get("step")
         if typ not in STEP_TYPES:
-            raise _err(path, L.line("steps", i, "step"), f"unknown step {typ!r} (known: {', '.join(STEP_TYPES)})")
+            raise _err(path, L.line("steps", i, "step"), f"unknown step {_show(typ)} (known: {', '.join(STEP_TYPES)})")
         sid = s.get("id", typ.replace("-", "_") if isinstance(typ, str) else None)
-        if not isinstance(sid, str) or not _ID.match(sid):
-            raise _err(path, L.line("steps", i, "id"), f"step id must be an identifier, got {sid!r}")
+        if not _is_id(sid):
+            raise _err(path, L.line("steps", i, "id"), f"step id must be an identifier of at most {MAX_ID} characters "
+                                                       f"(a letter, then letters, digits, _ or -), got {_show(sid)}")
         if sid in seen:
-            raise _err(path, L.line("steps", i, "id"), f"duplicate step id {sid!r}")
+            raise _err(path, L.line("steps", i, "id"), f"duplicate step id {_show(sid)}")
         params = s.get("params") or {}
         if not isinstance(params, dict):
             raise _err(path, L.line("steps", i, "params"), f"params of step {sid!r} must be a mapping")
@@ -206,7 +319,7 @@ def load_spec(path, *, run_dir=None) -> Workflow:
             if ref not in seen:
                 later = any(isinstance(t, dict) and t.get("id") == ref for t in steps_raw[i:])
                 why = "is defined later (inputs must refer to earlier steps)" if later else "is not a step id"
-                raise _err(path, L.line("steps", i, "inputs"), f"input {ref!r} of step {sid!r} {why}")
+                raise _err(path, L.line("steps", i, "inputs"), f"input {_show(ref)} of step {sid!r} {why}")
         step = Step(typ, sid, dict(params), list(inputs), ln)
         _check_step(path, L, i, step, seen)
         steps.append(step)
@@ -234,7 +347,7 @@ def _check_step(path: str, L: _Lines, i: int, step: Step, seen: dict) -> None:
     if step.type == "report":
         bad = [k for k in step.params if k not in ("title",)]
         if bad:
-            raise _err(path, L.line("steps", i, "params", bad[0]), f"unknown param {bad[0]!r} of step 'report' (allowed: title)")
+            raise _err(path, L.line("steps", i, "params", bad[0]), f"unknown param {_show(bad[0])} of step 'report' (allowed: title)")
         return
     cmd = _command(step.type)
     if cmd is None:
@@ -257,12 +370,12 @@ def _check_step(path: str, L: _Lines, i: int, step: Step, seen: dict) -> None:
             ref = inputs.pop(0)
             if seen[ref].type not in COLLECTION_STEPS:
                 raise _err(path, L.line("steps", i, "inputs"),
-                           f"input {ref!r} of step {step.id!r} is a {seen[ref].type} result, not a collection")
+                           f"input {_show(ref)} of step {step.id!r} is a {seen[ref].type} result, not a collection")
             argv.append("{input:%s}" % ref)
         elif a.required:
             raise _err(path, L.line("steps", i), f"step {step.id!r} needs an input for {a.human_readable_name} (inputs: [...])")
     if inputs:
-        raise _err(path, L.line("steps", i, "inputs"), f"step {step.id!r} takes fewer inputs than given: {inputs}")
+        raise _err(path, L.line("steps", i, "inputs"), f"step {step.id!r} takes fewer inputs than given: {_show(inputs)}")
     if "out" in opts:
         argv += ["--out", "{out}"]
     for k, v in step.params.items():
@@ -273,11 +386,11 @@ def _check_step(path: str, L: _Lines, i: int, step: Step, seen: dict) -> None:
         o = opts.get(key) or next((o for o in opts.values() if f"--{str(k).replace('_', '-')}" in o.opts), None)
         if o is None or key in _RESERVED:
             allowed = sorted(n for n in opts if n not in _RESERVED)
-            raise _err(path, ln, f"unknown param {k!r} of step {step.type!r} (see 'otpipe {step.type} --help'; allowed: {', '.join(allowed)})")
+            raise _err(path, ln, f"unknown param {_show(k)} of step {step.type!r} (see 'otpipe {step.type} --help'; allowed: {', '.join(allowed)})")
         flag = o.opts[0] if o.opts[0].startswith("--") else o.opts[-1]
         if o.is_flag:
             if not isinstance(v, bool):
-                raise _err(path, ln, f"param {k!r} of step {step.id!r} is a flag: use true or false, got {v!r}")
+                raise _err(path, ln, f"param {_show(k)} of step {step.id!r} is a flag: use true or false, got {_show(v)}")
             if v:
                 argv.append(flag)
             continue
@@ -286,13 +399,13 @@ def _check_step(path: str, L: _Lines, i: int, step: Step, seen: dict) -> None:
             if isinstance(one, list):
                 one = ",".join(str(t) for t in one)
             if isinstance(one, (dict, bool)) or one is None:
-                raise _err(path, ln, f"param {k!r} of step {step.id!r}: expected {o.type.name}, got {one!r}")
+                raise _err(path, ln, f"param {_show(k)} of step {step.id!r}: expected {o.type.name}, got {_show(one)}")
             try:
                 o.type.convert(one, o, None)
                 if o.callback is not None:
                     o.callback(None, o, str(one))
             except click.BadParameter as exc:
-                raise _err(path, ln, f"param {k!r} of step {step.id!r}: {exc.message}") from None
+                raise _err(path, ln, f"param {_show(k)} of step {step.id!r}: {_clip(exc.message)}") from None
             argv += [flag, str(one)]
     missing = [n for n, o in opts.items() if o.required and n != "out" and n not in step.params]
     if missing:

@@ -1,0 +1,148 @@
+"""Hostile workflow specs (issue 21, items 9, 10 and 20): a key given twice, an alias bomb, a recursive
+alias, huge values in error messages and over-long step ids are refused by ``--dry-run`` with one short
+line naming the line of the spec, before any work."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from otpipe.workflows import MAX_ALIAS_NODES, MAX_ID, MAX_SHOWN, load_spec, run_workflow
+
+
+def _write(tmp_path, text, name="spec.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def _cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "otpipe.cli", *args], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+
+
+def _bomb(levels: int) -> str:
+    """Nested aliases: ``levels`` lists of 10 references to the previous one (10**levels values)."""
+    expr = "&a1 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"
+    for i in range(2, levels + 1):
+        expr = f"&a{i} [{expr}" + f", *a{i - 1}" * 9 + "]"
+    return f"version: 1\nname: bomb\nsteps:\n  - step: complexity\n    id: c\n    params:\n      eps: {expr}\n"
+
+
+@pytest.mark.parametrize("where, text, line, first", [
+    ("param", "version: 1\nname: d\nsteps:\n  - step: synth\n    id: s\n    params:\n      n_measures: 3\n"
+              "      seed: 1\n      n_measures: 4\n", 9, 7),
+    ("step key", "version: 1\nname: d\nsteps:\n  - step: synth\n    id: s\n    id: t\n", 6, 5),
+    ("top level", "version: 1\nname: d\nsteps:\n  - step: synth\nname: e\n", 5, 2),
+    ("flow mapping", "version: 1\nname: d\nsteps:\n  - {step: synth, id: s, params: {seed: 1, seed: 2}}\n", 4, 4),
+])
+def test_duplicate_keys_are_refused(tmp_path, where, text, line, first):
+    spec = _write(tmp_path, text)
+    with pytest.raises(ValueError) as exc:
+        load_spec(spec)
+    msg = str(exc.value)
+    assert f"line {line}:" in msg and "given twice" in msg and f"first on line {first}" in msg, msg
+    r = _cli(tmp_path, "run", str(spec), "--dry-run")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "given twice" in r.stderr, r.stderr
+
+
+def test_merge_keys_and_small_aliases_keep_safe_load_semantics(tmp_path):
+    import yaml
+
+    text = """\
+        version: 1
+        name: shared
+        steps:
+          - &base {step: synth, id: a, params: &p {n_measures: 3, n_points: 10, seed: 1}}
+          - <<: *base
+            id: b
+          - {step: synth, id: c, params: *p}
+        """
+    spec = _write(tmp_path, text)
+    wf = load_spec(spec)
+    assert wf.raw == yaml.safe_load(textwrap.dedent(text))  # same values as yaml.safe_load
+    assert [s.id for s in wf.steps] == ["a", "b", "c"]
+    assert all(s.params == {"n_measures": 3, "n_points": 10, "seed": 1} for s in wf.steps)
+
+
+def test_alias_bomb_is_refused_at_once(tmp_path):
+    spec = _write(tmp_path, _bomb(8))  # 10**8 values once expanded (before: 63 s, 10 GB, a 358 MB error line)
+    assert spec.stat().st_size < 1000
+    code = ("import resource, sys\nfrom otpipe.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+            "    pass\nprint('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code, "run", str(spec), "--dry-run"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    seconds = time.perf_counter() - t0
+    error, peak = r.stderr.strip().splitlines()
+    assert f"line 7: aliases expand the spec to more than {MAX_ALIAS_NODES:,} values" in error, r.stderr
+    assert len(error) < 300 and r.stdout == ""
+    assert seconds < 30  # composing stops at the alias that crosses the limit (0.3 s here)
+    assert int(peak.split()[1]) < 1_000_000, peak  # KiB: the interpreter and its imports, not 10**8 values
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
+@pytest.mark.parametrize("copies, ok", [(10, True), (11, False)])
+def test_alias_limit_counts_the_expanded_values(tmp_path, copies, ok):
+    # an anchored list of 999 values is 1,000 nodes: 10 aliases of it add exactly the limit
+    block = "[" + ", ".join(["1"] * (MAX_ALIAS_NODES // 10 - 1)) + "]"
+    text = (f"version: 1\nname: a\ndescription: [&big {block}" + ", *big" * copies + "]\n"
+            "steps:\n  - step: synth\n")
+    spec = _write(tmp_path, text)
+    if ok:
+        assert len(load_spec(spec).raw["description"]) == copies + 1
+    else:
+        with pytest.raises(ValueError, match="line 3: aliases expand the spec"):
+            load_spec(spec)
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    spec = _write(tmp_path, "version: 1\nname: r\nsteps:\n  - &s {step: synth, id: s, params: {kind: *s}}\n")
+    with pytest.raises(ValueError, match=r"line 4: alias \*s is inside the value it names"):
+        load_spec(spec)
+
+
+@pytest.mark.parametrize("field", ["unknown key", "value", "option message", "input"])
+def test_errors_never_quote_more_than_a_short_value(tmp_path, field):
+    big = "x" * 100_000
+    step = {
+        "unknown key": f"  - step: synth\n    id: s\n    ? {big}\n    : 1\n",  # an explicit (long) key
+        "value": f"  - step: synth\n    id: s\n    params: {{n_measures: [{', '.join(['1'] * 30_000)}]}}\n",
+        "option message": f"  - step: complexity\n    id: c\n    params: {{eps: '{big}'}}\n",
+        "input": f"  - step: report\n    id: r\n    inputs: [{big}]\n",
+    }[field]
+    spec = _write(tmp_path, "version: 1\nname: big\nsteps:\n" + step)
+    with pytest.raises(ValueError) as exc:
+        run_workflow(spec, dry_run=True, echo=lambda *a: None)
+    msg = str(exc.value)
+    assert msg.startswith(f"{spec} line ") and len(msg) < len(str(spec)) + 3 * MAX_SHOWN + 200, len(msg)
+    assert "characters)" in msg  # says how long the value was
+
+
+def test_long_step_id_is_refused_by_the_dry_run(tmp_path):
+    long_id = "a" * 300  # before: passed --dry-run, then the run failed with [Errno 36] File name too long
+    spec = _write(tmp_path, f"version: 1\nname: ids\nrun_dir: run\nsteps:\n  - step: synth\n    id: {long_id}\n")
+    r = _cli(tmp_path, "run", str(spec), "--dry-run")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"line 6: step id must be an identifier of at most {MAX_ID} characters" in r.stderr
+    assert "(300 characters)" in r.stderr and "Errno" not in r.stderr
+    r = _cli(tmp_path, "run", str(spec))  # the run validates the same way, before writing anything
+    assert r.returncode == 1 and "at most 64 characters" in r.stderr and not (tmp_path / "run").exists()
+    for bad in ("a/b", "../x", "a b", "1a"):
+        p = _write(tmp_path, f"version: 1\nname: ids\nsteps:\n  - step: synth\n    id: '{bad}'\n", "bad.yaml")
+        with pytest.raises(ValueError, match="line 5: step id must be an identifier"):
+            load_spec(p)
+    p = _write(tmp_path, f"version: 1\nname: {'n' * (MAX_ID + 1)}\nsteps:\n  - step: synth\n", "name.yaml")
+    with pytest.raises(ValueError, match="line 2: 'name' must be an identifier of at most"):
+        load_spec(p)
+
+
+def test_longest_allowed_step_id_runs(tmp_path):
+    sid = "s" * MAX_ID
+    spec = _write(tmp_path, f"version: 1\nname: ids\nrun_dir: {tmp_path / 'run'}\nsteps:\n  - step: synth\n    id: {sid}\n"
+                            "    params: {n_measures: 2, n_points: 5, dim: 2, seed: 0}\n")
+    prov = run_workflow(spec, echo=lambda *a: None)
+    assert prov["complete"] and (tmp_path / "run" / sid / f"{sid}.zarr").is_dir()
