@@ -94,11 +94,22 @@ def synth(out_arg, out, kinds, n_measures, n_points, min_points, dim, seed, weig
     _report(c, time.perf_counter() - t0, as_json, quiet)
 
 
-def _report(c, seconds: float, as_json: bool, quiet: bool) -> None:
+#: notes printed one per line after the summary (then a count)
+_MAX_NOTES = 5
+
+
+def _report(c, seconds: float, as_json: bool, quiet: bool, notes: list[str] | None = None) -> None:
     if as_json:
-        echo_json(_summary_dict(c, seconds))
+        d = _summary_dict(c, seconds)
+        if notes:
+            d["notes"] = notes
+        echo_json(d)
     elif not quiet:
         click.echo(_summary(c, seconds))
+        for n in (notes or [])[:_MAX_NOTES]:
+            click.echo(f"  {n}")
+        if notes and len(notes) > _MAX_NOTES:
+            click.echo(f"  ... and {len(notes) - _MAX_NOTES} more such notes (--json lists them all)")
 
 
 @click.command()
@@ -121,15 +132,22 @@ def _report(c, seconds: float, as_json: bool, quiet: bool) -> None:
 @click.option("--downsample", type=click.IntRange(min=1), default=1, show_default=True, help="Images: sum over KxK pixel blocks.")
 @click.option("--dtype", type=_DTYPE, default=None, help="Storage dtype (default float32; with --append, the store's).")
 @click.option("--shard-points", type=click.IntRange(min=1), default=None, help="Target points per shard (default: as many as fit in 16 MiB, e.g. 2^20 points in R^3 float32).")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Also read symbolic links to files outside the folder being ingested (the directory or glob "
+                   "given, or a named file's folder); refused by default.")
 @dry_run_option("List the files that would be read (names, labels, formats) and exit; read and write no data.")
 @json_option()
 @quiet_option
 def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight_column, columns, invert,
-           threshold, downsample, dtype, shard_points, dry_run, as_json, quiet):
+           threshold, downsample, dtype, shard_points, follow_symlinks, dry_run, as_json, quiet):
     """Ingest files, directories or globs of point clouds / images (SOURCES) into a collection.
 
     One file is one measure: .npy/.npz arrays, .csv/.txt/.xyz columns, .ply vertices, images
-    (.png/.jpg: weights = pixel intensities). Names come from file stems and must be unique.
+    (.png/.jpg: weights = pixel intensities, times alpha/255 for images with transparency).
+    Names come from file stems and must be unique. A text table's first row is read as column
+    names only when none of its fields is a number or a missing value (NA, empty, ...); the
+    summary lists the files read with a header. Rows that do not parse are refused with their
+    line number.
     """
     from ..store.collection import DEFAULT_SHARD_POINTS
     from ..store.ingest import ingest as _ingest
@@ -137,7 +155,8 @@ def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight
     from ..store.readers import ReaderOptions
 
     if dry_run:
-        found = _plan(list(sources), fmt=fmt, labels=labels, manifest=manifest, names=names)
+        found = _plan(list(sources), fmt=fmt, labels=labels, manifest=manifest, names=names,
+                      follow_symlinks=follow_symlinks)
         rows = [{"file": str(s.path), "name": s.name, "label": s.label, "format": s.fmt} for s in found]
         if as_json:
             echo_json({"out": str(out), "n_measures": len(rows), "files": rows})
@@ -154,9 +173,11 @@ def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     opts = ReaderOptions(weight_column=weight_column, columns=cols, invert=invert, threshold=threshold, downsample=downsample)
     t0 = time.perf_counter()
+    notes: list[str] = []
     c = _ingest(list(sources), out, fmt=fmt, append=append, overwrite=overwrite, labels=labels, manifest=manifest,
-                names=names, options=opts, dtype=dtype, shard_points=shard_points or DEFAULT_SHARD_POINTS)
-    _report(c, time.perf_counter() - t0, as_json, quiet)
+                names=names, options=opts, dtype=dtype, shard_points=shard_points or DEFAULT_SHARD_POINTS,
+                follow_symlinks=follow_symlinks, notes=notes)
+    _report(c, time.perf_counter() - t0, as_json, quiet, notes)
 
 
 @click.command()

@@ -11,16 +11,22 @@ that says how to get processes back.
 :class:`IgnoreSigint`: a worker plugin that makes worker processes ignore SIGINT. A Ctrl-C on a
 terminal reaches every process of the foreground group; the client alone handles it (it saves the
 finished work and closes the cluster), instead of every worker printing a traceback.
+
+:class:`QuietTaskErrors`: a worker plugin that drops the workers' ``Compute Failed`` log record (a
+dozen lines with the remote traceback) of the embedded cluster: the client re-raises the task's
+exception, which the CLI prints as one line (``--debug`` shows its traceback, remote frames
+included). Clusters otpipe does not start (``--scheduler``) and batch jobs keep their logs.
 """
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import sys
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ["processes_are_safe", "local_processes", "IgnoreSigint", "GUARD_ADVICE"]
+__all__ = ["processes_are_safe", "local_processes", "IgnoreSigint", "QuietTaskErrors", "GUARD_ADVICE"]
 
 GUARD_ADVICE = ('put the call under `if __name__ == "__main__":` in your script to run the workers as '
                 "processes (they would re-run the script's top-level code)")
@@ -95,6 +101,24 @@ def local_processes(n_workers: int) -> bool:
         warnings.warn(f"running the {n_workers} Dask worker(s) as threads of this process: {why}; {GUARD_ADVICE}",
                       RuntimeWarning, stacklevel=2)
     return safe
+
+
+class _NoComputeFailed(logging.Filter):
+    """Drops ``distributed.worker``'s ``Compute Failed`` records (the client reports the error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("Compute Failed"))
+
+
+class QuietTaskErrors(WorkerPlugin):
+    """Worker plugin: no ``Compute Failed`` log of a failed task (see the module docstring)."""
+
+    name = "otpipe-quiet-task-errors"
+
+    def setup(self, worker) -> None:
+        lg = logging.getLogger("distributed.worker")
+        if not any(isinstance(f, _NoComputeFailed) for f in lg.filters):
+            lg.addFilter(_NoComputeFailed())
 
 
 class IgnoreSigint(WorkerPlugin):

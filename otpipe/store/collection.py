@@ -219,7 +219,18 @@ def validate_measure(
     ------
     ValueError
         ``"<where>: <problem>"`` for non-numeric data, wrong shapes, an empty measure, NaN or
-        infinite values (also after the cast), negative weights or zero total mass.
+        infinite values, values beyond the storage dtype's range (finite in the input, infinite
+        once cast), negative weights, zero total mass, or weights that lose part of their mass
+        in the cast (see below).
+
+    Notes
+    -----
+    Weights are stored raw (never rescaled). Weights below the storage dtype's smallest
+    subnormal (about ``1.4e-45`` for float32) round to zero, and those below its smallest normal
+    number (``1.2e-38``) keep only a few digits: when the cast changes the total mass by more
+    than ``1e-6`` relative (a float32 cast of normal numbers changes it by less than ``6e-8``),
+    the measure is refused rather than stored with points silently dropped or reweighted, with
+    a message saying so and the remedy (rescale the weights, or store ``float64``).
     """
     dt = _DTYPES[str(np.dtype(dtype))]
     p = _numeric(points, "coordinates", where)
@@ -229,9 +240,13 @@ def validate_measure(
         raise ValueError(f"{where}: empty measure (no points)")
     if p.shape[1] == 0:
         raise ValueError(f"{where}: points have dimension D = 0")
+    raw_p = p
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below as inf
         p = np.ascontiguousarray(p, dtype=dt)
     if not np.isfinite(p).all():
+        if np.isfinite(raw_p).all():
+            raise ValueError(f"{where}: coordinates beyond the {dt.name} range (largest magnitude "
+                             f"{float(np.abs(raw_p).max()):.3g} > {float(np.finfo(dt).max):.3g}): rescale them or store float64")
         raise ValueError(f"{where}: contains NaN or infinite coordinates")
     n = p.shape[0]
     if weights is None:
@@ -240,15 +255,44 @@ def validate_measure(
         w = _numeric(weights, "weights", where)
         if w.shape != (n,):
             raise ValueError(f"{where}: weights must have shape ({n},) to match the points, got {w.shape}")
+        raw = w
         with np.errstate(over="ignore", invalid="ignore"):
             w = np.ascontiguousarray(w, dtype=dt)
-        if not np.isfinite(w).all():
+        if not np.isfinite(raw).all():
             raise ValueError(f"{where}: contains NaN or infinite weights")
-        if (w < 0).any():
+        if (raw < 0).any():
             raise ValueError(f"{where}: contains negative weights")
-        if not w.sum(dtype=np.float64) > 0:
+        if not np.isfinite(w).all():
+            raise ValueError(f"{where}: weights beyond the {dt.name} range (largest {float(raw.max()):.3g} > "
+                             f"{float(np.finfo(dt).max):.3g}): rescale them or store float64")
+        if not (raw > 0).any():
             raise ValueError(f"{where}: zero total mass (all weights are zero)")
+        _check_mass_kept(raw, w, dt, where)
     return p, w
+
+
+def _check_mass_kept(raw: np.ndarray, w: np.ndarray, dt: np.dtype, where: str) -> None:
+    """Refuse weights whose cast to ``dt`` loses mass (underflow; see :func:`validate_measure`)."""
+    if np.can_cast(raw.dtype, dt, "safe"):  # exact: nothing to lose
+        return
+    big = np.longdouble if raw.dtype == np.longdouble else np.float64
+    total = np.sum(raw, dtype=big)
+    kept = np.sum(w, dtype=big)
+    if total > 0 and abs(kept - total) <= 1e-6 * total:
+        return
+    fi = np.finfo(dt)
+    span = f"{dt.name} holds full precision only above {float(fi.smallest_normal):.2g} and nothing below {float(fi.smallest_subnormal):.2g}"
+    pos = raw[raw > 0]
+    if not kept > 0:
+        what = (f"all weights underflow to zero when stored as {dt.name} (they range from {float(pos.min()):.3g} to "
+                f"{float(pos.max()):.3g}; {span})")
+    else:
+        lost = float(abs(1 - kept / total))
+        zeroed = int(np.count_nonzero((raw > 0) & (w == 0)))
+        what = (f"storing the weights as {dt.name} would change the total mass by {lost:.2g} relative (smallest weight "
+                f"{float(pos.min()):.3g}, {zeroed} weight(s) would become zero; {span})")
+    raise ValueError(f"{where}: {what}: rescale the weights (normalised losses depend only on their ratios) "
+                     "or store them as float64 (--dtype float64)")
 
 
 def _as_measure(obj: Any, index: int) -> Measure:
@@ -770,7 +814,9 @@ class Collection:
         if not self.attrs.get("has_labels"):
             return None
         if self._labels is None:
-            self._labels = _strings(self._group["labels"][: len(self)])
+            from .integrity import read_rows
+
+            self._labels = _strings(read_rows(self.path, self._group["labels"], "labels", 0, len(self)))
         return self._labels
 
     @property
@@ -820,15 +866,21 @@ class Collection:
         c = self._cache
         if c is not None and c[0] == k:
             return c[1], c[2]
-        from .integrity import check_block
+        from .integrity import check_block, read_rows
 
         r0, r1 = int(self.shard_rows[k]), int(self.shard_rows[k + 1])
-        P = np.asarray(self._group["points"][r0:r1])
-        W = np.asarray(self._group["weights"][r0:r1])
+        P = read_rows(self.path, self._group["points"], "points", r0, r1, self._holders)
+        W = read_rows(self.path, self._group["weights"], "weights", r0, r1, self._holders)
         i0, i1 = int(self.shard_offsets[k]), int(self.shard_offsets[k + 1])
         check_block(self.path, P, W, i0, self.starts[i0:i1] - r0, self.sizes[i0:i1], self.names[i0:i1])
         self._cache = (k, P, W)
         return P, W
+
+    def _holders(self, r0: int, r1: int) -> list[str]:
+        """The measures stored in rows ``r0:r1`` of ``points`` (for error messages)."""
+        lo = int(np.searchsorted(self.starts + self.sizes, r0, side="right"))
+        hi = int(np.searchsorted(self.starts, r1, side="left"))
+        return [f"{str(self.names[i])!r} (#{i})" for i in range(lo, max(lo, hi))]
 
     def _measure_from_block(self, i: int, k: int, P: np.ndarray, W: np.ndarray) -> Measure:
         r = int(self.starts[i] - self.shard_rows[k])
@@ -890,7 +942,9 @@ class Collection:
         Returns ``True`` when everything matches. With ``raise_on_error`` a mismatch raises
         ``ValueError`` naming the first bad measure. Reads shard by shard (bounded memory).
         """
-        stored = np.asarray(self._group["digests"][: len(self)], dtype=np.uint8)
+        from .integrity import read_rows
+
+        stored = np.asarray(read_rows(self.path, self._group["digests"], "digests", 0, len(self)), dtype=np.uint8)
         problem = None
         digests = np.empty_like(stored)
         for k in range(self.n_shards):

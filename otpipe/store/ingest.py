@@ -16,6 +16,13 @@ valid UTF-8 is ingested with each undecodable byte written ``\xNN`` in the measu
 (``b"bad\xff.csv"`` -> measure ``bad\xff``, labels from such directory names likewise), and
 messages show paths with such bytes and control characters escaped (one line, terminal-safe).
 A manifest is read as CSV text only; its errors never quote its content.
+
+Symbolic links are read only when they stay inside the folder being ingested (the directory
+given, the fixed part of a glob pattern, or the folder of a file given by name): a link whose
+target (fully resolved) lies outside it is refused with an error naming the link and its target,
+before any data is read, unless ``follow_symlinks=True`` (``otpipe ingest --follow-symlinks``).
+A folder of files from elsewhere cannot then make otpipe read, store or quote ``/etc/passwd``.
+Symbolic links to directories are not descended into (``os.walk``'s default) either way.
 """
 from __future__ import annotations
 
@@ -81,21 +88,45 @@ def _glob_root(pattern: str) -> Path:
     return Path(*keep) if keep else Path(".")
 
 
-def discover(sources: Sequence[str | os.PathLike], fmt: str = "auto") -> list[Source]:
+def _check_inside(p: Path, root: Path) -> None:
+    """Refuse ``p`` when it resolves (through symbolic links) to a file outside ``root``."""
+    real, base = os.path.realpath(p), os.path.realpath(root)
+    if real != base and os.path.commonpath([real, base]) == base:
+        return
+    raise ValueError(
+        f"{shown(p)}: symbolic link to {shown(real)}, outside the folder being ingested ({shown(root)}): "
+        "refused (pass --follow-symlinks to read it)"
+    )
+
+
+def discover(sources: Sequence[str | os.PathLike], fmt: str = "auto", follow_symlinks: bool = False) -> list[Source]:
     """Expand files, directories and glob patterns into input files (sorted, deduplicated).
+
+    Parameters
+    ----------
+    sources : sequence of path-like
+        Files, directories and glob patterns.
+    fmt : str
+        ``auto`` or a format name (which files of a directory are inputs).
+    follow_symlinks : bool
+        Read symbolic links whose target is outside the folder being ingested (refused by
+        default; see the module docstring).
 
     Raises
     ------
     FileNotFoundError
         A source that does not exist, or a pattern that matches nothing.
     ValueError
-        An explicit file of unknown type, or no input files at all.
+        An explicit file of unknown type, a symbolic link out of its folder (without
+        ``follow_symlinks``), or no input files at all.
     """
     format_of("x", fmt)  # validates fmt
     found: list[Source] = []
     seen: set[Path] = set()
 
     def add(p: Path, root: Path) -> None:
+        if not follow_symlinks:
+            _check_inside(p, root)
         rp = p.resolve()
         if rp in seen:
             return
@@ -213,19 +244,21 @@ def plan(
     labels: str = "none",
     manifest: str | os.PathLike | None = None,
     names: str = "stem",
+    follow_symlinks: bool = False,
 ) -> list[Source]:
     """Discover the inputs and assign unique names and labels (reads no data).
 
     Raises
     ------
     ValueError
-        Duplicate names (naming both files), files missing from the manifest.
+        Duplicate names (naming both files), files missing from the manifest, symbolic links
+        out of the ingested folder (unless ``follow_symlinks``).
     """
     if labels not in ("none", "parent"):
         raise ValueError(f"labels must be 'none' or 'parent', got {labels!r}")
     if names not in ("stem", "relpath"):
         raise ValueError(f"names must be 'stem' or 'relpath', got {names!r}")
-    found = discover(sources, fmt)
+    found = discover(sources, fmt, follow_symlinks)
     man = _read_manifest(Path(manifest)) if manifest is not None else None
     out: list[Source] = []
     taken: dict[str, Path] = {}
@@ -249,10 +282,13 @@ def plan(
     return out
 
 
-def _measures(plan_: list[Source], options: ReaderOptions, dtype: str) -> Iterator[Measure]:
+def _measures(plan_: list[Source], options: ReaderOptions, dtype: str, notes: list[str] | None) -> Iterator[Measure]:
     for src in plan_:
-        points, weights = read_file(src.path, src.fmt, options)
+        said: list[str] = []
+        points, weights = read_file(src.path, src.fmt, options, said)
         points, weights = validate_measure(points, weights, shown(src.path), dtype)
+        if notes is not None:
+            notes.extend(f"{shown(src.path)}: {n}" for n in said)
         yield Measure(points, weights, src.name, src.label, source=shown(src.path))
 
 
@@ -270,6 +306,8 @@ def ingest(
     options: ReaderOptions | None = None,
     dtype: str | None = None,
     shard_points: int | None = DEFAULT_SHARD_POINTS,
+    follow_symlinks: bool = False,
+    notes: list[str] | None = None,
 ) -> Collection:
     """Ingest files into a new collection at ``out`` (or append to the one there).
 
@@ -298,6 +336,11 @@ def ingest(
     shard_points : int, optional
         Points per shard of a new store (default: sized in bytes, see
         :data:`otpipe.store.collection.CHUNK_BYTES`).
+    follow_symlinks : bool
+        Also read symbolic links to files outside the folder being ingested (refused by default).
+    notes : list of str, optional
+        Receives one line ``"<file>: <remark>"`` per remark on how a file was read (a text
+        table's header line, an image's alpha channel), for the ingest summary.
 
     Raises
     ------
@@ -315,7 +358,7 @@ def ingest(
     options = options or ReaderOptions()
     if append and exists:
         coll = open(out)
-        p = plan(sources, fmt=fmt, labels=labels, manifest=manifest, names=names)
+        p = plan(sources, fmt=fmt, labels=labels, manifest=manifest, names=names, follow_symlinks=follow_symlinks)
         existing = set(coll.names.tolist())
         for s in p:
             if s.name in existing:
@@ -324,7 +367,7 @@ def ingest(
         if p and (p[0].label is not None) != has_labels:
             what = "has labels" if has_labels else "has no labels"
             raise ValueError(f"{out}: collection {what}; use the same labelling (--labels/--manifest) when appending")
-        return coll.append(_measures(p, options, str(coll.dtype)), dtype=dtype)
-    p = plan(sources, fmt=fmt, labels=labels, manifest=manifest, names=names)
+        return coll.append(_measures(p, options, str(coll.dtype), notes), dtype=dtype)
+    p = plan(sources, fmt=fmt, labels=labels, manifest=manifest, names=names, follow_symlinks=follow_symlinks)
     dt = dtype or "float32"
-    return create(out, _measures(p, options, dt), overwrite=overwrite, shard_points=shard_points, dtype=dt)
+    return create(out, _measures(p, options, dt, notes), overwrite=overwrite, shard_points=shard_points, dtype=dt)

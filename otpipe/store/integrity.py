@@ -23,16 +23,23 @@ of ``points`` and ``weights``; never the point data. It checks:
 What it cannot see is a changed *value* inside a chunk: ``otpipe info --verify`` (and
 ``otpipe distances --verify``) re-hash everything for that. Reading a measure also checks its
 weights (finite, non-negative, positive mass) and coordinates (finite) and names the measure.
+
+A chunk file that exists but does not decode (truncated, emptied, overwritten: the codec raises
+``RuntimeError: Zstd decompression error`` or the like) is reported by :func:`read_rows`, through
+which every read of a collection's arrays goes (:class:`~otpipe.store.collection.Collection`,
+hence Dask workers too): a :class:`CorruptCollection` naming the store, the array, the chunk and
+its file, and the measures it holds, suggesting ``otpipe info --verify``. Errors of the file
+system itself (``OSError``: permissions, I/O) pass through unchanged; they name the file.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["check_structure", "check_block", "CorruptCollection"]
+__all__ = ["check_structure", "check_block", "read_rows", "CorruptCollection"]
 
 
 class CorruptCollection(ValueError):
@@ -41,6 +48,78 @@ class CorruptCollection(ValueError):
 
 def _fail(path: Path, what: str) -> CorruptCollection:
     return CorruptCollection(f"{path}: damaged collection: {what}; re-create it (or restore it from a copy)")
+
+
+def _bad_chunks(arr, r0: int, r1: int) -> list[int]:
+    """Indices of the chunks (along the first axis) of rows ``r0:r1`` of ``arr`` that fail to read."""
+    c = int(arr.chunks[0])
+    bad = []
+    for j in range(r0 // c, -(-r1 // c)):
+        try:
+            arr[j * c : min((j + 1) * c, arr.shape[0])]
+        except Exception:  # noqa: BLE001 - any failure of this chunk alone
+            bad.append(j)
+    return bad
+
+
+def _list_names(names: list[str], most: int = 3) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def read_rows(
+    path: Path, arr, name: str, r0: int | None = None, r1: int | None = None,
+    holders: Callable[[int, int], list[str]] | None = None,
+) -> np.ndarray:
+    """``arr[r0:r1]`` as a NumPy array; a chunk that does not decode raises :class:`CorruptCollection`.
+
+    Parameters
+    ----------
+    path : Path
+        The store (for the message).
+    arr : zarr.Array
+        One of its arrays, called ``name``.
+    r0, r1 : int, optional
+        Rows to read (default: all).
+    holders : callable, optional
+        ``holders(a, b)`` -> descriptions of the measures stored in rows ``a:b`` (for the message).
+
+    Raises
+    ------
+    CorruptCollection
+        ``"<path>: damaged collection: points chunk 0 (file points/c/0/0, rows 0:64) cannot be
+        decoded (RuntimeError: ...); it holds measures ...: check the store with otpipe info
+        --verify <path>, then re-create it or restore it from a copy"``.
+    OSError
+        The file system's own errors, unchanged.
+    """
+    r0 = 0 if r0 is None else int(r0)
+    r1 = int(arr.shape[0]) if r1 is None else int(r1)
+    try:
+        return np.asarray(arr[r0:r1])
+    except (OSError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a codec's error on damaged bytes, whatever its type
+        cause = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        bad = _bad_chunks(arr, r0, r1)
+        c = int(arr.chunks[0])
+        if not bad:
+            where = f"array {name!r} (rows {r0}:{r1}) cannot be read"
+        else:
+            keys = [arr.metadata.encode_chunk_key((j,) + (0,) * (len(arr.shape) - 1)) for j in bad]
+            js = ", ".join(str(j) for j in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            where = (f"{name} chunk{'s' if len(bad) > 1 else ''} {js} (file {name}/{keys[0]}"
+                     f"{', ...' if len(bad) > 1 else ''}, rows {bad[0] * c}:{min((bad[0] + 1) * c, arr.shape[0])}"
+                     f"{', ...' if len(bad) > 1 else ''}) cannot be decoded")
+        held = ""
+        if holders is not None:
+            who = holders(bad[0] * c, (bad[-1] + 1) * c) if bad else holders(r0, r1)
+            if who:
+                held = f"; measures affected: {_list_names(who)}"
+        raise CorruptCollection(
+            f"{path}: damaged collection: {where} ({cause}){held}: check the store with `otpipe info --verify {path}`, "
+            "then re-create it or restore it from a copy"
+        ) from None
 
 
 def _int_attr(attrs: dict, key: str, path: Path, minimum: int) -> int:
@@ -139,7 +218,7 @@ def check_structure(path: Path, attrs: dict, group) -> dict[str, Any]:
         _need(_array(group, "labels", path), "labels", path, n)
 
     # -- names ------------------------------------------------------------------------------
-    names = _strings(arrs["names"][:n])
+    names = _strings(read_rows(path, arrs["names"], "names", 0, n))
     if len(names) != n:
         raise _fail(path, f"{len(names)} names for {n} measures")
     empty = names == ""
@@ -154,12 +233,12 @@ def check_structure(path: Path, attrs: dict, group) -> dict[str, Any]:
         return f"{str(names[i])!r} (#{i})"
 
     # -- CSR offsets and the shard layout -----------------------------------------------------
-    offsets = np.asarray(arrs["offsets"][: n + 1], dtype=np.int64)
+    offsets = np.asarray(read_rows(path, arrs["offsets"], "offsets", 0, n + 1), dtype=np.int64)
     _check_csr(path, offsets, n_points, names_of)
-    so = np.asarray(arrs["shard_offsets"][: s + 1], dtype=np.int64)
+    so = np.asarray(read_rows(path, arrs["shard_offsets"], "shard_offsets", 0, s + 1), dtype=np.int64)
     if so[0] != 0 or so[-1] != n or (np.diff(so) <= 0).any():
         raise _fail(path, f"shard_offsets are not increasing from 0 to {n}")
-    rows = np.asarray(arrs["shard_rows"][: s + 1], dtype=np.int64)
+    rows = np.asarray(read_rows(path, arrs["shard_rows"], "shard_rows", 0, s + 1), dtype=np.int64)
     if rows[0] != 0 or (rows % cp != 0).any() or (np.diff(rows) <= 0).any():
         raise _fail(path, f"shard_rows are not increasing multiples of chunk_points = {cp} from 0")
     shard_points = offsets[so[1:]] - offsets[so[:-1]]
@@ -173,7 +252,7 @@ def check_structure(path: Path, attrs: dict, group) -> dict[str, Any]:
             raise _fail(path, f"the shards need {int(rows[-1])} rows of {name}, the array has {arr.shape[0]}")
     shard_of = np.repeat(np.arange(s), np.diff(so))
     expected = rows[shard_of] + offsets[:-1] - offsets[so[shard_of]]
-    starts = np.asarray(arrs["starts"][:n], dtype=np.int64)
+    starts = np.asarray(read_rows(path, arrs["starts"], "starts", 0, n), dtype=np.int64)
     bad = starts != expected
     if bad.any():
         i = _first(bad)
@@ -215,13 +294,13 @@ def _check_chunks(path: Path, group, pts, wts, grid: int, small: dict) -> None:
     cp = int(wts.chunks[0])
     rows, so, starts, offsets, names = small["shard_rows"], small["shard_offsets"], small["starts"], small["offsets"], small["names"]
     n = len(names)
-    digests = np.asarray(group["digests"][:n], dtype=np.uint8)
-    labels = _strings(group["labels"][:n]) if "labels" in group else None
+    digests = np.asarray(read_rows(path, group["digests"], "digests", 0, n), dtype=np.uint8)
+    labels = _strings(read_rows(path, group["labels"], "labels", 0, n)) if "labels" in group else None
     for arr_name, missing in lost.items():
         for j in missing:
             k = int(np.searchsorted(rows, j * cp, side="right") - 1)
             r0, r1 = int(rows[k]), int(rows[k + 1])
-            P, W = np.asarray(pts[r0:r1]), np.asarray(wts[r0:r1])
+            P, W = read_rows(path, pts, "points", r0, r1), read_rows(path, wts, "weights", r0, r1)
             for i in range(int(so[k]), int(so[k + 1])):
                 r = int(starts[i]) - r0
                 m = int(offsets[i + 1] - offsets[i])

@@ -8,8 +8,14 @@ Formats
     Arrays ``points`` (or ``x``, ``X``, ``positions``, ``coords``) and optionally ``weights``
     (or ``a``, ``w``, ``mass``); an archive with a single array is the points. Never pickles.
 ``csv`` (``.csv``, ``.tsv``, ``.txt``) and ``xyz`` (``.xyz``, ``.pts``)
-    Numeric columns, delimiter detected (comma, semicolon, tab or whitespace), ``#`` comments,
-    an optional header line of column names.
+    UTF-8 text (a leading byte-order mark is ignored), numeric columns, delimiter detected from
+    the first row (comma, semicolon, tab or whitespace), ``"``-quoted fields, ``#`` comments and
+    blank lines skipped. The first row is a *header* (column names, usable as ``weight_column`` /
+    ``columns``) only when none of its fields is a number or a missing-value marker (``NA``,
+    ``N/A``, ``null``, ``none``, ``?``, ``-`` or an empty field), and it must have as many fields
+    as the data rows; a first row mixing names and numbers (``NA,2``, ``"1,5",2``) is refused
+    like any other row that does not parse, with its line number (lines of the file, from 1). A
+    header is reported in :func:`read_file`'s ``notes`` (and in ``otpipe ingest``'s summary).
 ``ply``
     Point clouds and mesh vertices (the ``vertex`` element; ``x``, ``y`` and, if present, ``z``);
     faces are ignored. Read with ``plyfile``.
@@ -20,11 +26,16 @@ Formats
     downsampling factor ``k``; zero-intensity pixels are dropped. Options: ``invert``
     (``vmax - v``, ``vmax`` = 255, 65535 or the image maximum), ``threshold`` (values below it
     become 0) and ``downsample`` (sum over ``k x k`` blocks, cropping the ragged edge: the mass
-    is preserved up to the crop).
+    is preserved up to the crop). Images with an alpha channel (RGBA, LA, palette images with a
+    transparent colour) weigh each pixel by its opacity: ``weight = intensity x alpha / 255``,
+    after ``invert`` and ``threshold`` (which act on the intensity), so transparent pixels carry
+    no mass whatever their colour; an image that is transparent everywhere is refused.
 
 For tabular formats (npy, npz points, csv, xyz) ``weight_column`` picks a column (index, negative
 index, or header name) as weights, the others being coordinates unless ``columns`` selects them;
-for PLY both are vertex property names. Every reader raises ``ValueError("<file>: <problem>")``.
+for PLY both are vertex property names. Every reader raises ``ValueError("<file>: <problem>")``;
+a message quotes at most the first 40 characters of one offending token of the file, never a
+line of it (the file may be anything a symbolic link points to).
 
 Only regular files are read (a FIFO, socket or device gets an error naming it; see
 :mod:`otpipe.store._files`), and each reader first estimates the memory the file needs (exactly
@@ -33,6 +44,7 @@ for text and PLY) and refuses files beyond :func:`otpipe.store._files.read_limit
 """
 from __future__ import annotations
 
+import csv
 import io
 import os
 import re
@@ -43,9 +55,10 @@ from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
+from .._text import escape
 from ._files import check_size, open_regular, shown
 
-__all__ = ["ReaderOptions", "FORMATS", "EXTENSIONS", "format_of", "read_file"]
+__all__ = ["ReaderOptions", "FORMATS", "EXTENSIONS", "format_of", "read_file", "quote"]
 
 #: format -> file extensions (lower case)
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -96,13 +109,45 @@ def format_of(path: str | os.PathLike, fmt: str = "auto") -> str | None:
     return EXTENSIONS.get(Path(path).suffix.lower())
 
 
+#: most characters of file content a message quotes
+QUOTE_CHARS = 40
+
+
+def quote(token: str, limit: int = QUOTE_CHARS) -> str:
+    """``token`` (file content) for a message: its first ``limit`` characters, escaped, in quotes."""
+    t = escape(token[:limit])
+    return f"'{t}...'" if len(token) > limit else f"'{t}'"
+
+
+#: quoted runs in a library's message longer than QUOTE_CHARS: cut (they may be file content)
+_QUOTED = re.compile(r"(['\"])([^'\"]{%d})[^'\"]*\1" % QUOTE_CHARS)
+
+
 def _one_line(exc: BaseException) -> str:
     msg = " ".join(str(exc).split()) or type(exc).__name__
-    return msg if len(msg) <= 300 else msg[:297] + "..."
+    msg = _QUOTED.sub(lambda m: f"{m.group(1)}{m.group(2)}...{m.group(1)}", msg)
+    return escape(msg if len(msg) <= 300 else msg[:297] + "...")
 
 
-def read_file(path: str | os.PathLike, fmt: str = "auto", options: ReaderOptions | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_file(
+    path: str | os.PathLike,
+    fmt: str = "auto",
+    options: ReaderOptions | None = None,
+    notes: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read one file as a measure.
+
+    Parameters
+    ----------
+    path : path-like
+        The file (a regular file, or a symbolic link to one).
+    fmt : str
+        ``auto`` (by extension) or a format name.
+    options : ReaderOptions, optional
+        Reader options.
+    notes : list of str, optional
+        Receives one line (without the path) per remark on how the file was read, such as a
+        text table's header line (``"line 1 read as a header: 'x', 'y'"``).
 
     Returns
     -------
@@ -127,7 +172,9 @@ def read_file(path: str | os.PathLike, fmt: str = "auto", options: ReaderOptions
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return reader(fh, st.st_size, options)
+            return reader(fh, st.st_size, options, notes if notes is not None else [])
+    except _ParseError as exc:
+        raise ValueError(f"{shown(path)}: cannot read as {f}: {exc}") from None
     except _FileError as exc:
         raise ValueError(f"{shown(path)}: {exc}") from None
     except (FileNotFoundError, PermissionError) as exc:
@@ -142,6 +189,10 @@ def read_file(path: str | os.PathLike, fmt: str = "auto", options: ReaderOptions
 
 class _FileError(Exception):
     """A problem with the file's content (message without the path)."""
+
+
+class _ParseError(_FileError):
+    """Content that does not parse as the format (message without the path and the format)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,7 +258,7 @@ def _npy_bytes(fh: BinaryIO) -> tuple[int, str]:
     return n * dtype.itemsize, f"a {shape} {dtype} array"
 
 
-def _read_npy(fh: BinaryIO, size: int, opts: ReaderOptions):
+def _read_npy(fh: BinaryIO, size: int, opts: ReaderOptions, notes: list[str]):
     nbytes, what = _npy_bytes(fh)
     _need(2 * nbytes, what)  # the array and one cast copy
     a = np.load(fh, allow_pickle=False)
@@ -216,7 +267,7 @@ def _read_npy(fh: BinaryIO, size: int, opts: ReaderOptions):
     return _split_table(_check_array(a, "the array"), opts)
 
 
-def _read_npz(fh: BinaryIO, size: int, opts: ReaderOptions):
+def _read_npz(fh: BinaryIO, size: int, opts: ReaderOptions, notes: list[str]):
     import zipfile
 
     with zipfile.ZipFile(fh) as zf:  # the uncompressed sizes, before inflating anything
@@ -244,35 +295,102 @@ def _read_npz(fh: BinaryIO, size: int, opts: ReaderOptions):
 
 
 def _text(fh: BinaryIO) -> io.TextIOWrapper:
+    """The file as UTF-8 text from its start; a leading byte-order mark is not part of the text."""
     fh.seek(0)
-    return io.TextIOWrapper(fh, encoding="utf-8", errors="strict", newline=None)
+    return io.TextIOWrapper(fh, encoding="utf-8-sig", errors="strict", newline=None)
 
 
-def _sniff(fh: BinaryIO) -> tuple[str | None, list[str] | None, int]:
-    """Delimiter, header names and number of lines to skip of a text table."""
+#: fields that mean "no value" (compared in lower case): never column names, never numbers
+_MISSING = frozenset({"", "na", "n/a", "#n/a", "nan", "null", "none", "nil", "?", "-", "--", "missing"})
+_QUOTE = '"'
+
+
+def _tokens(s: str, delim: str | None) -> list[str]:
+    """Fields of one line (comment already removed) as ``np.loadtxt`` splits them, unquoted and stripped."""
+    if delim is None:
+        return [t.strip(_QUOTE) for t in s.split()]
+    row = next(csv.reader([s], delimiter=delim, quotechar=_QUOTE, skipinitialspace=True), [])
+    return [t.strip() for t in row]
+
+
+def _is_number(t: str) -> bool:
+    if "_" in t:  # float() reads 1_000, np.loadtxt does not
+        return False
+    try:
+        float(t)
+    except ValueError:
+        return False
+    return True
+
+
+def _delimiter(s: str) -> str | None:
+    for d in (",", ";", "\t"):
+        if d in s:
+            return d
+    return None
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What :func:`_sniff` found: delimiter, header (names and line number), lines before the data."""
+
+    delim: str | None
+    header: list[str] | None
+    header_line: int
+    skip: int
+
+
+def _sniff(fh: BinaryIO) -> _Layout:
+    """Delimiter, header and number of lines to skip of a text table (see the module docstring).
+
+    Raises ``_ParseError`` naming the line when the first row mixes numbers and other fields.
+    """
     text = _text(fh)
     try:
-        skipped = 0
-        for line in text:
-            s = line.strip()
-            if not s or s.startswith("#"):
-                skipped += 1
+        for n, line in enumerate(text, 1):
+            s = line.split("#", 1)[0].strip()
+            if not s:
                 continue
-            if "," in s:
-                delim = ","
-            elif ";" in s:
-                delim = ";"
-            elif "\t" in s:
-                delim = "\t"
-            else:
-                delim = None
-            tokens = [t.strip() for t in (s.split(delim) if delim else s.split())]
-            try:
-                [float(t) for t in tokens]
-                return delim, None, skipped
-            except ValueError:
-                return delim, [t.strip("\"'") for t in tokens], skipped + 1
-        return None, None, skipped
+            delim = _delimiter(s)
+            tokens = _tokens(s, delim)
+            numeric = [_is_number(t) for t in tokens]
+            if all(numeric):
+                return _Layout(delim, None, 0, n - 1)
+            missing = [k for k, t in enumerate(tokens) if t.lower() in _MISSING and not numeric[k]]
+            if not any(numeric) and not missing:
+                return _Layout(delim, tokens, n, n)
+            k = missing[0] if missing else numeric.index(False)
+            why = "is a missing value" if missing else "is not a number"
+            raise _ParseError(
+                f"line {n}, field {k + 1}: {quote(tokens[k])} {why} (a header line has only column names, "
+                "a data line only numbers)"
+            )
+        return _Layout(None, None, 0, 0)
+    finally:
+        text.detach()
+
+
+def _first_bad_line(fh: BinaryIO, lay: _Layout) -> str | None:
+    """Where a text table stops parsing (line number and the offending token), or ``None``."""
+    text = _text(fh)
+    try:
+        ncols, first = (len(lay.header), lay.header_line) if lay.header else (None, 0)
+        for n, line in enumerate(text, 1):
+            if n <= lay.skip:
+                continue
+            s = line.split("#", 1)[0].strip()
+            if not s:
+                continue
+            tokens = _tokens(s, lay.delim)
+            for k, t in enumerate(tokens):
+                if not _is_number(t):
+                    why = "is a missing value" if t.lower() in _MISSING else "is not a number"
+                    return f"line {n}, field {k + 1}: {quote(t)} {why}"
+            if ncols is None:
+                ncols, first = len(tokens), n
+            elif len(tokens) != ncols:
+                return f"line {n} has {len(tokens)} fields, line {first} has {ncols}"
+        return None
     finally:
         text.detach()
 
@@ -281,23 +399,45 @@ def _sniff(fh: BinaryIO) -> tuple[str | None, list[str] | None, int]:
 _TEXT_FACTOR = 4
 
 
-def _read_text(fh: BinaryIO, size: int, opts: ReaderOptions):
+def _read_text(fh: BinaryIO, size: int, opts: ReaderOptions, notes: list[str]):
     _need(_TEXT_FACTOR * size, f"a {size}-byte text table, as float64")
-    delim, header, skip = _sniff(fh)
+    lay = _sniff(fh)
     text = _text(fh)
+    failed: ValueError | None = None
     try:
-        table = np.loadtxt(text, delimiter=delim, skiprows=skip, comments="#", ndmin=2, dtype=np.float64)
+        table = np.loadtxt(text, delimiter=lay.delim, skiprows=lay.skip, comments="#", ndmin=2, dtype=np.float64,
+                           quotechar=_QUOTE)
+    except ValueError as exc:
+        failed = exc
     finally:
         text.detach()
+    if failed is not None:  # say where, quoting one token at most (never numpy's message: a whole field)
+        where = _first_bad_line(fh, lay)
+        if where is None:
+            at = re.search(r"at row (\d+), column (\d+)", str(failed))
+            where = "not a table of numbers" + (f" (data row {int(at[1]) + 1}, column {at[2]})" if at else "")
+        raise _ParseError(where)
     if table.size == 0:
+        if lay.header is not None:
+            raise _ParseError(
+                f"no rows of numbers: line {lay.header_line} ({', '.join(quote(t) for t in lay.header[:3])}"
+                f"{', ...' if len(lay.header) > 3 else ''}) is not numeric and no numeric line follows it"
+            )
         raise _FileError("empty measure (no points)")
-    return _split_table(table, opts, header)
+    if lay.header is not None:
+        if len(lay.header) != table.shape[1]:
+            raise _ParseError(
+                f"line {lay.header_line} (the header) has {len(lay.header)} fields, the data lines {table.shape[1]}"
+            )
+        shown_names = ", ".join(quote(t) for t in lay.header[:8]) + (", ..." if len(lay.header) > 8 else "")
+        notes.append(f"line {lay.header_line} read as a header: {shown_names}")
+    return _split_table(table, opts, lay.header)
 
 
 # --------------------------------------------------------------------------------------------
 # PLY
 # --------------------------------------------------------------------------------------------
-def _read_ply(fh: BinaryIO, size: int, opts: ReaderOptions):
+def _read_ply(fh: BinaryIO, size: int, opts: ReaderOptions, notes: list[str]):
     from plyfile import PlyData
 
     _need(_TEXT_FACTOR * size, f"a {size}-byte PLY file")
@@ -332,13 +472,31 @@ def _read_ply(fh: BinaryIO, size: int, opts: ReaderOptions):
 # --------------------------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------------------------
-def image_array(path: Path | BinaryIO) -> tuple[np.ndarray, float]:
-    """Grey-level intensities of an image as float64 ``(H, W)`` and the nominal maximum value."""
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _alpha(im, raw: np.ndarray) -> np.ndarray | None:
+    """Opacity ``(H, W)`` in ``[0, 255]`` of an image with transparency data, else ``None``."""
+    if not getattr(im, "has_transparency_data", "A" in im.getbands() or "transparency" in im.info):
+        return None
+    if im.mode in _WIDE_MODES:  # only a transparent colour key (PNG tRNS) exists for these
+        key = im.info.get("transparency")
+        return None if not isinstance(key, (int, float)) else np.where(raw == key, 0.0, 255.0)
+    alpha = np.asarray(im.convert("RGBA").getchannel("A"), dtype=np.float64)
+    return None if (alpha == 255).all() else alpha
+
+
+def image_array(path: Path | BinaryIO) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """Grey-level intensities of an image as float64 ``(H, W)``, the nominal maximum value, and its opacity.
+
+    The opacity is ``None`` for an image without transparency (or one fully opaque), else the
+    alpha channel (or the transparent colour key as 0/255) as float64 ``(H, W)`` in ``[0, 255]``.
+    """
     from PIL import Image
 
     with Image.open(path) as im:
         w, h = im.size
-        _need(5 * 8 * w * h, f"a {w} x {h} image as float64 points and weights")  # header only so far
+        _need(6 * 8 * w * h, f"a {w} x {h} image as float64 points, weights and opacity")  # header only so far
         im.load()
         mode = im.mode
         if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
@@ -348,21 +506,34 @@ def image_array(path: Path | BinaryIO) -> tuple[np.ndarray, float]:
             vmax = float(a.max()) if a.size else 0.0
         elif mode == "L":
             a, vmax = np.asarray(im, dtype=np.float64), 255.0
-        else:
+        else:  # colour (luma from R, G, B), LA, palette: the alpha channel is read apart
             a, vmax = np.asarray(im.convert("L"), dtype=np.float64), 255.0
+        alpha = _alpha(im, a) if a.ndim == 2 else None
     if a.ndim != 2:
         raise _FileError(f"unsupported image layout (shape {a.shape}, mode {mode})")
-    return a, vmax
+    return a, vmax, alpha
 
 
 def image_to_measure(
-    a: np.ndarray, vmax: float, *, invert: bool = False, threshold: float | None = None, downsample: int = 1
+    a: np.ndarray,
+    vmax: float,
+    *,
+    invert: bool = False,
+    threshold: float | None = None,
+    downsample: int = 1,
+    alpha: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Turn an intensity array into ``(points, weights)`` (see the module docstring)."""
+    """Turn an intensity array into ``(points, weights)`` (see the module docstring).
+
+    ``alpha`` (opacity in ``[0, 255]``, same shape as ``a``) multiplies the intensity by
+    ``alpha / 255`` after ``invert`` and ``threshold`` and before ``downsample``.
+    """
     if invert:
         a = vmax - a
     if threshold is not None:
         a = np.where(a >= threshold, a, 0.0)
+    if alpha is not None:
+        a = a * (np.asarray(alpha, dtype=np.float64) / 255.0)
     k = int(downsample)
     if k < 1:
         raise _FileError(f"downsample factor must be >= 1, got {k}")
@@ -377,11 +548,17 @@ def image_to_measure(
     return points, a[i, j]
 
 
-def _read_image(fh: BinaryIO, size: int, opts: ReaderOptions):
-    a, vmax = image_array(fh)
-    points, weights = image_to_measure(a, vmax, invert=opts.invert, threshold=opts.threshold, downsample=opts.downsample)
+def _read_image(fh: BinaryIO, size: int, opts: ReaderOptions, notes: list[str]):
+    a, vmax, alpha = image_array(fh)
+    if alpha is not None and not (alpha > 0).any():
+        raise _FileError("fully transparent image (alpha is 0 at every pixel): no mass to ingest")
+    points, weights = image_to_measure(a, vmax, invert=opts.invert, threshold=opts.threshold,
+                                       downsample=opts.downsample, alpha=alpha)
     if points.shape[0] == 0:
-        raise _FileError("empty measure (no pixel with positive intensity)")
+        what = "positive intensity" if alpha is None else "positive intensity and opacity"
+        raise _FileError(f"empty measure (no pixel with {what})")
+    if alpha is not None:
+        notes.append(f"alpha channel used: weight = intensity x alpha/255 ({int((alpha == 0).sum())} transparent pixels)")
     return points, weights
 
 

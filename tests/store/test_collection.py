@@ -283,7 +283,9 @@ def test_select_view_and_pickle(tmp_path):
     [
         (np.array([[0.0, np.nan]]), None, "NaN or infinite coordinates"),
         (np.array([[0.0, np.inf]]), None, "NaN or infinite coordinates"),
-        (np.array([[1e300, 0.0]]), None, "NaN or infinite coordinates"),  # overflows float32
+        (np.array([[1e300, 0.0]]), None, "coordinates beyond the float32 range"),  # overflows float32
+        (np.zeros((2, 2)), np.array([1e300, 1.0]), "weights beyond the float32 range"),
+        (np.zeros((2, 2)), np.array([1e-300, 1e-300]), "all weights underflow to zero when stored as float32"),
         (np.zeros((0, 2)), None, "empty measure"),
         (np.zeros((2, 2)), np.array([1.0, -1.0]), "negative weights"),
         (np.zeros((2, 2)), np.array([0.0, 0.0]), "zero total mass"),
