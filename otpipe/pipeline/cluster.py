@@ -226,6 +226,10 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
         else:
             cluster = _local(spec)
         c = Client(cluster)
+        if spec.cluster in (None, "local"):
+            from .processes import QuietTaskErrors
+
+            c.register_plugin(QuietTaskErrors())  # a failed task: one error line from the client, no worker log
         if getattr(cluster, "processes", False) and spec.cluster in (None, "local") and not spec.gpus:
             from .processes import IgnoreSigint
 
