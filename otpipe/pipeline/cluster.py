@@ -90,6 +90,10 @@ class ClusterSpec:
         if self.tls is False and not (self.cluster in ("slurm", "pbs") or self.gpus):
             raise ValueError("--no-tls applies to --cluster slurm/pbs and --gpus (the local cluster is loopback-only)")
         _security.check_interface(self.interface)
+        if not given and self.cluster in (None, "local") and not self.gpus:
+            from .preflight import check_local_size
+
+            check_local_size(self.n_workers, self.threads_per_worker)  # at most 4 threads per core, 256 MiB per worker
 
     @property
     def wants_tls(self) -> bool:
@@ -217,6 +221,9 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
     watcher = None
     if spec.scheduler or spec.scheduler_file:
         sec = _security.for_address(spec.scheduler, spec.scheduler_file, spec.tls_ca_file, spec.tls_cert, spec.tls_key)
+        from .preflight import check_scheduler
+
+        check_scheduler(_security._address_of(spec.scheduler, spec.scheduler_file), sec)  # a Dask scheduler there?
         c = Client(spec.scheduler, security=sec) if spec.scheduler else Client(scheduler_file=spec.scheduler_file, security=sec)
     else:
         if spec.cluster in ("slurm", "pbs"):
