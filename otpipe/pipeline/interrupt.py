@@ -7,13 +7,14 @@ the section ends, so a checkpoint is never half written, and while the run waits
 ``KeyboardInterrupt``, writes what is done and raises :class:`Interrupted` with a message that
 says how to resume; ``otpipe`` prints that message and exits with status 130.
 
-Test hook: with the environment variable ``OTPIPE_STOP_AFTER=K``, :meth:`Guard.task_done`
-raises ``KeyboardInterrupt`` after the ``K``-th task of the run, as a Ctrl-C at that moment would.
+Test hook: with the module attribute :data:`STOP_AFTER` set to ``K`` (by the test suite, in its own
+process: ``tests/cli_hooks.py``), :meth:`Guard.task_done` raises ``KeyboardInterrupt`` after the
+``K``-th task of the run, as a Ctrl-C at that moment would. No environment variable reaches it: a
+user's environment cannot stop a run.
 """
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 import time
@@ -23,6 +24,8 @@ __all__ = ["Interrupted", "Guard", "guard", "EXIT_CODE"]
 
 #: exit status of an interrupted command (128 + SIGINT, as shells report it)
 EXIT_CODE = 130
+#: tests only: a run stops (as by Ctrl-C) after this many tasks; ``None`` in every shipped code path
+STOP_AFTER: int | None = None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -36,8 +39,7 @@ class Guard:
         self._depth = 0
         self._pending = False
         self._count = 0
-        env = os.environ.get("OTPIPE_STOP_AFTER")
-        self._stop_after = int(env) if env and env.strip().isdigit() else None
+        self._stop_after = STOP_AFTER
 
     def _handler(self, signum, frame) -> None:
         if self._depth:
@@ -63,7 +65,7 @@ class Guard:
             raise KeyboardInterrupt
 
     def task_done(self) -> None:
-        """Count a finished task (the ``OTPIPE_STOP_AFTER`` test hook)."""
+        """Count a finished task (the :data:`STOP_AFTER` test hook)."""
         self._count += 1
         if self._stop_after is not None and self._count >= self._stop_after:
             raise KeyboardInterrupt

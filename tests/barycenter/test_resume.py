@@ -1,13 +1,11 @@
 """``otpipe barycenter`` checkpoints each group as soon as it is done: a run interrupted after some
-groups (the OTPIPE_STOP_AFTER hook: a Ctrl-C at that moment) keeps them, ``--resume`` computes
+groups (the interrupt.STOP_AFTER test hook: a Ctrl-C at that moment) keeps them, ``--resume`` computes
 only the others (counted on the real cluster's task stream) and gives exactly the uninterrupted
 result; other parameters are refused; the CLI exits 130 with the command that resumes."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,9 +13,11 @@ import zarr
 from distributed import get_task_stream
 
 from otpipe import store
+from otpipe.pipeline import interrupt
 from otpipe.pipeline.barycenter import run_barycenter
 from otpipe.pipeline.cluster import ClusterSpec, open_client
 from otpipe.pipeline.interrupt import Interrupted
+from tests.cli_hooks import stopping_after
 
 SIDE = 5
 
@@ -59,10 +59,10 @@ def test_interrupt_then_resume_is_identical_and_skips_finished_groups(client, im
     assert ref["convergence_warning"] == ""
 
     out = tmp_path / "cut.zarr"
-    monkeypatch.setenv("OTPIPE_STOP_AFTER", "1")
+    monkeypatch.setattr(interrupt, "STOP_AFTER", 1)
     with pytest.raises(Interrupted, match=r"1 of 3 groups are saved in .*cut\.zarr; continue with"):
         run_barycenter(path, out, **kw)
-    monkeypatch.delenv("OTPIPE_STOP_AFTER")
+    monkeypatch.setattr(interrupt, "STOP_AFTER", None)
     attrs = json.loads((out / "zarr.json").read_text())["attributes"]
     assert attrs["otpipe_result"] == "barycenter" and attrs["complete"] is False and attrs["groups"] == ["a", "b", "c"]
     done = np.asarray(zarr.open_group(str(out / "_checkpoint"), mode="r")["done"][:])
@@ -108,10 +108,10 @@ def test_free_support_resume_is_identical(client, tmp_path, monkeypatch):
     kw = dict(client=client, method="free", n_points=6, max_iter=3, seed=2)
     with pytest.warns(Warning):
         ref = run_barycenter(path, tmp_path / "ref.zarr", **kw)
-    monkeypatch.setenv("OTPIPE_STOP_AFTER", "1")
+    monkeypatch.setattr(interrupt, "STOP_AFTER", 1)
     with pytest.raises(Interrupted, match="1 of 2 groups"):
         run_barycenter(path, tmp_path / "cut.zarr", **kw)
-    monkeypatch.delenv("OTPIPE_STOP_AFTER")
+    monkeypatch.setattr(interrupt, "STOP_AFTER", None)
     with pytest.warns(Warning):
         s = run_barycenter(path, tmp_path / "cut.zarr", resume=True, **kw)
     assert s["groups"] == ref["groups"] and s["convergence_warning"] == ref["convergence_warning"]
@@ -128,8 +128,7 @@ def test_free_support_resume_is_identical(client, tmp_path, monkeypatch):
 def test_cli_interrupt_exits_130_with_the_resume_command(images, tmp_path):
     path, _, _ = images
     out = tmp_path / "b.zarr"
-    env = dict(os.environ, OTPIPE_STOP_AFTER="2")
-    args = [sys.executable, "-m", "otpipe.cli", "barycenter", str(path), "-o", str(out), "--n-workers", "1"]
+    args, env = stopping_after(2, "barycenter", str(path), "-o", str(out), "--n-workers", "1")  # tests/cli_hooks.py
     r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 130, r.stderr
     line = [ln for ln in r.stderr.splitlines() if ln.startswith("Interrupted:")]

@@ -1,4 +1,4 @@
-"""A complexity study interrupted after some cells (the OTPIPE_STOP_AFTER hook: a Ctrl-C at that
+"""A complexity study interrupted after some cells (the interrupt.STOP_AFTER test hook: a Ctrl-C at that
 moment) keeps them; ``resume=True`` computes the rest and gives exactly the uninterrupted values.
 Also: ``--dry-run`` with a cost estimate, progress lines, convergence figures in the attrs."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 import zarr
 
 from otpipe.cli import main
+from otpipe.pipeline import interrupt
 from otpipe.pipeline.cluster import ClusterSpec, open_client
 from otpipe.pipeline.complexity import open_study, run_study
 from otpipe.pipeline.interrupt import Interrupted
@@ -26,13 +27,13 @@ def client():
 def test_interrupt_then_resume_is_identical(client, tmp_path, monkeypatch, capsys):
     ref = run_study(None, client=client, figures=None, **GRID)  # uninterrupted, in a temporary store
     out = tmp_path / "cut.zarr"
-    monkeypatch.setenv("OTPIPE_STOP_AFTER", "2")
+    monkeypatch.setattr(interrupt, "STOP_AFTER", 2)
     with pytest.raises(Interrupted, match=r"2 of 6 cells are saved in .*resume=True"):
         run_study(out, client=client, figures=None, **GRID)
     attrs = json.loads((out / "zarr.json").read_text())["attributes"]
     assert attrs["complete"] is False
     assert np.asarray(zarr.open_group(str(out / "_checkpoint"), mode="r")["done"][:]).sum() == 2
-    monkeypatch.delenv("OTPIPE_STOP_AFTER")
+    monkeypatch.setattr(interrupt, "STOP_AFTER", None)
     with pytest.raises(FileExistsError, match="--resume"):
         run_study(out, client=client, figures=None, **GRID)
     ds = run_study(out, client=client, figures=None, resume=True, progress=True, **GRID)

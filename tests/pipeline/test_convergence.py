@@ -11,6 +11,7 @@ import pytest
 import zarr
 
 from otpipe.cli import main
+from otpipe.pipeline import interrupt
 from otpipe.pipeline.convergence import MAX_THRESHOLD, MEDIAN_THRESHOLD, ConvergenceWarning
 from otpipe.pipeline.interrupt import Interrupted
 from otpipe.pipeline.pairwise import pairwise
@@ -69,12 +70,12 @@ def test_cli_warning_is_one_line_on_stderr(client, small, tmp_path, capsys):
 def test_interrupted_run_keeps_its_tiles_and_resumes(client, small, tmp_path, monkeypatch):
     out = tmp_path / "cut.zarr"
     # a Ctrl-C after 10 tasks: the 6 self-term chunks, then 4 of the 21 tiles (test hook of otpipe.pipeline.interrupt)
-    monkeypatch.setenv("OTPIPE_STOP_AFTER", "10")
+    monkeypatch.setattr(interrupt, "STOP_AFTER", 10)
     with pytest.raises(Interrupted, match=r"tiles are saved in .*resume=True"):
         pairwise(small, client=client, out=out, tile=2, progress=False)
     done = np.asarray(zarr.open_group(str(out), mode="r")["tile_done"][:])
     assert 0 < done.sum() < len(done)
-    monkeypatch.delenv("OTPIPE_STOP_AFTER")
+    monkeypatch.setattr(interrupt, "STOP_AFTER", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ds = pairwise(small, client=client, out=out, tile=2, progress=False, resume=True)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import zarr
 
+from otpipe.pipeline import interrupt
 from otpipe.workflows import STEP_RECORD, run_workflow
 
 SPEC = """\
@@ -54,10 +55,10 @@ def test_interrupted_distances_step_is_continued(tmp_path, client, monkeypatch):
     spec = _spec(tmp_path, run_dir)
     store = run_dir / "matrix" / "matrix.zarr"
 
-    monkeypatch.setenv("OTPIPE_STOP_AFTER", "3")  # a Ctrl-C after the third tile
+    monkeypatch.setattr(interrupt, "STOP_AFTER", 3)  # a Ctrl-C after the third tile
     with pytest.raises(click.exceptions.Abort) as exc:
         run_workflow(spec, client=client, echo=_quiet)
-    monkeypatch.delenv("OTPIPE_STOP_AFTER")
+    monkeypatch.setattr(interrupt, "STOP_AFTER", None)
     assert "3 of 10 tiles are saved" in str(exc.value.__cause__)
     prov = json.loads((run_dir / "provenance.json").read_text())
     assert not prov["complete"] and [s["id"] for s in prov["steps"]] == ["shapes"]
@@ -90,10 +91,10 @@ def test_interrupted_distances_step_is_continued(tmp_path, client, monkeypatch):
 
 def test_changed_parameter_starts_the_step_again(tmp_path, client, monkeypatch):
     run_dir = tmp_path / "run"
-    monkeypatch.setenv("OTPIPE_STOP_AFTER", "3")
+    monkeypatch.setattr(interrupt, "STOP_AFTER", 3)
     with pytest.raises(click.exceptions.Abort):
         run_workflow(_spec(tmp_path, run_dir), client=client, echo=_quiet)
-    monkeypatch.delenv("OTPIPE_STOP_AFTER")
+    monkeypatch.setattr(interrupt, "STOP_AFTER", None)
     prov = run_workflow(_spec(tmp_path, run_dir, extra=", p: 1.0"), resume=True, client=client, echo=_quiet)
     m = {s["id"]: s for s in prov["steps"]}["matrix"]
     assert "--overwrite" in m["argv"] and "--resume" not in m["argv"]
