@@ -11,9 +11,12 @@ Build: the source is compiled on first use with the system C++ compiler (``$CXX`
 straight into a plain shared library loaded with :mod:`ctypes`. This takes ~15 s once, depends on
 no torch headers or Python ABI (so it survives torch upgrades and needs no ninja), and is cached under
 ``$OTPIPE_CACHE_DIR`` (default ``~/.cache/otpipe/cpu``) keyed by a hash of the source, the flags, the
-compiler version and the CPU's model and instruction-set flags (``-march=native``). Concurrent builds
+compiler version and the CPU's model and instruction-set flags (``-march=native``). The cache
+(:mod:`otpipe.kernels._libcache`) loads only a library this user built there: the folder and files
+owned by the user and not writable by others, no symbolic links, and the sha256 recorded by the
+build; otherwise it builds again (an untrusted folder: privately, with a warning). Concurrent builds
 (several Dask worker processes) serialise on an ``fcntl`` lock file and publish the library with an
-atomic rename. When no compiler is found or the build fails, :func:`available` is ``False`` and
+atomic rename. ``$OTPIPE_CACHE_DIR`` and ``$CXX`` are trusted inputs. When no compiler is found or the build fails, :func:`available` is ``False`` and
 :func:`operator` warns once and returns the dense operator, by blocks of rows for large problems
 (never KeOps: pykeops is an optional extra, used only when ``backend="keops"`` is asked for).
 
@@ -30,7 +33,6 @@ import platform
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -38,6 +40,7 @@ from pathlib import Path
 import torch
 
 from ..costs import Cost
+from . import _libcache
 
 __all__ = ["operator", "available", "CpuOperator", "Blocks", "build_error", "block_mask"]
 
@@ -91,30 +94,15 @@ def _library_path(cxx: str) -> Path:
     return _cache_dir() / f"softmin-{key.hexdigest()[:20]}.so"
 
 
-def _compile(cxx: str, target: Path) -> None:
-    """Compile into ``target`` under an exclusive lock file; another process's finished build is reused."""
-    import fcntl
+def _builder(cxx: str):
+    """``build(out)``: compile the kernel library to the path ``out`` (see :mod:`otpipe.kernels._libcache`)."""
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(target) + ".lock", "w") as lockf:
-        fcntl.flock(lockf, fcntl.LOCK_EX)
-        try:
-            if target.exists():
-                return
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-            os.close(fd)
-            try:
-                proc = subprocess.run([cxx, *_FLAGS, str(_SOURCE), "-o", tmp], capture_output=True, text=True,
-                                      timeout=600)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{cxx} failed:\n{proc.stderr[-4000:]}")
-                os.chmod(tmp, 0o755)  # mkstemp made it private; the cache may be shared
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        finally:
-            fcntl.flock(lockf, fcntl.LOCK_UN)
+    def build(out: str) -> None:
+        proc = subprocess.run([cxx, *_FLAGS, str(_SOURCE), "-o", out], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cxx} failed:\n{proc.stderr[-4000:]}")
+
+    return build
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -149,9 +137,7 @@ def _load() -> ctypes.CDLL | None:
             if cxx is None:
                 raise RuntimeError("no C++ compiler found (set $CXX or install g++)")
             target = _library_path(cxx)
-            if not target.exists():
-                _compile(cxx, target)
-            lib = ctypes.CDLL(str(target))
+            lib = _libcache.load(target.parent, target.name, _builder(cxx))  # owner, mode and sha256 checked
             _declare(lib)
             _lib = lib
         except Exception as exc:  # noqa: BLE001 - any failure means "not available", reported once
