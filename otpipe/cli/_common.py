@@ -95,14 +95,15 @@ def client_from_options(kw: dict) -> ClusterSpec:
     """Pop the :func:`cluster_options` values out of a Click ``kwargs`` dict into a :class:`ClusterSpec`.
 
     From the running command's other parameters (Click context): the batch jobs' folder is
-    ``OUT.jobs`` beside ``--out``, and ``--quiet`` silences distributed's logs below ERROR.
+    ``OUT.jobs`` beside ``--out``, and ``--quiet`` silences distributed's logs below ERROR. The spec
+    is validated here (:meth:`ClusterSpec.validate`), so that ``--dry-run`` refuses what the run would.
     """
     import click
 
     ctx = click.get_current_context(silent=True)
     params = ctx.params if ctx is not None else {}
     out = params.get("out")
-    return ClusterSpec(
+    spec = ClusterSpec(
         scheduler=kw.pop("scheduler", None),
         scheduler_file=kw.pop("scheduler_file", None),
         n_workers=kw.pop("n_workers", None),
@@ -124,6 +125,8 @@ def client_from_options(kw: dict) -> ClusterSpec:
         job_dir=f"{str(out).rstrip('/')}.jobs" if out else None,
         quiet=bool(params.get("quiet", False)),
     )
+    spec.validate()  # bad cluster options (e.g. more workers than this machine runs) fail --dry-run too
+    return spec
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,6 +47,18 @@ def test_cli_refuses_100000_workers_at_once(small, tmp_path):
     assert time.perf_counter() - t0 < 60 and not out.exists()  # before: hung at 1 GB and growing
 
 
+@pytest.mark.parametrize("command", [["distances", "{small}"], ["complexity", "--eps", "1", "--dims", "2", "--n", "10",
+                                                                 "--reps", "2"]])
+def test_dry_run_refuses_what_the_run_would(command, small, tmp_path, capsys):
+    from otpipe.cli import main
+
+    out = tmp_path / "o.zarr"
+    with pytest.raises(SystemExit) as exc:
+        main([a.format(small=small) for a in command] + ["--out", str(out), "--n-workers", "100000", "--dry-run"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and "more than this machine runs" in err and not out.exists()
+
+
 class _Server:
     """A TCP service on 127.0.0.1 that is not Dask: ``reply`` bytes to each connection (``None``: silence)."""
 
