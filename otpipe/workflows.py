@@ -286,6 +286,17 @@ def load_spec(path, *, run_dir=None) -> Workflow:
     for k in cluster:
         if k not in _CLUSTER_KEYS:
             raise _err(path, L.line("cluster", k), f"unknown cluster key {_show(k)} (allowed: {', '.join(sorted(_CLUSTER_KEYS))})")
+    for k in ("n_workers", "threads_per_worker"):
+        v = cluster.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise _err(path, L.line("cluster", k), f"cluster {k} must be a whole number >= 1, got {_show(v)}")
+    if not (cluster.get("scheduler") or cluster.get("scheduler_file")):
+        from .pipeline.preflight import check_local_size
+
+        try:  # the embedded cluster the run would start: refused by --dry-run too
+            check_local_size(cluster.get("n_workers"), cluster.get("threads_per_worker", 1))
+        except ValueError as exc:
+            raise _err(path, L.line("cluster"), f"cluster: {exc}") from None
     steps_raw = raw.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
         raise _err(path, L.line("steps"), "'steps' must be a non-empty list")

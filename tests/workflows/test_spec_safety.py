@@ -146,3 +146,13 @@ def test_longest_allowed_step_id_runs(tmp_path):
                             "    params: {n_measures: 2, n_points: 5, dim: 2, seed: 0}\n")
     prov = run_workflow(spec, echo=lambda *a: None)
     assert prov["complete"] and (tmp_path / "run" / sid / f"{sid}.zarr").is_dir()
+
+
+@pytest.mark.parametrize("cluster, msg", [("{n_workers: 100000}", "more than this machine runs"),
+                                          ("{n_workers: two}", "cluster n_workers must be a whole number"),
+                                          ("{n_workers: 2, threads_per_worker: 0}", "threads_per_worker must be")])
+def test_cluster_beyond_the_machine_is_refused_by_the_dry_run(tmp_path, cluster, msg):
+    spec = _write(tmp_path, f"version: 1\nname: w\ncluster: {cluster}\nsteps:\n  - step: synth\n")
+    r = _cli(tmp_path, "run", str(spec), "--dry-run")
+    assert r.returncode == 1 and "line 3:" in r.stderr and msg in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
