@@ -49,7 +49,7 @@ _LAZY = {
     "pairwise_two_sample": ("otpipe.pipeline.two_sample", "many_two_sample_tests"),
     "group_barycenters": ("otpipe.pipeline.barycenter", "group_barycenters"),
     "complexity_study": ("otpipe.pipeline.complexity", "run_study"),
-    "ConvergenceWarning": ("otpipe.pipeline.convergence", "ConvergenceWarning"),
+    "ConvergenceWarning": ("otpipe.diagnostics", "ConvergenceWarning"),
     "complexity": ("otpipe.complexity", None),
     "two_sample_test": ("otpipe.two_sample", "two_sample_test"),
 }

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Cost", "make_cost", "diameter", "check_range", "COST_NAMES"]
+__all__ = ["Cost", "make_cost", "diameter", "box_extents", "diagonal", "check_range", "COST_NAMES"]
 
 #: accepted spellings of the two cost conventions
 COST_NAMES = {
@@ -106,12 +106,9 @@ def make_cost(p: float = 2.0, cost: str | None = None) -> Cost:
     return Cost(p=p, halved=COST_NAMES[cost])
 
 
-def diameter(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> float:
-    """Diagonal of the bounding box of the points of ``x`` and ``y`` that carry mass.
-
-    ``|max - min|_2`` over all points with positive weight, across the whole batch: padding
-    (zero-weight points) does not change it.
-    """
+def box_extents(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> torch.Tensor:
+    """Sides ``max - min`` (per coordinate, ``(D,)``, detached) of the bounding box of the points of ``x`` and ``y``
+    that carry mass, across the whole batch: padding (zero-weight points) does not change it."""
     pts = []
     for pts_, w in ((x, a), (y, b)):
         flat = pts_.reshape(-1, pts_.shape[-1])
@@ -119,7 +116,11 @@ def diameter(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b:
             flat = flat[w.reshape(-1) > 0]
         pts.append(flat)
     allp = torch.cat(pts, dim=0).detach()
-    ext = allp.max(dim=0).values - allp.min(dim=0).values
+    return allp.max(dim=0).values - allp.min(dim=0).values
+
+
+def diagonal(ext: torch.Tensor) -> float:
+    """Length ``|ext|_2`` of the diagonal of a box with sides ``ext`` (:func:`box_extents`), overflow-safe."""
     d = float(ext.norm())
     if not math.isfinite(d) or (d == 0.0 and bool((ext != 0).any())):
         # the norm overflowed or underflowed the points' dtype: scaled, in float64
@@ -127,6 +128,15 @@ def diameter(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b:
         m = float(e.max())
         d = m * float((e / m).norm()) if math.isfinite(m) else math.inf
     return d
+
+
+def diameter(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> float:
+    """Diagonal of the bounding box of the points of ``x`` and ``y`` that carry mass.
+
+    ``|max - min|_2`` over all points with positive weight, across the whole batch: padding
+    (zero-weight points) does not change it.
+    """
+    return diagonal(box_extents(x, y, a, b))
 
 
 #: headroom below the largest float for the sums of potentials and costs formed by the loop

@@ -11,18 +11,21 @@ Imports go one way: ``sinkhorn -> multiscale -> loop -> kernels``. This module k
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .costs import Cost, check_range, diameter as _bbox_diameter, make_cost
-from .kernels import choose_backend, get_backend
+from . import diagnostics as _diag
 from .anderson import Anderson
+from .costs import Cost, _fmt, check_range, make_cost
+from .costs import box_extents as _box_extents
+from .costs import diagonal as _diagonal
+from .kernels import choose_backend, get_backend
 from .measures import Pair, log_weights
 
-__all__ = ["SinkhornParams", "epsilon_schedule", "run_full"]
+__all__ = ["SinkhornParams", "epsilon_schedule", "run_full", "check_mode", "n_temperatures", "max_scaling",
+           "MAX_TEMPERATURES", "FIXED_SCHEDULE_MAX_P", "DIAMETER_MIN_FRACTION"]
 
 #: default iteration cap (schedule included) when a tolerance is given
 DEFAULT_MAX_ITER = 10000
@@ -55,10 +58,38 @@ RESTART_FACTOR = 10.0
 NOISE_ITERS = 100
 
 
+#: most temperatures an eps-scaling may have (:func:`epsilon_schedule`): as many as the default update cap of the
+#: converging mode (each temperature gets at least one update); at 30 x 25 points one temperature of the fixed
+#: schedule takes ~0.2 ms, so the cap is ~2 s there, and minutes from ~10,000 points on (a scaling of 0.9999 asked
+#: for 46,000 temperatures, 0.999999 for 4.6 million: 15 minutes)
+MAX_TEMPERATURES = 10_000
+
+
+def n_temperatures(diameter: float, blur: float, scaling: float) -> int:
+    """Number of temperatures of :func:`epsilon_schedule`: ``2 + ceil(log(diameter / blur) / log(1 / scaling))``
+    (``2`` when ``blur >= diameter``); independent of ``p``."""
+    if not blur < diameter:
+        return 2
+    return 2 + max(0, math.ceil(math.log(diameter / blur) / -math.log(scaling) - 1e-12))
+
+
+def max_scaling(diameter: float, blur: float, limit: int = MAX_TEMPERATURES) -> float:
+    """The largest ``scaling`` whose schedule from ``diameter`` to ``blur`` has at most ``limit`` temperatures."""
+    if not blur < diameter:
+        return 1.0
+    return math.exp(-math.log(diameter / blur) / (limit - 2))
+
+
 def epsilon_schedule(p: float, diameter: float, blur: float, scaling: float) -> list[float]:
     """Temperatures of the eps-scaling: ``diameter^p``, then ``x scaling^p`` per step, down to ``blur^p``.
 
     ``[D^p] + [exp(e) for e in arange(p log D, p log blur, p log scaling)] + [blur^p]``.
+
+    Raises
+    ------
+    ValueError
+        On a ``scaling`` outside ``(0, 1)``, a non-positive ``diameter`` or ``blur``, or a schedule of more than
+        :data:`MAX_TEMPERATURES` temperatures (``scaling`` too close to 1; the message gives the largest that fits).
     """
     if not 0.0 < scaling < 1.0:
         raise ValueError(f"scaling must be in (0, 1), got {scaling}")
@@ -66,6 +97,14 @@ def epsilon_schedule(p: float, diameter: float, blur: float, scaling: float) -> 
         raise ValueError(f"diameter must be positive and finite, got {diameter}")
     if not (blur > 0 and math.isfinite(blur)):
         raise ValueError(f"blur must be positive and finite, got {blur}")
+    n = n_temperatures(diameter, blur, scaling)
+    if n > MAX_TEMPERATURES:
+        fit = math.floor(max_scaling(diameter, blur) * 1e6) / 1e6
+        raise ValueError(
+            f"scaling={scaling:g} makes an eps-scaling of {n:,} temperatures from diameter {diameter:.3g} down to blur "
+            f"{blur:.3g} (one solver update or more each), above the limit of {MAX_TEMPERATURES:,}: use scaling <= "
+            f"{fit:g} (or tol= with the default scaling 0.5 to converge at the final temperature)"
+        )
     steps = np.arange(p * np.log(diameter), p * np.log(blur), p * np.log(scaling))
     return [diameter**p] + [float(np.exp(e)) for e in steps] + [blur**p]
 
@@ -461,9 +500,8 @@ def _iterate_mixed(problems, schedule, rho, tol, max_iter):
                 noisy = s["best"] <= floor
                 stalled = act & ~met & ((stage - s["ref_at"]) > torch.where(noisy, NOISE_ITERS, window))
                 if final and bool((stalled & noisy).any()):
-                    warnings.warn(f"Sinkhorn: the marginal error stalled at the rounding floor of {x.dtype} potentials "
-                                  "(about finfo.eps * max|f| / eps); use float64 points for this tol and blur",
-                                  RuntimeWarning, stacklevel=5)
+                    _diag.warn(f"Sinkhorn: the marginal error stalled at the rounding floor of {x.dtype} potentials "
+                               "(about finfo.eps * max|f| / eps); use float64 points for this tol and blur")
                 # a stall under mixing is retried with plain updates (flat residuals, e.g. tiny masses between
                 # far-apart atoms: Anderson's secant steps overshoot there, the plain drift gets through)
                 retry = stalled & ~s["plain"] & ~noisy
@@ -492,16 +530,109 @@ def _iterate_mixed(problems, schedule, rho, tol, max_iter):
     return n_iter
 
 
+#: largest ``p`` the fixed schedule (``tol=None``) accepts (:func:`check_mode`)
+FIXED_SCHEDULE_MAX_P = 2.0
+#: smallest ``diameter`` the fixed schedule accepts, as a fraction of the largest side of the points' bounding box
+#: (itself at most their largest distance). Measured (notes/issue-21-numerics.md, 5 data sets, p = 1 and 2): from
+#: 1 down to 0.5 of the side the values equal the default diameter's (within 0.5%); at 0.25 one case moved from -2.2%
+#: to -6.4%; at 0.1 -15 to -20%; at 1e-6 the issue's case gave 0.777 (converged 1.331)
+DIAMETER_MIN_FRACTION = 0.5
+
+
+def check_mode(prm: SinkhornParams) -> None:
+    """Refuse the fixed schedule (``tol=None``) for ``p > 2``: a ``ValueError`` that names the supported range.
+
+    Why: that schedule stops after one averaged update per temperature with a relative marginal error of
+    0.1-1 whatever ``p``, and the dual value ``<a, f> + <b, g>`` is off by about that error times the spread of
+    the potentials (``~ diameter^p / p``), while the value itself scales like the typical transport distance to
+    the ``p``. For ``p <= 2`` that is a few percent (GeomLoss's numbers; its built-in costs are ``p`` = 1 and 2);
+    from ``p`` = 2.5 on it grows like ``(diameter / distance)^p``: measured down to -111% at ``p`` = 2.5, -602% at
+    ``p`` = 3 and S_eps = -2.79 instead of 2.80 at ``p`` = 4 (``notes/issue-21-numerics.md``). Finer
+    temperature steps do not cure it (scaling^(1/p) per step: still -85% at ``p`` = 4); solving each temperature
+    to a tolerance does.
+    """
+    if prm.tol is None and prm.p > FIXED_SCHEDULE_MAX_P:
+        raise ValueError(
+            f"p={prm.p:g} needs tol= (e.g. tol=1e-4): the fixed eps-scaling schedule (tol=None, GeomLoss's) is "
+            f"supported for 0 < p <= {FIXED_SCHEDULE_MAX_P:g} only; beyond, its unconverged potentials give values "
+            "off by more than the value itself (S_eps = -2.79 instead of 2.80 at p = 4)"
+        )
+
+
+def _check_diameter(prm: SinkhornParams, ext: torch.Tensor, diag: float) -> None:
+    """In the fixed schedule, a given ``diameter`` must reach :data:`DIAMETER_MIN_FRACTION` of the largest side of
+    the points' bounding box (a ``ValueError`` otherwise)."""
+    if prm.diameter is None or prm.tol is not None:
+        return  # the converging mode solves every temperature: a late start costs updates, not accuracy
+    side = float(ext.double().max()) if ext.numel() else 0.0
+    low = DIAMETER_MIN_FRACTION * side
+    if prm.diameter < low:
+        raise ValueError(
+            f"diameter={prm.diameter:.3g} is below the points' extent (largest side of their bounding box {side:.3g}, "
+            f"diagonal {diag:.3g}): the fixed eps-scaling schedule (tol=None) starts at diameter^p and would skip the "
+            f"temperatures that match far-apart points; pass diameter >= {low:.3g} ({DIAMETER_MIN_FRACTION:g} x that "
+            "side), leave it None (the diagonal), or pass tol= to solve to convergence"
+        )
+
+
+def _resolvable(fe: float, scale: float, side: float, blur: float, p: float) -> bool:
+    """``finfo.eps * scale * side^p / blur^p <= 1`` (in logs: no overflow)."""
+    if side <= 0:
+        return True
+    return math.log(fe * scale) + p * (math.log(side) - math.log(blur)) <= 0.0
+
+
+def _check_resolution(prm: SinkhornParams, dtype: torch.dtype, side: float) -> None:
+    """For ``p > 2``: every temperature must be resolved by ``dtype``, ``finfo.eps * C_max / blur^p <= 1``.
+
+    ``C_max >= scale * side^p`` (``side``: the largest side of the points' bounding box, a lower bound on the
+    largest distance). Beyond, the potentials (of the size of the costs) carry rounding errors larger than ``eps``:
+    each update is then an exact c-transform, which stops at once (a marginal error of 0, reported converged) at a
+    feasible but far-from-optimal dual: measured ``S_eps = -8.3e58`` at ``p`` = 100 (exact OT 3.8e58) and
+    ``-2.3e8`` at ``p`` = 16 (6.2e5). For ``p <= 2`` the eps-scaling's steps (``scaling^p >= 1/4``) always pass a
+    resolved temperature first, and the c-transforms that follow keep its value (measured: float32 at
+    ``finfo.eps * C_max / eps = 200`` gives the float64 value), so this check is for ``p > 2`` (whose fixed schedule
+    :func:`check_mode` refuses) only.
+    """
+    p = prm.p
+    if p <= FIXED_SCHEDULE_MAX_P:
+        return
+    fi = torch.finfo(dtype)
+    scale = prm.cost.scale
+    if _resolvable(fi.eps, scale, side, prm.blur, p):
+        return
+    name = str(dtype).replace("torch.", "")
+    lc = math.log(scale) + p * math.log(side)
+    b_min = side * math.exp(math.log(fi.eps * scale) / p)
+    lo, hi = FIXED_SCHEDULE_MAX_P, p  # largest p that fits this blur (the cost's scale 1/p moves with p)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        sc = 1.0 / mid if prm.cost.halved else 1.0
+        lo, hi = (mid, hi) if _resolvable(fi.eps, sc, side, prm.blur, mid) else (lo, mid)
+    p_fit = "" if not _resolvable(fi.eps, 1.0 / lo if prm.cost.halved else 1.0, side, prm.blur, lo) else f", or p <= {math.floor(lo * 100) / 100:g} for this blur"
+    raise ValueError(
+        f"p={p:g}, blur={prm.blur:.3g} is outside the range {name} resolves: the costs {prm.cost.name} reach "
+        f"{_fmt(lc)} (the points span {side:.3g}), {_fmt(lc - p * math.log(prm.blur))} times the final "
+        f"temperature blur^p, so the potentials' rounding ({fi.eps:.2g} of the costs) exceeds eps and Sinkhorn stalls "
+        f"at a wrong value; supported: finfo.eps * max cost / blur^p <= 1, i.e. blur >= {b_min:.3g} for this p"
+        + p_fit + ("" if dtype == torch.float64 else ", or float64")
+    )
+
+
 def _resolve(P: Pair, prm: SinkhornParams, symmetric_only: bool = False):
     B, N, M, D = P.shape
+    check_mode(prm)
     backend = choose_backend(prm.backend, B, N, M if not symmetric_only else N, device=P.x.device,
                              dtype=P.x.dtype)
-    ext = _bbox_diameter(P.x, P.y, P.a, P.b)
+    sides = _box_extents(P.x, P.y, P.a, P.b)
+    ext = _diagonal(sides)
     if prm.diameter is not None:
         diam = prm.diameter
     else:
         diam = ext if ext > 0 else prm.blur  # every point at one place: any positive scale works
     check_range(P.x.dtype, prm.cost, extent=ext, diameter=diam, blur=prm.blur, reach=prm.reach, diameter_given=prm.diameter is not None)
+    _check_diameter(prm, sides, ext)
+    _check_resolution(prm, P.x.dtype, float(sides.double().max()) if sides.numel() else 0.0)
     schedule = epsilon_schedule(prm.p, diam, prm.blur, prm.scaling)
     return backend, schedule
 

@@ -15,15 +15,20 @@ Conventions (``docs/conventions.md``; ``<a, K b> = sum_ij a_i K(x_i, y_j) b_j``)
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
 import torch
 
+from . import diagnostics as _diag
 from ._arrays import numpy_io, short
+from .diagnostics import FIXED_SCHEDULE_MAX_ERROR
 from .kernels import choose_backend, get_backend
+from .loop import check_mode
 from .measures import log_weights, validate_pair
 from .sinkhorn import (
+    ROUNDING_FACTOR,
     SinkhornParams,
     _check_balance,
     _damping,
@@ -84,17 +89,76 @@ def mass_term(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
     return 0.5 * eps * (a.sum(-1) - b.sum(-1)) ** 2
 
 
-def _warn_not_converged(results: dict, tol):
-    if tol is None:
+def _errors(results: dict) -> dict:
+    """``{problem: marginal error (B,)}`` of the solves in a :func:`_run_problems` output."""
+    return {k: r["err"] for k, r in results.items() if isinstance(r, dict) and "err" in r}
+
+
+def _warn_not_converged(results: dict, tol) -> None:
+    """A :class:`~otpipe.diagnostics.ConvergenceWarning` when a solve ended above ``tol`` (converged mode) or above
+    :data:`~otpipe.diagnostics.FIXED_SCHEDULE_MAX_ERROR` (fixed schedule, ``tol=None``)."""
+    errs = _errors(results)
+    if not errs:
         return
-    bad = [k for k, r in results.items() if isinstance(r, dict) and "err" in r and bool((r["err"] > tol).any())]
-    if bad:
-        worst = max(float(results[k]["err"].max()) for k in bad)
-        warnings.warn(
-            f"Sinkhorn did not reach tol={tol:g} (marginal error {worst:.3g}); raise max_iter or blur",
-            RuntimeWarning,
-            stacklevel=4,  # warn, this, sinkhorn_divergence, numpy_io wrapper -> caller
+    worst = max(float(e.detach().max()) for e in errs.values())
+    if tol is not None:
+        if worst > tol:
+            _diag.warn(f"Sinkhorn did not reach tol={tol:g} (marginal error {worst:.3g}); raise max_iter or blur")
+    elif not worst <= FIXED_SCHEDULE_MAX_ERROR:
+        _diag.warn(
+            f"the fixed eps-scaling schedule (tol=None) ended with a marginal error of {worst:.3g}, above "
+            f"{FIXED_SCHEDULE_MAX_ERROR:g} (ordinary calls end below ~1.2): the plan has lost its marginals (e.g. a "
+            "dtype that cannot resolve eps = blur^p against these costs) and the value cannot be trusted; check it with "
+            "tol= (e.g. 1e-4), float64 or a larger blur"
         )
+
+
+def _rounding(P, results: dict, debias: bool) -> torch.Tensor:
+    """Error a debiased value may carry without being wrong, per batch element: ``max(ROUNDING_FACTOR * finfo.eps,
+    marginal error)`` times the magnitudes ``<a, |f|> + <b, |g|>`` of the three solves' potentials."""
+    a, b = P.a.detach(), P.b.detach()
+    r = results["xy"]
+    mags = [(a * r["f"].detach().abs()).sum(-1) + (b * r["g"].detach().abs()).sum(-1)]
+    errs = [r["err"].detach()]
+    if debias:  # the halved self terms: <a, |f_aa|> and <b, |f_bb|>
+        for key, w in (("xx", a), ("yy", b)):
+            mags.append((w * results[key]["f"].detach().abs()).sum(-1))
+            errs.append(results[key]["err"].detach())
+    errs = [e.to(mags[0].dtype) for e in errs]
+    fe = torch.finfo(mags[0].dtype).eps
+    err = torch.stack(errs).amax(0).clamp(min=ROUNDING_FACTOR * fe)
+    return err * torch.stack(mags).sum(0)
+
+
+def _sign_guard(value: torch.Tensor, slack: torch.Tensor, p: float) -> torch.Tensor:
+    """The debiased balanced ``S_eps`` made honest about its sign (see :func:`sinkhorn_divergence`, "Sign").
+
+    ``p <= 2``: ``S_eps >= 0`` (the kernel ``exp(-C/eps)`` is positive definite): a negative value is returned as 0
+    (its gradient kept), with a :class:`~otpipe.diagnostics.ConvergenceWarning` when it is below ``-slack``
+    (more than rounding and the marginal error explain). ``p > 2``: ``S_eps`` can be negative (no such theorem):
+    returned as it is, with a ``RuntimeWarning`` when below ``-slack``.
+    """
+    v = value.detach()
+    neg = v < 0
+    if not bool(neg.any()):
+        return value
+    beyond = v < -slack
+    worst = float(v.min())
+    if p <= 2.0:  # Feydy et al. 2019, Thm. 1: exp(-|x-y|^p / (p eps)) is positive definite for 0 < p <= 2
+        if bool(beyond.any()):
+            _diag.warn(
+                f"S_eps came out at {worst:.3g} < 0 although S_eps >= 0 for p <= 2, beyond what rounding and the "
+                "marginal error explain: returned as 0; the solves are not accurate enough (pass tol=, or a smaller one)"
+            )
+        return value + (torch.where(neg, torch.zeros_like(v), v) - v)
+    if bool(beyond.any()):
+        _diag.warn(
+            f"S_eps = {worst:.3g} < 0: for p = {p:g} > 2 the debiased Sinkhorn loss is no divergence (exp(-C/eps) is "
+            "not a positive definite kernel) and can be negative, most at large blur; as blur -> 0 it tends to the "
+            "OT cost >= 0",
+            RuntimeWarning,
+        )
+    return value
 
 
 @numpy_io
@@ -152,6 +216,31 @@ def sinkhorn_divergence(
         Scalar, or ``(B,)`` for batched input; differentiable w.r.t. points and weights
         (envelope theorem) for ``variant="dual"``. NumPy input (no tensor argument): a NumPy
         scalar or array (:mod:`otpipe._arrays`).
+
+    Raises
+    ------
+    ValueError
+        Besides bad input: ``p > 2`` without ``tol`` (the fixed schedule is supported for ``0 < p <= 2``), a
+        ``diameter`` below the points' extent without ``tol``, ``p > 2`` with a blur the dtype cannot resolve
+        (:func:`otpipe.loop.check_mode` and neighbours name the supported range), a ``scaling`` that makes more
+        than :data:`otpipe.loop.MAX_TEMPERATURES` temperatures, or a solve that ended at a negative balanced
+        ``OT_eps`` (impossible: the iterations stalled).
+
+    Warns
+    -----
+    ConvergenceWarning
+        (:class:`otpipe.ConvergenceWarning`, a ``RuntimeWarning``) when a solve ends above ``tol``, or, in the fixed
+        schedule, above a marginal error of :data:`otpipe.diagnostics.FIXED_SCHEDULE_MAX_ERROR` (that schedule ends
+        at 0.1-1.1 on ordinary calls by design, see :mod:`otpipe.diagnostics`).
+
+    Notes
+    -----
+    Sign. For ``0 < p <= 2`` the balanced debiased ``S_eps`` is ``>= 0`` (Feydy et al. 2019: ``exp(-C/eps)`` is a
+    positive definite kernel); a computed value below 0 is returned as ``0`` (its gradient kept), silently within
+    rounding and the achieved marginal error (``max(64 finfo.eps, error) x (<a,|f|> + <b,|g|>)`` summed over the
+    three solves), with a ``ConvergenceWarning`` beyond. For ``p > 2`` there is no such theorem: ``S_eps`` is then
+    no divergence and can be truly negative (two measures ``delta_0`` and ``(delta_-1 + delta_1)/2``: ``S_eps ->
+    (4 - 2^p) / (4p)`` as ``blur -> inf``); it is returned as it is, with a ``RuntimeWarning`` when negative.
     """
     if variant not in _VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: use 'dual' or 'transport'")
@@ -193,6 +282,8 @@ def sinkhorn_divergence(
     if debias and variant == "dual" and rho is not None:
         mt = mass_term(P.a, P.b, eps)
     value = ot_xy if not debias else ot_xy - 0.5 * (ot_xx + ot_yy) + mt
+    if debias and variant == "dual" and rho is None:
+        value = _sign_guard(value, _rounding(P, out, debias), prm.p)
     un = (lambda t: t) if P.batched else (lambda t: None if t is None else t[0])
     if not full_output:
         return un(value)
@@ -266,6 +357,7 @@ def _kernel_loss(x, y, a, b, kernel: str, sigma, backend: str = "auto", potentia
         raise ValueError(f"unknown kernel {kernel!r}: use one of {_KERNELS}")
     P = validate_pair(x, y, a, b)
     if kernel == "energy":
+        _check_balance_energy(P)
         sigma = 1.0
     elif sigma is None or sigma == "median":
         sigma = _median_bandwidth(P.x, P.y)
@@ -273,12 +365,46 @@ def _kernel_loss(x, y, a, b, kernel: str, sigma, backend: str = "auto", potentia
         sigma = float(sigma)
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
-    Kxx_a, Kyy_b, Kxy_b, Kyx_a = _kernel_terms(P, kernel, sigma, backend)
+    # the loss is quadratic in the weights: computed for weights / s (s the larger total mass, per batch element,
+    # a constant for autograd) and scaled back by s^2, so that weight products cannot overflow on the way
+    s = torch.maximum(P.a.detach().sum(-1), P.b.detach().sum(-1))
+    Pn = dataclasses.replace(P, a=P.a / s[:, None], b=P.b / s[:, None])
+    Kxx_a, Kyy_b, Kxy_b, Kyx_a = _kernel_terms(Pn, kernel, sigma, backend)
     un = (lambda t: t) if P.batched else (lambda t: t[0])
     if potentials:
-        return un(Kxx_a - Kxy_b), un(Kyy_b - Kyx_a)
-    val = 0.5 * (P.a * Kxx_a).sum(-1) + 0.5 * (P.b * Kyy_b).sum(-1) - (P.a * Kxy_b).sum(-1)
+        F, G = (Kxx_a - Kxy_b) * s[:, None], (Kyy_b - Kyx_a) * s[:, None]
+        _finite_kernel(torch.cat([F.detach(), G.detach()], -1), kernel, s)
+        return un(F), un(G)
+    val = 0.5 * (Pn.a * Kxx_a).sum(-1) + 0.5 * (Pn.b * Kyy_b).sum(-1) - (Pn.a * Kxy_b).sum(-1)
+    val = (val * s) * s
+    _finite_kernel(val.detach(), kernel, s)
     return un(val)
+
+
+def _check_balance_energy(P) -> None:
+    """The energy distance needs equal total masses: ``K = -|x - y|`` is only conditionally positive definite, so
+    ``1/2 <a - b, K (a - b)>`` is a (squared) distance only when ``sum(a - b) = 0`` (measured: -0.926 for
+    ``b = 2 a`` on the same points). Same test and tolerance as the balanced Sinkhorn divergence."""
+    ma, mb = P.a.detach().sum(-1), P.b.detach().sum(-1)
+    tol = 1e-4 if P.x.dtype == torch.float32 else 1e-7
+    bad = (ma - mb).abs() > tol * torch.maximum(ma, mb)
+    if bool(bad.any()):
+        k = int(torch.nonzero(bad)[0])
+        raise ValueError(
+            f"the energy distance needs equal total masses, got {float(ma[k]):.6g} and {float(mb[k]):.6g}"
+            + (f" (batch element {k})" if P.batched else "")
+            + ": normalise the weights (with K = -|x - y| unequal masses can give negative values)"
+        )
+
+
+def _finite_kernel(v: torch.Tensor, kernel: str, s: torch.Tensor) -> None:
+    """A ``ValueError`` when a kernel loss overflows its dtype once scaled back by the squared total mass."""
+    if bool(torch.isfinite(v).all()):
+        return
+    raise ValueError(
+        f"the {kernel} loss overflows {str(v.dtype).replace('torch.', '')}: it scales with the squared total mass "
+        f"({float(s.max()):.3g}^2); rescale the weights (divide them by a common factor; the loss divides by its square)"
+    )
 
 
 @numpy_io
@@ -286,7 +412,10 @@ def energy_distance(x, y, a=None, b=None, *, backend: str = "auto"):
     """Energy distance ``1/2 <a - b, K (a - b)>`` with ``K(x, y) = -|x - y|``.
 
     Equals half of ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` (GeomLoss's normalisation), and the
-    ``eps -> inf`` limit of the Sinkhorn divergence with ``p = 1``.
+    ``eps -> inf`` limit of the Sinkhorn divergence with ``p = 1``. The total masses must be equal (a
+    ``ValueError`` otherwise: ``-|x - y|`` is only conditionally positive definite). Weights of any scale:
+    the loss is computed for normalised weights and scaled back by the squared mass (a ``ValueError`` if that
+    overflows).
     """
     return _kernel_loss(x, y, a, b, "energy", None, backend)
 
@@ -301,6 +430,13 @@ def mmd(x, y, a=None, b=None, *, kernel: str = "gaussian", sigma="median", backe
         ``exp(-|x-y|^2 / 2 sigma^2)``, ``exp(-|x-y| / sigma)`` or ``-|x-y|``.
     sigma : float or "median"
         Bandwidth; ``"median"`` (default) uses the median pairwise distance of the pooled points.
+
+    Notes
+    -----
+    Unequal total masses: ``"energy"`` refuses them (as :func:`energy_distance`); the Gaussian and Laplacian kernels
+    are positive definite, so ``1/2 |a - b|_K^2`` stays a squared distance between measures of any masses and is
+    returned as defined. Weights of any scale: computed for weights divided by the larger total mass and scaled
+    back by its square (a ``ValueError`` if that overflows).
     """
     return _kernel_loss(x, y, a, b, kernel, sigma, backend)
 
@@ -420,7 +556,9 @@ class SamplesLoss(torch.nn.Module):
         self.debias, self.potentials, self.verbose, self.backend = debias, potentials, verbose, backend
         self.tol, self.max_iter, self.variant = tol, max_iter, variant
         # validate once, early
-        self._params()
+        prm = self._params()
+        if loss == "sinkhorn":
+            check_mode(prm)
 
     def _params(self) -> SinkhornParams:
         return SinkhornParams.make(self.p, self.blur, self.reach, self.diameter, self.scaling, self.tol,
@@ -458,6 +596,7 @@ class SamplesLoss(torch.nn.Module):
         P = validate_pair(x, y, a, b)
         _check_balance(P, prm.rho)
         out = _run_problems(P, prm, cross=True, self_x=self.debias, self_y=self.debias)
+        _warn_not_converged(out, prm.tol)
         F, G = out["xy"]["f"], out["xy"]["g"]
         if self.debias:
             F, G = F - out["xx"]["f"], G - out["yy"]["f"]

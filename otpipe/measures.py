@@ -12,11 +12,19 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["Pair", "as_points", "as_weights", "validate_pair", "pad_batch", "log_weights"]
+__all__ = ["Pair", "as_points", "as_weights", "validate_pair", "pad_batch", "log_weights", "reject_meta"]
 
 #: log-weight given to zero-weight (padding) points: finite, so that online reductions never
 #: see ``-inf - (-inf)``, and far below any real exponent.
 _LOG_ZERO = -1e30
+
+
+def reject_meta(v, name: str) -> None:
+    """A one-line ``ValueError`` for a meta-device tensor (no values: torch's own error would come from deep inside,
+    ``Tensor.item() cannot be called on meta tensors``)."""
+    if isinstance(v, torch.Tensor) and v.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (shape and dtype only, no values): pass a tensor with data, "
+                         "e.g. created on cpu/cuda, or materialised with .to_empty(device=...) and filled")
 
 
 def _to_tensor(v, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -34,6 +42,7 @@ def _to_tensor(v, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
         if t.device != like.device:
             raise ValueError(f"{name} is on {t.device} but the points are on {like.device}: put the weights on the "
                              "points' device")
+        reject_meta(t, name)
         t = t.to(dtype=like.dtype)
     elif not t.is_floating_point():
         if t.dtype == torch.bool or t.is_complex():
@@ -47,6 +56,7 @@ def _to_tensor(v, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
 def as_points(x, name: str = "x") -> torch.Tensor:
     """Validate points: a real tensor ``(N, D)`` or ``(B, N, D)`` with finite coordinates, ``N >= 1``."""
     t = _to_tensor(x, name)
+    reject_meta(t, name)  # after validate_pair's device check: "x is on cpu but y is on meta" says more
     if t.dim() not in (2, 3):
         raise ValueError(f"{name} must have shape (N, D) or (B, N, D), got shape {tuple(t.shape)}")
     if t.shape[-1] == 0:

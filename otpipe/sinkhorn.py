@@ -144,7 +144,7 @@ def _dual_value(a, f, b, g, eps: float, rho: float | None) -> torch.Tensor:
     its gradient is replaced by the envelope gradient of the dual objective.
     """
     if rho is None:
-        return _finite((a * f).sum(-1) + (b * g).sum(-1), eps)
+        return _nonnegative(_finite((a * f).sum(-1) + (b * g).sum(-1), eps), a, f, b, g, eps)
     ma, mb = a.sum(-1), b.sum(-1)
     s = (a * -torch.expm1(-f / rho)).sum(-1) + (b * -torch.expm1(-g / rho)).sum(-1)
     forward = (rho + 0.5 * eps) * s + eps * (ma * mb - 0.5 * (ma + mb))
@@ -160,6 +160,30 @@ def _finite(value: torch.Tensor, eps: float) -> torch.Tensor:
         raise ValueError(
             f"the Sinkhorn solve ended with {what} value in {str(v.dtype).replace('torch.', '')} (final eps = {eps:.3g}): "
             "an overflow or underflow of the costs or potentials; rescale the points or use float64"
+        )
+    return value
+
+
+#: a balanced ``OT_eps`` below ``-ROUNDING_FACTOR * finfo.eps * (<a, |f|> + <b, |g|>)`` is no rounding error
+ROUNDING_FACTOR = 64.0
+
+
+def _nonnegative(value: torch.Tensor, a, f, b, g, eps: float) -> torch.Tensor:
+    """``value`` itself, or a ``ValueError`` when a balanced ``OT_eps`` came out negative beyond rounding.
+
+    ``OT_eps(a, b) = min_pi <pi, C> + eps KL(pi | a (x) b) >= 0`` for costs ``C >= 0``: a clearly negative dual
+    value means potentials far from optimal (a solve that stalled: measured ``-2.3e8`` at ``p`` = 16), never a
+    value to return. Rounding: ``ROUNDING_FACTOR * finfo.eps`` of the magnitudes ``<a, |f|> + <b, |g|>`` summed.
+    """
+    v = value.detach()
+    mag = (a.detach() * f.detach().abs()).sum(-1) + (b.detach() * g.detach().abs()).sum(-1)
+    bad = v < -ROUNDING_FACTOR * torch.finfo(v.dtype).eps * mag
+    if bool(bad.any()):
+        k = int(torch.nonzero(bad.reshape(-1))[0])
+        raise ValueError(
+            f"the Sinkhorn solve ended at OT_eps = {float(v.reshape(-1)[k]):.3g} < 0 (final eps = {eps:.3g}), impossible "
+            "for balanced OT (OT_eps >= 0 since costs >= 0): its potentials are far from optimal (the iterations "
+            "stalled); use a larger blur, raise max_iter with tol=, or for large p a smaller p"
         )
     return value
 
@@ -277,12 +301,15 @@ def solve(
         Unbalanced OT with KL marginal penalties of strength ``rho = reach^p``.
     diameter : float, optional
         First temperature ``diameter^p`` of the eps-scaling; default: bounding-box diagonal
-        of the points with positive weight (over the whole batch).
+        of the points with positive weight (over the whole batch). With ``tol=None`` it must be at
+        least half the largest side of that box (:data:`otpipe.loop.DIAMETER_MIN_FRACTION`).
     scaling : float
-        Ratio of successive ``blur`` values in the eps-scaling, in ``(0, 1)``.
+        Ratio of successive ``blur`` values in the eps-scaling, in ``(0, 1)``; the schedule may have at
+        most :data:`otpipe.loop.MAX_TEMPERATURES` temperatures (a ``ValueError`` gives the largest that fits).
     tol : float, optional
-        ``None``: the fixed eps-scaling schedule (GeomLoss's default mode). A number: keep
-        iterating at the final ``eps`` until the relative L1 marginal error is ``<= tol``.
+        ``None``: the fixed eps-scaling schedule (GeomLoss's default mode), for ``0 < p <= 2`` only
+        (:func:`otpipe.loop.check_mode`). A number: keep iterating at the final ``eps`` until the relative
+        L1 marginal error is ``<= tol``; for ``p > 2`` the dtype must resolve every temperature.
     max_iter : int, optional
         Cap on the total number of updates when ``tol`` is set (default 10000).
     backend : {"auto", "cpu", "triton", "multiscale", "tensorized", "chunked", "keops"}
@@ -309,7 +336,9 @@ def solve(
     -------
     OTResult
         Tensors for tensor input; NumPy arrays (and NumPy scalars) when no argument is a tensor
-        (:mod:`otpipe._arrays`).
+        (:mod:`otpipe._arrays`). ``solve`` does not warn about convergence: read ``marginal_error`` and
+        ``converged`` (:func:`otpipe.sinkhorn_divergence` warns). A balanced value below 0 beyond rounding
+        (impossible: a stalled solve) is a ``ValueError``.
     """
     prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost,
                               truncate=truncate, cluster_scale=cluster_scale)

@@ -1,6 +1,8 @@
 """Losses: limits, gradients (gradcheck), backend agreement, GeomLoss parity, a model fit."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -201,3 +203,94 @@ def test_minimum_kantorovich_estimation_recovers_a_gaussian():
         opt.step()
     assert torch.allclose(m.detach(), target_m, atol=0.05 * float(target_m.norm()))
     assert abs(float(torch.exp(log_s.detach())) - target_s) / target_s < 0.05
+
+
+# ------------------------------------------------------------------ issue 21: warnings, masses, weight scale
+def _issue21_clouds():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(30, 2, generator=g, dtype=torch.float64), torch.randn(25, 2, generator=g, dtype=torch.float64) + 1
+
+
+def test_ordinary_default_calls_do_not_warn():
+    """Issue 21 item 7: the fixed schedule ends at marginal errors of 0.1-1.1 by design (measured on ~900 ordinary
+    calls, max 1.27; 1.12 for 20 vs 400 points in float64); its warning threshold (2) lies above them."""
+    from otpipe.diagnostics import FIXED_SCHEDULE_MAX_ERROR
+
+    x, y = _issue21_clouds()
+    big = gaussian_cloud(400, 2, mean=1.0, scale=0.5, seed=3)
+    small = gaussian_cloud(20, 2, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", otpipe.ConvergenceWarning)
+        for u, v, kw in [(x, y, {}), (x, y, {"p": 1}), (x, y, {"blur": 0.01}), (small, big, {"blur": 0.01}),
+                         (x.float(), y.float(), {"blur": 1e-3}), (x, y, {"blur": 1.0, "p": 1.5})]:
+            r = otpipe.sinkhorn_divergence(u, v, full_output=True, **kw)
+            assert 0.05 < float(r.marginal_error) <= FIXED_SCHEDULE_MAX_ERROR or kw.get("blur") == 1.0
+        otpipe.SamplesLoss("sinkhorn", potentials=True)(x, y)
+
+
+def test_lost_marginals_warn_in_the_fixed_schedule():
+    """float32 at blur 1e-4 on costs up to ~30 cannot resolve the plan: marginal error ~1e9, a ConvergenceWarning
+    (a RuntimeWarning) from sinkhorn_divergence and SamplesLoss, with the error in the result."""
+    x, y = _issue21_clouds()
+    with pytest.warns(otpipe.ConvergenceWarning, match=r"fixed eps-scaling schedule \(tol=None\) ended with a marginal error"):
+        r = otpipe.sinkhorn_divergence(x.float(), y.float(), blur=1e-4, full_output=True)
+    assert float(r.marginal_error) > 2
+    with pytest.warns(otpipe.ConvergenceWarning, match="marginal error"):
+        otpipe.SamplesLoss("sinkhorn", blur=1e-4, potentials=True)(x.float(), y.float())
+    assert issubclass(otpipe.ConvergenceWarning, RuntimeWarning)
+    from otpipe.pipeline.convergence import ConvergenceWarning
+
+    assert ConvergenceWarning is otpipe.ConvergenceWarning  # one class for the solver and the pipeline
+
+
+def test_unreached_tol_is_a_convergence_warning():
+    x, y = _issue21_clouds()
+    with pytest.warns(otpipe.ConvergenceWarning, match="did not reach tol=1e-09"):
+        otpipe.sinkhorn_divergence(x, y, blur=0.01, tol=1e-9, max_iter=20)
+
+
+def test_energy_distance_refuses_unequal_masses():
+    """Issue 21 item 4: energy_distance(x, x, a, 2a) was -0.926 (K = -|x-y| is only conditionally positive definite)."""
+    x, _ = _issue21_clouds()
+    a = torch.full((30,), 1 / 30, dtype=torch.float64)
+    for call in (lambda: otpipe.energy_distance(x, x, a, 2 * a), lambda: otpipe.mmd(x, x, a, 2 * a, kernel="energy"),
+                 lambda: otpipe.SamplesLoss("energy")(a, x, 2 * a, x)):
+        with pytest.raises(ValueError, match=r"energy distance needs equal total masses, got 1 and 2"):
+            call()
+    # positive definite kernels: 1/2 |a - b|_K^2 for any masses, as defined (>= 0)
+    for kernel, fn in (("gaussian", lambda d2: np.exp(-d2 / 2)), ("laplacian", lambda d2: np.exp(-np.sqrt(d2)))):
+        v = float(otpipe.mmd(x, x, a, 2 * a, kernel=kernel, sigma=1.0))
+        assert v > 0 and v == pytest.approx(kernel_mmd(x, x, a, 2 * a, fn), rel=1e-12)
+
+
+@pytest.mark.parametrize("kernel, scale", [("energy", 1e154), ("gaussian", 1e154), ("laplacian", 1e100)])
+def test_kernel_losses_take_weights_of_any_scale(kernel, scale):
+    """Issue 21 item 3: weights x 1e154 gave NaN (the products a_i b_j overflow) although the value, quadratic in
+    the weights, is representable: computed for normalised weights and scaled back exactly."""
+    x, y = _issue21_clouds()
+    a = random_weights(30, seed=5)
+    b = torch.full((25,), 1 / 25, dtype=torch.float64)
+    ref = float(otpipe.mmd(x, y, a, b, kernel=kernel, sigma=1.0))
+    big = float(otpipe.mmd(x, y, a * scale, b * scale, kernel=kernel, sigma=1.0))
+    assert np.isfinite(big) and big / scale / scale == pytest.approx(ref, rel=1e-12)
+    F, G = otpipe.SamplesLoss(kernel, blur=1.0, potentials=True)(a * scale, x, b * scale, y)
+    F1, G1 = otpipe.SamplesLoss(kernel, blur=1.0, potentials=True)(a, x, b, y)
+    assert torch.allclose(F / scale, F1, rtol=1e-12) and torch.allclose(G / scale, G1, rtol=1e-12)
+
+
+def test_kernel_loss_gradients_unchanged_by_the_normalisation():
+    x, y = _issue21_clouds()
+    a = random_weights(30, seed=6).requires_grad_(True)
+    b = torch.full((25,), 1 / 25, dtype=torch.float64, requires_grad=True)
+    xr = x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x_, a_, b_: otpipe.mmd(x_, y, a_, b_, kernel="gaussian", sigma=0.8),
+                                    (xr, a, b))
+
+
+def test_kernel_loss_that_overflows_says_so():
+    """A value beyond float64 (the squared mass 1e320 times an O(1) loss) is a ValueError, never inf or NaN."""
+    x, y = _issue21_clouds()
+    a = torch.full((30,), 1 / 30, dtype=torch.float64) * 1e160
+    b = torch.full((25,), 1 / 25, dtype=torch.float64) * 1e160
+    with pytest.raises(ValueError, match=r"the energy loss overflows float64: it scales with the squared total mass"):
+        otpipe.energy_distance(x, y, a, b)

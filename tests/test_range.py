@@ -110,3 +110,15 @@ def test_a_nan_value_raises_instead_of_returning():
         _finite(torch.tensor([1.0, float("nan")]), 0.1)
     with pytest.raises(ValueError, match="ended with an infinite value in float64"):
         _finite(torch.tensor([float("inf")], dtype=torch.float64), 0.1)
+
+
+def test_large_p_resolution_range_names_the_remedies(xy):
+    """Issue 21 item 1: for p > 2 every temperature must be resolved by the dtype (finfo.eps * max cost / blur^p
+    <= 1); float32 at p = 4 and blur 0.01 is not (the message names the smallest blur, the largest p and float64),
+    float64 is."""
+    x, y = xy
+    with pytest.raises(ValueError, match=r"p=4, blur=0.01 is outside the range float32 resolves.*blur >= .* for this p, "
+                                         r"or p <= [0-9.]+ for this blur, or float64"):
+        otpipe.sinkhorn_divergence(x, y, p=4, blur=0.01, tol=1e-4)
+    v = float(otpipe.sinkhorn_divergence(x.double(), y.double(), p=4, blur=0.01, tol=1e-4))
+    assert math.isfinite(v) and v > 0

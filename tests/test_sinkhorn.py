@@ -179,3 +179,124 @@ def test_gaussians_bures():
     exact = float(((z - y) ** 2).sum(1).mean() / 2)  # the map z -> Az + m is the Brenier map
     v = otpipe.sinkhorn_divergence(z, y, blur=0.01, tol=1e-4)
     assert float(v) == pytest.approx(exact, rel=0.01)
+
+
+# ------------------------------------------------------------------ issue 21: large p, diameter, scaling, warnings
+def _issue21_clouds():
+    """The clouds of issue 21: 30 and 25 points in 2-D, the second shifted by 1, uniform weights."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(30, 2, generator=g, dtype=torch.float64), torch.randn(25, 2, generator=g, dtype=torch.float64) + 1
+
+
+@pytest.mark.parametrize("p", [2.5, 3, 4, 8])
+def test_fixed_schedule_refuses_p_above_two(p):
+    """Issue 21 item 1: the fixed schedule gave S_eps = -2.79 at p = 4 (exact 2.80): its unconverged potentials are
+    off by ~ marginal error x diameter^p / p. It is refused beyond p = 2 with the supported range and the remedy."""
+    x, y = _issue21_clouds()
+    for call in (lambda: otpipe.sinkhorn_divergence(x, y, p=p), lambda: otpipe.solve(x, y, p=p),
+                 lambda: otpipe.SamplesLoss("sinkhorn", p=p)):
+        with pytest.raises(ValueError, match=r"needs tol= .*supported for 0 < p <= 2 only"):
+            call()
+    assert float(otpipe.hausdorff(x, y, p=p)) > 0  # no Sinkhorn loop: any p
+
+
+def test_large_p_converged_matches_exact_emd():
+    """Issue 21 item 1, the fix: p = 4 with tol gives S_eps >= 0 equal to the exact OT (POT's network simplex) up to
+    the entropic bias of eps = 0.05^4 (6e-6)."""
+    ot = pytest.importorskip("ot")
+    x, y = _issue21_clouds()
+    a, b = np.full(30, 1 / 30), np.full(25, 1 / 25)
+    for p in (3, 4):
+        exact = ot.emd2(a, b, (torch.cdist(x, y) ** p / p).numpy())
+        s = float(otpipe.sinkhorn_divergence(x, y, p=p, tol=1e-6))
+        assert s >= 0 and s == pytest.approx(exact, rel=1e-4)
+
+
+@pytest.mark.parametrize("p, blur", [(16, 0.05), (100, 0.05), (100, 2.0)])
+def test_large_p_beyond_the_dtype_is_refused_with_the_range(p, blur):
+    """Issue 21 item 1: p = 16 gave -2.29e8 (exact 6.2e5), p = 100 -8.3e58 reported converged: the potentials'
+    rounding exceeds eps. Refused, naming the blur that fits; that blur then solves."""
+    x, y = _issue21_clouds()
+    with pytest.raises(ValueError, match=r"outside the range float64 resolves.*blur >= ([0-9.e+-]+) for this p") as e:
+        otpipe.sinkhorn_divergence(x, y, p=p, blur=blur, tol=1e-5)
+    b_min = float(str(e.value).split("blur >= ")[1].split(" ")[0])
+    assert b_min > blur
+    side = float((torch.cat([x, y]).amax(0) - torch.cat([x, y]).amin(0)).max())
+    assert b_min == pytest.approx(side * (torch.finfo(torch.float64).eps / p) ** (1 / p), rel=1e-2)
+
+
+def test_negative_balanced_ot_is_never_returned():
+    """A stalled solve (p = 16 at blur 1: within the dtype, but Sinkhorn does not converge) ended at OT_eps = -2.3e8,
+    impossible for balanced OT (C >= 0): a ValueError, never a value."""
+    x, y = _issue21_clouds()
+    with pytest.raises(ValueError, match=r"OT_eps = -[0-9.e+]+ < 0 .*impossible for balanced OT"):
+        otpipe.solve(x, y, p=16, blur=1.0, tol=1e-5, max_iter=200)
+    from otpipe.sinkhorn import _nonnegative
+
+    a = torch.full((1, 3), 1 / 3, dtype=torch.float64)
+    f = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    v = (a * f).sum(-1) * 2
+    with pytest.raises(ValueError, match="impossible for balanced OT"):
+        _nonnegative(v, a, f, a, f, 0.1)
+    tiny = torch.tensor([-1e-17], dtype=torch.float64)  # rounding: returned
+    assert _nonnegative(tiny, a, f, a, f, 0.1) is tiny
+
+
+def test_divergence_is_never_negative_for_p_up_to_two():
+    """S_eps >= 0 for p <= 2 (positive definite kernel): a value that rounds below 0 (identical clouds in float32)
+    is returned as 0, the parts keep the rounding; the gradient stays that of the raw value."""
+    g = torch.Generator().manual_seed(3)
+    for k in range(6):  # measured: the raw combination is below 0 (-1.7e-7) for some of these
+        x = torch.randn(40, 2, generator=g)
+        y = x[torch.randperm(40, generator=g)]
+        r = otpipe.sinkhorn_divergence(x, y, blur=0.01, full_output=True)
+        raw = float(r.ot_xy - 0.5 * (r.ot_xx + r.ot_yy))
+        assert float(r.value) == max(raw, 0.0) and float(r.value) >= 0
+    from otpipe.losses import _sign_guard
+
+    v = torch.tensor([-1.0, 0.5], dtype=torch.float64, requires_grad=True)
+    with pytest.warns(otpipe.ConvergenceWarning, match="returned as 0"):
+        out = _sign_guard(v, torch.tensor([1e-3, 1e-3], dtype=torch.float64), p=2)
+    assert out.tolist() == [0.0, 0.5]
+    out.sum().backward()
+    assert v.grad.tolist() == [1.0, 1.0]
+
+
+def test_divergence_can_be_negative_beyond_p_two_and_says_so():
+    """For p > 2 exp(-C/eps) is not positive definite: delta_0 against (delta_-1 + delta_1)/2 gives
+    S_eps -> (4 - 2^p) / (4p) as blur -> inf (-0.75 at p = 4; 0 at p = 2): returned with a RuntimeWarning."""
+    x = torch.tensor([[0.0]], dtype=torch.float64)
+    y = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match=r"p = 4 > 2 .*no divergence"):
+        s = float(otpipe.sinkhorn_divergence(x, y, p=4, blur=100.0, tol=1e-10))
+    assert s == pytest.approx((4 - 2**4) / (4 * 4), abs=1e-6)
+    assert float(otpipe.sinkhorn_divergence(x, y, p=2, blur=100.0, tol=1e-10)) >= 0
+
+
+def test_diameter_below_the_points_is_refused():
+    """Issue 21 item 6: diameter=1e-6 gave 0.777 (default 1.286, converged 1.331) without a word."""
+    x, y = _issue21_clouds()
+    with pytest.raises(ValueError, match=r"diameter=1e-06 is below the points' extent .*pass diameter >= "):
+        otpipe.sinkhorn_divergence(x, y, diameter=1e-6)
+    with pytest.raises(ValueError, match="diameter=0.5 is below"):
+        otpipe.solve(x, y, diameter=0.5)
+    side = float((torch.cat([x, y]).amax(0) - torch.cat([x, y]).amin(0)).max())
+    ok = float(otpipe.sinkhorn_divergence(x, y, diameter=0.5 * side))  # the documented bound: accepted
+    assert ok == pytest.approx(float(otpipe.sinkhorn_divergence(x, y)), rel=0.01)
+    # the converging mode solves every temperature: any diameter gives the converged value
+    conv = float(otpipe.sinkhorn_divergence(x, y, tol=1e-8))
+    assert float(otpipe.sinkhorn_divergence(x, y, diameter=1e-6, tol=1e-8)) == pytest.approx(conv, rel=1e-6)
+
+
+def test_scaling_close_to_one_is_refused_at_once():
+    """Issue 21 item 12: scaling 0.9999 ran 8.9 s (46,000 temperatures), 0.999999 about 15 minutes."""
+    from otpipe.loop import MAX_TEMPERATURES, n_temperatures
+
+    x, y = _issue21_clouds()
+    for s in (0.9999, 0.999999):
+        with pytest.raises(ValueError, match=rf"above the limit of {MAX_TEMPERATURES:,}: use scaling <= (0\.\d+)") as e:
+            otpipe.sinkhorn_divergence(x, y, scaling=s)
+    fit = float(str(e.value).split("scaling <= ")[1].split(" ")[0])
+    diam = float((torch.cat([x, y]).amax(0) - torch.cat([x, y]).amin(0)).norm())
+    assert n_temperatures(diam, 0.05, fit) <= MAX_TEMPERATURES < n_temperatures(diam, 0.05, fit + 2e-6)
+    assert len(epsilon_schedule(2, diam, 0.05, fit)) <= MAX_TEMPERATURES

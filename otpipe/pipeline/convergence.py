@@ -19,14 +19,16 @@ import warnings
 
 import numpy as np
 
+from otpipe.diagnostics import (
+    ConvergenceWarning,  # one class for the solver and the pipeline
+)
+
 __all__ = ["ConvergenceWarning", "MEDIAN_THRESHOLD", "MAX_THRESHOLD", "summarise", "attrs", "warn"]
 
 MEDIAN_THRESHOLD = 1e-2
 MAX_THRESHOLD = 1e-1
 
 
-class ConvergenceWarning(RuntimeWarning):
-    """Solves of a run ended far from convergence (see :mod:`otpipe.pipeline.convergence`)."""
 
 
 def summarise(errors) -> dict:

@@ -129,6 +129,10 @@ def resolve_run(collection, other=None, **params):
         params.get("backend", "auto"),
         params.get("cost"),
     )
+    if loss == "sinkhorn":
+        from otpipe.loop import check_mode
+
+        check_mode(prm)  # p > 2 needs tol: refused before any output is made
     from otpipe.kernels import check_name
 
     check_name(prm.backend)  # the device is the workers': checked once they are known
