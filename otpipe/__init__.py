@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-from ._version import __version__
+from otpipe._version import __version__
 
 __all__ = [
     "__version__",

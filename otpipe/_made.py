@@ -27,7 +27,7 @@ ATTR = "otpipe_made"
 
 
 def _by() -> str:
-    from ._version import __version__
+    from otpipe._version import __version__
 
     return f"otpipe {__version__}"
 

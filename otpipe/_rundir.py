@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._made import check_replaceable, made_by_otpipe, mark_dir
+from otpipe._made import check_replaceable, made_by_otpipe, mark_dir
 
 __all__ = ["previous_step_ids", "plan_replacements", "check_run_dir", "ensure_step_dir"]
 

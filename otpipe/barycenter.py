@@ -227,7 +227,7 @@ def _solver_kw(opts: dict) -> dict:
 
 def _can_warm_start(opts: dict, n: int, m: int) -> bool:
     """Warm starts need the converged mode and a full (not multiscale) backend."""
-    from .kernels import choose_backend
+    from otpipe.kernels import choose_backend
 
     return opts.get("tol") is not None and choose_backend(opts["backend"], 1, n, m, converging=True) != "multiscale"
 
@@ -257,7 +257,7 @@ def cross_terms(X, a, ys, bs, lambdas, opts: dict, grad_weights: bool = False, w
     ``warm``: one entry per measure, ``None`` or the potentials ``(f, g)`` of a previous call, used as warm starts
     (:func:`otpipe.solve`'s ``init``) and replaced in place by the new potentials.
     """
-    from .sinkhorn import solve
+    from otpipe.sinkhorn import solve
 
     Xt = torch.tensor(X, dtype=torch.float64, requires_grad=True)
     at = torch.tensor(a, dtype=torch.float64, requires_grad=grad_weights)
@@ -285,7 +285,7 @@ def cross_terms(X, a, ys, bs, lambdas, opts: dict, grad_weights: bool = False, w
 
 def self_terms(ys, bs, lambdas, opts: dict) -> float:
     """``sum_k lambda_k OT_eps(beta_k, beta_k) / 2``."""
-    from .sinkhorn import solve_symmetric
+    from otpipe.sinkhorn import solve_symmetric
 
     with torch.no_grad():
         return float(sum(0.5 * lam * float(solve_symmetric(torch.as_tensor(y), torch.as_tensor(b), **_solver_kw(opts)).value)
@@ -309,7 +309,7 @@ class LocalTerms:
 
 def _self_term(X, a, opts: dict, grad_weights: bool, warm: list | None = None):
     """``OT_eps(alpha, alpha)``, its gradients and :class:`InnerInfo`; ``warm = [f or None]`` (updated in place)."""
-    from .sinkhorn import solve_symmetric
+    from otpipe.sinkhorn import solve_symmetric
 
     Xt = torch.tensor(X, dtype=torch.float64, requires_grad=True)
     at = torch.tensor(a, dtype=torch.float64, requires_grad=grad_weights)

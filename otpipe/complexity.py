@@ -111,7 +111,7 @@ def cell_values(
     """
     import torch
 
-    from .losses import sinkhorn_divergence
+    from otpipe.losses import sinkhorn_divergence
 
     if not eps > 0:
         raise ValueError(f"eps must be positive, got {eps}")

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import diagnostics as _diag
-from .anderson import Anderson
-from .costs import Cost, _fmt, check_range, make_cost
-from .costs import box_extents as _box_extents
-from .costs import diagonal as _diagonal
-from .kernels import choose_backend, get_backend
-from .measures import Pair, log_weights
+from otpipe import diagnostics as _diag
+from otpipe.anderson import Anderson
+from otpipe.costs import Cost, _fmt, check_range, make_cost
+from otpipe.costs import box_extents as _box_extents
+from otpipe.costs import diagonal as _diagonal
+from otpipe.kernels import choose_backend, get_backend
+from otpipe.measures import Pair, log_weights
 
 __all__ = ["SinkhornParams", "epsilon_schedule", "run_full", "check_mode", "n_temperatures", "max_scaling",
            "MAX_TEMPERATURES", "FIXED_SCHEDULE_MAX_P", "DIAMETER_MIN_FRACTION"]

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 import torch
 
-from . import diagnostics as _diag
-from ._arrays import numpy_io, short
-from .diagnostics import FIXED_SCHEDULE_MAX_ERROR
-from .kernels import choose_backend, get_backend
-from .loop import check_mode
-from .measures import log_weights, validate_pair
-from .sinkhorn import (
+from otpipe import diagnostics as _diag
+from otpipe._arrays import numpy_io, short
+from otpipe.diagnostics import FIXED_SCHEDULE_MAX_ERROR
+from otpipe.kernels import choose_backend, get_backend
+from otpipe.loop import check_mode
+from otpipe.measures import log_weights, validate_pair
+from otpipe.sinkhorn import (
     ROUNDING_FACTOR,
     SinkhornParams,
     _check_balance,
@@ -342,7 +342,7 @@ def _median_bandwidth(x: torch.Tensor, y: torch.Tensor, max_points: int = 1000) 
 def _kernel_terms(P, kernel: str, sigma: float, backend: str):
     B, N, M, _ = P.shape
     mod = get_backend(choose_backend(backend, B, N, M, device=P.x.device, dtype=P.x.dtype))
-    from .costs import Cost
+    from otpipe.costs import Cost
 
     c = Cost()
     Kxx_a = mod.operator(P.x, P.x, c).kernel_apply(kernel, sigma, P.a)

@@ -36,11 +36,11 @@ import warnings
 
 import torch
 
-from .kernels import cpu
-from .kernels import multiscale as ms
-from .kernels import multiscale_device as msd
-from .measures import Pair, log_weights
-from .loop import STAGE_TOL, DEFAULT_MAX_ITER, SinkhornParams, _Cross, _Symmetric, _damping, _iterate, _needs_grad, _resolve, run_full
+from otpipe.kernels import cpu
+from otpipe.kernels import multiscale as ms
+from otpipe.kernels import multiscale_device as msd
+from otpipe.measures import Pair, log_weights
+from otpipe.loop import STAGE_TOL, DEFAULT_MAX_ITER, SinkhornParams, _Cross, _Symmetric, _damping, _iterate, _needs_grad, _resolve, run_full
 
 __all__ = ["_multiscale_run"]
 
@@ -100,7 +100,7 @@ def _fine_backend(device: torch.device) -> str | None:
         return ms.FINE_BACKEND
     if device.type == "cpu":
         return "cpu" if cpu.available() else None
-    from .kernels import triton_error
+    from otpipe.kernels import triton_error
 
     return "triton" if device.type == "cuda" and triton_error() is None else None
 
@@ -109,10 +109,10 @@ def _operator_class(kind: str):
     if kind == "cpu":
         return cpu.CpuOperator
     if kind == "triton":
-        from .kernels.triton import TritonOperator
+        from otpipe.kernels.triton import TritonOperator
 
         return TritonOperator
-    from .kernels.keops import KeOpsOperator
+    from otpipe.kernels.keops import KeOpsOperator
 
     return KeOpsOperator
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._arrays import numpy_io, short, to_numpy
-from .kernels import choose_backend, get_backend
-from .loop import (  # noqa: F401 - re-exported: the solver's parameters and schedule
+from otpipe._arrays import numpy_io, short, to_numpy
+from otpipe.kernels import choose_backend, get_backend
+from otpipe.loop import (  # noqa: F401 - re-exported: the solver's parameters and schedule
     DEFAULT_MAX_ITER,
     STAGE_TOL,
     SinkhornParams,
@@ -37,7 +37,7 @@ from .loop import (  # noqa: F401 - re-exported: the solver's parameters and sch
     epsilon_schedule,
     run_full,
 )
-from .measures import Pair, log_weights, validate_pair
+from otpipe.measures import Pair, log_weights, validate_pair
 
 __all__ = ["solve", "solve_symmetric", "OTResult", "SinkhornParams", "epsilon_schedule"]
 
@@ -225,7 +225,7 @@ def _run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, se
                       converging=prm.tol is not None) == "multiscale":
         if init:
             raise ValueError("init= (warm start) is not supported by the multiscale backend: pass another backend")
-        from .multiscale import _multiscale_run
+        from otpipe.multiscale import _multiscale_run
 
         return _multiscale_run(P, prm, cross=cross, self_x=self_x, self_y=self_y)
     return run_full(P, prm, cross=cross, self_x=self_x, self_y=self_y, init=init)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 
-from .two_sample import *  # noqa: F401,F403
-from .two_sample import __all__  # noqa: F401
+from otpipe.two_sample import *  # noqa: F401,F403
+from otpipe.two_sample import __all__  # noqa: F401
 
 warnings.warn("otpipe.testing is deprecated: use otpipe.two_sample", DeprecationWarning, stacklevel=2)

@@ -210,8 +210,8 @@ def make_plan(x, y, *, statistic: str = "sinkhorn", n_permutations: int = 999, s
                          + (f" (accepted: {', '.join(allowed)})" if allowed else ""))
     sigmas: list = []
     if statistic == "sinkhorn":
-        from .kernels import choose_backend
-        from .sinkhorn import SinkhornParams
+        from otpipe.kernels import choose_backend
+        from otpipe.sinkhorn import SinkhornParams
 
         sp = dict(p=2.0, blur=0.05, reach=None, scaling=0.5, tol=None, max_iter=None, backend="auto", cost=None)
         sp.update({k: v for k, v in loss_params.items() if k in sp})
@@ -299,7 +299,7 @@ def _sinkhorn_stats(plan: _Plan, perms: np.ndarray) -> tuple[np.ndarray, np.ndar
     """``S_eps`` of each split and the marginal error of its (cross) solve."""
     import warnings
 
-    from .losses import sinkhorn_divergence
+    from otpipe.losses import sinkhorn_divergence
 
     z = torch.from_numpy(plan.z)
     idx = torch.from_numpy(np.ascontiguousarray(perms))

@@ -54,9 +54,9 @@ from pathlib import Path
 
 import yaml
 
-from . import _rundir
-from ._locks import output_lock
-from ._made import mark_dir
+from otpipe import _rundir
+from otpipe._locks import output_lock
+from otpipe._made import mark_dir
 
 __all__ = ["load_spec", "Workflow", "run_workflow", "tree_hash"]
 
@@ -291,7 +291,7 @@ def load_spec(path, *, run_dir=None) -> Workflow:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise _err(path, L.line("cluster", k), f"cluster {k} must be a whole number >= 1, got {_show(v)}")
     if not (cluster.get("scheduler") or cluster.get("scheduler_file")):
-        from .pipeline.preflight import check_local_size
+        from otpipe.pipeline.preflight import check_local_size
 
         try:  # the embedded cluster the run would start: refused by --dry-run too
             check_local_size(cluster.get("n_workers"), cluster.get("threads_per_worker", 1))
@@ -341,7 +341,7 @@ def load_spec(path, *, run_dir=None) -> Workflow:
 def _command(name: str):
     import click
 
-    from .cli import cli
+    from otpipe.cli import cli
 
     with click.Context(cli) as ctx:
         return cli.get_command(ctx, name)
@@ -527,7 +527,7 @@ def _digest(p: Path, *, zarr_aware: bool) -> bytes:
 
 def _collection_hash(path: Path) -> str | None:
     try:
-        from .store import open as _open
+        from otpipe.store import open as _open
 
         return str(_open(str(path)).content_hash)
     except Exception:
@@ -563,7 +563,7 @@ def _git_commit() -> str | None:
 def _versions() -> dict:
     from importlib import metadata
 
-    from ._version import __version__
+    from otpipe._version import __version__
 
     v = {"otpipe": __version__, "python": platform.python_version()}
     for pkg in ("torch", "numpy", "scipy", "dask", "distributed", "zarr", "xarray", "pykeops", "click", "pyyaml"):
@@ -643,7 +643,7 @@ def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=N
         echo("dry run: nothing computed, nothing written")
         _rundir.check_run_dir(wf.run_dir, [(s.id, s.type) for s in wf.steps])
         return None
-    from .pipeline.cluster import ClusterSpec, describe, open_client
+    from otpipe.pipeline.cluster import ClusterSpec, describe, open_client
 
     prov_path = wf.run_dir / "provenance.json"
     previous = {}
@@ -787,7 +787,7 @@ def _run_cli(argv: list[str], step_dir: Path) -> None:
     """Run ``otpipe ARGV`` in-process; its output goes to ``step_dir/<command>.log``."""
     import click
 
-    from .cli import cli
+    from otpipe.cli import cli
 
     _rundir.ensure_step_dir(step_dir, step_dir.parent)
     buf = io.StringIO()
@@ -836,7 +836,7 @@ def _input_report(wf: Workflow, store: Path, d: Path, ref: str, typ: str) -> lis
     notes, figures, a link to the full page); without one, its tables and PNGs as the step left them."""
     e = html.escape
     try:
-        from .report import write_report
+        from otpipe.report import write_report
 
         files = write_report(store, d / ref, title=f"{ref} ({typ})")
     except Exception as exc:  # the run report still shows the rest

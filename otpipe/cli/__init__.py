@@ -13,8 +13,8 @@ import sys
 
 import click
 
-from .._text import escape
-from .._version import __version__
+from otpipe._text import escape
+from otpipe._version import __version__
 
 __all__ = ["main", "cli"]
 

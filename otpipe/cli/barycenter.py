@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import (
+from otpipe.cli._common import (
     client_from_options,
     cluster_options,
     dry_run_option,
@@ -62,7 +62,7 @@ def barycenter(collection, out, dry_run, as_json, no_progress, quiet, **kw):
     Each group's barycenter is stored in OUT as soon as it is done: Ctrl-C keeps the finished
     groups (exit status 130) and --resume computes only the missing ones.
     """
-    from ..pipeline.barycenter import plan_barycenters, run_barycenter
+    from otpipe.pipeline.barycenter import plan_barycenters, run_barycenter
 
     setup_logging(quiet)
     spec = client_from_options(kw)

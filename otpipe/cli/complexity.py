@@ -8,7 +8,7 @@ import time
 
 import click
 
-from ._common import (
+from otpipe.cli._common import (
     client_from_options,
     cluster_options,
     dry_run_option,
@@ -68,8 +68,8 @@ def _ints(ctx, param, value):
 def complexity(out, eps, dims, ns, reps, p, divergence, only, distribution, seed, tol, scaling, max_iter, dtype,
                figures, no_figures, resume, overwrite, dry_run, as_json, no_progress, quiet, **kw):
     """Sample complexity: E D_eps(mu_N, nu_N) ~ N^-kappa over a grid of eps, d and N (Genevay et al. 2018, App. A)."""
-    from ..pipeline import estimate
-    from ..pipeline.complexity import kappa_table, run_study
+    from otpipe.pipeline import estimate
+    from otpipe.pipeline.complexity import kappa_table, run_study
 
     setup_logging(quiet)
     spec = client_from_options(kw)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import (
+from otpipe.cli._common import (
     client_from_options,
     cluster_options,
     dry_run_option,
@@ -52,7 +52,7 @@ def distances(collection, other, out, dry_run, as_json, no_progress, quiet, **kw
     finished tiles) rerun with --resume. Warns when the solves did not converge (see --tol).
     """
     setup_logging(quiet)
-    from ..pipeline.pairwise import pairwise
+    from otpipe.pipeline.pairwise import pairwise
 
     spec = client_from_options(kw)
     res = pairwise(
@@ -65,7 +65,7 @@ def distances(collection, other, out, dry_run, as_json, no_progress, quiet, **kw
         **kw,
     )
     if dry_run:
-        from ..pipeline import estimate
+        from otpipe.pipeline import estimate
 
         s = res
         if as_json:
@@ -93,4 +93,4 @@ def distances(collection, other, out, dry_run, as_json, no_progress, quiet, **kw
                    f"{a.get('pairs_computed', 0)} pairs computed now ({a.get('seconds', 0.0):.1f} s)")
 
 
-from .report import report  # noqa: E402  (was defined here; kept importable)
+from otpipe.cli.report import report  # noqa: E402  (was defined here; kept importable)

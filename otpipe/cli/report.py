@@ -30,7 +30,7 @@ def report(result, out, title, max_measures, as_json, quiet):
                   -log10 p with the rejections marked (the permutation null for one test)
     complexity    decay curves R(N) with the fitted rates kappa and their intervals
     """
-    from ..report import write_report
+    from otpipe.report import write_report
 
     out_p = Path(out)
     kw = {}

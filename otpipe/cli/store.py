@@ -11,7 +11,7 @@ import time
 
 import click
 
-from ._common import dry_run_option, echo_json, json_option, out_option, overwrite_option, quiet_option
+from otpipe.cli._common import dry_run_option, echo_json, json_option, out_option, overwrite_option, quiet_option
 
 __all__ = ["synth", "ingest", "info"]
 
@@ -64,8 +64,8 @@ def synth(out_arg, out, kinds, n_measures, n_points, min_points, dim, seed, weig
 
     The positional OUT of otpipe 0.1 (otpipe synth OUT) still works, with a deprecation warning.
     """
-    from ..store.collection import DEFAULT_SHARD_POINTS, create
-    from ..store.synth import resolve_kinds, synth_measures
+    from otpipe.store.collection import DEFAULT_SHARD_POINTS, create
+    from otpipe.store.synth import resolve_kinds, synth_measures
 
     if out_arg is not None:
         if out is not None and out != out_arg:
@@ -149,10 +149,10 @@ def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight
     summary lists the files read with a header. Rows that do not parse are refused with their
     line number.
     """
-    from ..store.collection import DEFAULT_SHARD_POINTS
-    from ..store.ingest import ingest as _ingest
-    from ..store.ingest import plan as _plan
-    from ..store.readers import ReaderOptions
+    from otpipe.store.collection import DEFAULT_SHARD_POINTS
+    from otpipe.store.ingest import ingest as _ingest
+    from otpipe.store.ingest import plan as _plan
+    from otpipe.store.readers import ReaderOptions
 
     if dry_run:
         found = _plan(list(sources), fmt=fmt, labels=labels, manifest=manifest, names=names,
@@ -187,7 +187,7 @@ def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight
 @quiet_option
 def info(store, as_json, verify, quiet):
     """Summarise a collection: counts, dimension, sizes, labels, dtype, hash, chunking."""
-    from ..store.collection import open as _open
+    from otpipe.store.collection import open as _open
 
     c = _open(store)
     d = c.info()

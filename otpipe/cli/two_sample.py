@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from .._locks import locked
-from ._common import (
+from otpipe._locks import locked
+from otpipe.cli._common import (
     client_from_options,
     cluster_options,
     dry_run_option,
@@ -39,7 +39,7 @@ def plot_report(ds, path) -> Path:
     test, else ``-log10 p`` with the Holm / Benjamini-Hochberg rejections marked (:mod:`otpipe.report.two_sample`)."""
     import matplotlib.pyplot as plt
 
-    from ..report.two_sample import figures
+    from otpipe.report.two_sample import figures
 
     path = Path(path)
     _, fig, _ = figures(ds)[0]
@@ -82,9 +82,9 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
     """Permutation two-sample tests between the labels (or measures) of COLLECTION, or against OTHER."""
     import numpy as np
 
-    from ..pipeline import estimate
-    from ..pipeline.two_sample import many_two_sample_tests
-    from ..store import open as open_store
+    from otpipe.pipeline import estimate
+    from otpipe.pipeline.two_sample import many_two_sample_tests
+    from otpipe.store import open as open_store
 
     setup_logging(quiet)
     spec = client_from_options(kw)

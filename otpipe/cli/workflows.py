@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import dry_run_option, echo_json, json_option, quiet_option
+from otpipe.cli._common import dry_run_option, echo_json, json_option, quiet_option
 
 __all__ = ["run"]
 
@@ -21,7 +21,7 @@ __all__ = ["run"]
 @quiet_option
 def run(workflow, dry_run, resume, run_dir, as_json, quiet):
     """Run the workflow spec WORKFLOW (YAML): steps synth/ingest -> distances -> ... -> report, with provenance."""
-    from ..workflows import run_workflow
+    from otpipe.workflows import run_workflow
 
     lines: list[str] = []
     echo = lines.append if (as_json or quiet) else click.echo

@@ -145,7 +145,7 @@ def choose_backend(name: str, B: int, N: int, M: int, *, device=None, dtype=None
         return name
     if dev == "cpu":
         if B * N * M >= AUTO_CPU_MIN_ENTRIES:
-            from . import cpu
+            from otpipe.kernels import cpu
 
             if cpu.available():
                 return "multiscale" if converging and B == 1 and N * M >= AUTO_MULTISCALE_MIN_ENTRIES else "cpu"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..costs import Cost
-from .tensorized import ChunkedDenseOperator
+from otpipe.costs import Cost
+from otpipe.kernels.tensorized import ChunkedDenseOperator
 
 __all__ = ["operator", "ChunkedDenseOperator"]
 

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import torch
 
-from ..costs import Cost
-from . import _libcache
+from otpipe.costs import Cost
+from otpipe.kernels import _libcache
 
 __all__ = ["operator", "available", "CpuOperator", "Blocks", "build_error", "block_mask"]
 
@@ -358,13 +358,13 @@ class CpuOperator:
         return torch.is_grad_enabled() and any(t.requires_grad for t in (self.x, self.y, *extra))
 
     def _dense(self):
-        from .tensorized import DenseOperator
+        from otpipe.kernels.tensorized import DenseOperator
 
         return DenseOperator(self.x, self.y, self.cost)
 
     def _autograd_fallback(self):
         """Differentiable stand-in for ``softmax_mean`` / ``softmax_cost``: dense when small, else by blocks of rows."""
-        from . import AUTO_DENSE_MAX_ENTRIES
+        from otpipe.kernels import AUTO_DENSE_MAX_ENTRIES
 
         if self.x.shape[0] * self.x.shape[1] * self.y.shape[1] <= AUTO_DENSE_MAX_ENTRIES:
             return self._dense()
@@ -406,7 +406,7 @@ class CpuOperator:
 
     def kernel_apply(self, kernel: str, sigma: float, v: torch.Tensor) -> torch.Tensor:
         """``sum_j k(x_i, y_j) v_j`` (not a hot path): dense for small problems, by blocks of rows otherwise."""
-        from . import AUTO_DENSE_MAX_ENTRIES
+        from otpipe.kernels import AUTO_DENSE_MAX_ENTRIES
 
         B, N, M = self.x.shape[0], self.x.shape[1], self.y.shape[1]
         if B * N * M <= AUTO_DENSE_MAX_ENTRIES:
@@ -416,7 +416,7 @@ class CpuOperator:
 
 def _fallback(x: torch.Tensor, y: torch.Tensor, cost: Cost):
     """Dense operator computed by blocks of rows (bounded memory; no pykeops on a default path)."""
-    from .tensorized import ChunkedDenseOperator
+    from otpipe.kernels.tensorized import ChunkedDenseOperator
 
     return ChunkedDenseOperator(x, y, cost)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..costs import Cost
+from otpipe.costs import Cost
 
 __all__ = ["operator", "KeOpsOperator", "keops_ranges"]
 

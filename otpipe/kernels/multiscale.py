@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..costs import Cost
-from . import cpu
+from otpipe.costs import Cost
+from otpipe.kernels import cpu
 
 __all__ = ["operator", "Clustering", "cluster", "default_scale", "block_mask"]
 
@@ -75,13 +75,13 @@ def operator(x: torch.Tensor, y: torch.Tensor, cost: Cost):
     for CUDA tensors, ``chunked`` where those are unavailable."""
     if x.device.type == "cpu":
         return cpu.operator(x, y, cost)
-    from . import triton_error
+    from otpipe.kernels import triton_error
 
     if x.device.type == "cuda" and triton_error() is None:
-        from .triton import TritonOperator
+        from otpipe.kernels.triton import TritonOperator
 
         return TritonOperator(x, y, cost)
-    from .chunked import ChunkedDenseOperator
+    from otpipe.kernels.chunked import ChunkedDenseOperator
 
     return ChunkedDenseOperator(x, y, cost)
 

@@ -24,8 +24,8 @@ import math
 
 import torch
 
-from ..costs import Cost
-from . import multiscale as ms
+from otpipe.costs import Cost
+from otpipe.kernels import multiscale as ms
 
 __all__ = ["cluster", "segment_max", "affine_fit", "block_mask", "DeviceBlocks"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..costs import Cost
+from otpipe.costs import Cost
 
 __all__ = ["operator", "DenseOperator", "ChunkedDenseOperator", "kernel_matrix"]
 
@@ -73,7 +73,7 @@ class ChunkedDenseOperator:
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: Cost, max_entries: int | None = None):
-        from . import AUTO_DENSE_MAX_ENTRIES
+        from otpipe.kernels import AUTO_DENSE_MAX_ENTRIES
 
         self.x, self.y, self.cost = x, y, cost
         B, M = y.shape[0], y.shape[1]

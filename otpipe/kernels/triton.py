@@ -56,14 +56,14 @@ import os
 
 import torch
 
-from ..costs import Cost
+from otpipe.costs import Cost
 
 try:
     import triton as _triton  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("the 'triton' backend needs Triton: pip install triton (and a CUDA GPU)") from exc
 
-from . import _triton_kernels as _k
+from otpipe.kernels import _triton_kernels as _k
 
 __all__ = ["operator", "TritonOperator", "ALLOW_TF32"]
 
@@ -456,8 +456,8 @@ class TritonOperator:
         return torch.is_grad_enabled() and any(t.requires_grad for t in (self.x, self.y, *extra))
 
     def _dense(self):
-        from . import AUTO_DENSE_MAX_ENTRIES
-        from .tensorized import DenseOperator
+        from otpipe.kernels import AUTO_DENSE_MAX_ENTRIES
+        from otpipe.kernels.tensorized import DenseOperator
 
         B, N, M = self.x.shape[0], self.x.shape[1], self.y.shape[1]
         if self.blocks is not None or B * N * M > AUTO_DENSE_MAX_ENTRIES:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._locks import locked
-from . import checkpoint as _ck
-from . import convergence as _conv
+from otpipe._locks import locked
+from otpipe.pipeline import checkpoint as _ck
+from otpipe.pipeline import convergence as _conv
 
 _bary = importlib.import_module("otpipe.barycenter")
 
@@ -150,7 +150,7 @@ def _method(method, ms, grid, p):
 def plan_barycenters(collection, *, group_by: str = "label", groups=None, weights=None, method: str = "auto",
                      n_points: int | None = None, p: float = 2, grid: float | None = None) -> dict:
     """What a run would do (``--dry-run``): the groups, their sizes and the method of each; computes nothing."""
-    from .. import store
+    from otpipe import store
 
     coll = collection if hasattr(collection, "names") else store.open(collection)
     grps, inputs, _ = _prepare(coll, group_by, groups, weights, method)
@@ -197,7 +197,7 @@ def group_barycenters(
     dict
         ``{group: BarycenterResult}`` in group order.
     """
-    from .. import store
+    from otpipe import store
 
     coll = collection if hasattr(collection, "names") else store.open(collection)
     grps, inputs, lams = _prepare(coll, group_by, groups, weights, method)
@@ -324,7 +324,7 @@ def run_barycenter(
     ``resume=True`` computes only the missing groups (same parameters and input required; a
     finished store resumes without computing).
     """
-    from .. import store
+    from otpipe import store
 
     coll = collection if hasattr(collection, "names") else store.open(collection)
     grps, inputs, lams = _prepare(coll, group_by, groups, weights, method)  # bad input fails fast, writes nothing
@@ -383,8 +383,8 @@ def _finish(out: Path, results: dict, inputs: dict, png: str, caught: dict, *, w
             msg: str | None = None) -> dict:
     """Write the collection of barycenters over the checkpoint store (one atomic replacement, with every
     attribute), warn about convergence once, draw the PNG; the summary."""
-    from .. import store
-    from .barycenter_report import plot_barycenters
+    from otpipe import store
+    from otpipe.pipeline.barycenter_report import plot_barycenters
 
     msg = convergence_message(results, caught) if msg is None else msg
     summary = {g: dict(method=r.method, n_iter=int(r.n_iter), converged=bool(r.converged), n_measures=len(inputs[g]),

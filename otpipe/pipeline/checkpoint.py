@@ -83,7 +83,7 @@ def check_existing(out: Path, *, is_ours, what: str, resume: bool, overwrite: bo
 
     ``is_ours(attrs) -> bool`` tells whether stored attrs belong to a ``what`` result.
     """
-    from .._made import check_replaceable
+    from otpipe._made import check_replaceable
 
     if resume and overwrite:
         raise ValueError("give either --resume or --overwrite, not both")
@@ -114,7 +114,7 @@ def check_existing(out: Path, *, is_ours, what: str, resume: bool, overwrite: bo
 
 def remove(out: Path) -> None:
     """Remove the otpipe result store at ``out`` (only what otpipe made: :func:`otpipe._made.remove_made`)."""
-    from .._made import remove_made
+    from otpipe._made import remove_made
 
     remove_made(out)
 
@@ -144,7 +144,7 @@ class Checkpoint:
         its own region of the store, written alone)."""
         import zarr
 
-        from .._made import made_attrs
+        from otpipe._made import made_attrs
 
         self = cls(out, n, fields, chunk=chunk)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -254,9 +254,9 @@ def session(ck: Checkpoint, *, client, cluster, progress: bool, desc: str, unit:
     :class:`~otpipe.pipeline.interrupt.Interrupted` saying how many ``what`` are saved and how to
     resume (a plain ``KeyboardInterrupt`` when ``ck`` is in memory only).
     """
-    from .cluster import open_client
-    from .interrupt import Interrupted, guard
-    from .progress import Progress
+    from otpipe.pipeline.cluster import open_client
+    from otpipe.pipeline.interrupt import Interrupted, guard
+    from otpipe.pipeline.progress import Progress
 
     with guard() as g:
         try:
@@ -277,7 +277,7 @@ def session(ck: Checkpoint, *, client, cluster, progress: bool, desc: str, unit:
         except KeyboardInterrupt:
             if ck.out is None:
                 raise
-            from .pairwise import resume_hint
+            from otpipe.pipeline.pairwise import resume_hint
 
             raise Interrupted(f"{ck.n_done} of {ck.n} {what} are saved in {ck.out}; {resume_hint(ck.out)}") from None
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from . import jobs as _jobs
-from . import security as _security
+from otpipe.pipeline import jobs as _jobs
+from otpipe.pipeline import security as _security
 
 __all__ = ["ClusterSpec", "open_client", "describe", "job_script"]
 
@@ -91,7 +91,7 @@ class ClusterSpec:
             raise ValueError("--no-tls applies to --cluster slurm/pbs and --gpus (the local cluster is loopback-only)")
         _security.check_interface(self.interface)
         if not given and self.cluster in (None, "local") and not self.gpus:
-            from .preflight import check_local_size
+            from otpipe.pipeline.preflight import check_local_size
 
             check_local_size(self.n_workers, self.threads_per_worker)  # at most 4 threads per core, 256 MiB per worker
 
@@ -104,7 +104,7 @@ class ClusterSpec:
 def _local(spec: ClusterSpec):
     from distributed import LocalCluster
 
-    from .processes import local_processes
+    from otpipe.pipeline.processes import local_processes
 
     n = spec.n_workers or max(1, min(os.cpu_count() or 1, 4))
     return LocalCluster(
@@ -141,7 +141,7 @@ def _cuda(spec: ClusterSpec):
 
 def job_dir(spec: ClusterSpec) -> Path:
     """The folder of the batch jobs' logs and certificate files (created, mode 0700, marked as otpipe's)."""
-    from .._made import check_replaceable, mark_dir
+    from otpipe._made import check_replaceable, mark_dir
 
     d = Path(spec.job_dir) if spec.job_dir else Path.cwd() / "otpipe-jobs"
     if d.exists():
@@ -221,7 +221,7 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
     watcher = None
     if spec.scheduler or spec.scheduler_file:
         sec = _security.for_address(spec.scheduler, spec.scheduler_file, spec.tls_ca_file, spec.tls_cert, spec.tls_key)
-        from .preflight import check_scheduler
+        from otpipe.pipeline.preflight import check_scheduler
 
         check_scheduler(_security._address_of(spec.scheduler, spec.scheduler_file), sec)  # a Dask scheduler there?
         c = Client(spec.scheduler, security=sec) if spec.scheduler else Client(scheduler_file=spec.scheduler_file, security=sec)
@@ -234,11 +234,11 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
             cluster = _local(spec)
         c = Client(cluster)
         if spec.cluster in (None, "local"):
-            from .processes import QuietTaskErrors
+            from otpipe.pipeline.processes import QuietTaskErrors
 
             c.register_plugin(QuietTaskErrors())  # a failed task: one error line from the client, no worker log
         if getattr(cluster, "processes", False) and spec.cluster in (None, "local") and not spec.gpus:
-            from .processes import IgnoreSigint
+            from otpipe.pipeline.processes import IgnoreSigint
 
             c.register_plugin(IgnoreSigint())  # Ctrl-C: the client saves and closes, workers stay quiet
         if spec.cluster in ("slurm", "pbs"):

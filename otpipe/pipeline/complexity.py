@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import complexity as cx
-from .._locks import locked
-from . import checkpoint as _ck
-from . import convergence as _conv
-from . import estimate as _estimate
+from otpipe import complexity as cx
+from otpipe._locks import locked
+from otpipe.pipeline import checkpoint as _ck
+from otpipe.pipeline import convergence as _conv
+from otpipe.pipeline import estimate as _estimate
 
 __all__ = ["run_study", "open_study", "estimate_study", "summarise", "plot_study", "kappa_table"]
 

@@ -14,7 +14,7 @@ import contextlib
 import time
 from typing import Callable, Iterator
 
-from .progress import human_seconds
+from otpipe.pipeline.progress import human_seconds
 
 __all__ = ["LARGE_SECONDS", "timed", "one_thread", "summary", "warning_text"]
 

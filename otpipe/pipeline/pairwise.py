@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .._locks import locked
-from . import convergence as _conv
-from . import estimate as _estimate
-from . import plan as _plan
-from . import result as _result
-from .interrupt import Interrupted, guard
-from .progress import Progress
-from .tasks import KERNEL_LOSSES, LOSSES, RunParams, bbox_task, cross_task, diameter_from_boxes, self_task
+from otpipe._locks import locked
+from otpipe.pipeline import convergence as _conv
+from otpipe.pipeline import estimate as _estimate
+from otpipe.pipeline import plan as _plan
+from otpipe.pipeline import result as _result
+from otpipe.pipeline.interrupt import Interrupted, guard
+from otpipe.pipeline.progress import Progress
+from otpipe.pipeline.tasks import KERNEL_LOSSES, LOSSES, RunParams, bbox_task, cross_task, diameter_from_boxes, self_task
 
 __all__ = ["pairwise", "resolve_run"]
 
@@ -379,7 +379,7 @@ def pairwise(
     otpipe.pipeline.interrupt.Interrupted
         Ctrl-C (SIGINT): the finished tiles are kept in ``out``; ``resume=True`` continues.
     """
-    from .cluster import ClusterSpec, open_client
+    from otpipe.pipeline.cluster import ClusterSpec, open_client
 
     src, tgt, rp = resolve_run(
         collection, other, loss=loss, p=p, blur=blur, reach=reach, scaling=scaling, tol=tol,

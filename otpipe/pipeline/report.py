@@ -8,14 +8,14 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..report.matrix import classical_mds, cluster_order, nn_accuracy
+from otpipe.report.matrix import classical_mds, cluster_order, nn_accuracy
 
 __all__ = ["make_report", "nn_accuracy", "cluster_order", "classical_mds"]
 
 
 def make_report(result, out, *, title: str | None = None) -> dict:
     """Deprecated: use :func:`otpipe.report.write_report` (a directory with ``index.html`` + PNGs)."""
-    from ..report import write_report
+    from otpipe.report import write_report
 
     warnings.warn("otpipe.pipeline.report.make_report is deprecated: use otpipe.report.write_report(result, out_dir)",
                   DeprecationWarning, stacklevel=2)

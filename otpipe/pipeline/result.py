@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._made import check_replaceable, made_attrs
+from otpipe._made import check_replaceable, made_attrs
 
 __all__ = ["RESULT_FORMAT", "BOOKKEEPING", "create", "load_state", "write_tile", "write_self", "mark_complete", "open_result", "is_result"]
 

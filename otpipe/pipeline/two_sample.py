@@ -46,13 +46,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import two_sample as _t
-from .._locks import locked
-from .._made import check_replaceable, made_attrs
-from . import checkpoint as _ck
-from . import convergence as _conv
-from . import estimate as _estimate
-from .cluster import ClusterSpec, open_client
+from otpipe import two_sample as _t
+from otpipe._locks import locked
+from otpipe._made import check_replaceable, made_attrs
+from otpipe.pipeline import checkpoint as _ck
+from otpipe.pipeline import convergence as _conv
+from otpipe.pipeline import estimate as _estimate
+from otpipe.pipeline.cluster import ClusterSpec, open_client
 
 __all__ = ["two_sample_test_distributed", "many_two_sample_tests", "open_result", "write_result", "plan_tests", "BY"]
 
@@ -159,7 +159,7 @@ def _pair_task(src, src_idx, tgt, tgt_idx, kw: dict, entropy: list, keep_null: b
 
 def _open(c):
     if isinstance(c, (str, os.PathLike)):
-        from ..store import open as open_store
+        from otpipe.store import open as open_store
 
         return open_store(c)
     return c
@@ -500,7 +500,7 @@ def _jsonable(v):
 def _attrs(params: dict, *, statistic, n_permutations, seed, by, block_size, src, tgt, n_tests) -> dict:
     import torch
 
-    from .._version import __version__
+    from otpipe._version import __version__
 
     attrs = {
         "kind": RESULT_KIND,
@@ -537,7 +537,7 @@ def write_result(ds, out, *, overwrite: bool = False) -> Path:
     check_replaceable(out)
     ds.attrs.update(made_attrs("two_sample"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    from ..store._tmp import remove_stale, tmp_sibling
+    from otpipe.store._tmp import remove_stale, tmp_sibling
 
     remove_stale(out)  # temporaries of a killed earlier run of this output
     tmp = tmp_sibling(out)

@@ -7,14 +7,14 @@ import os
 
 import numpy as np
 
-from ._page import Page
+from otpipe.report._page import Page
 
 __all__ = ["build"]
 
 
 def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Page:
-    from ..store import open as open_collection
-    from ..store.plot import draw_measures, pixel_grid
+    from otpipe.store import open as open_collection
+    from otpipe.store.plot import draw_measures, pixel_grid
 
     c = open_collection(path)
     groups = c.attrs.get("barycenter") or {}
@@ -64,7 +64,7 @@ def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Pag
 
 def _inputs(source: dict):
     """The input collection, if it is still there with the recorded content."""
-    from ..store import open as open_collection
+    from otpipe.store import open as open_collection
 
     src = source.get("collection")
     if not src or not os.path.exists(src):

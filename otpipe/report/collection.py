@@ -5,14 +5,14 @@ import os
 
 import numpy as np
 
-from ._page import Page
+from otpipe.report._page import Page
 
 __all__ = ["build"]
 
 
 def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Page:
-    from ..store import open as open_collection
-    from ..store.plot import draw_measures, pixel_grid, sample_by_label
+    from otpipe.store import open as open_collection
+    from otpipe.store.plot import draw_measures, pixel_grid, sample_by_label
 
     c = open_collection(path)
     info = c.info()

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from ._page import Page
+from otpipe.report._page import Page
 
 __all__ = ["build"]
 
@@ -64,7 +64,7 @@ def _decay_figure(ds, eps, dims, ns, p, div):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..complexity import fit_rate
+    from otpipe.complexity import fit_rate
 
     mean, std = np.asarray(ds["mean"].values, float), np.asarray(ds["std"].values, float)
     reps = ds.sizes["rep"]

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from ._page import Page
+from otpipe.report._page import Page
 
 __all__ = ["build", "nn_accuracy", "cluster_order", "classical_mds", "convergence_summary", "colorbar_label",
            "HIGH_MARGINAL_ERROR"]
@@ -119,7 +119,7 @@ def label_colors(labels) -> tuple[dict, list]:
 
 
 def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Page:
-    from ..pipeline.result import open_result
+    from otpipe.pipeline.result import open_result
 
     ds = open_result(path)
     S = np.asarray(ds["divergence"].values, dtype=float)

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from ._page import Page
+from otpipe.report._page import Page
 
 __all__ = ["build", "figures", "tests_table", "ALPHA"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 __all__ = ["open", "create", "Collection", "Measure", "FORMAT_NAME", "FORMAT_VERSION"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .collection import FORMAT_NAME, FORMAT_VERSION, Collection, Measure, create, open  # noqa: F401
+    from otpipe.store.collection import FORMAT_NAME, FORMAT_VERSION, Collection, Measure, create, open  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -21,7 +21,7 @@ import os
 import stat
 from typing import BinaryIO
 
-from .._text import escape
+from otpipe._text import escape
 
 __all__ = ["shown", "safe_name", "stat_regular", "open_regular", "read_limit", "check_size", "human"]
 

@@ -83,10 +83,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .._locks import locked
-from .._made import check_replaceable, made_attrs
-from .._version import __version__
-from ._tmp import remove_stale, tmp_sibling
+from otpipe._locks import locked
+from otpipe._made import check_replaceable, made_attrs
+from otpipe._version import __version__
+from otpipe.store._tmp import remove_stale, tmp_sibling
 
 __all__ = [
     "FORMAT_NAME",
@@ -753,7 +753,7 @@ class Collection:
         self._load(attrs)
 
     def _load(self, attrs: dict) -> None:
-        from .integrity import check_structure
+        from otpipe.store.integrity import check_structure
 
         self.attrs = dict(attrs)
         self._group = _open_group(self.path, "r")
@@ -814,7 +814,7 @@ class Collection:
         if not self.attrs.get("has_labels"):
             return None
         if self._labels is None:
-            from .integrity import read_rows
+            from otpipe.store.integrity import read_rows
 
             self._labels = _strings(read_rows(self.path, self._group["labels"], "labels", 0, len(self)))
         return self._labels
@@ -866,7 +866,7 @@ class Collection:
         c = self._cache
         if c is not None and c[0] == k:
             return c[1], c[2]
-        from .integrity import check_block, read_rows
+        from otpipe.store.integrity import check_block, read_rows
 
         r0, r1 = int(self.shard_rows[k]), int(self.shard_rows[k + 1])
         P = read_rows(self.path, self._group["points"], "points", r0, r1, self._holders)
@@ -942,7 +942,7 @@ class Collection:
         Returns ``True`` when everything matches. With ``raise_on_error`` a mismatch raises
         ``ValueError`` naming the first bad measure. Reads shard by shard (bounded memory).
         """
-        from .integrity import read_rows
+        from otpipe.store.integrity import read_rows
 
         stored = np.asarray(read_rows(self.path, self._group["digests"], "digests", 0, len(self)), dtype=np.uint8)
         problem = None

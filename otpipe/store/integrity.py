@@ -175,7 +175,7 @@ def check_structure(path: Path, attrs: dict, group) -> dict[str, Any]:
     CorruptCollection
         A ``ValueError`` ``"<path>: damaged collection: <what>; ..."`` naming the first problem.
     """
-    from .collection import _DTYPES, _strings
+    from otpipe.store.collection import _DTYPES, _strings
 
     n = _int_attr(attrs, "n_measures", path, 1)
     s = _int_attr(attrs, "n_shards", path, 1)
@@ -289,7 +289,7 @@ def _check_chunks(path: Path, group, pts, wts, grid: int, small: dict) -> None:
         return
     # stores written before every chunk was written: a missing chunk may be all fill value (0).
     # Re-hash the measures of the shards it belongs to; damage unless they match their digests.
-    from .collection import _measure_digest, _strings
+    from otpipe.store.collection import _measure_digest, _strings
 
     cp = int(wts.chunks[0])
     rows, so, starts, offsets, names = small["shard_rows"], small["shard_offsets"], small["starts"], small["offsets"], small["names"]

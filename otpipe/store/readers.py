@@ -55,8 +55,8 @@ from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
-from .._text import escape
-from ._files import check_size, open_regular, shown
+from otpipe._text import escape
+from otpipe.store._files import check_size, open_regular, shown
 
 __all__ = ["ReaderOptions", "FORMATS", "EXTENSIONS", "format_of", "read_file", "quote"]
 

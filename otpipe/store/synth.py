@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .collection import Measure
+from otpipe.store.collection import Measure
 
 __all__ = ["KINDS", "MIN_DIM", "resolve_kinds", "sample", "synth_measures"]
 
