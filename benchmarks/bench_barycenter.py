@@ -69,7 +69,7 @@ def main(argv=None):
     ap.add_argument("--max-iter", type=int, default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    from otpipe.barycenter import free_support_barycenter
+    from otpipe.tools.barycenters import free_support_barycenter
 
     x, y = inputs()
     lam = np.array([0.3, 0.7])

@@ -92,7 +92,7 @@ def _otpipe(backend: str, blur: float, D: int, tf32: bool = False, **kw):
     import otpipe
 
     def loss(x, y):
-        from otpipe.kernels import triton as tb
+        from otpipe.geometry.backends import triton as tb
 
         tb.ALLOW_TF32 = tf32
         try:
@@ -280,7 +280,7 @@ def _digits(rows, device, small, cpu_figure: str | None, workdir: Path):
         print(r.stderr[-3000:], flush=True)
         return
     import otpipe
-    from otpipe.pipeline.result import open_result
+    from otpipe.engine.result import open_result
     from otpipe import store as st
 
     ds = open_result(out)

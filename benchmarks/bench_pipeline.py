@@ -42,10 +42,10 @@ def main() -> None:
     from geomloss import SamplesLoss
 
     from otpipe import store
-    from otpipe.pipeline.cluster import ClusterSpec, open_client
-    from otpipe.pipeline.pairwise import pairwise
-    from otpipe.pipeline.plan import make_plan
-    from otpipe.pipeline.tasks import RunParams, cross_task, self_task
+    from otpipe.engine.cluster import ClusterSpec, open_client
+    from otpipe.pipelines.pairwise import pairwise
+    from otpipe.engine.plan import make_plan
+    from otpipe.pipelines.tasks import RunParams, cross_task, self_task
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     rng = np.random.default_rng(0)

@@ -46,9 +46,9 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("bench_triton_smoke: no CUDA device, skipped")
         return 0
-    from otpipe.costs import Cost
-    from otpipe.kernels import tensorized
-    from otpipe.kernels import triton as tb
+    from otpipe.geometry.costs import Cost
+    from otpipe.geometry.backends import tensorized
+    from otpipe.geometry.backends import triton as tb
 
     n, cost = args.n, Cost(2.0)
     print(f"# Triton backend smoke timings: N = M = {n}, float32, p = 2, {torch.cuda.get_device_name()}")

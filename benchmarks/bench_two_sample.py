@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from otpipe.two_sample import two_sample_test
+from otpipe.tools.two_sample import two_sample_test
 
 OUT = Path(__file__).parent / "results" / "two_sample.md"
 SHIFT, SCALE = 0.3, 1.25

@@ -102,7 +102,7 @@ if [ "$SMOKE" = 1 ]; then NM=(--n-measures 12 --n-points 40 --min-points 10); el
     "$PY" - "$WORK" "$s0" "$s1" "$s2" "${GPUS_FLAG[*]}" >> "$WORK/rows.txt" <<'EOF'
 import sys
 import numpy as np
-from otpipe.pipeline.result import open_result
+from otpipe.engine.result import open_result
 w, s0, s1, s2, flag = sys.argv[1], *map(float, sys.argv[2:5]), sys.argv[5]
 g, c = open_result(f"{w}/gpu.zarr"), open_result(f"{w}/cpu.zarr")
 G, C = g.divergence.values, c.divergence.values

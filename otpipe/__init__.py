@@ -36,22 +36,22 @@ __all__ = [
 ]
 
 _LAZY = {
-    "solve": ("otpipe.sinkhorn", "solve"),
-    "OTResult": ("otpipe.sinkhorn", "OTResult"),
-    "sinkhorn_divergence": ("otpipe.losses", "sinkhorn_divergence"),
-    "energy_distance": ("otpipe.losses", "energy_distance"),
-    "mmd": ("otpipe.losses", "mmd"),
-    "hausdorff": ("otpipe.losses", "hausdorff"),
-    "SamplesLoss": ("otpipe.losses", "SamplesLoss"),
+    "solve": ("otpipe.solvers.sinkhorn", "solve"),
+    "OTResult": ("otpipe.solvers.sinkhorn", "OTResult"),
+    "sinkhorn_divergence": ("otpipe.tools.losses", "sinkhorn_divergence"),
+    "energy_distance": ("otpipe.tools.losses", "energy_distance"),
+    "mmd": ("otpipe.tools.losses", "mmd"),
+    "hausdorff": ("otpipe.tools.losses", "hausdorff"),
+    "SamplesLoss": ("otpipe.tools.losses", "SamplesLoss"),
     "store": ("otpipe.store", None),
-    "barycenter": ("otpipe.barycenter", "barycenter"),
-    "pairwise": ("otpipe.pipeline.pairwise", "pairwise"),
-    "pairwise_two_sample": ("otpipe.pipeline.two_sample", "many_two_sample_tests"),
-    "group_barycenters": ("otpipe.pipeline.barycenter", "group_barycenters"),
-    "complexity_study": ("otpipe.pipeline.complexity", "run_study"),
+    "barycenter": ("otpipe.tools.barycenters", "barycenter"),
+    "pairwise": ("otpipe.pipelines.pairwise", "pairwise"),
+    "pairwise_two_sample": ("otpipe.pipelines.two_sample", "many_two_sample_tests"),
+    "group_barycenters": ("otpipe.pipelines.barycenters", "group_barycenters"),
+    "complexity_study": ("otpipe.pipelines.complexity", "run_study"),
     "ConvergenceWarning": ("otpipe.diagnostics", "ConvergenceWarning"),
-    "complexity": ("otpipe.complexity", None),
-    "two_sample_test": ("otpipe.two_sample", "two_sample_test"),
+    "complexity": ("otpipe.tools.complexity", None),
+    "two_sample_test": ("otpipe.tools.two_sample", "two_sample_test"),
 }
 
 

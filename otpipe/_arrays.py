@@ -4,7 +4,7 @@
 ``hausdorff`` compute with torch. When none of the point/weight arguments (``x, y, a, b``) is a
 ``torch.Tensor`` (NumPy arrays, lists), their results come back as NumPy: scalars as NumPy
 scalars (``numpy.float64`` for float64 input), batched values and potentials as ``ndarray``, and
-the tensors inside :class:`~otpipe.sinkhorn.OTResult` / :class:`~otpipe.losses.DivergenceResult`
+the tensors inside :class:`~otpipe.solvers.sinkhorn.OTResult` / :class:`~otpipe.tools.losses.DivergenceResult`
 as ``ndarray``. With any tensor argument everything stays torch (device, dtype and autograd), as
 before.
 """

@@ -9,7 +9,7 @@ folder or file, a symbolic link, a Zarr store of another program) is refused wit
 ``FileExistsError`` naming it, before any work starts.
 
 Stores written by earlier otpipe versions have no marker but do carry otpipe's format
-attributes (``format: otpipe.collection`` / ``otpipe.pairwise``, ``kind: otpipe.two_sample``,
+attributes (``format: otpipe.collection`` / ``otpipe.pairwise``, ``kind: otpipe.tools.two_sample``,
 ``otpipe_result``): they are accepted as otpipe-made, so ``--overwrite`` keeps working on them.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Warnings about the accuracy of solves, shared by the numerical API and the pipeline.
 
-This module imports nothing: the solver (:mod:`otpipe.loop`, :mod:`otpipe.losses`) and the pipeline
-(:mod:`otpipe.pipeline.convergence`) both raise :class:`ConvergenceWarning` from here.
+This module imports nothing: the solver (:mod:`otpipe.solvers.loop`, :mod:`otpipe.tools.losses`) and the pipeline
+(:mod:`otpipe.engine.convergence`) both raise :class:`ConvergenceWarning` from here.
 
 Thresholds of the functional API (``sinkhorn_divergence``, ``SamplesLoss``):
 
@@ -11,7 +11,7 @@ Thresholds of the functional API (``sinkhorn_divergence``, ``SamplesLoss``):
   large by design: measured (``notes/issue-21-numerics.md``) on about 900 ordinary default calls (digits; clouds
   of 1 to 3,000 points in 1 to 50 dimensions; ``p`` in 0.5-2; blur 0.001-1; float32 and float64) the cross solve
   ended at medians of 0.002-0.57 and at most 1.27 (values still within 0.3-10% of the converged ones there), the
-  self solves at most 0.40. The pipeline's thresholds (``otpipe.pipeline.convergence``: median 1e-2, max 1e-1)
+  self solves at most 0.40. The pipeline's thresholds (``otpipe.engine.convergence``: median 1e-2, max 1e-1)
   would fire on nearly every default call; this one fires where the plan has lost its marginals (float32 below
   the blur it resolves: 31.8 at blur 3e-4, 1.8e9 at 1e-4 on 30 x 25 points).
 """
@@ -25,7 +25,7 @@ FIXED_SCHEDULE_MAX_ERROR = 2.0
 
 class ConvergenceWarning(RuntimeWarning):
     """Solves ended far from convergence (a marginal error above the threshold of the mode), or a value had to
-    be corrected for it (see :mod:`otpipe.diagnostics` and :mod:`otpipe.pipeline.convergence`)."""
+    be corrected for it (see :mod:`otpipe.diagnostics` and :mod:`otpipe.engine.convergence`)."""
 
 
 def warn(msg: str, category: type[Warning] = ConvergenceWarning) -> None:

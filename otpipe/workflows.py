@@ -55,7 +55,7 @@ from pathlib import Path
 import yaml
 
 from otpipe import _rundir
-from otpipe._locks import output_lock
+from otpipe.store.locks import output_lock
 from otpipe._made import mark_dir
 
 __all__ = ["load_spec", "Workflow", "run_workflow", "tree_hash"]
@@ -291,7 +291,7 @@ def load_spec(path, *, run_dir=None) -> Workflow:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise _err(path, L.line("cluster", k), f"cluster {k} must be a whole number >= 1, got {_show(v)}")
     if not (cluster.get("scheduler") or cluster.get("scheduler_file")):
-        from otpipe.pipeline.preflight import check_local_size
+        from otpipe.engine.preflight import check_local_size
 
         try:  # the embedded cluster the run would start: refused by --dry-run too
             check_local_size(cluster.get("n_workers"), cluster.get("threads_per_worker", 1))
@@ -643,7 +643,7 @@ def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=N
         echo("dry run: nothing computed, nothing written")
         _rundir.check_run_dir(wf.run_dir, [(s.id, s.type) for s in wf.steps])
         return None
-    from otpipe.pipeline.cluster import ClusterSpec, describe, open_client
+    from otpipe.engine.cluster import ClusterSpec, describe, open_client
 
     prov_path = wf.run_dir / "provenance.json"
     previous = {}

@@ -1,7 +1,7 @@
 """Tests-only hooks for the ``otpipe`` CLI run in a subprocess (the shipped CLI reads none of them).
 
 ``python -c "from tests.cli_hooks import main; main()" K ARGS...`` runs ``otpipe ARGS...`` with
-:data:`otpipe.pipeline.interrupt.STOP_AFTER` set to ``K``: a Ctrl-C after the ``K``-th task, as the
+:data:`otpipe.engine.interrupt.STOP_AFTER` set to ``K``: a Ctrl-C after the ``K``-th task, as the
 in-process tests get with ``monkeypatch.setattr(interrupt, "STOP_AFTER", K)``. :func:`stopping_after`
 builds that command line and the environment that lets the subprocess import this module.
 """
@@ -25,7 +25,7 @@ def stopping_after(k: int, *args: str) -> tuple[list[str], dict]:
 
 def main() -> None:
     from otpipe.cli import main as otpipe_main
-    from otpipe.pipeline import interrupt
+    from otpipe.engine import interrupt
 
     interrupt.STOP_AFTER = int(sys.argv[1])
     sys.argv = ["otpipe", *sys.argv[2:]]  # as the console script sees them (the resume hint repeats them)

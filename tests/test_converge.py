@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import otpipe
-from otpipe.anderson import Anderson
-from otpipe.loop import DEFAULT_MAX_ITER
-from otpipe.sinkhorn import solve_symmetric
+from otpipe.solvers.anderson import Anderson
+from otpipe.solvers.loop import DEFAULT_MAX_ITER
+from otpipe.solvers.sinkhorn import solve_symmetric
 
 TOL = 1e-6
 
@@ -208,7 +208,7 @@ def test_small_problems_keep_the_over_relaxed_updates_and_depend_smoothly_on_the
     the over-relaxed iteration needs at small blur: measured 839 vs 10,000 at 300 points, blur 0.01)."""
     import warnings
 
-    from otpipe import loop
+    from otpipe.solvers import loop
 
     rng = np.random.default_rng(0)
     group = [(rng.normal(size=(n, 2)), rng.uniform(0.5, 1, n)) for n in (7, 9, 5)]

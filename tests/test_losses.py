@@ -238,7 +238,7 @@ def test_lost_marginals_warn_in_the_fixed_schedule():
     with pytest.warns(otpipe.ConvergenceWarning, match="marginal error"):
         otpipe.SamplesLoss("sinkhorn", blur=1e-4, potentials=True)(x.float(), y.float())
     assert issubclass(otpipe.ConvergenceWarning, RuntimeWarning)
-    from otpipe.pipeline.convergence import ConvergenceWarning
+    from otpipe.engine.convergence import ConvergenceWarning
 
     assert ConvergenceWarning is otpipe.ConvergenceWarning  # one class for the solver and the pipeline
 

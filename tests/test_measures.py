@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import otpipe
-from otpipe.measures import pad_batch, validate_pair
+from otpipe.problems.measures import pad_batch, validate_pair
 
 ENTRY_POINTS = {
     "solve": lambda x, y, a=None, b=None: otpipe.solve(x, y, a, b),

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import otpipe
-from otpipe.costs import RANGE_MARGIN, check_range, make_cost
+from otpipe.geometry.costs import RANGE_MARGIN, check_range, make_cost
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_solve_and_symmetric_check_too(xy):
     with pytest.raises(ValueError, match="the costs overflow float32"):
         otpipe.solve(x * 1e20, y * 1e20)
     with pytest.raises(ValueError, match="the costs overflow float32"):
-        otpipe.sinkhorn.solve_symmetric(x * 1e20)
+        otpipe.solvers.sinkhorn.solve_symmetric(x * 1e20)
 
 
 def test_margin_of_the_check():
@@ -102,7 +102,7 @@ def test_margin_of_the_check():
 
 def test_a_nan_value_raises_instead_of_returning():
     """The final guard on the value of a solve (whatever slipped past the range checks)."""
-    from otpipe.sinkhorn import _finite
+    from otpipe.solvers.sinkhorn import _finite
 
     ok = torch.tensor([1.0, 2.0])
     assert _finite(ok, 0.1) is ok

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import otpipe
-from otpipe.measures import pad_batch
-from otpipe.sinkhorn import epsilon_schedule
+from otpipe.problems.measures import pad_batch
+from otpipe.solvers.sinkhorn import epsilon_schedule
 
 from .known_answers import blog_lines, gaussian_cloud, ot_1d_sorted, random_weights
 
@@ -231,7 +231,7 @@ def test_negative_balanced_ot_is_never_returned():
     x, y = _issue21_clouds()
     with pytest.raises(ValueError, match=r"OT_eps = -[0-9.e+]+ < 0 .*impossible for balanced OT"):
         otpipe.solve(x, y, p=16, blur=1.0, tol=1e-5, max_iter=200)
-    from otpipe.sinkhorn import _nonnegative
+    from otpipe.solvers.sinkhorn import _nonnegative
 
     a = torch.full((1, 3), 1 / 3, dtype=torch.float64)
     f = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
@@ -252,7 +252,7 @@ def test_divergence_is_never_negative_for_p_up_to_two():
         r = otpipe.sinkhorn_divergence(x, y, blur=0.01, full_output=True)
         raw = float(r.ot_xy - 0.5 * (r.ot_xx + r.ot_yy))
         assert float(r.value) == max(raw, 0.0) and float(r.value) >= 0
-    from otpipe.losses import _sign_guard
+    from otpipe.tools.losses import _sign_guard
 
     v = torch.tensor([-1.0, 0.5], dtype=torch.float64, requires_grad=True)
     with pytest.warns(otpipe.ConvergenceWarning, match="returned as 0"):
@@ -290,7 +290,7 @@ def test_diameter_below_the_points_is_refused():
 
 def test_scaling_close_to_one_is_refused_at_once():
     """Issue 21 item 12: scaling 0.9999 ran 8.9 s (46,000 temperatures), 0.999999 about 15 minutes."""
-    from otpipe.loop import MAX_TEMPERATURES, n_temperatures
+    from otpipe.solvers.loop import MAX_TEMPERATURES, n_temperatures
 
     x, y = _issue21_clouds()
     for s in (0.9999, 0.999999):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import otpipe
-from otpipe.sinkhorn import solve_symmetric
+from otpipe.solvers.sinkhorn import solve_symmetric
 
 from .known_answers import gaussian_cloud, random_weights
 

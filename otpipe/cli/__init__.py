@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="otpipe", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
-        # Click turns Ctrl-C into Abort; otpipe.pipeline.interrupt.Interrupted (its cause) says how to resume
+        # Click turns Ctrl-C into Abort; otpipe.engine.interrupt.Interrupted (its cause) says how to resume
         cause = exc.__cause__ if isinstance(exc, click.exceptions.Abort) else exc
         msg = str(cause).strip() if isinstance(cause, KeyboardInterrupt) else ""
         click.echo(f"Interrupted: {msg}" if msg else "Aborted.", err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from otpipe.pipeline.cluster import ClusterSpec
+from otpipe.engine.cluster import ClusterSpec
 
 __all__ = [
     "cluster_options",

@@ -62,7 +62,7 @@ def barycenter(collection, out, dry_run, as_json, no_progress, quiet, **kw):
     Each group's barycenter is stored in OUT as soon as it is done: Ctrl-C keeps the finished
     groups (exit status 130) and --resume computes only the missing ones.
     """
-    from otpipe.pipeline.barycenter import plan_barycenters, run_barycenter
+    from otpipe.pipelines.barycenters import plan_barycenters, run_barycenter
 
     setup_logging(quiet)
     spec = client_from_options(kw)

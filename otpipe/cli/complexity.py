@@ -1,4 +1,4 @@
-"""Click command ``otpipe complexity``: a sample-complexity study on Dask (see :mod:`otpipe.pipeline.complexity`).
+"""Click command ``otpipe complexity``: a sample-complexity study on Dask (see :mod:`otpipe.pipelines.complexity`).
 
 Imports only Click at import time; NumPy, torch, Dask and xarray are loaded when the command runs.
 """
@@ -68,8 +68,8 @@ def _ints(ctx, param, value):
 def complexity(out, eps, dims, ns, reps, p, divergence, only, distribution, seed, tol, scaling, max_iter, dtype,
                figures, no_figures, resume, overwrite, dry_run, as_json, no_progress, quiet, **kw):
     """Sample complexity: E D_eps(mu_N, nu_N) ~ N^-kappa over a grid of eps, d and N (Genevay et al. 2018, App. A)."""
-    from otpipe.pipeline import estimate
-    from otpipe.pipeline.complexity import kappa_table, run_study
+    from otpipe.engine import estimate
+    from otpipe.pipelines.complexity import kappa_table, run_study
 
     setup_logging(quiet)
     spec = client_from_options(kw)

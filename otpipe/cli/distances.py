@@ -52,7 +52,7 @@ def distances(collection, other, out, dry_run, as_json, no_progress, quiet, **kw
     finished tiles) rerun with --resume. Warns when the solves did not converge (see --tol).
     """
     setup_logging(quiet)
-    from otpipe.pipeline.pairwise import pairwise
+    from otpipe.pipelines.pairwise import pairwise
 
     spec = client_from_options(kw)
     res = pairwise(
@@ -65,7 +65,7 @@ def distances(collection, other, out, dry_run, as_json, no_progress, quiet, **kw
         **kw,
     )
     if dry_run:
-        from otpipe.pipeline import estimate
+        from otpipe.engine import estimate
 
         s = res
         if as_json:

@@ -1,7 +1,7 @@
 """``otpipe two-sample``: permutation two-sample tests over collections, with a report plot.
 
 ``otpipe two-sample COLLECTION [OTHER] --out OUT.zarr [--by auto|measure|label|collection] ...`` writes
-the xarray Dataset of :func:`otpipe.pipeline.two_sample.many_two_sample_tests` (checkpointed:
+the xarray Dataset of :func:`otpipe.pipelines.two_sample.many_two_sample_tests` (checkpointed:
 Ctrl-C keeps the finished tests, ``--resume`` continues) and a PNG next to it (``OUT.png``): the
 null histogram with the observed statistic for a single test, ``-log10 p`` with the corrections'
 rejections marked for many (``otpipe report OUT`` gives the full page).
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from otpipe._locks import locked
+from otpipe.store.locks import locked
 from otpipe.cli._common import (
     client_from_options,
     cluster_options,
@@ -28,7 +28,7 @@ from otpipe.cli._common import (
     setup_logging,
 )
 
-#: the --by choices (as in otpipe.pipeline.two_sample.BY, without importing it at start-up)
+#: the --by choices (as in otpipe.pipelines.two_sample.BY, without importing it at start-up)
 BY_CHOICES = ("auto", "measure", "label", "collection")
 
 __all__ = ["two_sample", "plot_report"]
@@ -82,8 +82,8 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
     """Permutation two-sample tests between the labels (or measures) of COLLECTION, or against OTHER."""
     import numpy as np
 
-    from otpipe.pipeline import estimate
-    from otpipe.pipeline.two_sample import many_two_sample_tests
+    from otpipe.engine import estimate
+    from otpipe.pipelines.two_sample import many_two_sample_tests
     from otpipe.store import open as open_store
 
     setup_logging(quiet)

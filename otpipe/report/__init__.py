@@ -39,7 +39,7 @@ def result_kind(path) -> str:
             return "barycenter" if "barycenter" in attrs else "collection"
         if attrs.get("format") == "otpipe.pairwise":
             return "distances"
-        if attrs.get("kind") == "otpipe.two_sample":
+        if attrs.get("kind") == "otpipe.tools.two_sample":
             return "two-sample"
         if attrs.get("otpipe_result") == "complexity":
             return "complexity"

@@ -64,7 +64,7 @@ def _decay_figure(ds, eps, dims, ns, p, div):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from otpipe.complexity import fit_rate
+    from otpipe.tools.complexity import fit_rate
 
     mean, std = np.asarray(ds["mean"].values, float), np.asarray(ds["std"].values, float)
     reps = ds.sizes["rep"]

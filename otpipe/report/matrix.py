@@ -119,7 +119,7 @@ def label_colors(labels) -> tuple[dict, list]:
 
 
 def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Page:
-    from otpipe.pipeline.result import open_result
+    from otpipe.engine.result import open_result
 
     ds = open_result(path)
     S = np.asarray(ds["divergence"].values, dtype=float)

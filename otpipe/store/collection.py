@@ -83,9 +83,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from otpipe._locks import locked
+from otpipe.store.locks import locked
 from otpipe._made import check_replaceable, made_attrs
 from otpipe._version import __version__
+from otpipe.store._layout import DTYPES, measure_digest, put_str, strings
 from otpipe.store._tmp import remove_stale, tmp_sibling
 
 __all__ = [
@@ -116,7 +117,6 @@ CHUNK_BYTES = 16 << 20
 _MIN_CHUNK_BYTES = 1 << 20
 #: Chunk length of the per-measure arrays (offsets, names, ...).
 _MEASURE_CHUNK = 1 << 16
-_DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 _DATA_ARRAYS = ("points", "weights")
 _MEASURE_ARRAYS = ("offsets", "starts", "names", "labels", "digests")
 _SHARD_ARRAYS = ("shard_offsets", "shard_rows")
@@ -232,7 +232,7 @@ def validate_measure(
     the measure is refused rather than stored with points silently dropped or reweighted, with
     a message saying so and the remedy (rescale the weights, or store ``float64``).
     """
-    dt = _DTYPES[str(np.dtype(dtype))]
+    dt = DTYPES[str(np.dtype(dtype))]
     p = _numeric(points, "coordinates", where)
     if p.ndim != 2:
         raise ValueError(f"{where}: points must have shape (N, D), got shape {p.shape}")
@@ -310,30 +310,12 @@ def _as_measure(obj: Any, index: int) -> Measure:
 # --------------------------------------------------------------------------------------------
 # Hashing
 # --------------------------------------------------------------------------------------------
-def _put_str(h: "hashlib._Hash", s: str | None) -> None:
-    if s is None:
-        h.update(b"\x00")
-        return
-    b = s.encode("utf-8")
-    h.update(b"\x01" + len(b).to_bytes(8, "little") + b)
-
-
-def _measure_digest(name: str, label: str | None, points: np.ndarray, weights: np.ndarray) -> bytes:
-    h = hashlib.sha256()
-    _put_str(h, name)
-    _put_str(h, label)
-    h.update(int(points.shape[0]).to_bytes(8, "little"))
-    h.update(memoryview(np.ascontiguousarray(points)).cast("B"))
-    h.update(memoryview(np.ascontiguousarray(weights)).cast("B"))
-    return h.digest()
-
-
 def _collection_hash(dim: int, dtype: str, has_labels: bool, digests: np.ndarray) -> str:
     h = hashlib.sha256()
-    _put_str(h, FORMAT_NAME)
+    put_str(h, FORMAT_NAME)
     h.update(int(FORMAT_VERSION).to_bytes(8, "little"))
     h.update(int(dim).to_bytes(8, "little"))
-    _put_str(h, dtype)
+    put_str(h, dtype)
     h.update(b"\x01" if has_labels else b"\x00")
     h.update(np.ascontiguousarray(digests, dtype=np.uint8).tobytes())
     return "sha256:" + h.hexdigest()
@@ -365,18 +347,13 @@ def _create_1d(group, name: str, n: int, dtype, chunk: int = _MEASURE_CHUNK, **k
         return group.create_array(name, shape=(n,) + kw.pop("extra", ()), chunks=(chunk,) + kw.pop("extra_chunks", ()), dtype=dtype, **kw)
 
 
-def _strings(values: Any) -> np.ndarray:
-    """Zarr variable-length strings (NumPy ``StringDType``) as a fixed-width ``str`` array."""
-    return np.asarray(np.asarray(values).tolist(), dtype=str)
-
-
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
 
 def _rows_in(nbytes: int, dim: int, dtype: str) -> int:
     """Largest power of two of rows ``(D,)`` of ``dtype`` that fit in ``nbytes`` (at least 1)."""
-    rows = max(1, int(nbytes) // (int(dim) * _DTYPES[dtype].itemsize))
+    rows = max(1, int(nbytes) // (int(dim) * DTYPES[dtype].itemsize))
     return 1 << (rows.bit_length() - 1)
 
 
@@ -455,7 +432,7 @@ class _Builder:
         self.names.append(name)
         self.labels.append(label if label is not None else "")
         self.sizes.append(n)
-        self.digests.append(_measure_digest(name, label, points, weights))
+        self.digests.append(measure_digest(name, label, points, weights))
         self._buf.append((points, weights))
         self._buf_points += n
 
@@ -470,7 +447,7 @@ class _Builder:
             self.chunk_points = int(c)
         c = self.chunk_points
         rows = math.ceil(n / c) * c
-        dt = _DTYPES[self.dtype]
+        dt = DTYPES[self.dtype]
         if "points" not in self.group:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -574,7 +551,7 @@ class _Builder:
 
 def _check_dtype(dtype: Any) -> str:
     key = str(np.dtype(dtype)) if dtype is not None else "float32"
-    if key not in _DTYPES:
+    if key not in DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return key
 
@@ -805,7 +782,7 @@ class Collection:
     def names(self) -> np.ndarray:
         """Measure names (array of str)."""
         if self._names is None:
-            self._names = _strings(self._group["names"][: len(self)])
+            self._names = strings(self._group["names"][: len(self)])
         return self._names
 
     @property
@@ -816,7 +793,7 @@ class Collection:
         if self._labels is None:
             from otpipe.store.integrity import read_rows
 
-            self._labels = _strings(read_rows(self.path, self._group["labels"], "labels", 0, len(self)))
+            self._labels = strings(read_rows(self.path, self._group["labels"], "labels", 0, len(self)))
         return self._labels
 
     @property
@@ -949,7 +926,7 @@ class Collection:
         digests = np.empty_like(stored)
         for k in range(self.n_shards):
             for i, m in zip(self.shards[k], self.read_shard(k)):
-                d = np.frombuffer(_measure_digest(m.name, m.label, m.points, m.weights), dtype=np.uint8)
+                d = np.frombuffer(measure_digest(m.name, m.label, m.points, m.weights), dtype=np.uint8)
                 digests[i] = d
                 if problem is None and not np.array_equal(d, stored[i]):
                     problem = f"{self.path}: measure {m.name!r} (#{i}) does not match its recorded digest"
@@ -1023,7 +1000,7 @@ class Collection:
         if dtype is not None and _check_dtype(dtype) != attrs["dtype"]:
             raise ValueError(f"{self.path}: collection dtype is {attrs['dtype']}, cannot append as {_check_dtype(dtype)}")
         g = _open_group(self.path, "r+")
-        names = _strings(g["names"][: attrs["n_measures"]]).tolist()
+        names = strings(g["names"][: attrs["n_measures"]]).tolist()
         shapes = {k: g[k].shape for k in _DATA_ARRAYS + _MEASURE_ARRAYS + _SHARD_ARRAYS if k in g}
         old_attrs = dict(g.attrs)
         try:

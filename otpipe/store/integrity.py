@@ -39,6 +39,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from otpipe.store._layout import DTYPES, measure_digest, strings
+
 __all__ = ["check_structure", "check_block", "read_rows", "CorruptCollection"]
 
 
@@ -175,7 +177,6 @@ def check_structure(path: Path, attrs: dict, group) -> dict[str, Any]:
     CorruptCollection
         A ``ValueError`` ``"<path>: damaged collection: <what>; ..."`` naming the first problem.
     """
-    from otpipe.store.collection import _DTYPES, _strings
 
     n = _int_attr(attrs, "n_measures", path, 1)
     s = _int_attr(attrs, "n_shards", path, 1)
@@ -184,7 +185,7 @@ def check_structure(path: Path, attrs: dict, group) -> dict[str, Any]:
     cp = _int_attr(attrs, "chunk_points", path, 1)
     _int_attr(attrs, "shard_points", path, 1)
     dtype = attrs.get("dtype")
-    if dtype not in _DTYPES:
+    if dtype not in DTYPES:
         raise _fail(path, f"attribute 'dtype' is {dtype!r}, expected float32 or float64")
     has_labels = attrs.get("has_labels")
     if not isinstance(has_labels, bool):
@@ -197,7 +198,7 @@ def check_structure(path: Path, attrs: dict, group) -> dict[str, Any]:
 
     # -- arrays: presence, dtype, shape, chunking (metadata only) ---------------------------
     pts, wts = _array(group, "points", path), _array(group, "weights", path)
-    dt = _DTYPES[dtype]
+    dt = DTYPES[dtype]
     for name, arr, ndim in (("points", pts, 2), ("weights", wts, 1)):
         if np.dtype(arr.dtype) != dt:
             raise _fail(path, f"array {name!r} has dtype {arr.dtype}, but the attributes say {dtype}")
@@ -218,7 +219,7 @@ def check_structure(path: Path, attrs: dict, group) -> dict[str, Any]:
         _need(_array(group, "labels", path), "labels", path, n)
 
     # -- names ------------------------------------------------------------------------------
-    names = _strings(read_rows(path, arrs["names"], "names", 0, n))
+    names = strings(read_rows(path, arrs["names"], "names", 0, n))
     if len(names) != n:
         raise _fail(path, f"{len(names)} names for {n} measures")
     empty = names == ""
@@ -289,13 +290,12 @@ def _check_chunks(path: Path, group, pts, wts, grid: int, small: dict) -> None:
         return
     # stores written before every chunk was written: a missing chunk may be all fill value (0).
     # Re-hash the measures of the shards it belongs to; damage unless they match their digests.
-    from otpipe.store.collection import _measure_digest, _strings
 
     cp = int(wts.chunks[0])
     rows, so, starts, offsets, names = small["shard_rows"], small["shard_offsets"], small["starts"], small["offsets"], small["names"]
     n = len(names)
     digests = np.asarray(read_rows(path, group["digests"], "digests", 0, n), dtype=np.uint8)
-    labels = _strings(read_rows(path, group["labels"], "labels", 0, n)) if "labels" in group else None
+    labels = strings(read_rows(path, group["labels"], "labels", 0, n)) if "labels" in group else None
     for arr_name, missing in lost.items():
         for j in missing:
             k = int(np.searchsorted(rows, j * cp, side="right") - 1)
@@ -305,7 +305,7 @@ def _check_chunks(path: Path, group, pts, wts, grid: int, small: dict) -> None:
                 r = int(starts[i]) - r0
                 m = int(offsets[i + 1] - offsets[i])
                 lab = None if labels is None else str(labels[i])
-                d = _measure_digest(str(names[i]), lab, P[r : r + m], W[r : r + m])
+                d = measure_digest(str(names[i]), lab, P[r : r + m], W[r : r + m])
                 if not np.array_equal(np.frombuffer(d, dtype=np.uint8), digests[i]):
                     raise _fail(
                         path,

@@ -12,7 +12,7 @@ import zarr
 import otpipe
 from otpipe import store
 from otpipe.cli import main
-from otpipe.pipeline.cluster import ClusterSpec, open_client
+from otpipe.engine.cluster import ClusterSpec, open_client
 
 
 @pytest.fixture(scope="module")

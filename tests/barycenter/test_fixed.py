@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from otpipe.barycenter import fixed_support_barycenter
+from otpipe.tools.barycenters import fixed_support_barycenter
 
 
 def _digit(i=0):

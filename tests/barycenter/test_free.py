@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm
 
 import otpipe
-from otpipe.barycenter import free_support_barycenter
+from otpipe.tools.barycenters import free_support_barycenter
 
 
 def _matching_error(X, T):

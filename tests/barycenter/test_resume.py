@@ -13,10 +13,10 @@ import zarr
 from distributed import get_task_stream
 
 from otpipe import store
-from otpipe.pipeline import interrupt
-from otpipe.pipeline.barycenter import run_barycenter
-from otpipe.pipeline.cluster import ClusterSpec, open_client
-from otpipe.pipeline.interrupt import Interrupted
+from otpipe.engine import interrupt
+from otpipe.pipelines.barycenters import run_barycenter
+from otpipe.engine.cluster import ClusterSpec, open_client
+from otpipe.engine.interrupt import Interrupted
 from tests.cli_hooks import stopping_after
 
 SIDE = 5

@@ -9,8 +9,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import otpipe
-from otpipe.barycenter import free_support_barycenter
-from otpipe.sinkhorn import solve_symmetric
+from otpipe.tools.barycenters import free_support_barycenter
+from otpipe.solvers.sinkhorn import solve_symmetric
 
 S1 = [[1.0, 0.6], [0.6, 0.8]]
 S2 = [[0.5, -0.3], [-0.3, 1.5]]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from otpipe.complexity import cell_values, draw, fit_rate
+from otpipe.tools.complexity import cell_values, draw, fit_rate
 
 
 @pytest.mark.parametrize("kappa", [0.3, 0.75, 1.0, 2.5])
@@ -74,8 +74,8 @@ def test_huge_eps_transport_variant_is_energy_distance():
 
 def test_small_study_rates_on_local_cluster(tmp_path):
     xr = pytest.importorskip("xarray")
-    from otpipe.pipeline.cluster import ClusterSpec
-    from otpipe.pipeline.complexity import run_study
+    from otpipe.engine.cluster import ClusterSpec
+    from otpipe.pipelines.complexity import run_study
 
     out = tmp_path / "study.zarr"
     ds = run_study(out, eps=(0.01, 1e4), dims=(5,), ns=(10, 30, 100), reps=10, seed=0,

@@ -10,10 +10,10 @@ import pytest
 import zarr
 
 from otpipe.cli import main
-from otpipe.pipeline import interrupt
-from otpipe.pipeline.cluster import ClusterSpec, open_client
-from otpipe.pipeline.complexity import open_study, run_study
-from otpipe.pipeline.interrupt import Interrupted
+from otpipe.engine import interrupt
+from otpipe.engine.cluster import ClusterSpec, open_client
+from otpipe.pipelines.complexity import open_study, run_study
+from otpipe.engine.interrupt import Interrupted
 
 GRID = dict(eps=(0.1, 10.0), dims=(2,), ns=(10, 20, 40), reps=4, seed=3)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import otpipe
-from otpipe import kernels
-from otpipe.kernels import AUTO_MULTISCALE_MIN_ENTRIES_GPU, choose_backend
+from otpipe.geometry import backends as kernels
+from otpipe.geometry.backends import AUTO_MULTISCALE_MIN_ENTRIES_GPU, choose_backend
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_no_pykeops_on_default_paths():
     of a machine without a compiler run without importing pykeops."""
     code = """
 import sys, warnings, torch, otpipe
-from otpipe.kernels import cpu, choose_backend
+from otpipe.geometry.backends import cpu, choose_backend
 g = torch.Generator().manual_seed(0)
 x, y = torch.rand(300, 3, generator=g), torch.rand(250, 3, generator=g)
 otpipe.sinkhorn_divergence(x, y, blur=0.1)
@@ -103,7 +103,7 @@ otpipe.sinkhorn_divergence(x, y, blur=0.1)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     otpipe.solve(x, y, blur=0.1, backend="multiscale")
-    cpu.operator(x[None], y[None], otpipe.costs.Cost()).kernel_apply("gaussian", 1.0, torch.ones(1, 250))
+    cpu.operator(x[None], y[None], otpipe.geometry.costs.Cost()).kernel_apply("gaussian", 1.0, torch.ones(1, 250))
 print("pykeops" in sys.modules, "keopscore" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

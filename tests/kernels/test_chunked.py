@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import otpipe
-from otpipe import kernels
+from otpipe.geometry import backends as kernels
 
 
 def test_solver_on_chunked_backend(monkeypatch):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import otpipe
-from otpipe.costs import Cost
-from otpipe.kernels import choose_backend, cpu
-from otpipe.kernels import multiscale as ms
-from otpipe.sinkhorn import solve_symmetric
+from otpipe.geometry.costs import Cost
+from otpipe.geometry.backends import choose_backend, cpu
+from otpipe.geometry import blocks as ms
+from otpipe.solvers.sinkhorn import solve_symmetric
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"cpu kernels unavailable: {cpu.build_error()}")
 
@@ -67,7 +67,7 @@ def test_keops_ranges_match_cpu_blocks():
     """KeOps with block-sparse ``ranges`` (the GPU path, run here on the CPU) equals the cpu block kernel:
     softmin and its x/y/h gradients, softmax_cost, and the transposed operator."""
     _keops_ready()
-    from otpipe.kernels.keops import KeOpsOperator
+    from otpipe.geometry.backends.keops import KeOpsOperator
 
     g = torch.Generator().manual_seed(1)
     x = torch.rand(1, 40, 3, generator=g, dtype=torch.float64)
@@ -261,9 +261,9 @@ def test_converged_within_bound_value_and_gradient(blur):
 def test_jump_defect_vanishes_when_the_clusters_are_the_points():
     """_jump_defect measures what the clusters miss: with one point a cluster and the coarse problem solved it is
     zero (rounding); coarse clusters at a small eps miss a lot."""
-    from otpipe.loop import _Cross, _iterate
-    from otpipe.measures import log_weights
-    from otpipe.multiscale import _jump_defect
+    from otpipe.solvers.loop import _Cross, _iterate
+    from otpipe.problems.measures import log_weights
+    from otpipe.solvers.multiscale import _jump_defect
 
     g = torch.Generator().manual_seed(5)
     x, y = torch.rand(300, 2, generator=g, dtype=torch.float64), torch.rand(250, 2, generator=g, dtype=torch.float64)

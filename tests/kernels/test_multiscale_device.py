@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import otpipe
-from otpipe.costs import Cost
-from otpipe.kernels import choose_backend, cpu
-from otpipe.kernels import multiscale as ms
-from otpipe.kernels import multiscale_device as msd
+from otpipe.geometry.costs import Cost
+from otpipe.geometry.backends import choose_backend, cpu
+from otpipe.geometry import blocks as ms
+from otpipe.geometry import blocks_device as msd
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

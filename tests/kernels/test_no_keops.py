@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import otpipe
-from otpipe import kernels
-from otpipe.costs import Cost
-from otpipe.kernels import cpu
-from otpipe.kernels.tensorized import ChunkedDenseOperator, DenseOperator
+from otpipe.geometry import backends as kernels
+from otpipe.geometry.costs import Cost
+from otpipe.geometry.backends import cpu
+from otpipe.geometry.backends.tensorized import ChunkedDenseOperator, DenseOperator
 
 
 def _pts(seed, B=2, N=23, M=31, D=3):

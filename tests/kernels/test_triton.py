@@ -21,10 +21,10 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton", reason="the triton backend needs Triton (pip install triton)")
 
-from otpipe.costs import Cost  # noqa: E402
-from otpipe.kernels import cpu, tensorized  # noqa: E402
-from otpipe.kernels import triton as tb  # noqa: E402
-from otpipe.kernels import _triton_kernels as tk  # noqa: E402
+from otpipe.geometry.costs import Cost  # noqa: E402
+from otpipe.geometry.backends import cpu, tensorized  # noqa: E402
+from otpipe.geometry.backends import triton as tb  # noqa: E402
+from otpipe.geometry.backends import _triton_kernels as tk  # noqa: E402
 
 if not tk.INTERPRETED and not torch.cuda.is_available():
     pytest.skip("Triton kernels were defined without TRITON_INTERPRET=1 and there is no CUDA device",
@@ -181,7 +181,7 @@ def test_solver_fuses_the_averaged_updates(dt, monkeypatch):
 
     monkeypatch.setattr(tb.TritonOperator, "softmin_both", counted)
     one = run()
-    n_sched = len(otpipe.sinkhorn.epsilon_schedule(2.0, float((torch.cat([x, y]).max(0).values
+    n_sched = len(otpipe.solvers.sinkhorn.epsilon_schedule(2.0, float((torch.cat([x, y]).max(0).values
                                                                - torch.cat([x, y]).min(0).values).norm()), 0.3, 0.5))
     # solve: init + one step per temperature + the extrapolation; the divergence: the same but its
     # extrapolation, whose x-operator requires grad (two softmins)
@@ -409,7 +409,7 @@ def test_pipeline_tasks_on_the_gpu_path(tmp_path):
     import numpy as np
 
     from otpipe import store
-    from otpipe.pipeline import tasks
+    from otpipe.pipelines import tasks
 
     rng = np.random.default_rng(5)
     meas = [(rng.random((int(n), 2)) + 0.2 * k, rng.random(int(n)) + 0.1) for k, n in enumerate((9, 17, 12, 5))]
@@ -433,8 +433,8 @@ def test_multiscale_on_triton_blocks(monkeypatch):
     CUDA tensors use; here the interpreter on CPU tensors) equals the one on the compiled cpu kernels with the
     host geometry: S_eps and its gradients w.r.t. both clouds (self problems included)."""
     import otpipe
-    from otpipe.kernels import multiscale as ms
-    from otpipe.kernels import multiscale_device as msd
+    from otpipe.geometry import blocks as ms
+    from otpipe.geometry import blocks_device as msd
 
     if not cpu.available():
         pytest.skip("the reference needs the compiled cpu kernels")
@@ -470,14 +470,14 @@ def test_missing_triton_says_how_to_install(monkeypatch):
     import importlib
 
     monkeypatch.setitem(sys.modules, "triton", None)  # "import triton" raises ImportError
-    monkeypatch.delitem(sys.modules, "otpipe.kernels.triton")
+    monkeypatch.delitem(sys.modules, "otpipe.geometry.backends.triton")
     with pytest.raises(ImportError, match="pip install triton"):
-        importlib.import_module("otpipe.kernels.triton")
+        importlib.import_module("otpipe.geometry.backends.triton")
 
 
 def test_no_triton_on_default_import_paths():
-    code = ("import sys, otpipe, otpipe.kernels, otpipe.sinkhorn, otpipe.losses, otpipe.kernels.cpu; "
-            "from otpipe.kernels import choose_backend; choose_backend('auto', 1, 10, 10); "
+    code = ("import sys, otpipe, otpipe.geometry.backends, otpipe.solvers.sinkhorn, otpipe.tools.losses, otpipe.geometry.backends.cpu; "
+            "from otpipe.geometry.backends import choose_backend; choose_backend('auto', 1, 10, 10); "
             "print('triton' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def client():
-    from otpipe.pipeline.cluster import ClusterSpec, open_client
+    from otpipe.engine.cluster import ClusterSpec, open_client
 
     with open_client(ClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="2GiB")) as c:
         yield c

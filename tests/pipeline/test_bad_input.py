@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from otpipe.cli import main
-from otpipe.pipeline.pairwise import pairwise
+from otpipe.pipelines.pairwise import pairwise
 
 
 def _snapshot(path: Path) -> dict:
@@ -94,7 +94,7 @@ def test_bad_parameters(capsys, small, tmp_path):
 
 
 def test_incomplete_result_is_not_opened_as_complete(small, tmp_path):
-    from otpipe.pipeline import result
+    from otpipe.engine import result
 
     out = tmp_path / "half.zarr"
     result.create(out, names_source=["a", "b"], names_target=["a", "b"], tile=1, n_tiles=3, n_self_source=2, n_self_target=0, attrs={})

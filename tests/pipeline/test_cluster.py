@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from otpipe.pipeline.cluster import ClusterSpec, describe, job_script, open_client
+from otpipe.engine.cluster import ClusterSpec, describe, job_script, open_client
 
 
 @pytest.mark.parametrize(

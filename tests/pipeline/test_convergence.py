@@ -11,11 +11,11 @@ import pytest
 import zarr
 
 from otpipe.cli import main
-from otpipe.pipeline import interrupt
-from otpipe.pipeline.convergence import MAX_THRESHOLD, MEDIAN_THRESHOLD, ConvergenceWarning
-from otpipe.pipeline.interrupt import Interrupted
-from otpipe.pipeline.pairwise import pairwise
-from otpipe.pipeline.result import open_result
+from otpipe.engine import interrupt
+from otpipe.engine.convergence import MAX_THRESHOLD, MEDIAN_THRESHOLD, ConvergenceWarning
+from otpipe.engine.interrupt import Interrupted
+from otpipe.pipelines.pairwise import pairwise
+from otpipe.engine.result import open_result
 
 
 def _stored_errors(path) -> np.ndarray:
@@ -69,7 +69,7 @@ def test_cli_warning_is_one_line_on_stderr(client, small, tmp_path, capsys):
 
 def test_interrupted_run_keeps_its_tiles_and_resumes(client, small, tmp_path, monkeypatch):
     out = tmp_path / "cut.zarr"
-    # a Ctrl-C after 10 tasks: the 6 self-term chunks, then 4 of the 21 tiles (test hook of otpipe.pipeline.interrupt)
+    # a Ctrl-C after 10 tasks: the 6 self-term chunks, then 4 of the 21 tiles (test hook of otpipe.engine.interrupt)
     monkeypatch.setattr(interrupt, "STOP_AFTER", 10)
     with pytest.raises(Interrupted, match=r"tiles are saved in .*resume=True"):
         pairwise(small, client=client, out=out, tile=2, progress=False)

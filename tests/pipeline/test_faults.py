@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from otpipe.pipeline.pairwise import pairwise
-from otpipe.pipeline.result import load_state
+from otpipe.pipelines.pairwise import pairwise
+from otpipe.engine.result import load_state
 
 from .conftest import make_measures
 
@@ -104,7 +104,7 @@ def test_sigkill_then_resume(medium, reference, tmp_path):
     # only the unfinished tiles were computed again
     assert summary["tiles_computed"] == n_tiles - before.sum()
     assert summary["tiles_resumed"] == before.sum()
-    from otpipe.pipeline.result import open_result
+    from otpipe.engine.result import open_result
 
     ds = open_result(out)
     assert ds.attrs["complete"] and np.array_equal(ds.divergence.values, reference)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from otpipe.pipeline import tasks
-from otpipe.pipeline.pairwise import pairwise
+from otpipe.pipelines import tasks
+from otpipe.pipelines.pairwise import pairwise
 
 from .conftest import reference_matrix
 
@@ -70,7 +70,7 @@ def test_explicit_backend_must_serve_the_workers_device(mixed_client, small, tmp
 
 
 def test_gathered_batches_equal_pad_batch():
-    from otpipe.measures import pad_batch
+    from otpipe.problems.measures import pad_batch
 
     rng = np.random.default_rng(0)
     meas = [(rng.normal(size=(int(n), 3)).astype(np.float32), rng.random(int(n)) + 0.1) for n in (5, 1, 9, 4)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from otpipe.pipeline.pairwise import pairwise
+from otpipe.pipelines.pairwise import pairwise
 
 from .conftest import reference_matrix
 
@@ -117,7 +117,7 @@ def test_cli_unbalanced_has_the_mass_term(client, small, other, tmp_path):
     import otpipe
     from otpipe import store
     from otpipe.cli import main
-    from otpipe.pipeline.result import open_result
+    from otpipe.engine.result import open_result
 
     out = tmp_path / "u.zarr"
     main(["distances", str(small), "--other", str(other), "--out", str(out), "--reach", "0.7", "--blur", "0.3",

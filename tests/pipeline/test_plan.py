@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from otpipe.pipeline.plan import choose_tile, make_plan
+from otpipe.engine.plan import choose_tile, make_plan
 
 
 @pytest.mark.parametrize("n,tile", [(2, 1), (7, 3), (10, 10), (13, 4), (64, None)])

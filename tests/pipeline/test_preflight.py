@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from otpipe.pipeline import preflight
-from otpipe.pipeline.cluster import ClusterSpec, open_client
+from otpipe.engine import preflight
+from otpipe.engine.cluster import ClusterSpec, open_client
 
 
 def test_more_workers_than_the_machine_runs_are_refused():

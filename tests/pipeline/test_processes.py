@@ -28,7 +28,7 @@ def _run_script(path, body: str, cwd) -> subprocess.CompletedProcess:
 
 
 DECIDE = """
-import otpipe.pipeline.processes as pr
+import otpipe.engine.processes as pr
 {call}
 """
 
@@ -49,7 +49,7 @@ def test_plain_script_without_guard_runs(tiny, tmp_path):
     script = f"""
     import warnings
     import otpipe
-    from otpipe.pipeline.cluster import ClusterSpec
+    from otpipe.engine.cluster import ClusterSpec
     warnings.simplefilter("ignore", otpipe.ConvergenceWarning)
     ds = otpipe.pairwise({str(tiny)!r}, cluster=ClusterSpec(n_workers=1), progress=False)
     print(repr(float(ds.divergence.values[0, 1])), repr(float(ds.attrs["diameter"])))

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from otpipe.cli import main
-from otpipe.pipeline.progress import Progress, human_seconds
+from otpipe.engine.progress import Progress, human_seconds
 
 
 class _Terminal(io.StringIO):

@@ -5,8 +5,8 @@ import numpy as np
 from PIL import Image
 
 from otpipe.cli import main
-from otpipe.pipeline.pairwise import pairwise
-from otpipe.pipeline.report import classical_mds
+from otpipe.pipelines.pairwise import pairwise
+from otpipe.report.matrix import classical_mds
 
 
 def test_report_files_and_accuracy(client, small, other, tmp_path, capsys):

@@ -21,7 +21,7 @@ from ..images import assert_upright_l, dark_component, l_measure
 
 @pytest.fixture(scope="module")
 def client():
-    from otpipe.pipeline.cluster import ClusterSpec, open_client
+    from otpipe.engine.cluster import ClusterSpec, open_client
 
     with open_client(ClusterSpec(n_workers=2, threads_per_worker=1, memory_limit="1GiB")) as c:
         yield c
@@ -48,7 +48,7 @@ def check_page(files, pngs: list[str]) -> str:
 
 
 def test_distance_matrix_report(client, coll, tmp_path):
-    from otpipe.pipeline.pairwise import pairwise
+    from otpipe.pipelines.pairwise import pairwise
 
     ds = pairwise(coll.path, client=client, out=tmp_path / "d.zarr", tile=4, progress=False, blur=0.05)
     assert result_kind(tmp_path / "d.zarr") == "distances"
@@ -77,7 +77,7 @@ def test_distance_matrix_report(client, coll, tmp_path):
 
 
 def test_converged_matrix_has_no_note(client, coll, tmp_path):
-    from otpipe.pipeline.pairwise import pairwise
+    from otpipe.pipelines.pairwise import pairwise
 
     ds = pairwise(coll.path, client=client, out=tmp_path / "d.zarr", tile=5, progress=False, blur=0.5, tol=1e-6)
     assert np.nanmax(ds.marginal_error.values) < 1e-2
@@ -87,7 +87,7 @@ def test_converged_matrix_has_no_note(client, coll, tmp_path):
 
 @pytest.fixture(scope="module")
 def tests_result(client, coll, tmp_path_factory):
-    from otpipe.pipeline.two_sample import many_two_sample_tests, write_result
+    from otpipe.pipelines.two_sample import many_two_sample_tests, write_result
 
     ds = many_two_sample_tests(coll.path, by="measure", statistic="energy", n_permutations=49, seed=1, client=client)
     return write_result(ds, tmp_path_factory.mktemp("ts") / "t.zarr")
@@ -125,7 +125,7 @@ def test_two_sample_report(tests_result, tmp_path, names):
 
 
 def test_single_test_report_shows_the_null(client, coll, tmp_path):
-    from otpipe.pipeline.two_sample import many_two_sample_tests, write_result
+    from otpipe.pipelines.two_sample import many_two_sample_tests, write_result
 
     other = store.create(tmp_path / "o.zarr", [store.Measure(np.random.default_rng(1).normal(size=(30, 2)), None, "o0", "x")],
                          dtype="float64")
@@ -138,7 +138,7 @@ def test_single_test_report_shows_the_null(client, coll, tmp_path):
 
 
 def test_complexity_report(client, tmp_path):
-    from otpipe.pipeline.complexity import run_study
+    from otpipe.pipelines.complexity import run_study
 
     ds = run_study(tmp_path / "c.zarr", eps=(0.1, 1000.0), dims=(2,), ns=(10, 20, 40), reps=3, client=client, figures=None)
     files = write_report(tmp_path / "c.zarr", tmp_path / "rep")
@@ -151,7 +151,7 @@ def test_complexity_report(client, tmp_path):
 
 def test_barycenter_report_upright_with_flags(client, tmp_path):
     """Barycenters of identical 'L' images are the 'L': drawn upright; flags as the run reported them."""
-    from otpipe.pipeline.barycenter import run_barycenter
+    from otpipe.pipelines.barycenters import run_barycenter
 
     ms = [l_measure(f"L{k}", "L") for k in range(3)]
     block = np.zeros((8, 8))

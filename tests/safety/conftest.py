@@ -13,7 +13,7 @@ from ..pipeline.conftest import make_measures
 
 HOLD = """
 import sys
-from otpipe._locks import output_lock
+from otpipe.store.locks import output_lock
 with output_lock(sys.argv[1], inside=sys.argv[2] == "inside") as rec:
     print(rec["pid"], flush=True)
     sys.stdin.read()

@@ -16,7 +16,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from otpipe.pipeline.cluster import ClusterSpec, job_script, open_client
+from otpipe.engine.cluster import ClusterSpec, job_script, open_client
 
 
 def _listening(pids: set[int]) -> list[tuple[int, str]]:
@@ -74,8 +74,8 @@ def tls_cluster(tmp_path_factory):
 def test_tls_scheduler_with_certificates(tls_cluster, small, tmp_path, cli):
     from distributed.security import Security
 
-    from otpipe.pipeline.pairwise import pairwise
-    from otpipe.pipeline.result import open_result
+    from otpipe.pipelines.pairwise import pairwise
+    from otpipe.engine.result import open_result
 
     address, f = tls_cluster
     assert address.startswith("tls://127.0.0.1:")
@@ -121,7 +121,7 @@ steps:
 """)
     code, err = cli("run", spec)
     assert code == 0, err
-    from otpipe.pipeline.result import open_result
+    from otpipe.engine.result import open_result
 
     assert open_result(tmp_path / "run" / "d" / "d.zarr").attrs["complete"]
 
@@ -175,7 +175,7 @@ import contextlib, os, sys, time
 from otpipe.cli._common import setup_logging
 quiet = sys.argv[1] == "quiet"
 setup_logging(quiet)
-from otpipe.pipeline.cluster import ClusterSpec, open_client
+from otpipe.engine.cluster import ClusterSpec, open_client
 with open_client(ClusterSpec(n_workers=1, quiet=quiet)) as c:
     w = list(c.scheduler_info()["workers"])
     with contextlib.suppress(Exception):

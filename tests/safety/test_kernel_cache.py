@@ -17,7 +17,7 @@ import warnings
 
 import pytest
 
-from otpipe.kernels import _libcache
+from otpipe.geometry.backends import _libcache
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -150,7 +150,7 @@ def test_files_of_another_user_are_not_loaded(tmp_path, what):
 
 def test_cpu_backend_never_loads_a_planted_kernel(tmp_path, monkeypatch):
     """The issue's case end to end: OTPIPE_CACHE_DIR writable by every user, ``softmin-<key>.so`` planted."""
-    from otpipe.kernels import cpu
+    from otpipe.geometry.backends import cpu
 
     cxx = cpu._compiler()
     if cxx is None:
@@ -188,7 +188,7 @@ def test_two_libraries_in_one_process_are_each_themselves(tmp_path):
 
 CONCURRENT = """
 import ctypes, subprocess, sys, time
-from otpipe.kernels import _libcache
+from otpipe.geometry.backends import _libcache
 
 def build(out):
     with open(sys.argv[2], "a") as fh:

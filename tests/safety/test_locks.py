@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from otpipe._locks import LockedError, lock_path, output_lock
+from otpipe.store.locks import LockedError, lock_path, output_lock
 
 from .conftest import held
 
@@ -70,7 +70,7 @@ def test_another_thread_is_refused(tmp_path):
 
 def test_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, caplog):
     out = tmp_path / "r.zarr"
-    p = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom otpipe._locks import output_lock\n"
+    p = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom otpipe.store.locks import output_lock\n"
                           "with output_lock(sys.argv[1]):\n    print('in', flush=True); time.sleep(600)", str(out)],
                          stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "in"
@@ -141,6 +141,6 @@ def test_replacing_the_output_keeps_the_lock(tmp_path):
 
 
 def _assert_refused_elsewhere(path) -> None:
-    r = subprocess.run([sys.executable, "-c", "import sys\nfrom otpipe._locks import output_lock\n"
+    r = subprocess.run([sys.executable, "-c", "import sys\nfrom otpipe.store.locks import output_lock\n"
                         "with output_lock(sys.argv[1]): pass", str(path)], capture_output=True, text=True)
     assert r.returncode != 0 and "being written by another otpipe run" in r.stderr, r.stderr

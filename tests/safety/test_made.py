@@ -80,10 +80,10 @@ def test_new_stores_carry_the_marker_and_legacy_stores_are_accepted(small, tmp_p
     # the result writers of two-sample and complexity mark their stores too
     import xarray as xr
 
-    from otpipe.pipeline.checkpoint import Checkpoint, finalise
-    from otpipe.pipeline.two_sample import write_result
+    from otpipe.engine.checkpoint import Checkpoint, finalise
+    from otpipe.pipelines.two_sample import write_result
 
-    ds = xr.Dataset({"pvalue": (("source", "target"), np.full((2, 2), 0.5))}, attrs={"kind": "otpipe.two_sample"})
+    ds = xr.Dataset({"pvalue": (("source", "target"), np.full((2, 2), 0.5))}, attrs={"kind": "otpipe.tools.two_sample"})
     write_result(ds, tmp_path / "t.zarr")
     # checkpointed results (two-sample, complexity): marked at creation, the mark kept when finished
     Checkpoint.create(tmp_path / "c.zarr", {"otpipe_result": "complexity"}, 1, {}, kind="complexity")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from otpipe._made import made_by_otpipe
-from otpipe.pipeline.result import load_state, open_result
+from otpipe.engine.result import load_state, open_result
 from otpipe.workflows import tree_hash
 
 from .conftest import held
@@ -30,8 +30,8 @@ def _otpipe(*args) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(medium):
     """A clean single run (blur 0.1, tile 2): what every run below must give, bit for bit."""
-    from otpipe.pipeline.cluster import ClusterSpec
-    from otpipe.pipeline.pairwise import pairwise
+    from otpipe.engine.cluster import ClusterSpec
+    from otpipe.pipelines.pairwise import pairwise
 
     return pairwise(medium, blur=float(BLUR), tile=2, progress=False, cluster=ClusterSpec(n_workers=1)).load()
 

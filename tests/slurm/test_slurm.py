@@ -45,7 +45,7 @@ def _otpipe(*args: str) -> list[str]:
 
 
 def _tiles_done(out: Path) -> tuple[int, int]:
-    from otpipe.pipeline.result import load_state
+    from otpipe.engine.result import load_state
 
     try:
         d = load_state(out)["tile_done"]
@@ -69,7 +69,7 @@ def _refuses(address: str, security) -> bool:
 def test_distances_on_slurm_over_tls_survive_scancel(slurm, medium, tmp_path):
     from distributed.security import Security
 
-    from otpipe.pipeline.result import open_result
+    from otpipe.engine.result import open_result
 
     local = tmp_path / "local.zarr"
     r = subprocess.run(_otpipe("distances", str(medium), "--out", str(local), "--tile", "2", "--n-workers", "1",
@@ -131,7 +131,7 @@ def test_a_lost_last_job_is_resubmitted(slurm, tmp_path, monkeypatch):
     """``scancel`` of the only job: the cluster submits a replacement and the work still gets done."""
     import dask
 
-    from otpipe.pipeline.cluster import ClusterSpec, open_client
+    from otpipe.engine.cluster import ClusterSpec, open_client
 
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
     spec = ClusterSpec(cluster="slurm", jobs=1, memory="1GB", walltime="00:10:00", job_dir=str(tmp_path / "jobs"))

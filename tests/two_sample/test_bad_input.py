@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from otpipe.two_sample import two_sample_test
+from otpipe.tools.two_sample import two_sample_test
 
 rng = np.random.default_rng(0)
 X, Y = rng.normal(size=(10, 2)), rng.normal(size=(12, 2))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from otpipe.two_sample import two_sample_test
+from otpipe.tools.two_sample import two_sample_test
 
 REPS, N, D, ALPHA = 200, 20, 2, 0.05
 PARAMS = {"energy": {}, "mmd": {}, "sinkhorn": {"blur": 0.5}}

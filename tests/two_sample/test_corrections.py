@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from otpipe.two_sample import benjamini_hochberg, holm
+from otpipe.tools.two_sample import benjamini_hochberg, holm
 
 P = np.array([0.01, 0.04, 0.03, 0.005])
 # sorted: 0.005, 0.01, 0.03, 0.04 (m = 4)

@@ -8,9 +8,9 @@ import xarray as xr
 
 from otpipe import store
 from otpipe.cli import main
-from otpipe.pipeline.cluster import ClusterSpec, open_client
-from otpipe.pipeline.two_sample import many_two_sample_tests, two_sample_test_distributed
-from otpipe.two_sample import benjamini_hochberg, holm, two_sample_test
+from otpipe.engine.cluster import ClusterSpec, open_client
+from otpipe.pipelines.two_sample import many_two_sample_tests, two_sample_test_distributed
+from otpipe.tools.two_sample import benjamini_hochberg, holm, two_sample_test
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from otpipe.two_sample import two_sample_test
+from otpipe.tools.two_sample import two_sample_test
 
 SIZES, REPS, ALPHA = (10, 25, 60), 20, 0.05
 PARAMS = {"energy": {}, "mmd": {}, "sinkhorn": {"blur": 0.5}}

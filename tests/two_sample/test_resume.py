@@ -18,10 +18,10 @@ import zarr
 
 from otpipe import store
 from otpipe.cli import main
-from otpipe.pipeline.cluster import ClusterSpec, open_client
-from otpipe.pipeline.convergence import ConvergenceWarning
-from otpipe.pipeline.two_sample import many_two_sample_tests, open_result
-from otpipe.two_sample import two_sample_test
+from otpipe.engine.cluster import ClusterSpec, open_client
+from otpipe.engine.convergence import ConvergenceWarning
+from otpipe.pipelines.two_sample import many_two_sample_tests, open_result
+from otpipe.tools.two_sample import two_sample_test
 
 SINKHORN = ["--statistic", "sinkhorn", "--blur", "0.5", "--n-permutations", "59", "--by", "measure", "--seed", "4"]
 
@@ -142,7 +142,7 @@ def test_result_names_follow_scipy_and_old_names_still_read(tmp_path):
                       "p_value": (("source", "target"), [[np.nan, 0.05], [0.05, np.nan]]),
                       "null": (("source", "target", "permutation"), np.zeros((2, 2, 3)))},
                      coords={"source": np.array(["a", "b"], dtype=object), "target": np.array(["a", "b"], dtype=object)},
-                     attrs={"kind": "otpipe.two_sample", "complete": True, "n_tests": 1})
+                     attrs={"kind": "otpipe.tools.two_sample", "complete": True, "n_tests": 1})
     old.to_zarr(tmp_path / "old.zarr", consolidated=False)
     ds = open_result(tmp_path / "old.zarr")
     assert "pvalue" in ds and "null_distribution" in ds and "p_value" not in ds

@@ -1,4 +1,4 @@
-"""Statistics, permutations and p-values of otpipe.two_sample against direct (independent) formulas."""
+"""Statistics, permutations and p-values of otpipe.tools.two_sample against direct (independent) formulas."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 import otpipe
-from otpipe.two_sample import block_permutations, make_plan, two_sample_test
+from otpipe.tools.two_sample import block_permutations, make_plan, two_sample_test
 
 
 def _energy(x, y):

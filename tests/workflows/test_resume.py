@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zarr
 
-from otpipe.pipeline import interrupt
+from otpipe.engine import interrupt
 from otpipe.workflows import STEP_RECORD, run_workflow
 
 SPEC = """\
@@ -33,7 +33,7 @@ N_TILES = 10  # 8 x 8 symmetric in tiles of 2 x 2: the 4 x 5 / 2 tiles on and ab
 
 @pytest.fixture(scope="module")
 def client():
-    from otpipe.pipeline.cluster import ClusterSpec, open_client
+    from otpipe.engine.cluster import ClusterSpec, open_client
 
     with open_client(ClusterSpec(n_workers=1, threads_per_worker=1, memory_limit="1GiB")) as c:
         yield c

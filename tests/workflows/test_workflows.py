@@ -38,7 +38,7 @@ def _write(tmp_path, text, name="spec.yaml"):
 
 @pytest.fixture(scope="module")
 def client():
-    from otpipe.pipeline.cluster import ClusterSpec, open_client
+    from otpipe.engine.cluster import ClusterSpec, open_client
 
     with open_client(ClusterSpec(n_workers=2)) as c:
         yield c

@@ -1,0 +1,315 @@
+"""Checkpoints of runs made of many independent tasks (two-sample tests, complexity cells).
+
+The result store is created before any work: a Zarr group whose attrs hold the run's parameters,
+their ``fingerprint`` and ``complete = False``, with a hidden ``_checkpoint`` group holding one
+row per task (``(n_tasks, *shape)`` arrays, chunks of :data:`CHUNK` rows) and a ``done`` mark per
+task. The client keeps the rows in memory and writes the changed chunks when the first task
+finishes, then at most every :data:`FLUSH_SECONDS` (data first, then the ``done`` marks, so a killed run never marks a task it
+did not write), at the end and on Ctrl-C. :func:`finalise` writes the result Dataset into the
+store, then sets ``complete = True``, then removes ``_checkpoint``: a result either looks complete
+and is, or says ``complete = False`` and can be resumed.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Checkpoint", "Field", "finalise", "check_existing", "fingerprint", "stored_attrs", "session", "run_tasks",
+           "FLUSH_SECONDS", "CHUNK"]
+
+#: finished tasks are written at most this often (and at the end, and on Ctrl-C)
+FLUSH_SECONDS = 2.0
+#: tasks per chunk of the checkpoint arrays
+CHUNK = 256
+GROUP = "_checkpoint"
+
+
+class Field:
+    """One per-task array: ``shape`` after the task axis, dtype, fill value, and how many tasks have it."""
+
+    def __init__(self, shape: tuple = (), dtype: str = "float64", fill=np.nan, rows: int | None = None):
+        self.shape, self.dtype, self.fill, self.rows = tuple(int(s) for s in shape), dtype, fill, rows
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
+
+
+def fingerprint(content: dict) -> tuple[str, dict]:
+    """``(sha256 of the canonical JSON, the JSON-safe content)`` of a run's parameters and inputs."""
+    content = _jsonable(content)
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(), content
+
+
+def stored_attrs(path) -> dict | None:
+    """The attrs of the Zarr group at ``path`` (``None`` when there is none)."""
+    try:
+        return json.loads((Path(path) / "zarr.json").read_text()).get("attributes") or {}
+    except (OSError, ValueError):
+        return None
+
+
+def _differences(stored: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(stored) | set(new)):
+        a, b = stored.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: stored {a!r}, now {b!r}")
+    return out
+
+
+def check_existing(out: Path, *, is_ours, what: str, resume: bool, overwrite: bool, fp: str, content: dict) -> dict | None:
+    """What to do with ``out`` before a run: the stored attrs to resume from, or ``None`` to start
+    afresh (the caller then removes an old result of ours with :func:`remove`); refuses to clobber
+    anything else (a symbolic link, a file, a store otpipe did not make: :mod:`otpipe._made`).
+
+    ``is_ours(attrs) -> bool`` tells whether stored attrs belong to a ``what`` result.
+    """
+    from otpipe._made import check_replaceable
+
+    if resume and overwrite:
+        raise ValueError("give either --resume or --overwrite, not both")
+    out = Path(out)
+    if out.is_symlink():
+        check_replaceable(out, "--resume" if resume else "--overwrite")
+    if not out.exists():
+        return None
+    attrs = stored_attrs(out)
+    ours = attrs is not None and is_ours(attrs)
+    if resume:
+        if not ours:
+            raise ValueError(f"cannot resume {out}: it is not an otpipe {what} result")
+        if attrs.get("fingerprint") != fp:
+            diffs = _differences(attrs.get("run") or {}, content)
+            raise ValueError(f"cannot resume {out}: it was computed with different parameters or inputs ("
+                             + ("; ".join(diffs[:4]) or "fingerprint differs") + "); use --overwrite to start again")
+        return attrs
+    if not overwrite:
+        raise FileExistsError(f"output exists: {out} (use --overwrite to replace it, or --resume to continue it)")
+    check_replaceable(out)  # a link, a file, or a store otpipe did not make: refused, named
+    if out.is_dir() and not any(out.iterdir()):
+        return None
+    if not ours:
+        raise FileExistsError(f"refusing to overwrite {out}: it is not an otpipe {what} result")
+    return None
+
+
+def remove(out: Path) -> None:
+    """Remove the otpipe result store at ``out`` (only what otpipe made: :func:`otpipe._made.remove_made`)."""
+    from otpipe._made import remove_made
+
+    remove_made(out)
+
+
+class Checkpoint:
+    """The per-task rows of a run (see the module docstring); ``out=None``: in memory only."""
+
+    def __init__(self, out: Path | None, n: int, fields: dict[str, Field], *, chunk: int = CHUNK):
+        self.out = None if out is None else Path(out)
+        self.n, self.fields = int(n), dict(fields)
+        self.data = {k: np.full(((f.rows if f.rows is not None else self.n),) + f.shape, f.fill, dtype=f.dtype)
+                     for k, f in self.fields.items()}
+        self.done = np.zeros(self.n, dtype=bool)
+        #: per-task JSON notes (e.g. the warnings a task raised), stored in the ``_checkpoint`` attrs
+        self.notes: dict[int, object] = {}
+        self._dirty: set[int] = set()
+        self._notes_dirty = False
+        self._last = -float("inf")  # the first finished task is written at once
+        self._chunk = min(int(chunk), max(1, self.n))
+
+    # ---- store ---------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, out: Path, attrs: dict, n: int, fields: dict[str, Field], *, kind: str,
+               chunk: int = CHUNK) -> "Checkpoint":
+        """A new store at ``out`` (which must not exist) with ``attrs``, otpipe's marker for ``kind``
+        (:func:`otpipe._made.made_attrs`) and empty rows; ``chunk`` tasks per chunk (1: every task is
+        its own region of the store, written alone)."""
+        import zarr
+
+        from otpipe._made import made_attrs
+
+        self = cls(out, n, fields, chunk=chunk)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        root = zarr.open_group(str(out), mode="w-")
+        root.update_attributes(_jsonable(dict(attrs, **made_attrs(kind), complete=False)))
+        ck = root.create_group(GROUP)
+        for k, f in self.fields.items():
+            rows = f.rows if f.rows is not None else self.n
+            if rows:
+                ck.create_array(k, shape=(rows,) + f.shape, chunks=(min(self._chunk, rows),) + f.shape,
+                                dtype=f.dtype, fill_value=f.fill)
+        ck.create_array("done", shape=(max(1, self.n),), chunks=(self._chunk,), dtype="bool", fill_value=False)
+        return self
+
+    @classmethod
+    def load(cls, out: Path, n: int, fields: dict[str, Field], *, chunk: int = CHUNK) -> "Checkpoint":
+        """The rows stored at ``out`` (an unfinished run); ``chunk`` as given to :meth:`create`."""
+        import zarr
+
+        self = cls(out, n, fields, chunk=chunk)
+        root = zarr.open_group(str(out), mode="r")
+        if GROUP not in root:
+            raise ValueError(f"{out}: no checkpoint to resume from (an unfinished run without its _checkpoint group)")
+        ck = root[GROUP]
+        for k in self.fields:
+            if k in ck:
+                self.data[k][...] = ck[k][...]
+        self.done[:] = np.asarray(ck["done"][: self.n], dtype=bool)
+        self.notes = {int(t): v for t, v in (ck.attrs.get("notes") or {}).items() if self.done[int(t)]}
+        return self
+
+    # ---- rows ----------------------------------------------------------------------------------
+    @property
+    def n_done(self) -> int:
+        return int(self.done.sum())
+
+    def record(self, t: int, note=None, **values) -> None:
+        """Task ``t`` finished with ``values`` (one per field; a field whose ``rows`` excludes ``t`` is
+        skipped) and an optional JSON-able ``note``."""
+        for k, v in values.items():
+            if v is None or t >= self.data[k].shape[0]:
+                continue
+            self.data[k][t] = v
+        if note is not None:
+            self.notes[t] = _jsonable(note)
+            self._notes_dirty = True
+        self.done[t] = True
+        self._dirty.add(t // self._chunk)
+
+    def due(self) -> bool:
+        """Whether a flush is due (changes older than :data:`FLUSH_SECONDS`)."""
+        return bool(self._dirty) and self.out is not None and time.monotonic() - self._last >= FLUSH_SECONDS
+
+    def flush(self) -> None:
+        """Write the changed chunks: data first, then the ``done`` marks."""
+        if not self._dirty or self.out is None:
+            self._dirty.clear()
+            return
+        import zarr
+
+        ck = zarr.open_group(str(self.out), mode="r+")[GROUP]
+        chunks = sorted(self._dirty)
+        for k, arr in self.data.items():
+            if k not in ck:
+                continue
+            for c in chunks:
+                lo, hi = c * self._chunk, min((c + 1) * self._chunk, arr.shape[0])
+                if lo < hi:
+                    ck[k][lo:hi] = arr[lo:hi]
+        if self._notes_dirty:
+            ck.attrs.update({"notes": {str(t): v for t, v in sorted(self.notes.items())}})
+            self._notes_dirty = False
+        for c in chunks:
+            lo, hi = c * self._chunk, min((c + 1) * self._chunk, self.n)
+            ck["done"][lo:hi] = self.done[lo:hi]
+        self._dirty.clear()
+        self._last = time.monotonic()
+
+
+def finalise(out: Path, ds) -> None:
+    """Write ``ds`` into the store at ``out``, then ``complete = True``, then drop ``_checkpoint``."""
+    import warnings
+
+    import zarr
+
+    out = Path(out)
+    root = zarr.open_group(str(out), mode="r+")
+    for name in list(root.array_keys()):  # left by a finalisation interrupted earlier
+        del root[name]
+    body = ds.copy()
+    keep = {k: v for k, v in root.attrs.items() if k == "otpipe_made"}  # the marker written at creation
+    body.attrs = _jsonable({**{k: v for k, v in ds.attrs.items() if k != "complete"}, **keep})
+    body.attrs["complete"] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        body.to_zarr(out, mode="a", consolidated=False)
+    zarr.open_group(str(out), mode="r+").attrs.update({"complete": True})
+    shutil.rmtree(out / GROUP, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def session(ck: Checkpoint, *, client, cluster, progress: bool, desc: str, unit: str, what: str):
+    """The frame of a checkpointed run: yields ``(client, guard, progress bar)``.
+
+    Inside, the run records finished tasks in ``ck`` (flushing under ``guard.critical()``). At the
+    end, and on Ctrl-C before the cluster is closed, ``ck`` is flushed; a Ctrl-C then raises
+    :class:`~otpipe.engine.interrupt.Interrupted` saying how many ``what`` are saved and how to
+    resume (a plain ``KeyboardInterrupt`` when ``ck`` is in memory only).
+    """
+    from otpipe.engine.cluster import open_client
+    from otpipe.engine.interrupt import Interrupted, guard
+    from otpipe.engine.progress import Progress
+
+    with guard() as g:
+        try:
+            with open_client(cluster, client=client) as c:
+                bar = Progress(ck.n, initial=ck.n_done, desc=desc, unit=unit, enabled=progress)
+                try:
+                    yield c, g, bar
+                    with g.critical():
+                        ck.flush()
+                except KeyboardInterrupt:
+                    with g.critical():
+                        ck.flush()  # before the cluster closes (which takes a while)
+                    raise
+                finally:
+                    bar.close()
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            if ck.out is None:
+                raise
+            from otpipe.engine.interrupt import resume_hint
+
+            raise Interrupted(f"{ck.n_done} of {ck.n} {what} are saved in {ck.out}; {resume_hint(ck.out)}") from None
+
+
+def run_tasks(ck: Checkpoint, pending, submit, record, *, client, cluster, progress: bool, desc: str, unit: str,
+              what: str) -> None:
+    """Run the ``pending`` tasks on Dask and record each in ``ck`` as it finishes.
+
+    ``submit(client, t) -> future`` starts task ``t``; ``record(t, result)`` stores its result in
+    ``ck``. Progress on stderr (``desc``, ``unit``); checkpoints as in the module docstring; Ctrl-C
+    as in :func:`session` (the pending tasks are cancelled).
+    """
+    pending = list(pending)
+    if not pending:
+        return
+    with session(ck, client=client, cluster=cluster, progress=progress, desc=desc, unit=unit, what=what) as (c, g, bar):
+        futs: dict = {}
+        try:
+            for t in pending:
+                futs[submit(c, t)] = t
+            for f in g.completed(futs):
+                res = f.result()
+                f.release()
+                record(futs[f], res)
+                bar.update(1)
+                if ck.due():
+                    with g.critical():
+                        ck.flush()
+                g.task_done()
+        except KeyboardInterrupt:
+            with g.critical():
+                ck.flush()  # before cancelling (which takes a while)
+            with contextlib.suppress(Exception):
+                c.cancel(list(futs))
+            raise

@@ -1,0 +1,389 @@
+"""Sample-complexity studies on Dask: one task per cell ``(eps, d, N)`` (all repetitions batched),
+assembled into an xarray Dataset stored as Zarr, with the paper's log-log figures.
+
+Dataset (``otpipe complexity --out OUT``):
+
+* raw values ``sinkhorn``, ``transport`` with dims ``(eps, dim, n, rep)`` (whichever were computed),
+  and the diagnostics ``n_iter``, ``marginal_error`` ``(eps, dim, n, rep)``;
+* for the chosen divergence: ``mean`` = ``R(N)`` and ``std`` = ``S(N)`` ``(eps, dim, n)``, the decay
+  rate ``kappa`` with its confidence interval ``kappa_low``, ``kappa_high`` ``(eps, dim)``;
+  for every computed divergence also ``kappa_<name>`` (+ ``_low``/``_high``);
+* attrs: every parameter, library versions, ``paper_factor`` (the paper's ``Wbar`` is 2x ours), and the
+  convergence summary (``marginal_error_median``, ``marginal_error_max``, ``convergence_warning``).
+
+Checkpoints: the store is created first and each finished cell is recorded in its hidden
+``_checkpoint`` group (:mod:`otpipe.engine.checkpoint`); Ctrl-C keeps them, ``resume=True``
+(``otpipe complexity ... --resume``) computes the missing cells only.
+
+The numerics live in :mod:`otpipe.tools.complexity` (no Dask there).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from otpipe.tools import complexity as cx
+from otpipe.store.locks import locked
+from otpipe.engine import checkpoint as _ck
+from otpipe.engine import convergence as _conv
+from otpipe.engine import estimate as _estimate
+
+__all__ = ["run_study", "open_study", "estimate_study", "summarise", "plot_study", "kappa_table"]
+
+log = logging.getLogger("otpipe.complexity")
+
+
+def _cell_task(eps, dim, n, reps, kw):
+    return cx.cell_values(eps, dim, n, reps, **kw)
+
+
+def _check_grid(eps, dims, ns, reps, p):
+    def _sorted_unique(name, v, kind):
+        v = [kind(t) for t in v]
+        if not v:
+            raise ValueError(f"--{name} needs at least one value")
+        if len(set(v)) != len(v):
+            raise ValueError(f"--{name} has repeated values: {v}")
+        return sorted(v)
+
+    eps = _sorted_unique("eps", eps, float)
+    dims = _sorted_unique("dims", dims, int)
+    ns = _sorted_unique("n", ns, int)
+    if any(not (e > 0 and math.isfinite(e)) for e in eps):
+        raise ValueError(f"--eps values must be positive and finite, got {eps}")
+    if any(d < 1 for d in dims):
+        raise ValueError(f"--dims values must be >= 1, got {dims}")
+    if any(n < 2 for n in ns):
+        raise ValueError(f"--n values must be >= 2, got {ns}")
+    if int(reps) < 2:
+        raise ValueError(f"--reps must be >= 2 (a standard deviation is estimated), got {reps}")
+    if not (p > 0 and math.isfinite(p)):
+        raise ValueError(f"--p must be positive, got {p}")
+    return eps, dims, ns, int(reps)
+
+
+def summarise(ds, divergence: str, *, level: float = 0.95):
+    """Add ``mean``, ``std`` ``(eps, dim, n)`` and ``kappa[_low|_high]`` ``(eps, dim)`` for ``divergence``
+    (and ``kappa_<name>`` for every divergence in ``ds``); returns the dataset."""
+    import xarray as xr
+
+    names = [k for k in cx.DIVERGENCES if k in ds]
+    if divergence not in names:
+        raise ValueError(f"divergence {divergence!r} was not computed (have {', '.join(names)})")
+    ns = ds["n"].values
+    for name in names:
+        mean = ds[name].mean("rep")
+        k = np.full((ds.sizes["eps"], ds.sizes["dim"], 3), np.nan)
+        for i in range(ds.sizes["eps"]):
+            for j in range(ds.sizes["dim"]):
+                f = cx.fit_rate(ns, mean.values[i, j], level=level)
+                k[i, j] = (f.kappa, f.low, f.high)
+        for s, idx in (("", 0), ("_low", 1), ("_high", 2)):
+            ds[f"kappa_{name}{s}"] = xr.DataArray(k[..., idx], dims=("eps", "dim"))
+    ds["mean"] = ds[divergence].mean("rep")
+    ds["std"] = ds[divergence].std("rep", ddof=1)
+    for s in ("", "_low", "_high"):
+        ds[f"kappa{s}"] = ds[f"kappa_{divergence}{s}"]
+    ds["mean"].attrs["long_name"] = f"R(N): mean of {divergence} over repetitions"
+    ds["std"].attrs["long_name"] = f"S(N): standard deviation of {divergence} over repetitions"
+    ds["kappa"].attrs["long_name"] = f"decay rate of R(N) ~ N^-kappa ({divergence}), least squares in log-log"
+    ds.attrs["divergence"] = divergence
+    ds.attrs["confidence_level"] = level
+    return ds
+
+
+def _fields(divergences, reps: int) -> dict:
+    f = {name: _ck.Field((reps,)) for name in divergences}
+    f["n_iter"] = _ck.Field((reps,), "int64", 0)
+    f["marginal_error"] = _ck.Field((reps,))
+    return f
+
+
+def _is_ours(attrs: dict) -> bool:
+    return attrs.get("otpipe_result") == "complexity"
+
+
+def estimate_study(eps, dims, ns, reps: int, kw: dict, n_workers: int, n_timed: int = 200) -> dict:
+    """Rough cost: one repetition per eps timed here at ``N = min(max(ns), n_timed)`` and the largest
+    dimension, scaled to every cell by ``reps (N / N_timed)^2`` (a solve costs ~ N^2 per iteration)."""
+    nt = min(max(ns), n_timed)
+    d = max(dims)
+    per_eps = [_estimate.timed(lambda e=e: cx.cell_values(e, d, nt, 1, **kw)) for e in eps]
+    units = sum(t * reps * (n / nt) ** 2 for t in per_eps for _ in dims for n in ns)
+    est = _estimate.summary(units, 1.0, n_workers, "unit")
+    est.pop("seconds_per_unit", None)
+    est["timed"] = f"1 repetition of N = {nt}, d = {d} per eps: " + ", ".join(f"{t:.3g} s" for t in per_eps)
+    return est
+
+
+@locked("out", skip=("dry_run",))  # one writer per result store
+def run_study(
+    out=None,
+    *,
+    eps=(0.01, 0.1, 1.0, 10.0),
+    dims=(2, 3, 5),
+    ns=(10, 30, 100, 300, 1000),
+    reps: int = 100,
+    p: float = 1.5,
+    divergence: str = "sinkhorn",
+    divergences=("sinkhorn", "transport"),
+    distribution: str = "uniform",
+    seed: int = 0,
+    tol: float = 1e-4,
+    scaling: float = 0.7,
+    max_iter: int | None = None,
+    dtype: str = "float64",
+    level: float = 0.95,
+    overwrite: bool = False,
+    resume: bool = False,
+    figures: str | os.PathLike | None = "auto",
+    cluster=None,
+    client=None,
+    progress: bool = False,
+    dry_run: bool = False,
+):
+    """Run the grid ``eps x dims x ns`` with ``reps`` repetitions on Dask and write the Dataset to ``out``.
+
+    ``R_{eps,d}(N) = mean_r D_eps(mu_N^r, nu_N^r)``; one Dask task per cell. ``figures``: a directory
+    for the PNGs (``"auto"``: ``<out stem>_figures`` next to ``out``; ``None``: no figures).
+    ``out=None``: computed in a temporary store and returned in memory.
+
+    The run is checkpointed cell by cell (:mod:`otpipe.engine.checkpoint`): Ctrl-C keeps the finished
+    cells and raises :class:`~otpipe.engine.interrupt.Interrupted`; ``resume=True`` computes only
+    the missing ones (same parameters required). ``progress``: cells done on stderr. ``dry_run``:
+    return the plan and a cost estimate (a dict) without computing. A run whose solves end with
+    large marginal errors warns (:mod:`otpipe.engine.convergence`) and records
+    ``marginal_error_median``/``marginal_error_max``/``convergence_warning`` in the attrs.
+    Returns the (loaded) :class:`xarray.Dataset`.
+    """
+    import tempfile
+
+    import xarray as xr
+
+    eps, dims, ns, reps = _check_grid(eps, dims, ns, reps, p)
+    divergences = tuple(dict.fromkeys(list(divergences) + [divergence]))
+    for d in divergences:
+        if d not in cx.DIVERGENCES:
+            raise ValueError(f"unknown divergence {d!r}: use {' or '.join(cx.DIVERGENCES)}")
+    if distribution not in cx.DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {distribution!r}: use one of {', '.join(cx.DISTRIBUTIONS)}")
+    kw = dict(p=p, seed=seed, distribution=distribution, divergences=divergences, tol=tol, scaling=scaling,
+              max_iter=max_iter, dtype=dtype)
+    cells = [(i, j, k) for i in range(len(eps)) for j in range(len(dims)) for k in range(len(ns))]
+    fp, content = _ck.fingerprint({"parameters": dict(kw, divergence=divergence, reps=reps, level=level),
+                                   "grid": {"eps": eps, "dims": dims, "n": ns}})
+    tmp = None
+    if out is None and not dry_run:
+        tmp = tempfile.TemporaryDirectory(prefix="otpipe-complexity-")
+        out = Path(tmp.name) / "study.zarr"
+        figures = None if figures == "auto" else figures
+    out = None if out is None else Path(out)
+    stored = None
+    if out is not None and (not dry_run or resume):
+        stored = _ck.check_existing(out, is_ours=_is_ours, what="complexity", resume=resume, overwrite=overwrite,
+                                    fp=fp, content=content)
+    fields = _fields(divergences, reps)
+    if dry_run:
+        n_workers = (getattr(cluster, "n_workers", None) or max(1, min(os.cpu_count() or 1, 4)))
+        if client is not None:
+            n_workers = len(client.scheduler_info().get("workers", {})) or n_workers
+        plan = {"cells": len(cells), "reps": reps, "solves": len(cells) * reps * len(divergences) * 3,
+                "divergences": list(divergences), "eps": eps, "dims": dims, "n": ns}
+        done = 0
+        if stored is not None:
+            done = len(cells) if stored.get("complete") else _ck.Checkpoint.load(out, len(cells), fields).n_done
+            plan["cells_done"] = done
+        est = estimate_study(eps, dims, ns, reps, kw, n_workers)
+        for k in ("estimated_seconds", "estimated_cpu_seconds"):
+            est[k] *= 1.0 - done / len(cells)
+        est["large"] = est["estimated_seconds"] > _estimate.LARGE_SECONDS
+        return plan | est
+    try:
+        if stored is not None and stored.get("complete"):
+            log.info("%s is already complete: nothing to compute", out)
+            return open_study(out)
+        if stored is None:
+            _ck.remove(out)
+            ck = _ck.Checkpoint.create(out, {"otpipe_result": "complexity", "fingerprint": fp, "run": content},
+                                       len(cells), fields, kind="complexity")
+        else:
+            ck = _ck.Checkpoint.load(out, len(cells), fields)
+            log.info("resuming %s: %d of %d cells done", out, ck.n_done, len(cells))
+        log.info("complexity: %d cells (%d eps x %d dims x %d N) x %d repetitions, %s", len(cells), len(eps),
+                 len(dims), len(ns), reps, " and ".join(divergences))
+        t0 = time.perf_counter()
+        _run_cells(ck, cells, eps, dims, ns, reps, kw, cluster=cluster, client=client, progress=progress)
+        seconds = time.perf_counter() - t0
+        shape = (len(eps), len(dims), len(ns), reps)
+        ds = xr.Dataset(
+            {name: (("eps", "dim", "n", "rep"), ck.data[name].reshape(shape)) for name in fields},
+            coords={"eps": np.asarray(eps), "dim": np.asarray(dims), "n": np.asarray(ns), "rep": np.arange(reps)},
+        )
+        for name in divergences:
+            ds[name].attrs["long_name"] = {
+                "sinkhorn": "debiased Sinkhorn divergence OT(a,b) - OT(a,a)/2 - OT(b,b)/2",
+                "transport": "debiased transport cost W(a,b) - W(a,a)/2 - W(b,b)/2, W = <pi_eps, C> (paper: 2x)",
+            }[name]
+        summarise(ds, divergence, level=level)
+        ds.attrs.update(_attrs(kw, p, distribution, seed, reps, divergence))
+        ds.attrs.update(fingerprint=fp, run=content)
+        summ = _conv.summarise(ds["marginal_error"].values)
+        msg = _conv.message(summ, what=f"the Sinkhorn solves of the complexity study {out.name}",
+                            remedy="raise --max-iter, or drop the smallest --eps")
+        ds.attrs.update(_conv.attrs(summ, msg))
+        log.info("complexity: %d cells, %d solves per divergence in %.1f s", len(cells), len(cells) * reps, seconds)
+        _ck.finalise(out, ds)
+        _conv.warn(msg)
+        if figures is not None:
+            fig_dir = Path(figures) if figures != "auto" else out.parent / (out.name.removesuffix(".zarr") + "_figures")
+            plot_study(ds, fig_dir)
+        return ds
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _run_cells(ck, cells, eps, dims, ns, reps, kw, *, cluster, client, progress: bool) -> None:
+    """Compute the cells not done yet, one Dask task each (biggest first), recording them in ``ck``."""
+    pending = [t for t in range(len(cells)) if not ck.done[t]]
+    # biggest cells first (cost ~ reps * n^2), small ones fill the gaps
+    pending.sort(key=lambda t: -(ns[cells[t][2]] ** 2) * dims[cells[t][1]])
+
+    def submit(c, t):
+        i, j, k = cells[t]
+        return c.submit(_cell_task, eps[i], dims[j], ns[k], reps, kw, pure=False,
+                        key=f"complexity-cell-{eps[i]:g}-{dims[j]}-{ns[k]}-{os.getpid()}-{time.time_ns()}")
+
+    _ck.run_tasks(ck, pending, submit, lambda t, v: ck.record(t, **v), client=client, cluster=cluster,
+                  progress=progress, desc="complexity", unit="cell", what="cells")
+
+
+def open_study(path):
+    """Open a finished complexity result (loaded ``xarray.Dataset``)."""
+    import warnings
+
+    import xarray as xr
+
+    path = Path(path)
+    attrs = _ck.stored_attrs(path)
+    if attrs is None:
+        raise FileNotFoundError(f"no complexity result at {path}")
+    if not _is_ours(attrs):
+        raise ValueError(f"{path} is not an otpipe complexity result")
+    if not attrs.get("complete"):
+        raise ValueError(f"{path} is an unfinished study: finish it with `otpipe complexity ... --resume`")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return xr.open_zarr(path, consolidated=False).load()
+
+
+def _attrs(kw, p, distribution, seed, reps, divergence) -> dict:
+    import torch
+
+    import otpipe
+
+    return {
+        "otpipe_result": "complexity",
+        "format_version": 1,
+        "p": float(p),
+        "cost": "|x-y|^p",
+        "blur": "eps^(1/p)",
+        "distribution": distribution,
+        "seed": int(seed),
+        "reps": int(reps),
+        "divergence": divergence,
+        "divergences": list(kw["divergences"]),
+        "tol": kw["tol"],
+        "scaling": kw["scaling"],
+        "max_iter": -1 if kw["max_iter"] is None else int(kw["max_iter"]),
+        "dtype": kw["dtype"],
+        "diameter": "sqrt(d)" if distribution == "uniform" else "see otpipe.tools.complexity.diameter_of",
+        "seeding": "numpy SeedSequence([seed, dim, n, rep]); same draws for every eps",
+        "paper_factor": cx.PAPER_FACTOR,
+        "paper_factor_note": "the paper's Wbar = 2W(a,b) - W(a,a) - W(b,b) is 2x 'transport'; kappa is unchanged",
+        "kappa_fit": "least squares log R(N) = log c - kappa log N, Student-t interval on the slope",
+        "versions": {"otpipe": otpipe.__version__, "numpy": np.__version__, "torch": torch.__version__},
+        "complete": True,
+    }
+
+
+def kappa_table(ds, fmt: str = "markdown") -> str:
+    """The fitted ``kappa`` per ``(eps, d)`` with its interval and the paper's reference rates ``p/d`` and 1."""
+    p = float(ds.attrs.get("p", 1.5))
+    dims = [int(d) for d in ds["dim"].values]
+    head = "| eps | " + " | ".join(f"kappa (d={d})" for d in dims) + " |"
+    sep = "|---|" + "---|" * len(dims)
+    rows = [head, sep]
+    for i, e in enumerate(ds["eps"].values):
+        cells = []
+        for j in range(len(dims)):
+            k, lo, hi = (float(ds[v].values[i, j]) for v in ("kappa", "kappa_low", "kappa_high"))
+            cells.append(f"{k:.3f} [{lo:.2f}, {hi:.2f}]")
+        rows.append(f"| {e:g} | " + " | ".join(cells) + " |")
+    rows.append("| paper, eps -> 0: p/d | " + " | ".join(f"{p / d:.3f}" for d in dims) + " |")
+    rows.append("| paper, eps -> inf | " + " | ".join("1" for _ in dims) + " |")
+    return "\n".join(rows)
+
+
+def plot_study(ds, out_dir) -> list[Path]:
+    """The paper's figures: log-log ``R(N)`` per eps, one panel per d (Fig. 5, ``by_dim.png``), and per d,
+    one panel per eps with the ``+- S(N)`` band (Fig. 6, ``by_eps.png``). Returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = ds["n"].values
+    eps, dims = ds["eps"].values, ds["dim"].values
+    name = ds.attrs.get("divergence", "sinkhorn")
+    p = float(ds.attrs.get("p", 1.5))
+    mean, std = ds["mean"].values, ds["std"].values
+    paths = []
+
+    def _panel(ax, series, title):
+        for lab, (m, s), col in series:
+            ok = m > 0
+            ax.loglog(n[ok], m[ok], "o-", color=col, label=lab, ms=4)
+            lo = np.where(m - s > 0, m - s, np.nan)
+            ax.fill_between(n[ok], lo[ok], (m + s)[ok], color=col, alpha=0.15, linewidth=0)
+        ax.set_title(title)
+        ax.set_xlabel("N (points per measure)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, len(dims), figsize=(4.6 * len(dims), 4.2), squeeze=False)
+    for j, d in enumerate(dims):
+        series = [(f"eps={e:g}, kappa={float(ds['kappa'].values[i, j]):.2f}", (mean[i, j], std[i, j]),
+                   cmap(i / max(1, len(eps) - 1) * 0.9)) for i, e in enumerate(eps)]
+        _panel(axes[0, j], series, f"d = {d}  (p/d = {p / d:.2f})")
+    axes[0, 0].set_ylabel(f"R(N) = E {name}  (band: +- S(N))")
+    fig.suptitle(f"Sample complexity, influence of eps ({ds.attrs.get('distribution', '')}, p = {p:g}, "
+                 f"{ds.sizes['rep']} reps)")
+    fig.tight_layout()
+    paths.append(out_dir / "by_dim.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    cmap = plt.get_cmap("plasma")
+    fig, axes = plt.subplots(1, len(eps), figsize=(4.2 * len(eps), 4.2), squeeze=False)
+    for i, e in enumerate(eps):
+        series = [(f"d={d}, kappa={float(ds['kappa'].values[i, j]):.2f}", (mean[i, j], std[i, j]),
+                   cmap(j / max(1, len(dims) - 1) * 0.85)) for j, d in enumerate(dims)]
+        _panel(axes[0, i], series, f"eps = {e:g}")
+    axes[0, 0].set_ylabel(f"R(N) = E {name}  (band: +- S(N))")
+    fig.suptitle("Sample complexity, influence of the dimension")
+    fig.tight_layout()
+    paths.append(out_dir / "by_eps.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    (out_dir / "kappa.md").write_text(kappa_table(ds) + "\n")
+    paths.append(out_dir / "kappa.md")
+    return paths

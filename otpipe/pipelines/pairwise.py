@@ -1,0 +1,647 @@
+"""``otpipe.pairwise``: the matrix of Sinkhorn divergences (or kernel losses) of one or two
+collections, computed tile by tile on Dask and stored as a resumable xarray/Zarr result.
+
+Phases: (1) one diameter for the whole run (bounding box of every point of both collections,
+one task per shard of measures) so that every solve uses the same eps-schedule; (2) the self
+terms ``OT_eps(a_i, a_i)``, once per measure; (3) the tiles of pairs, one task each, combined as
+``S_ij = OT_eps(a_i, b_j) - (OT_eps(a_i, a_i) + OT_eps(b_j, b_j)) / 2``. Workers read their
+measures from the Zarr store(s) themselves; the client writes each finished tile into the
+result store (region writes of whole chunks) and marks it done, so a killed run resumes with
+the unfinished tiles only, and a killed worker's tiles are simply recomputed by Dask.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from otpipe.store.locks import locked
+from otpipe.engine import convergence as _conv
+from otpipe.engine import estimate as _estimate
+from otpipe.engine import plan as _plan
+from otpipe.engine import result as _result
+from otpipe.engine.interrupt import Interrupted, guard, resume_hint
+from otpipe.engine.progress import Progress
+from otpipe.pipelines.tasks import KERNEL_LOSSES, LOSSES, RunParams, bbox_task, cross_task, diameter_from_boxes, self_task
+
+__all__ = ["pairwise", "resolve_run"]
+
+log = logging.getLogger("otpipe.pairwise")
+
+
+@dataclass
+class _Input:
+    """A collection (or a selection of one) as the tasks see it: a path and measure indices."""
+
+    path: str
+    indices: np.ndarray
+    names: np.ndarray
+    labels: np.ndarray | None
+    content_hash: str
+    dim: int
+    dtype: str
+    shards: list
+    sizes: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.indices)
+
+    def fingerprint(self) -> dict:
+        sel = hashlib.sha256(np.ascontiguousarray(self.indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+        return {"hash": self.content_hash, "n_measures": self.n, "selection": sel}
+
+
+def _input(obj) -> _Input:
+    from otpipe import store
+
+    if isinstance(obj, (str, os.PathLike)):
+        if not Path(obj).exists():
+            raise FileNotFoundError(f"no collection store at {obj}")
+        obj = store.open(obj)
+    base = getattr(obj, "_base", None)
+    if base is None or not hasattr(obj, "indices"):
+        raise ValueError(f"expected a collection store path or otpipe.store Collection, got {type(obj).__name__}")
+    idx = np.asarray(obj.indices, dtype=np.int64)
+    # per-shard groups of the selected measures (one bounding-box task each)
+    shard_of = np.searchsorted(base.shard_offsets, idx, side="right") - 1
+    shards = [idx[shard_of == k] for k in np.unique(shard_of)]
+    return _Input(
+        path=str(Path(base.path).resolve()),
+        indices=idx,
+        names=np.asarray(obj.names, dtype=object),
+        labels=None if obj.labels is None else np.asarray(obj.labels, dtype=object),
+        content_hash=base.content_hash,
+        dim=base.dim,
+        dtype=str(base.dtype),
+        shards=shards,
+        sizes=np.asarray(base.sizes)[idx],
+    )
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("otpipe", "torch", "triton", "numpy", "dask", "distributed", "zarr", "xarray"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def resolve_run(collection, other=None, **params):
+    """Validate inputs and parameters; return ``(source, target_or_None, RunParams)``.
+
+    Raises ``FileNotFoundError``/``ValueError`` with a one-line message on bad input.
+    """
+    from otpipe.solvers.sinkhorn import SinkhornParams
+
+    loss = params.get("loss", "sinkhorn")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+    src = _input(collection)
+    tgt = None if other is None else _input(other)
+    if tgt is not None and tgt.dim != src.dim:
+        raise ValueError(f"dimension mismatch: {src.path} has D = {src.dim}, {tgt.path} has D = {tgt.dim}")
+    if loss in KERNEL_LOSSES:
+        for k in ("reach", "tol", "max_iter", "diameter"):
+            if params.get(k) is not None:
+                raise ValueError(f"--{k.replace('_', '-')} applies to loss 'sinkhorn' only, not {loss!r}")
+    prm = SinkhornParams.make(
+        params.get("p", 2.0),
+        params.get("blur", 0.05),
+        params.get("reach"),
+        params.get("diameter"),
+        params.get("scaling", 0.5),
+        params.get("tol"),
+        params.get("max_iter"),
+        params.get("backend", "auto"),
+        params.get("cost"),
+    )
+    if loss == "sinkhorn":
+        from otpipe.solvers.loop import check_mode
+
+        check_mode(prm)  # p > 2 needs tol: refused before any output is made
+    from otpipe.geometry.backends import check_name
+
+    check_name(prm.backend)  # the device is the workers': checked once they are known
+    dtype = params.get("dtype")
+    if dtype is None:
+        dtype = "float64" if "float64" in (src.dtype, tgt.dtype if tgt else src.dtype) else "float32"
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    device = params.get("device") or "auto"
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    rp = RunParams(
+        loss=loss,
+        p=prm.p,
+        blur=prm.blur,
+        reach=prm.reach,
+        scaling=prm.scaling,
+        tol=prm.tol,
+        max_iter=prm.max_iter,
+        backend=prm.backend,
+        cost=params.get("cost"),
+        diameter=prm.diameter,
+        dtype=dtype,
+        device=device,
+    )
+    return src, tgt, rp
+
+
+def _spread(n: int, k: int, offset: int = 0) -> np.ndarray:
+    """``k`` positions spread evenly over ``0..n-1`` (shifted by ``offset``, modulo ``n``)."""
+    return (np.linspace(0, n - 1, min(k, n)).astype(int) + offset) % n
+
+
+def _seconds_per_solve(src: _Input, tgt: _Input | None, rp: RunParams, k: int = 3) -> float:
+    """Seconds per solve of the run, timed here on one tile of up to ``k x k`` sampled pairs and
+    scaled from the sampled sizes to the mean size (a solve costs ~ ``n_i m_j``)."""
+    from dataclasses import replace
+
+    tgt_ = src if tgt is None else tgt
+    r = _spread(src.n, k)
+    c = _spread(tgt_.n, k, offset=1 if tgt is None and src.n > 1 else 0)
+    rows, cols = src.indices[r], tgt_.indices[c]
+    if rp.self_terms and rp.diameter is None:
+        boxes = [bbox_task(src.path, rows), bbox_task(tgt_.path, cols)]
+        rp = replace(rp, diameter=diameter_from_boxes(boxes, rp.blur))
+    kw = dict(self_rows=np.zeros(len(rows)), self_cols=np.zeros(len(cols))) if rp.self_terms else {}
+    seconds = _estimate.timed(lambda: cross_task(src.path, rows, tgt_.path, cols, rp, **kw)) / (len(rows) * len(cols))
+    if src.sizes is not None and tgt_.sizes is not None:
+        sampled = float(np.mean(np.outer(src.sizes[r], tgt_.sizes[c])))
+        seconds *= float(np.mean(src.sizes)) * float(np.mean(tgt_.sizes)) / max(sampled, 1.0)
+    return seconds
+
+
+def _fingerprint(src: _Input, tgt: _Input | None, rp: RunParams) -> tuple[str, dict]:
+    d = rp.as_dict()
+    d.pop("gpu")  # where it ran changes nothing but rounding: a CPU run resumes on GPUs and back
+    d.pop("device")
+    content = {
+        "parameters": d,
+        "source": src.fingerprint(),
+        "target": None if tgt is None else tgt.fingerprint(),
+    }
+    if rp.reach is not None and rp.self_terms:
+        # unbalanced S carries the mass term (issue 14): tiles written before it are not resumed with it
+        content["mass_term"] = "eps/2 (m(a_i) - m(b_j))^2"
+    h = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return h, content
+
+
+def _differences(stored: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(stored) | set(new)):
+        a, b = stored.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: stored {a!r}, now {b!r}")
+    return out
+
+
+def _check_resume(out: Path, fp: str, content: dict, tile: int | None) -> dict:
+    attrs = _result.stored_attrs(out)
+    if attrs.get("fingerprint") != fp:
+        diffs = _differences(attrs.get("run", {}), content)
+        raise ValueError(
+            f"cannot resume {out}: it was computed with different parameters or inputs ("
+            + ("; ".join(diffs[:4]) or "fingerprint differs")
+            + "); use --overwrite to start again"
+        )
+    if tile is not None and int(tile) != int(attrs["tile"]):
+        raise ValueError(f"cannot resume {out}: it uses tile {attrs['tile']}, not {tile}")
+    return attrs
+
+
+def _check_range(rp: RunParams) -> None:
+    """Costs up to ``diameter^p`` and the temperatures must fit the compute dtype (else ``ValueError``)."""
+    import torch
+
+    from otpipe.geometry.costs import check_range, make_cost
+
+    check_range(
+        getattr(torch, rp.dtype), make_cost(rp.p, rp.cost), extent=rp.diameter, diameter=rp.diameter,
+        blur=rp.blur, reach=rp.reach,
+    )
+
+
+def _check_backend(rp: RunParams) -> None:
+    """An explicit backend must serve the tasks' device and dtype (``--backend cpu --gpus``: ``ValueError``)."""
+    import torch
+
+    from otpipe.geometry.backends import choose_backend
+
+    if rp.backend != "auto":
+        choose_backend(rp.backend, 1, 1, 1, device=torch.device(rp.device).type, dtype=getattr(torch, rp.dtype))
+
+
+def _verify_inputs(src: _Input, tgt: _Input | None) -> None:
+    """Re-hash the input collections (``--verify``): ``ValueError`` naming the first measure that changed."""
+    from otpipe import store
+
+    for inp in (src, tgt):
+        if inp is None:
+            continue
+        c = store.open(inp.path)
+        if c.content_hash != inp.content_hash:
+            raise ValueError(f"{inp.path}: changed while the run was being prepared (content hash {c.content_hash}, was {inp.content_hash})")
+        t0 = time.perf_counter()
+        c.verify(raise_on_error=True)
+        log.info("verified %s: %d measures match %s (%.1f s)", inp.path, len(c), c.content_hash, time.perf_counter() - t0)
+
+
+def _with_worker(fn, *args, **kw):
+    """Run a task and tell which worker ran it (for the log of what ran where)."""
+    try:
+        from distributed import get_worker
+
+        where = get_worker().address
+    except (ImportError, ValueError):
+        where = "local"
+    return where, fn(*args, **kw)
+
+
+def _gather_as_completed(client, futures, on_result, g=None):
+    if g is None:
+        from distributed import as_completed
+
+        done = as_completed(futures)
+    else:
+        done = g.completed(futures)
+    for fut in done:
+        where, res = fut.result()
+        on_result(futures[fut], where, res)
+        fut.release()
+
+
+@locked("out")  # one writer per result store; --resume/--overwrite included
+def pairwise(
+    collection,
+    other=None,
+    *,
+    loss: str = "sinkhorn",
+    p: float = 2.0,
+    blur: float = 0.05,
+    reach: float | None = None,
+    scaling: float = 0.5,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    backend: str = "auto",
+    cost: str | None = None,
+    diameter: float | None = None,
+    dtype: str | None = None,
+    device: str = "auto",
+    client=None,
+    cluster=None,
+    out=None,
+    tile: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    dry_run: bool = False,
+    verify: bool = False,
+    estimate: bool = True,
+):
+    """Pairwise matrix ``S[i, j] = loss(a_i, b_j)`` of a collection (``N x N``) or two (``N x M``).
+
+    Sinkhorn: ``S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2`` (``+ eps/2 (m(a) - m(b))^2``
+    with ``reach``: the unbalanced mass term) with each self term
+    solved once per measure; every solve uses one eps-schedule, from ``diameter`` (default: the
+    bounding-box diagonal of all points of both collections, recorded in ``attrs["diameter"]``),
+    so ``S[i, j]`` equals ``otpipe.sinkhorn_divergence(x_i, x_j, a_i, a_j, diameter=D, ...)``.
+    Balanced runs (``reach=None``) normalise each measure's weights to total mass 1.
+
+    Parameters
+    ----------
+    collection, other : str, path or :class:`otpipe.store.Collection` (or a ``select`` view)
+        Source collection; ``other`` (optional) the target collection (``N x M`` run).
+    loss : {"sinkhorn", "energy", "gaussian", "laplacian", "hausdorff"}
+        Kernel losses use ``blur`` as the bandwidth (gaussian/laplacian) or temperature (hausdorff).
+    p, blur, reach, scaling, tol, max_iter, backend, cost, diameter
+        As in :func:`otpipe.solve`. In converged mode (``tol``) the values of a padded batch
+        depend on its other members up to ``tol``.
+    dtype : {"float32", "float64"}, optional
+        Compute dtype (default: float64 if a collection is stored in float64, else float32).
+    device : {"auto", "cpu", "cuda"}
+        Where the tasks compute: ``auto`` is ``cuda`` when the cluster has workers with the ``GPU`` resource
+        (``--gpus``, ``--cluster slurm --gpus``: every task then requests ``GPU=1``, runs on such a worker
+        and solves large padded batches on its GPU with the Triton kernels), else ``cpu``.
+    client : distributed.Client, optional
+        Use this client; otherwise one is opened from ``cluster`` (a
+        :class:`~otpipe.engine.cluster.ClusterSpec`; default: an embedded ``LocalCluster``).
+    out : path, optional
+        Result store (Zarr). Without it the result is computed in a temporary store and returned in memory.
+    tile : int, optional
+        Tile side (pairs per task = tile^2); default from the matrix size and worker count.
+    resume : bool
+        Continue the run stored at ``out`` (same parameters and inputs): finished tiles are kept.
+    overwrite : bool
+        Replace an existing result at ``out``.
+    progress : bool
+        Progress on stderr (pairs, tiles, rate, ETA): a bar on a terminal, a line every 5% or
+        30 s otherwise (:class:`~otpipe.engine.progress.Progress`).
+    dry_run : bool
+        Return the plan summary (pairs, tiles, solves) without computing anything.
+    verify : bool
+        Re-hash every measure of the input collection(s) against their recorded digests and
+        content hash before computing (reads all the data once). The structural checks of
+        :func:`otpipe.store.open` always run; ``resume`` always compares the content hashes
+        recorded in the result with the collections' (a changed input is refused).
+    estimate : bool
+        With ``dry_run``: also time a few pair solves here and add the cost estimate
+        (``estimated_seconds``, ``large``; :mod:`otpipe.engine.estimate`).
+
+    Returns
+    -------
+    xarray.Dataset
+        The result (see :mod:`otpipe.engine.result`) without its checkpoint bookkeeping;
+        ``attrs["tiles_computed"]`` counts the tiles computed by this call;
+        ``attrs["marginal_error_median"|"marginal_error_max"|"convergence_warning"]`` summarise the
+        convergence of the cross solves (a :class:`~otpipe.engine.convergence.ConvergenceWarning`
+        is issued above the thresholds of :mod:`otpipe.engine.convergence`). With ``dry_run``: a dict.
+
+    Raises
+    ------
+    otpipe.engine.interrupt.Interrupted
+        Ctrl-C (SIGINT): the finished tiles are kept in ``out``; ``resume=True`` continues.
+    """
+    from otpipe.engine.cluster import ClusterSpec, open_client
+
+    src, tgt, rp = resolve_run(
+        collection, other, loss=loss, p=p, blur=blur, reach=reach, scaling=scaling, tol=tol,
+        max_iter=max_iter, backend=backend, cost=cost, diameter=diameter, dtype=dtype, device=device,
+    )
+    fp, content = _fingerprint(src, tgt, rp)
+    if verify:
+        _verify_inputs(src, tgt)
+    spec = cluster if cluster is not None else ClusterSpec()
+    stored = None
+    if out is not None:
+        out = Path(out)
+        if out.exists() and (resume or not dry_run):
+            if resume:
+                stored = _check_resume(out, fp, content, tile)
+            elif not overwrite:
+                raise FileExistsError(f"{out} exists: pass --overwrite to replace it or --resume to continue it")
+            elif not _result.is_result(out) and (not out.is_dir() or any(out.iterdir())):
+                raise FileExistsError(f"{out} exists and is not an otpipe result: refusing to overwrite it")
+    if resume and overwrite:
+        raise ValueError("give either --resume or --overwrite, not both")
+    if dry_run:
+        t = int(stored["tile"]) if stored else tile
+        n_workers = spec.n_workers or max(1, min(os.cpu_count() or 1, 4))
+        if client is not None:
+            n_workers = len(client.scheduler_info().get("workers", {})) or n_workers
+        pl = _plan.make_plan(src.n, None if tgt is None else tgt.n, tile=t, n_workers=n_workers, gpu=bool(spec.gpus))
+        summary = pl.summary(rp.self_terms)
+        if stored is not None:
+            done = _result.load_state(out)["tile_done"][: len(pl.tiles)]
+            summary["tiles_done"] = int(done.sum())
+        if estimate:
+            units = summary["pairs"] + summary["self_terms"]
+            if stored is not None:
+                units = units * (1.0 - summary["tiles_done"] / max(1, summary["tiles"]))
+            summary.update(_estimate.summary(units, _seconds_per_solve(src, tgt, rp), n_workers, "solve"))
+        return summary
+
+    if stored is not None and stored.get("complete"):
+        log.info("%s is already complete: nothing to compute", out)
+        ds = _result.open_result(out)
+        ds.attrs.update(tiles_computed=0, tiles_resumed=int(stored["n_tiles"]), self_tasks_computed=0, pairs_computed=0, seconds=0.0)
+        return ds
+    tmp = None
+    if out is None:
+        tmp = tempfile.TemporaryDirectory(prefix="otpipe-pairwise-")
+        out = Path(tmp.name) / "result.zarr"
+    try:
+        with open_client(spec, client=client) as c:
+            ds = _run(c, src, tgt, rp, fp, content, Path(out), tile, stored, overwrite, progress)
+            if tmp is not None:
+                ds = ds.load()
+            return ds
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _run(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress):
+    """The run proper; Ctrl-C keeps the finished tiles and raises :class:`Interrupted`."""
+    state = {"created": stored is not None, "done": 0, "total": None}
+    with guard() as g:
+        try:
+            return _run_tiles(c, src, tgt, rp, fp, content, out, tile, stored, overwrite, progress, g, state)
+        except KeyboardInterrupt:
+            if not state["created"]:
+                raise Interrupted(f"nothing was saved yet (interrupted before the first tile of {out})") from None
+            done = state["done"]
+            total = state["total"]
+            what = f"{done} of {total} tiles are saved in {out}" if total else f"the finished work is saved in {out}"
+            raise Interrupted(f"{what}; {resume_hint(out)}") from None
+
+
+def _convergence(out: Path, symmetric: bool) -> dict:
+    """Summary of the cross solves' marginal errors (``i < j`` for a symmetric run), read from the store."""
+    import zarr
+
+    g = zarr.open_group(str(out), mode="r", use_consolidated=False)
+    arr = g["marginal_error"]
+    n, m = arr.shape
+    parts = []
+    step = max(1, 2**22 // max(1, m))  # rows per read: ~32 MiB
+    for r0 in range(0, n, step):
+        block = np.asarray(arr[r0 : r0 + step], dtype=np.float64)
+        if symmetric:
+            rows = np.arange(r0, r0 + block.shape[0])[:, None]
+            block = np.where(np.arange(m)[None, :] > rows, block, np.nan)
+        parts.append(block[np.isfinite(block)])
+    return _conv.summarise(np.concatenate(parts) if parts else np.array([]))
+
+
+def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress, g, run):
+    from dataclasses import replace
+
+    t0 = time.perf_counter()
+    info = c.scheduler_info()
+    workers = info.get("workers", {})
+    gpu = any(w.get("resources", {}).get("GPU") for w in workers.values())
+    device = rp.device if rp.device != "auto" else "cuda" if gpu else "cpu"
+    rp = replace(rp, gpu=gpu, device=device)
+    _check_backend(rp)
+    resources = {"GPU": 1} if gpu else None
+    symmetric = tgt is None
+    tgt_ = src if symmetric else tgt
+    token = uuid.uuid4().hex[:8]
+
+    if stored is not None:
+        tile = int(stored["tile"])
+    pl = _plan.make_plan(src.n, None if symmetric else tgt.n, tile=tile, n_workers=max(1, len(workers)), gpu=gpu)
+    log.info(
+        "plan: %d x %d %s, tile %d: %d tiles, %d pairs, %d self terms",
+        pl.n_source, pl.n_target, "symmetric" if symmetric else "cross", pl.tile, len(pl.tiles), pl.n_pairs,
+        pl.n_self if rp.self_terms else 0,
+    )
+
+    if stored is not None:
+        if rp.self_terms and rp.diameter is None:
+            rp = replace(rp, diameter=float(stored["diameter"]))
+        log.info("resuming %s", out)
+    else:
+        if rp.self_terms and rp.diameter is None:
+            groups = [(src.path, s) for s in src.shards] + ([] if symmetric else [(tgt.path, s) for s in tgt.shards])
+            futs = [c.submit(bbox_task, path, idx, key=f"otpipe-bbox-{k}-{token}", resources=resources) for k, (path, idx) in enumerate(groups)]
+            rp = replace(rp, diameter=diameter_from_boxes(c.gather(futs), rp.blur))
+            log.info("diameter of the run (bounding box of all points): %.6g", rp.diameter)
+            _check_range(rp)  # before the result store exists: a one-line error, nothing written
+        attrs = {
+            "fingerprint": fp,
+            "run": content,
+            "parameters": rp.as_dict(),
+            "diameter": rp.diameter,
+            "symmetric": symmetric,
+            "loss": rp.loss,
+            "versions": _versions(),
+            "inputs": {
+                "source": {"path": src.path, **src.fingerprint()},
+                "target": None if symmetric else {"path": tgt.path, **tgt.fingerprint()},
+            },
+            "divergence_formula": (
+                ("OT_eps(a_i,b_j) - (OT_eps(a_i,a_i) + OT_eps(b_j,b_j))/2"
+                 + (" + eps/2 (m(a_i) - m(b_j))^2" if rp.reach is not None else ""))
+                if rp.self_terms else f"{rp.loss} loss 1/2<a-b,K(a-b)>"
+            ),
+        }
+        _result.create(
+            out,
+            names_source=src.names,
+            names_target=tgt_.names,
+            labels_source=src.labels,
+            labels_target=tgt_.labels,
+            tile=pl.tile,
+            n_tiles=len(pl.tiles),
+            n_self_source=len(pl.self_chunks_source),
+            n_self_target=len(pl.self_chunks_target),
+            attrs=attrs,
+            overwrite=overwrite,
+        )
+        run["created"] = True
+    state = _result.load_state(out)
+    where_count: dict[str, int] = {}
+
+    def _count(where):
+        where_count[where] = where_count.get(where, 0) + 1
+
+    # ---- phase 2: self terms --------------------------------------------------------------
+    self_computed = 0
+    if rp.self_terms:
+        futures = {}
+        sides = [("source", src, pl.self_chunks_source)] + ([] if symmetric else [("target", tgt, pl.self_chunks_target)])
+        for which, inp, chunks in sides:
+            done = state[f"self_done_{which}"]
+            for k, (r0, r1) in enumerate(chunks):
+                if done[k]:
+                    continue
+                f = c.submit(
+                    _with_worker, self_task, inp.path, inp.indices[r0:r1], rp,
+                    key=f"otpipe-self-{which}-{k}-{token}", resources=resources,
+                )
+                futures[f] = (which, k, r0, r1)
+
+        def _on_self(meta, where, res):
+            nonlocal self_computed
+            which, k, r0, r1 = meta
+            with g.critical():
+                _result.write_self(out, which, k, r0, r1, res["value"], mirror=symmetric)
+            _count(where)
+            self_computed += 1
+            g.task_done()
+
+        if futures:
+            log.info("self terms: %d tasks", len(futures))
+            _gather_as_completed(c, futures, _on_self, g)
+        state = _result.load_state(out)
+        if not symmetric and not np.isfinite(state["self_target"]).all():
+            raise RuntimeError("self terms missing after the self-term phase")
+
+    # ---- phase 3: tiles ---------------------------------------------------------------------
+    tile_done = state["tile_done"]
+    pending = [t for t in pl.tiles if not tile_done[t.index]]
+    n_done_before = len(pl.tiles) - len(pending)
+    pairs_before = sum(t.n_pairs for t in pl.tiles if tile_done[t.index])
+    log.info("tiles: %d to compute, %d already done", len(pending), n_done_before)
+    run["done"], run["total"] = n_done_before, len(pl.tiles)
+    bar = Progress(pl.n_pairs, initial=pairs_before, unit="pair", desc="distances", enabled=progress)
+    bar.set_postfix(f"tiles {n_done_before}/{len(pl.tiles)}")
+    ss, st = state["self_source"], state["self_target"]
+    futures = {}
+    for t in pending:
+        kw = dict(diagonal=t.diagonal)
+        if rp.self_terms:
+            kw.update(self_rows=ss[t.r0 : t.r1], self_cols=st[t.c0 : t.c1])
+        f = c.submit(
+            _with_worker, cross_task, src.path, src.indices[t.r0 : t.r1], tgt_.path, tgt_.indices[t.c0 : t.c1], rp,
+            key=f"otpipe-tile-{t.index}-{token}", resources=resources, **kw,
+        )
+        futures[f] = t
+    computed = 0
+
+    def _on_tile(t, where, res):
+        nonlocal computed
+        with g.critical():
+            _result.write_tile(out, t, res, symmetric)
+            computed += 1
+            run["done"] = n_done_before + computed
+        _count(where)
+        log.debug("tile %d (%d:%d x %d:%d, %d pairs) from %s", t.index, t.r0, t.r1, t.c0, t.c1, t.n_pairs, where)
+        bar.set_postfix(f"tiles {n_done_before + computed}/{len(pl.tiles)}")
+        bar.update(t.n_pairs)
+        g.task_done()
+
+    try:
+        if futures:
+            _gather_as_completed(c, futures, _on_tile, g)
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    pairs_now = pl.n_pairs - pairs_before
+    log.info("tasks per worker: %s", ", ".join(f"{w}: {n}" for w, n in sorted(where_count.items())) or "none")
+    conv = {}
+    if rp.self_terms:
+        summ = _convergence(out, symmetric)
+        remedy = ("use --tol 1e-3 (Python: tol=1e-3) for converged solves, or a larger --blur"
+                  if rp.tol is None else "raise --max-iter or use a larger --blur")
+        name = "this run" if out.name == "result.zarr" and out.parent.name.startswith("otpipe-pairwise-") else str(out)
+        msg = _conv.message(summ, what=f"the Sinkhorn solves of {name}", remedy=remedy)
+        conv = _conv.attrs(summ, msg)
+    with g.critical():
+        _result.mark_complete(
+            out,
+            tiles_computed=computed,
+            tiles_resumed=n_done_before,
+            self_tasks_computed=self_computed,
+            pairs_computed=pairs_now,
+            seconds=round(elapsed, 3),
+            workers={w: n for w, n in where_count.items()},
+            gpu=gpu,
+            **conv,
+        )
+    if conv:
+        _conv.warn(conv["convergence_warning"])
+    log.info(
+        "done: %d tiles computed now, %d from a previous run; %d pairs in %.1f s (%.1f pairs/s) -> %s",
+        computed, n_done_before, pairs_now, elapsed, pairs_now / elapsed if elapsed > 0 else float("nan"), out,
+    )
+    return _result.open_result(out)

@@ -1,0 +1,306 @@
+"""What one Dask task does, in plain Python (no Dask here): read measures, solve, return arrays.
+
+Every task opens the collection store(s) by path on the worker, reads the measures it needs,
+and calls the public solver (:func:`otpipe.solve`, :func:`otpipe.solvers.sinkhorn.solve_symmetric`,
+the kernel losses) on padded batches of many small problems at a time; large problems are
+solved one at a time, where ``backend="auto"`` picks a linear-memory (online) reduction.
+Tasks return small NumPy arrays only.
+
+Devices: a task computes on ``RunParams.device`` (``"cpu"``, or ``"cuda"`` on GPU workers: the worker's
+GPU). It moves its measures there once, as one concatenated array (:class:`_Measures`), and cuts each
+padded batch out of it with one gather on the device. On GPU workers (``RunParams.gpu``) batches are
+much larger (:data:`BATCH_ENTRIES_GPU`, :data:`BATCH_MAX_GPU`): the Triton kernels need no ``N x M``
+memory and a GPU is only busy with thousands of small problems at a time.
+
+Sinkhorn runs reuse self terms: ``S_ij = OT_eps(a_i, b_j) - (OT_eps(a_i, a_i) + OT_eps(b_j, b_j)) / 2``
+(``+ eps/2 (m(a_i) - m(b_j))^2`` when unbalanced, as :func:`otpipe.sinkhorn_divergence`) with every solve
+on the same eps-schedule (one ``diameter`` for the whole run).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["RunParams", "bbox_task", "self_task", "cross_task", "KERNEL_LOSSES", "LOSSES"]
+
+KERNEL_LOSSES = ("energy", "gaussian", "laplacian", "hausdorff")
+LOSSES = ("sinkhorn",) + KERNEL_LOSSES
+#: cost-matrix entries (B * N * M) of one padded batch; bigger problems are solved alone
+BATCH_ENTRIES = 2**24
+#: most problems in one padded batch
+BATCH_MAX = 512
+#: the same on GPU workers: 2^27 entries (B = 32768 pairs of 64-point measures; a dense fallback's cost
+#: matrices would take 0.5 GiB in float32) and at most 8192 problems a batch (a few thousand Triton
+#: programs a launch: every SM busy)
+BATCH_ENTRIES_GPU = 2**27
+BATCH_MAX_GPU = 8192
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Everything a task needs to reproduce one solve (recorded in the result's attrs)."""
+
+    loss: str = "sinkhorn"
+    p: float = 2.0
+    blur: float = 0.05
+    reach: float | None = None
+    scaling: float = 0.5
+    tol: float | None = None
+    max_iter: int | None = None
+    backend: str = "auto"
+    cost: str | None = None
+    diameter: float | None = None
+    dtype: str = "float64"
+    gpu: bool = False
+    device: str = "cpu"
+
+    @property
+    def normalize(self) -> bool:
+        """Balanced problems use weights normalised to total mass 1 (unbalanced: raw weights)."""
+        return self.reach is None
+
+    @property
+    def self_terms(self) -> bool:
+        """Whether the run has a self-term phase (Sinkhorn only)."""
+        return self.loss == "sinkhorn"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_OPEN: dict[str, object] = {}
+
+
+def _collection(path: str):
+    from otpipe import store
+
+    c = _OPEN.get(path)
+    if c is None:
+        if len(_OPEN) > 8:
+            _OPEN.clear()
+        c = _OPEN[path] = store.open(path)
+    return c
+
+
+def _read(path: str, indices, normalize: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(points, weights)`` of the measures ``indices`` of the collection at ``path``."""
+    c = _collection(path)
+    out = []
+    for i in indices:
+        m = c[int(i)]
+        w = np.asarray(m.weights, dtype=np.float64)
+        if normalize:
+            w = w / w.sum()
+        out.append((np.asarray(m.points), w))
+    return out
+
+
+def _device(prm: RunParams):
+    """The torch device of the task: ``prm.device`` (``"auto"``, e.g. a task run outside :func:`pairwise` for a
+    cost estimate: CUDA on GPU runs, else the CPU); a CUDA device must exist on this worker."""
+    import torch
+
+    dev = torch.device(("cuda" if prm.gpu else "cpu") if prm.device == "auto" else prm.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"this task was sent to compute on {prm.device} but torch {torch.__version__} sees no CUDA "
+                           "device on this worker: install the CUDA build of torch, or give the worker's job a GPU "
+                           "(e.g. --gres=gpu:1)")
+    return dev
+
+
+class _Measures:
+    """The measures of one task on the compute device, concatenated: padded batches by one gather each.
+
+    ``batch(idx)`` equals :func:`otpipe.problems.measures.pad_batch` of the measures ``idx`` (padding points at the
+    measure's first point with zero weight), in ``prm.dtype`` on ``device``.
+    """
+
+    def __init__(self, measures: list[tuple[np.ndarray, np.ndarray]], prm: RunParams, device):
+        import torch
+
+        self.sizes = np.array([len(x) for x, _ in measures], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        dt = np.dtype(prm.dtype)
+        pts = np.concatenate([np.asarray(x, dtype=dt).reshape(len(x), -1) for x, _ in measures])
+        w = np.concatenate([np.asarray(w, dtype=dt).reshape(-1) for _, w in measures])
+        self.device = device
+        self.points = torch.from_numpy(np.ascontiguousarray(pts)).to(device)
+        self.weights = torch.from_numpy(np.ascontiguousarray(w)).to(device)
+
+    def batch(self, idx):
+        """``x (B, Nmax, D)``, ``a (B, Nmax)`` of the measures ``idx`` (a list of positions)."""
+        import torch
+
+        idx = np.asarray(idx, dtype=np.int64)
+        n = self.sizes[idx]
+        j = np.arange(int(n.max()), dtype=np.int64)
+        valid = j[None, :] < n[:, None]
+        gather = self.starts[idx][:, None] + np.where(valid, j[None, :], 0)
+        g = torch.from_numpy(gather).to(self.device)
+        keep = torch.from_numpy(valid).to(self.device)
+        w = self.weights[g]
+        return self.points[g], torch.where(keep, w, torch.zeros((), dtype=w.dtype, device=w.device))
+
+
+def _solver_kw(prm: RunParams) -> dict:
+    return dict(
+        p=prm.p,
+        blur=prm.blur,
+        reach=prm.reach,
+        diameter=prm.diameter,
+        scaling=prm.scaling,
+        tol=prm.tol,
+        max_iter=prm.max_iter,
+        backend=prm.backend,
+        cost=prm.cost,
+    )
+
+
+def _groups(sizes_x: list[int], sizes_y: list[int], gpu: bool = False) -> list[list[int]]:
+    """Consecutive groups of problems whose padded batch stays under the size limits (GPU's with ``gpu``)."""
+    entries, most = (BATCH_ENTRIES_GPU, BATCH_MAX_GPU) if gpu else (BATCH_ENTRIES, BATCH_MAX)
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    nmax = mmax = 0
+    for k, (n, m) in enumerate(zip(sizes_x, sizes_y)):
+        n2, m2 = max(nmax, n), max(mmax, m)
+        if cur and ((len(cur) + 1) * n2 * m2 > entries or len(cur) >= most):
+            groups.append(cur)
+            cur, n2, m2 = [], n, m
+        cur.append(k)
+        nmax, mmax = n2, m2
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def bbox_task(path: str, indices) -> tuple[np.ndarray, np.ndarray]:
+    """Per-coordinate ``(min, max)`` of the points with positive weight of the given measures."""
+    lo = hi = None
+    for x, w in _read(path, indices, normalize=False):
+        x = np.asarray(x, dtype=np.float64)[w > 0]
+        if len(x) == 0:
+            continue
+        a, b = x.min(axis=0), x.max(axis=0)
+        lo = a if lo is None else np.minimum(lo, a)
+        hi = b if hi is None else np.maximum(hi, b)
+    return lo, hi
+
+
+def self_task(path: str, indices, prm: RunParams) -> dict:
+    """Self terms ``OT_eps(a_i, a_i)`` of the measures ``indices`` (padded batches, one schedule)."""
+    from otpipe.solvers.sinkhorn import solve_symmetric
+
+    meas = _read(path, indices, prm.normalize)
+    n = len(meas)
+    value = np.empty(n)
+    n_iter = np.empty(n, dtype=np.int64)
+    err = np.empty(n)
+    sizes = [len(x) for x, _ in meas]
+    on_dev = _Measures(meas, prm, _device(prm))
+    for g in _groups(sizes, sizes, prm.gpu):
+        X, A = on_dev.batch(g)
+        r = solve_symmetric(X, A, **_solver_kw(prm))
+        value[g] = r.value.detach().cpu().double().numpy()
+        n_iter[g] = r.n_iter.cpu().numpy()
+        err[g] = r.marginal_error.detach().cpu().double().numpy()
+    return {"value": value, "n_iter": n_iter, "marginal_error": err}
+
+
+def _kernel_values(X, Y, A, B, prm: RunParams):
+    import otpipe
+
+    if prm.loss == "energy":
+        return otpipe.energy_distance(X, Y, A, B, backend=prm.backend)
+    if prm.loss in ("gaussian", "laplacian"):
+        return otpipe.mmd(X, Y, A, B, kernel=prm.loss, sigma=prm.blur, backend=prm.backend)
+    return otpipe.hausdorff(X, Y, A, B, p=prm.p, blur=prm.blur, cost=prm.cost, backend=prm.backend)
+
+
+def cross_task(
+    src_path: str,
+    rows,
+    tgt_path: str,
+    cols,
+    prm: RunParams,
+    *,
+    diagonal: bool = False,
+    self_rows=None,
+    self_cols=None,
+) -> dict:
+    """One tile: the losses between measures ``rows`` of ``src_path`` and ``cols`` of ``tgt_path``.
+
+    ``diagonal``: rows and columns are the same measures; only pairs ``i < j`` are solved, the
+    diagonal is 0 and the lower triangle mirrors the upper. ``self_rows``/``self_cols``: the
+    self terms (Sinkhorn), combined as ``S_ij = OT_ij - (self_i + self_j) / 2`` (``+ eps/2 (m_i - m_j)^2``
+    with ``reach``: the unbalanced mass term).
+
+    Returns
+    -------
+    dict of ``(len(rows), len(cols))`` arrays: ``divergence``, ``ot`` (the cross term
+    ``OT_eps(a_i, b_j)``, Sinkhorn only, else NaN), ``n_iter``, ``marginal_error``.
+    """
+    import torch
+
+    from otpipe.solvers.sinkhorn import solve
+
+    rows, cols = list(rows), list(cols)
+    src = _read(src_path, rows, prm.normalize)
+    tgt = src if diagonal else _read(tgt_path, cols, prm.normalize)
+    nr, nc = len(rows), len(cols)
+    pairs = [(i, j) for i in range(nr) for j in range(nc) if not diagonal or i < j]
+    ot = np.full((nr, nc), np.nan)
+    div = np.zeros((nr, nc))
+    n_iter = np.zeros((nr, nc), dtype=np.int64)
+    err = np.zeros((nr, nc))
+    if not prm.self_terms:
+        err[:] = np.nan
+    sx = [len(src[i][0]) for i, _ in pairs]
+    sy = [len(tgt[j][0]) for _, j in pairs]
+    dev = _device(prm)
+    src_dev = _Measures(src, prm, dev)
+    tgt_dev = src_dev if diagonal else _Measures(tgt, prm, dev)
+    with torch.no_grad():
+        for g in _groups(sx, sy, prm.gpu):
+            ii = [pairs[k][0] for k in g]
+            jj = [pairs[k][1] for k in g]
+            X, A = src_dev.batch(ii)
+            Y, B = tgt_dev.batch(jj)
+            if prm.self_terms:
+                r = solve(X, Y, A, B, **_solver_kw(prm))
+                ot[ii, jj] = r.value.cpu().double().numpy()
+                n_iter[ii, jj] = r.n_iter.cpu().numpy()
+                err[ii, jj] = r.marginal_error.cpu().double().numpy()
+            else:
+                div[ii, jj] = _kernel_values(X, Y, A, B, prm).cpu().double().numpy()
+    if prm.self_terms:
+        sr = np.asarray(self_rows, dtype=np.float64)
+        sc = np.asarray(self_cols, dtype=np.float64)
+        div = ot - 0.5 * (sr[:, None] + sc[None, :])
+        if prm.reach is not None:
+            # Sejourne et al.'s mass term eps/2 (m_i - m_j)^2 (otpipe.tools.losses.mass_term), masses in the solve's dtype
+            mr = np.array([np.asarray(w, dtype=prm.dtype).sum(dtype=np.float64) for _, w in src])
+            mc = np.array([np.asarray(w, dtype=prm.dtype).sum(dtype=np.float64) for _, w in tgt])
+            div = div + 0.5 * prm.blur**prm.p * (mr[:, None] - mc[None, :]) ** 2
+    if diagonal:
+        iu = np.triu_indices(nr, 1)
+        for a in (ot, div, n_iter, err):
+            a[(iu[1], iu[0])] = a[iu]
+        np.fill_diagonal(div, 0.0)
+        np.fill_diagonal(n_iter, 0)
+        if prm.self_terms:
+            np.fill_diagonal(ot, np.asarray(self_rows, dtype=np.float64))
+            np.fill_diagonal(err, 0.0)
+    return {"divergence": div, "ot": ot, "n_iter": n_iter, "marginal_error": err}
+
+
+def diameter_from_boxes(boxes, blur: float) -> float:
+    """Bounding-box diagonal from per-task ``(min, max)`` pairs (``blur`` if every point coincides)."""
+    los = [lo for lo, hi in boxes if lo is not None]
+    his = [hi for lo, hi in boxes if hi is not None]
+    if not los:
+        return float(blur)
+    d = float(np.linalg.norm(np.max(his, axis=0) - np.min(los, axis=0)))
+    return d if d > 0 and math.isfinite(d) else float(blur)
