@@ -28,7 +28,7 @@ _COMMANDS = {
     "distances": ("otpipe.cli.distances", "distances"),
     "report": ("otpipe.cli.report", "report"),
     "complexity": ("otpipe.cli.complexity", "complexity"),
-    "run": ("otpipe.cli.workflows", "run"),
+    "run": ("otpipe.workflows.command", "run"),
     "two-sample": ("otpipe.cli.two_sample", "two_sample"),
 }
 

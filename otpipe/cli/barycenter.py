@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from otpipe.cli._common import (
+from otpipe.cli.options import (
     client_from_options,
     cluster_options,
     dry_run_option,

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from otpipe.cli._common import (
+from otpipe.cli.options import (
     client_from_options,
     cluster_options,
     dry_run_option,

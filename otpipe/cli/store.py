@@ -11,7 +11,7 @@ import time
 
 import click
 
-from otpipe.cli._common import dry_run_option, echo_json, json_option, out_option, overwrite_option, quiet_option
+from otpipe.cli.options import dry_run_option, echo_json, json_option, out_option, overwrite_option, quiet_option
 
 __all__ = ["synth", "ingest", "info"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from otpipe.store.locks import locked
-from otpipe.cli._common import (
+from otpipe.cli.options import (
     client_from_options,
     cluster_options,
     dry_run_option,

@@ -17,7 +17,7 @@ the scheduler gives its tasks to the remaining workers, and a watcher resubmits 
 the cluster keeps ``jobs`` jobs. ``quiet`` silences distributed's logs below ERROR.
 
 Used by every distributed command (distances, barycenter, two-sample, complexity); their shared
-Click options live in :mod:`otpipe.cli._common`.
+Click options live in :mod:`otpipe.cli.options`.
 """
 from __future__ import annotations
 

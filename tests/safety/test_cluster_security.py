@@ -172,7 +172,7 @@ def test_dashboard_address_is_printed_and_answers(capsys):
 
 QUIET = """
 import contextlib, os, sys, time
-from otpipe.cli._common import setup_logging
+from otpipe.cli.options import setup_logging
 quiet = sys.argv[1] == "quiet"
 setup_logging(quiet)
 from otpipe.engine.cluster import ClusterSpec, open_client

@@ -1,12 +1,12 @@
 """Click command ``otpipe run WORKFLOW.yaml``: validate a YAML workflow spec and run it with provenance.
 
-See :mod:`otpipe.workflows` for the spec format; imports only Click at import time.
+See :mod:`otpipe.workflows.runner` for the spec format; imports only Click at import time.
 """
 from __future__ import annotations
 
 import click
 
-from otpipe.cli._common import dry_run_option, echo_json, json_option, quiet_option
+from otpipe.cli.options import dry_run_option, echo_json, json_option, quiet_option
 
 __all__ = ["run"]
 
@@ -21,7 +21,7 @@ __all__ = ["run"]
 @quiet_option
 def run(workflow, dry_run, resume, run_dir, as_json, quiet):
     """Run the workflow spec WORKFLOW (YAML): steps synth/ingest -> distances -> ... -> report, with provenance."""
-    from otpipe.workflows import run_workflow
+    from otpipe.workflows.runner import run_workflow
 
     lines: list[str] = []
     echo = lines.append if (as_json or quiet) else click.echo

@@ -58,7 +58,8 @@ from otpipe import _rundir
 from otpipe.store.locks import output_lock
 from otpipe._made import mark_dir
 
-__all__ = ["load_spec", "Workflow", "run_workflow", "tree_hash"]
+__all__ = ["load_spec", "Workflow", "Step", "run_workflow", "tree_hash", "STEP_TYPES", "STEP_RECORD", "MAX_ID", "MAX_ALIAS_NODES",
+           "MAX_SHOWN"]
 
 STEP_TYPES = ("synth", "ingest", "distances", "barycenter", "two-sample", "complexity", "report")
 #: steps whose output is a collection of measures (valid as positional inputs)
