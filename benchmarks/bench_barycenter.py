@@ -45,11 +45,11 @@ def _psd_sqrt(S):
 
 def bures_barycenter(covs, lam, iters: int = 1000):
     """Fixed point ``S <- S^-1/2 (sum_k lambda_k (S^1/2 S_k S^1/2)^1/2)^2 S^-1/2`` (Alvarez-Esteban et al. 2016)."""
-    S = sum(l * C for l, C in zip(lam, covs))
+    S = sum(w * C for w, C in zip(lam, covs))
     for _ in range(iters):
         r = _psd_sqrt(S)
         ri = np.linalg.inv(r)
-        M = sum(l * _psd_sqrt(r @ C @ r) for l, C in zip(lam, covs))
+        M = sum(w * _psd_sqrt(r @ C @ r) for w, C in zip(lam, covs))
         Sn = ri @ M @ M @ ri
         if np.abs(Sn - S).max() < 1e-15:
             return Sn
@@ -77,7 +77,7 @@ def main(argv=None):
     covs = [np.cov(x.T, bias=True), np.cov(y.T, bias=True)]
     m_star = lam @ np.array(ms)
     S_star = bures_barycenter(covs, lam)
-    bures_obj = 0.5 * sum(l * (np.sum((m_star - m) ** 2) + _bures2(S_star, C)) for l, m, C in zip(lam, ms, covs))
+    bures_obj = 0.5 * sum(w * (np.sum((m_star - m) ** 2) + _bures2(S_star, C)) for w, m, C in zip(lam, ms, covs))
     from scipy.optimize import linear_sum_assignment
 
     i, j = linear_sum_assignment(((x[:, None] - y[None]) ** 2).sum(-1))
@@ -92,7 +92,7 @@ def main(argv=None):
     C = np.cov(r.points.T, aweights=r.weights, bias=True)
     cov_err = float(np.abs(C - S_star).max())
     lines = [
-        f"call: free_support_barycenter([x, y], [.3, .7], n_points=600, blur=0.05, seed=0"
+        "call: free_support_barycenter([x, y], [.3, .7], n_points=600, blur=0.05, seed=0"
         + "".join(f", {k}={v}" for k, v in kw.items()) + ")",
         f"time {dt:.1f} s (CPU {cpu:.1f} s, {torch.get_num_threads()} threads), outer iterations {r.n_iter}, converged={r.converged}, inner Sinkhorn updates "
         f"{r.params.get('inner_updates', 'n/a')}",

@@ -280,8 +280,8 @@ def _digits(rows, device, small, cpu_figure: str | None, workdir: Path):
         print(r.stderr[-3000:], flush=True)
         return
     import otpipe
-    from otpipe.engine.result import open_result
     from otpipe import store as st
+    from otpipe.engine.result import open_result
 
     ds = open_result(out)
     run_s = float(ds.attrs["seconds"])

@@ -43,8 +43,8 @@ def main() -> None:
 
     from otpipe import store
     from otpipe.engine.cluster import ClusterSpec, open_client
-    from otpipe.pipelines.pairwise import pairwise
     from otpipe.engine.plan import make_plan
+    from otpipe.pipelines.pairwise import pairwise
     from otpipe.pipelines.tasks import RunParams, cross_task, self_task
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -98,6 +98,7 @@ def main() -> None:
     r_one = n_pairs / t_one
     import dask
     import geomloss
+
     import otpipe
 
     lines = [

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from otpipe.geometry.costs import Cost
 from otpipe.geometry.backends import cpu, keops
+from otpipe.geometry.costs import Cost
 
 __all__ = ["main"]
 

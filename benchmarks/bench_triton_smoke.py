@@ -46,9 +46,9 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("bench_triton_smoke: no CUDA device, skipped")
         return 0
-    from otpipe.geometry.costs import Cost
     from otpipe.geometry.backends import tensorized
     from otpipe.geometry.backends import triton as tb
+    from otpipe.geometry.costs import Cost
 
     n, cost = args.n, Cost(2.0)
     print(f"# Triton backend smoke timings: N = M = {n}, float32, p = 2, {torch.cuda.get_device_name()}")
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
 
             t_gx = _best(grad_x, args.repeats)
             t_gy = _best(grad_y, args.repeats)
-            err = float(((op.softmin(eps, h)[:, :256].double() - ref).abs().max() / ref.abs().max()))
+            err = float((op.softmin(eps, h)[:, :256].double() - ref).abs().max() / ref.abs().max())
             print(f"| {D} | {variant} | {t_f * 1e3:.2f} ms | {t_b * 1e3:.2f} ms | {t_gx * 1e3:.2f} ms | "
                   f"{t_gy * 1e3:.2f} ms | {n * n / t_f / 1e9:.1f} | {err:.1e} |", flush=True)
     tb.FP32_DOT = os.environ.get("OTPIPE_TRITON_FP32_DOT", "tf32x3")

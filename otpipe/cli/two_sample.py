@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 
-from otpipe.store.locks import locked
 from otpipe.cli.options import (
     client_from_options,
     cluster_options,
@@ -27,6 +26,7 @@ from otpipe.cli.options import (
     resume_option,
     setup_logging,
 )
+from otpipe.store.locks import locked
 
 #: the --by choices (as in otpipe.pipelines.two_sample.BY, without importing it at start-up)
 BY_CHOICES = ("auto", "measure", "label", "collection")

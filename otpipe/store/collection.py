@@ -76,18 +76,19 @@ import os
 import shutil
 import uuid
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from otpipe.store.locks import locked
 from otpipe._made import check_replaceable, made_attrs
 from otpipe._version import __version__
 from otpipe.store._layout import DTYPES, measure_digest, put_str, strings
 from otpipe.store._tmp import remove_stale, tmp_sibling
+from otpipe.store.locks import locked
 
 __all__ = [
     "FORMAT_NAME",
@@ -165,7 +166,7 @@ class Measure:
         """Total mass ``sum(weights)`` (1 for uniform weights)."""
         return 1.0 if self.weights is None else float(np.sum(self.weights, dtype=np.float64))
 
-    def normalized(self) -> "Measure":
+    def normalized(self) -> Measure:
         """Return a copy whose weights sum to one (the stored weights are never changed)."""
         w = self.weights
         if w is None:
@@ -569,7 +570,7 @@ def create(
     shard_points: int | None = DEFAULT_SHARD_POINTS,
     dtype: str = "float32",
     attrs: dict | None = None,
-) -> "Collection":
+) -> Collection:
     """Write a new collection from an iterable of measures (streamed, one shard in memory).
 
     Parameters
@@ -690,7 +691,7 @@ def _read_attrs(path: Path) -> dict:
     return attrs
 
 
-def open(path: str | os.PathLike) -> "Collection":  # noqa: A001 - public API name
+def open(path: str | os.PathLike) -> Collection:  # noqa: A001 - public API name
     """Open a complete collection for reading (and :meth:`Collection.append`).
 
     Raises
@@ -813,7 +814,7 @@ class Collection:
         return np.arange(len(self))
 
     @property
-    def _base(self) -> "Collection":
+    def _base(self) -> Collection:
         return self
 
     def __len__(self) -> int:
@@ -896,7 +897,7 @@ class Collection:
         for k in range(self.n_shards):
             yield from self.read_shard(k)
 
-    def select(self, label: str | Sequence[str] | None = None, names: Sequence[str] | None = None) -> "CollectionView":
+    def select(self, label: str | Sequence[str] | None = None, names: Sequence[str] | None = None) -> CollectionView:
         """A view of the measures with the given label(s) and/or names, in storage order."""
         mask = np.ones(len(self), dtype=bool)
         if label is not None:
@@ -983,7 +984,7 @@ class Collection:
 
     # -- writing ----------------------------------------------------------------------------
     @locked(lambda a: a["self"].path, skip=())
-    def append(self, measures: Iterable[Any], dtype: str | None = None) -> "Collection":
+    def append(self, measures: Iterable[Any], dtype: str | None = None) -> Collection:
         """Append measures in new shards; all-or-nothing.
 
         Measures must have the collection's dimension and labelling and new unique names; they

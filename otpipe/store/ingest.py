@@ -31,13 +31,13 @@ import glob
 import io
 import os
 import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
-from otpipe.store.locks import locked
 from otpipe.store._files import check_size, open_regular, safe_name, shown, stat_regular
 from otpipe.store.collection import DEFAULT_SHARD_POINTS, Collection, Measure, create, open, validate_measure
+from otpipe.store.locks import locked
 from otpipe.store.readers import FORMATS, ReaderOptions, format_of, read_file
 
 __all__ = ["Source", "discover", "ingest"]

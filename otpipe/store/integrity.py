@@ -34,8 +34,9 @@ system itself (``OSError``: permissions, I/O) pass through unchanged; they name 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -37,9 +37,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
 
 __all__ = ["LockedError", "output_lock", "locked", "lock_path"]
 
@@ -48,7 +48,7 @@ log = logging.getLogger("otpipe.lock")
 LOCK_SUFFIX = ".lock"
 INSIDE_NAME = ".otpipe.lock"
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENOTSUP}
-_HELD: dict[str, "_Held"] = {}  # lock file -> what this process holds (re-entrant in one thread)
+_HELD: dict[str, _Held] = {}  # lock file -> what this process holds (re-entrant in one thread)
 _HELD_GUARD = threading.Lock()
 
 

@@ -49,9 +49,10 @@ import io
 import os
 import re
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 
@@ -120,7 +121,7 @@ def quote(token: str, limit: int = QUOTE_CHARS) -> str:
 
 
 #: quoted runs in a library's message longer than QUOTE_CHARS: cut (they may be file content)
-_QUOTED = re.compile(r"(['\"])([^'\"]{%d})[^'\"]*\1" % QUOTE_CHARS)
+_QUOTED = re.compile(r"(['\"])([^'\"]{" + str(QUOTE_CHARS) + r"})[^'\"]*\1")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ measures whatever ``n_measures`` is, and generating is streaming (one measure at
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

@@ -55,8 +55,8 @@ from pathlib import Path
 import yaml
 
 from otpipe import _rundir
-from otpipe.store.locks import output_lock
 from otpipe._made import mark_dir
+from otpipe.store.locks import output_lock
 
 __all__ = ["load_spec", "Workflow", "Step", "run_workflow", "tree_hash", "STEP_TYPES", "STEP_RECORD", "MAX_ID", "MAX_ALIAS_NODES",
            "MAX_SHOWN"]
@@ -383,7 +383,7 @@ def _check_step(path: str, L: _Lines, i: int, step: Step, seen: dict) -> None:
             if seen[ref].type not in COLLECTION_STEPS:
                 raise _err(path, L.line("steps", i, "inputs"),
                            f"input {_show(ref)} of step {step.id!r} is a {seen[ref].type} result, not a collection")
-            argv.append("{input:%s}" % ref)
+            argv.append("{input:" + str(ref) + "}")
         elif a.required:
             raise _err(path, L.line("steps", i), f"step {step.id!r} needs an input for {a.human_readable_name} (inputs: [...])")
     if inputs:

@@ -74,8 +74,8 @@ def tls_cluster(tmp_path_factory):
 def test_tls_scheduler_with_certificates(tls_cluster, small, tmp_path, cli):
     from distributed.security import Security
 
-    from otpipe.pipelines.pairwise import pairwise
     from otpipe.engine.result import open_result
+    from otpipe.pipelines.pairwise import pairwise
 
     address, f = tls_cluster
     assert address.startswith("tls://127.0.0.1:")

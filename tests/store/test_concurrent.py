@@ -46,8 +46,9 @@ def _digest_of_shard(path, k, n_expected):
 
 
 def test_readers_during_append_see_committed_data(tmp_path, client):
-    import cloudpickle
     import sys
+
+    import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ms = known_measures(60, dim=2, max_points=30, seed=3)

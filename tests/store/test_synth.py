@@ -27,8 +27,8 @@ def test_cli_synth_reproducible_and_labelled(tmp_path, cli):
 def test_measure_i_independent_of_collection_size():
     short = list(synth_measures("mixed", 4, 30, 3, seed=3))
     long = list(synth_measures("mixed", 9, 30, 3, seed=3))
-    for s, l in zip(short, long):
-        np.testing.assert_array_equal(s.points, l.points)
+    for s, t in zip(short, long):
+        np.testing.assert_array_equal(s.points, t.points)
 
 
 def test_geometry_of_families():

@@ -7,9 +7,7 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
-from otpipe import store
 from otpipe.store._tmp import STALE_AGE, remove_stale, tmp_sibling
 
 

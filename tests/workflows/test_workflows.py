@@ -177,8 +177,9 @@ def test_tree_hash_ignores_creation_times(tmp_path):
 def test_quickstart_twice_reproduces_every_step(tmp_path, client):
     """The README's quickstart, run twice: bit-identical outputs are recorded as reproduced, step by step
     (volatile attributes such as timings, worker addresses and dates are not content)."""
-    import xarray as xr
     from pathlib import Path
+
+    import xarray as xr
 
     spec = Path(__file__).resolve().parents[2] / "workflows" / "quickstart.yaml"
     run_dir = tmp_path / "qs"
