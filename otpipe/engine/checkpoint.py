@@ -7,20 +7,20 @@ task. The client keeps the rows in memory and writes the changed chunks when the
 finishes, then at most every :data:`FLUSH_SECONDS` (data first, then the ``done`` marks, so a killed run never marks a task it
 did not write), at the end and on Ctrl-C. :func:`finalise` writes the result Dataset into the
 store, then sets ``complete = True``, then removes ``_checkpoint``: a result either looks complete
-and is, or says ``complete = False`` and can be resumed.
+and is, or says ``complete = False`` and can be resumed. The runs themselves: :mod:`otpipe.engine.run`.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Checkpoint", "Field", "finalise", "check_existing", "fingerprint", "stored_attrs", "session", "run_tasks",
+from otpipe.engine.identity import check_same, fingerprint, jsonable
+from otpipe.engine.result import stored_attrs
+
+__all__ = ["Checkpoint", "Field", "finalise", "check_existing", "remove", "fingerprint", "stored_attrs",
            "FLUSH_SECONDS", "CHUNK"]
 
 #: finished tasks are written at most this often (and at the end, and on Ctrl-C)
@@ -35,45 +35,6 @@ class Field:
 
     def __init__(self, shape: tuple = (), dtype: str = "float64", fill=np.nan, rows: int | None = None):
         self.shape, self.dtype, self.fill, self.rows = tuple(int(s) for s in shape), dtype, fill, rows
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return float(v)
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return str(v)
-
-
-def fingerprint(content: dict) -> tuple[str, dict]:
-    """``(sha256 of the canonical JSON, the JSON-safe content)`` of a run's parameters and inputs."""
-    content = _jsonable(content)
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(), content
-
-
-def stored_attrs(path) -> dict | None:
-    """The attrs of the Zarr group at ``path`` (``None`` when there is none)."""
-    try:
-        return json.loads((Path(path) / "zarr.json").read_text()).get("attributes") or {}
-    except (OSError, ValueError):
-        return None
-
-
-def _differences(stored: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(stored) | set(new)):
-        a, b = stored.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: stored {a!r}, now {b!r}")
-    return out
 
 
 def check_existing(out: Path, *, is_ours, what: str, resume: bool, overwrite: bool, fp: str, content: dict) -> dict | None:
@@ -97,10 +58,7 @@ def check_existing(out: Path, *, is_ours, what: str, resume: bool, overwrite: bo
     if resume:
         if not ours:
             raise ValueError(f"cannot resume {out}: it is not an otpipe {what} result")
-        if attrs.get("fingerprint") != fp:
-            diffs = _differences(attrs.get("run") or {}, content)
-            raise ValueError(f"cannot resume {out}: it was computed with different parameters or inputs ("
-                             + ("; ".join(diffs[:4]) or "fingerprint differs") + "); use --overwrite to start again")
+        check_same(out, attrs, fp, content)
         return attrs
     if not overwrite:
         raise FileExistsError(f"output exists: {out} (use --overwrite to replace it, or --resume to continue it)")
@@ -138,7 +96,7 @@ class Checkpoint:
     # ---- store ---------------------------------------------------------------------------------
     @classmethod
     def create(cls, out: Path, attrs: dict, n: int, fields: dict[str, Field], *, kind: str,
-               chunk: int = CHUNK) -> "Checkpoint":
+               chunk: int = CHUNK) -> Checkpoint:
         """A new store at ``out`` (which must not exist) with ``attrs``, otpipe's marker for ``kind``
         (:func:`otpipe._made.made_attrs`) and empty rows; ``chunk`` tasks per chunk (1: every task is
         its own region of the store, written alone)."""
@@ -149,7 +107,7 @@ class Checkpoint:
         self = cls(out, n, fields, chunk=chunk)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         root = zarr.open_group(str(out), mode="w-")
-        root.update_attributes(_jsonable(dict(attrs, **made_attrs(kind), complete=False)))
+        root.update_attributes(jsonable(dict(attrs, **made_attrs(kind), complete=False)))
         ck = root.create_group(GROUP)
         for k, f in self.fields.items():
             rows = f.rows if f.rows is not None else self.n
@@ -160,7 +118,7 @@ class Checkpoint:
         return self
 
     @classmethod
-    def load(cls, out: Path, n: int, fields: dict[str, Field], *, chunk: int = CHUNK) -> "Checkpoint":
+    def load(cls, out: Path, n: int, fields: dict[str, Field], *, chunk: int = CHUNK) -> Checkpoint:
         """The rows stored at ``out`` (an unfinished run); ``chunk`` as given to :meth:`create`."""
         import zarr
 
@@ -189,7 +147,7 @@ class Checkpoint:
                 continue
             self.data[k][t] = v
         if note is not None:
-            self.notes[t] = _jsonable(note)
+            self.notes[t] = jsonable(note)
             self._notes_dirty = True
         self.done[t] = True
         self._dirty.add(t // self._chunk)
@@ -236,80 +194,10 @@ def finalise(out: Path, ds) -> None:
         del root[name]
     body = ds.copy()
     keep = {k: v for k, v in root.attrs.items() if k == "otpipe_made"}  # the marker written at creation
-    body.attrs = _jsonable({**{k: v for k, v in ds.attrs.items() if k != "complete"}, **keep})
+    body.attrs = jsonable({**{k: v for k, v in ds.attrs.items() if k != "complete"}, **keep})
     body.attrs["complete"] = False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         body.to_zarr(out, mode="a", consolidated=False)
     zarr.open_group(str(out), mode="r+").attrs.update({"complete": True})
     shutil.rmtree(out / GROUP, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def session(ck: Checkpoint, *, client, cluster, progress: bool, desc: str, unit: str, what: str):
-    """The frame of a checkpointed run: yields ``(client, guard, progress bar)``.
-
-    Inside, the run records finished tasks in ``ck`` (flushing under ``guard.critical()``). At the
-    end, and on Ctrl-C before the cluster is closed, ``ck`` is flushed; a Ctrl-C then raises
-    :class:`~otpipe.engine.interrupt.Interrupted` saying how many ``what`` are saved and how to
-    resume (a plain ``KeyboardInterrupt`` when ``ck`` is in memory only).
-    """
-    from otpipe.engine.cluster import open_client
-    from otpipe.engine.interrupt import Interrupted, guard
-    from otpipe.engine.progress import Progress
-
-    with guard() as g:
-        try:
-            with open_client(cluster, client=client) as c:
-                bar = Progress(ck.n, initial=ck.n_done, desc=desc, unit=unit, enabled=progress)
-                try:
-                    yield c, g, bar
-                    with g.critical():
-                        ck.flush()
-                except KeyboardInterrupt:
-                    with g.critical():
-                        ck.flush()  # before the cluster closes (which takes a while)
-                    raise
-                finally:
-                    bar.close()
-        except Interrupted:
-            raise
-        except KeyboardInterrupt:
-            if ck.out is None:
-                raise
-            from otpipe.engine.interrupt import resume_hint
-
-            raise Interrupted(f"{ck.n_done} of {ck.n} {what} are saved in {ck.out}; {resume_hint(ck.out)}") from None
-
-
-def run_tasks(ck: Checkpoint, pending, submit, record, *, client, cluster, progress: bool, desc: str, unit: str,
-              what: str) -> None:
-    """Run the ``pending`` tasks on Dask and record each in ``ck`` as it finishes.
-
-    ``submit(client, t) -> future`` starts task ``t``; ``record(t, result)`` stores its result in
-    ``ck``. Progress on stderr (``desc``, ``unit``); checkpoints as in the module docstring; Ctrl-C
-    as in :func:`session` (the pending tasks are cancelled).
-    """
-    pending = list(pending)
-    if not pending:
-        return
-    with session(ck, client=client, cluster=cluster, progress=progress, desc=desc, unit=unit, what=what) as (c, g, bar):
-        futs: dict = {}
-        try:
-            for t in pending:
-                futs[submit(c, t)] = t
-            for f in g.completed(futs):
-                res = f.result()
-                f.release()
-                record(futs[f], res)
-                bar.update(1)
-                if ck.due():
-                    with g.critical():
-                        ck.flush()
-                g.task_done()
-        except KeyboardInterrupt:
-            with g.critical():
-                ck.flush()  # before cancelling (which takes a while)
-            with contextlib.suppress(Exception):
-                c.cancel(list(futs))
-            raise

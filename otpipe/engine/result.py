@@ -10,6 +10,9 @@ terms ``OT_eps(a_i, a_i)``); the checkpoints ``tile_done (tile,)`` and ``self_do
 killed run never marks a tile it did not write. ``attrs["complete"]`` turns true only after
 every tile is written; the parameters, their ``fingerprint``, library versions and the input
 content hashes are in the attrs from the start.
+
+The type of any otpipe store (a pairwise result, two-sample tests, a complexity study, a barycenter
+run, a collection) is read from its attrs by :func:`result_type` only (:data:`TAGS`).
 """
 from __future__ import annotations
 
@@ -23,33 +26,56 @@ import numpy as np
 
 from otpipe._made import check_replaceable, made_attrs
 
-__all__ = ["RESULT_FORMAT", "BOOKKEEPING", "create", "load_state", "write_tile", "write_self", "mark_complete", "open_result", "is_result"]
+__all__ = ["RESULT_FORMAT", "TAGS", "BOOKKEEPING", "stored_attrs", "result_type", "pairwise_attrs", "create", "load_state", "write_tile", "write_self", "mark_complete", "open_result", "is_result"]
 
 RESULT_FORMAT = "otpipe.pairwise"
 _MATRIX_VARS = {"divergence": np.float64, "ot": np.float64, "n_iter": np.int64, "marginal_error": np.float64}
 
 
-def _zarr_json(path: Path) -> dict | None:
-    f = Path(path) / "zarr.json"
-    if not f.is_file():
-        return None
+#: how each result type is tagged in its attrs, ``{type: (attribute, value)}``. Each type keeps writing the
+#: attribute it always wrote (stores written before read the same, and older otpipe versions read new
+#: stores); a new result type writes ``otpipe_result = <its type>``. Read them with :func:`result_type` only.
+TAGS = {
+    "pairwise": ("format", RESULT_FORMAT),
+    "two_sample": ("kind", "otpipe.tools.two_sample"),
+    "complexity": ("otpipe_result", "complexity"),
+    "barycenter": ("otpipe_result", "barycenter"),
+}
+
+
+def stored_attrs(path) -> dict | None:
+    """The attrs of the Zarr group at ``path`` (``None`` when there is none)."""
     try:
-        return json.loads(f.read_text())
-    except (OSError, ValueError):
+        return json.loads((Path(path) / "zarr.json").read_text()).get("attributes") or {}
+    except (OSError, ValueError, AttributeError):
         return None
+
+
+def result_type(attrs: dict | None) -> str | None:
+    """The type of an otpipe store from its attrs: ``"pairwise"``, ``"two_sample"``, ``"complexity"``,
+    ``"barycenter"`` (an unfinished barycenter run), ``"barycenters"`` (the collection of barycenters it
+    ends with), ``"collection"``; ``None`` for anything else."""
+    if not attrs:
+        return None
+    if attrs.get("format") == "otpipe.collection":
+        return "barycenters" if "barycenter" in attrs else "collection"
+    for kind, (key, value) in TAGS.items():
+        if attrs.get(key) == value:
+            return kind
+    return None
 
 
 def is_result(path) -> bool:
     """Whether ``path`` holds an otpipe pairwise result (complete or not)."""
-    meta = _zarr_json(Path(path))
-    return bool(meta) and meta.get("attributes", {}).get("format") == RESULT_FORMAT
+    return result_type(stored_attrs(path)) == "pairwise"
 
 
-def stored_attrs(path) -> dict:
-    """The attrs of the result at ``path`` (``ValueError`` if it is not an otpipe result)."""
-    if not is_result(path):
+def pairwise_attrs(path) -> dict:
+    """The attrs of the pairwise result at ``path`` (``ValueError`` if it is not an otpipe result)."""
+    attrs = stored_attrs(path)
+    if result_type(attrs) != "pairwise":
         raise ValueError(f"{path} is not an otpipe pairwise result")
-    return dict(_zarr_json(Path(path))["attributes"])
+    return dict(attrs)
 
 
 def create(
@@ -227,7 +253,7 @@ def open_result(path, *, require_complete: bool = True, bookkeeping: bool = Fals
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no result at {path}")
-    attrs = stored_attrs(path)
+    attrs = pairwise_attrs(path)
     if require_complete and not attrs.get("complete"):
         raise ValueError(f"{path} is an incomplete run: finish it with `otpipe distances ... --resume`")
     import warnings

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from otpipe.store.locks import locked
 from otpipe.engine import checkpoint as _ck
 from otpipe.engine import convergence as _conv
+from otpipe.engine import run as _run
+from otpipe.engine.result import result_type
+from otpipe.store.locks import locked
 from otpipe.tools import barycenters as _bary
-
 
 __all__ = ["run_barycenter", "group_barycenters", "plan_barycenters", "DaskTerms"]
 
@@ -241,12 +242,12 @@ def _compute(ck, coll, grps, inputs, lams, done, *, method, n_points, init, p, b
     """The barycenters of the groups not yet done in ``ck``, one after the other; ``done(t, res, msgs)``
     records group ``t`` (in ``ck``, whose rows are then written at once: one group, one region).
 
-    Ctrl-C: what is done stays in ``ck`` (:func:`otpipe.engine.checkpoint.session`)."""
+    Ctrl-C: what is done stays in ``ck`` (:func:`otpipe.engine.run.session`)."""
     names = list(grps)
     pending = [t for t in range(len(names)) if not ck.done[t]]
     if not pending:
         return
-    with _ck.session(ck, client=client, cluster=cluster, progress=progress, desc="barycenter", unit="group",
+    with _run.session(ck, client=client, cluster=cluster, progress=progress, desc="barycenter", unit="group",
                      what="groups") as (c, g, bar):
         n_workers = max(1, len(c.scheduler_info().get("workers", {})))
         for t in pending:
@@ -334,23 +335,17 @@ def run_barycenter(
                   debiased=debiased, learn_weights=learn_weights, n_points=n_points, init=init, weights=weights)
     fp, content = _fingerprint(coll, grps, params)
     out_p = Path(out)
-    stored = _ck.check_existing(out_p, is_ours=_is_ours, what="barycenter", resume=resume, overwrite=overwrite,
-                                fp=fp, content=content)
-    png = str(plot) if plot else str(out).rstrip("/").removesuffix(".zarr") + ".png"
     fields = _fields(max(sizes.values()), int(coll.dim))
+    job = _run.Job(out_p, "barycenter", "groups", len(names), fields, fp, content, chunk=1, log=log)
+    stored = job.existing(is_ours=_is_ours, resume=resume, overwrite=overwrite)
+    png = str(plot) if plot else str(out).rstrip("/").removesuffix(".zarr") + ".png"
     if stored is not None and stored.get("complete"):
         log.info("%s is already complete: nothing to compute", out)
         done = store.open(out_p)
         results = {g: _result(methods[g], stored["barycenter"][g], done[g].points, done[g].weights, inputs[g], grid)
                    for g in names}
         return _finish(out_p, results, inputs, png, {}, write=False, msg=str(stored.get("convergence_warning") or ""))
-    if stored is None:
-        _ck.remove(out_p)
-        ck = _ck.Checkpoint.create(out_p, {"otpipe_result": "barycenter", "fingerprint": fp, "run": content,
-                                           "groups": names}, len(names), fields, kind="barycenter", chunk=1)
-    else:
-        ck = _ck.Checkpoint.load(out_p, len(names), fields, chunk=1)
-        log.info("resuming %s: %d of %d groups done", out, ck.n_done, len(names))
+    ck = job.checkpoint(stored, {"otpipe_result": "barycenter", "fingerprint": fp, "run": content, "groups": names})
 
     def record(t, res, msgs):
         n = len(res.points)
@@ -426,11 +421,10 @@ def _fingerprint(coll, grps: dict, params: dict) -> tuple[str, dict]:
 
 def _is_ours(attrs: dict) -> bool:
     """A barycenter result: an unfinished run, or the collection it ends with."""
-    return attrs.get("otpipe_result") == "barycenter" or (
-        attrs.get("format") == "otpipe.collection" and "barycenter" in attrs)
+    return result_type(attrs) in ("barycenter", "barycenters")
 
 
-def _result(m: str, info: dict, points, weights, ms, grid) -> "_bary.BarycenterResult":
+def _result(m: str, info: dict, points, weights, ms, grid) -> _bary.BarycenterResult:
     """A :class:`~otpipe.tools.barycenters.BarycenterResult` from stored points, weights and diagnostics (fixed
     support: the image on the inputs' grid, for the picture)."""
     pts, w = np.array(points, dtype=np.float64), np.array(weights, dtype=np.float64)

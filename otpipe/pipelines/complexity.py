@@ -27,11 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from otpipe.tools import complexity as cx
-from otpipe.store.locks import locked
 from otpipe.engine import checkpoint as _ck
 from otpipe.engine import convergence as _conv
 from otpipe.engine import estimate as _estimate
+from otpipe.engine import run as _run
+from otpipe.engine.identity import versions
+from otpipe.engine.result import result_type, stored_attrs
+from otpipe.report.complexity import kappa_table, plot_study
+from otpipe.store.locks import locked
+from otpipe.tools import complexity as cx
 
 __all__ = ["run_study", "open_study", "estimate_study", "summarise", "plot_study", "kappa_table"]
 
@@ -105,7 +109,7 @@ def _fields(divergences, reps: int) -> dict:
 
 
 def _is_ours(attrs: dict) -> bool:
-    return attrs.get("otpipe_result") == "complexity"
+    return result_type(attrs) == "complexity"
 
 
 def estimate_study(eps, dims, ns, reps: int, kw: dict, n_workers: int, n_timed: int = 200) -> dict:
@@ -163,8 +167,6 @@ def run_study(
     """
     import tempfile
 
-    import xarray as xr
-
     eps, dims, ns, reps = _check_grid(eps, dims, ns, reps, p)
     divergences = tuple(dict.fromkeys(list(divergences) + [divergence]))
     for d in divergences:
@@ -182,65 +184,38 @@ def run_study(
         tmp = tempfile.TemporaryDirectory(prefix="otpipe-complexity-")
         out = Path(tmp.name) / "study.zarr"
         figures = None if figures == "auto" else figures
-    out = None if out is None else Path(out)
-    stored = None
-    if out is not None and (not dry_run or resume):
-        stored = _ck.check_existing(out, is_ours=_is_ours, what="complexity", resume=resume, overwrite=overwrite,
-                                    fp=fp, content=content)
-    fields = _fields(divergences, reps)
+    job = _run.Job(None if out is None else Path(out), "complexity", "cells", len(cells), _fields(divergences, reps),
+                   fp, content, log=log)
+    stored = job.existing(is_ours=_is_ours, resume=resume, overwrite=overwrite, dry_run=dry_run)
     if dry_run:
-        n_workers = (getattr(cluster, "n_workers", None) or max(1, min(os.cpu_count() or 1, 4)))
-        if client is not None:
-            n_workers = len(client.scheduler_info().get("workers", {})) or n_workers
         plan = {"cells": len(cells), "reps": reps, "solves": len(cells) * reps * len(divergences) * 3,
                 "divergences": list(divergences), "eps": eps, "dims": dims, "n": ns}
-        done = 0
+        done = job.n_done(stored)
         if stored is not None:
-            done = len(cells) if stored.get("complete") else _ck.Checkpoint.load(out, len(cells), fields).n_done
             plan["cells_done"] = done
-        est = estimate_study(eps, dims, ns, reps, kw, n_workers)
-        for k in ("estimated_seconds", "estimated_cpu_seconds"):
-            est[k] *= 1.0 - done / len(cells)
-        est["large"] = est["estimated_seconds"] > _estimate.LARGE_SECONDS
-        return plan | est
+        est = estimate_study(eps, dims, ns, reps, kw, _run.worker_count(cluster, client))
+        return plan | _run.remaining(est, done, len(cells))
     try:
         if stored is not None and stored.get("complete"):
-            log.info("%s is already complete: nothing to compute", out)
-            return open_study(out)
-        if stored is None:
-            _ck.remove(out)
-            ck = _ck.Checkpoint.create(out, {"otpipe_result": "complexity", "fingerprint": fp, "run": content},
-                                       len(cells), fields, kind="complexity")
-        else:
-            ck = _ck.Checkpoint.load(out, len(cells), fields)
-            log.info("resuming %s: %d of %d cells done", out, ck.n_done, len(cells))
+            log.info("%s is already complete: nothing to compute", job.out)
+            return open_study(job.out)
+        ck = job.checkpoint(stored, {"otpipe_result": "complexity", "fingerprint": fp, "run": content})
         log.info("complexity: %d cells (%d eps x %d dims x %d N) x %d repetitions, %s", len(cells), len(eps),
                  len(dims), len(ns), reps, " and ".join(divergences))
         t0 = time.perf_counter()
         _run_cells(ck, cells, eps, dims, ns, reps, kw, cluster=cluster, client=client, progress=progress)
         seconds = time.perf_counter() - t0
-        shape = (len(eps), len(dims), len(ns), reps)
-        ds = xr.Dataset(
-            {name: (("eps", "dim", "n", "rep"), ck.data[name].reshape(shape)) for name in fields},
-            coords={"eps": np.asarray(eps), "dim": np.asarray(dims), "n": np.asarray(ns), "rep": np.arange(reps)},
-        )
-        for name in divergences:
-            ds[name].attrs["long_name"] = {
-                "sinkhorn": "debiased Sinkhorn divergence OT(a,b) - OT(a,a)/2 - OT(b,b)/2",
-                "transport": "debiased transport cost W(a,b) - W(a,a)/2 - W(b,b)/2, W = <pi_eps, C> (paper: 2x)",
-            }[name]
-        summarise(ds, divergence, level=level)
-        ds.attrs.update(_attrs(kw, p, distribution, seed, reps, divergence))
-        ds.attrs.update(fingerprint=fp, run=content)
+        ds = _assemble(ck, eps, dims, ns, reps, kw, divergence, level, fp, content)
         summ = _conv.summarise(ds["marginal_error"].values)
-        msg = _conv.message(summ, what=f"the Sinkhorn solves of the complexity study {out.name}",
+        msg = _conv.message(summ, what=f"the Sinkhorn solves of the complexity study {job.out.name}",
                             remedy="raise --max-iter, or drop the smallest --eps")
         ds.attrs.update(_conv.attrs(summ, msg))
         log.info("complexity: %d cells, %d solves per divergence in %.1f s", len(cells), len(cells) * reps, seconds)
-        _ck.finalise(out, ds)
+        _ck.finalise(job.out, ds)
         _conv.warn(msg)
         if figures is not None:
-            fig_dir = Path(figures) if figures != "auto" else out.parent / (out.name.removesuffix(".zarr") + "_figures")
+            fig_dir = (Path(figures) if figures != "auto"
+                       else job.out.parent / (job.out.name.removesuffix(".zarr") + "_figures"))
             plot_study(ds, fig_dir)
         return ds
     finally:
@@ -259,8 +234,28 @@ def _run_cells(ck, cells, eps, dims, ns, reps, kw, *, cluster, client, progress:
         return c.submit(_cell_task, eps[i], dims[j], ns[k], reps, kw, pure=False,
                         key=f"complexity-cell-{eps[i]:g}-{dims[j]}-{ns[k]}-{os.getpid()}-{time.time_ns()}")
 
-    _ck.run_tasks(ck, pending, submit, lambda t, v: ck.record(t, **v), client=client, cluster=cluster,
+    _run.run_keys(ck, pending, submit, lambda t, v: ck.record(t, **v), client=client, cluster=cluster,
                   progress=progress, desc="complexity", unit="cell", what="cells")
+
+
+def _assemble(ck, eps, dims, ns, reps, kw, divergence, level, fp, content):
+    """The study's Dataset from the per-cell rows: raw values, ``R(N)``, ``S(N)``, the fitted rates, the attrs."""
+    import xarray as xr
+
+    shape = (len(eps), len(dims), len(ns), reps)
+    ds = xr.Dataset(
+        {name: (("eps", "dim", "n", "rep"), ck.data[name].reshape(shape)) for name in ck.fields},
+        coords={"eps": np.asarray(eps), "dim": np.asarray(dims), "n": np.asarray(ns), "rep": np.arange(reps)},
+    )
+    for name in kw["divergences"]:
+        ds[name].attrs["long_name"] = {
+            "sinkhorn": "debiased Sinkhorn divergence OT(a,b) - OT(a,a)/2 - OT(b,b)/2",
+            "transport": "debiased transport cost W(a,b) - W(a,a)/2 - W(b,b)/2, W = <pi_eps, C> (paper: 2x)",
+        }[name]
+    summarise(ds, divergence, level=level)
+    ds.attrs.update(_attrs(kw, kw["p"], kw["distribution"], kw["seed"], reps, divergence))
+    ds.attrs.update(fingerprint=fp, run=content)
+    return ds
 
 
 def open_study(path):
@@ -270,7 +265,7 @@ def open_study(path):
     import xarray as xr
 
     path = Path(path)
-    attrs = _ck.stored_attrs(path)
+    attrs = stored_attrs(path)
     if attrs is None:
         raise FileNotFoundError(f"no complexity result at {path}")
     if not _is_ours(attrs):
@@ -283,10 +278,6 @@ def open_study(path):
 
 
 def _attrs(kw, p, distribution, seed, reps, divergence) -> dict:
-    import torch
-
-    import otpipe
-
     return {
         "otpipe_result": "complexity",
         "format_version": 1,
@@ -307,83 +298,6 @@ def _attrs(kw, p, distribution, seed, reps, divergence) -> dict:
         "paper_factor": cx.PAPER_FACTOR,
         "paper_factor_note": "the paper's Wbar = 2W(a,b) - W(a,a) - W(b,b) is 2x 'transport'; kappa is unchanged",
         "kappa_fit": "least squares log R(N) = log c - kappa log N, Student-t interval on the slope",
-        "versions": {"otpipe": otpipe.__version__, "numpy": np.__version__, "torch": torch.__version__},
+        "versions": versions(("otpipe", "numpy", "torch")),
         "complete": True,
     }
-
-
-def kappa_table(ds, fmt: str = "markdown") -> str:
-    """The fitted ``kappa`` per ``(eps, d)`` with its interval and the paper's reference rates ``p/d`` and 1."""
-    p = float(ds.attrs.get("p", 1.5))
-    dims = [int(d) for d in ds["dim"].values]
-    head = "| eps | " + " | ".join(f"kappa (d={d})" for d in dims) + " |"
-    sep = "|---|" + "---|" * len(dims)
-    rows = [head, sep]
-    for i, e in enumerate(ds["eps"].values):
-        cells = []
-        for j in range(len(dims)):
-            k, lo, hi = (float(ds[v].values[i, j]) for v in ("kappa", "kappa_low", "kappa_high"))
-            cells.append(f"{k:.3f} [{lo:.2f}, {hi:.2f}]")
-        rows.append(f"| {e:g} | " + " | ".join(cells) + " |")
-    rows.append("| paper, eps -> 0: p/d | " + " | ".join(f"{p / d:.3f}" for d in dims) + " |")
-    rows.append("| paper, eps -> inf | " + " | ".join("1" for _ in dims) + " |")
-    return "\n".join(rows)
-
-
-def plot_study(ds, out_dir) -> list[Path]:
-    """The paper's figures: log-log ``R(N)`` per eps, one panel per d (Fig. 5, ``by_dim.png``), and per d,
-    one panel per eps with the ``+- S(N)`` band (Fig. 6, ``by_eps.png``). Returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n = ds["n"].values
-    eps, dims = ds["eps"].values, ds["dim"].values
-    name = ds.attrs.get("divergence", "sinkhorn")
-    p = float(ds.attrs.get("p", 1.5))
-    mean, std = ds["mean"].values, ds["std"].values
-    paths = []
-
-    def _panel(ax, series, title):
-        for lab, (m, s), col in series:
-            ok = m > 0
-            ax.loglog(n[ok], m[ok], "o-", color=col, label=lab, ms=4)
-            lo = np.where(m - s > 0, m - s, np.nan)
-            ax.fill_between(n[ok], lo[ok], (m + s)[ok], color=col, alpha=0.15, linewidth=0)
-        ax.set_title(title)
-        ax.set_xlabel("N (points per measure)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-
-    cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(1, len(dims), figsize=(4.6 * len(dims), 4.2), squeeze=False)
-    for j, d in enumerate(dims):
-        series = [(f"eps={e:g}, kappa={float(ds['kappa'].values[i, j]):.2f}", (mean[i, j], std[i, j]),
-                   cmap(i / max(1, len(eps) - 1) * 0.9)) for i, e in enumerate(eps)]
-        _panel(axes[0, j], series, f"d = {d}  (p/d = {p / d:.2f})")
-    axes[0, 0].set_ylabel(f"R(N) = E {name}  (band: +- S(N))")
-    fig.suptitle(f"Sample complexity, influence of eps ({ds.attrs.get('distribution', '')}, p = {p:g}, "
-                 f"{ds.sizes['rep']} reps)")
-    fig.tight_layout()
-    paths.append(out_dir / "by_dim.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    cmap = plt.get_cmap("plasma")
-    fig, axes = plt.subplots(1, len(eps), figsize=(4.2 * len(eps), 4.2), squeeze=False)
-    for i, e in enumerate(eps):
-        series = [(f"d={d}, kappa={float(ds['kappa'].values[i, j]):.2f}", (mean[i, j], std[i, j]),
-                   cmap(j / max(1, len(dims) - 1) * 0.85)) for j, d in enumerate(dims)]
-        _panel(axes[0, i], series, f"eps = {e:g}")
-    axes[0, 0].set_ylabel(f"R(N) = E {name}  (band: +- S(N))")
-    fig.suptitle("Sample complexity, influence of the dimension")
-    fig.tight_layout()
-    paths.append(out_dir / "by_eps.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    (out_dir / "kappa.md").write_text(kappa_table(ds) + "\n")
-    paths.append(out_dir / "kappa.md")
-    return paths

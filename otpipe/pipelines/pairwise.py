@@ -8,30 +8,42 @@ terms ``OT_eps(a_i, a_i)``, once per measure; (3) the tiles of pairs, one task e
 measures from the Zarr store(s) themselves; the client writes each finished tile into the
 result store (region writes of whole chunks) and marks it done, so a killed run resumes with
 the unfinished tiles only, and a killed worker's tiles are simply recomputed by Dask.
+
+On the run engine (:mod:`otpipe.engine.run`): the keys are the self-term chunks and the tiles of
+the plan (:mod:`otpipe.engine.plan`), their tasks :func:`~otpipe.pipelines.tasks.self_task` and
+:func:`~otpipe.pipelines.tasks.cross_task`, their regions written by :mod:`otpipe.engine.result`.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from otpipe.store.locks import locked
 from otpipe.engine import convergence as _conv
 from otpipe.engine import estimate as _estimate
 from otpipe.engine import plan as _plan
 from otpipe.engine import result as _result
+from otpipe.engine import run as _run
+from otpipe.engine.identity import check_same, fingerprint, versions
 from otpipe.engine.interrupt import Interrupted, guard, resume_hint
 from otpipe.engine.progress import Progress
-from otpipe.pipelines.tasks import KERNEL_LOSSES, LOSSES, RunParams, bbox_task, cross_task, diameter_from_boxes, self_task
+from otpipe.pipelines.tasks import (
+    KERNEL_LOSSES,
+    LOSSES,
+    RunParams,
+    bbox_task,
+    cross_task,
+    diameter_from_boxes,
+    self_task,
+)
+from otpipe.store.locks import locked
 
 __all__ = ["pairwise", "resolve_run"]
 
@@ -86,18 +98,6 @@ def _input(obj) -> _Input:
         shards=shards,
         sizes=np.asarray(base.sizes)[idx],
     )
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("otpipe", "torch", "triton", "numpy", "dask", "distributed", "zarr", "xarray"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def resolve_run(collection, other=None, **params):
@@ -198,30 +198,12 @@ def _fingerprint(src: _Input, tgt: _Input | None, rp: RunParams) -> tuple[str, d
     if rp.reach is not None and rp.self_terms:
         # unbalanced S carries the mass term (issue 14): tiles written before it are not resumed with it
         content["mass_term"] = "eps/2 (m(a_i) - m(b_j))^2"
-    h = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-    return h, content
-
-
-def _differences(stored: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(stored) | set(new)):
-        a, b = stored.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: stored {a!r}, now {b!r}")
-    return out
+    return fingerprint(content, canonical=False)
 
 
 def _check_resume(out: Path, fp: str, content: dict, tile: int | None) -> dict:
-    attrs = _result.stored_attrs(out)
-    if attrs.get("fingerprint") != fp:
-        diffs = _differences(attrs.get("run", {}), content)
-        raise ValueError(
-            f"cannot resume {out}: it was computed with different parameters or inputs ("
-            + ("; ".join(diffs[:4]) or "fingerprint differs")
-            + "); use --overwrite to start again"
-        )
+    attrs = _result.pairwise_attrs(out)
+    check_same(out, attrs, fp, content)
     if tile is not None and int(tile) != int(attrs["tile"]):
         raise ValueError(f"cannot resume {out}: it uses tile {attrs['tile']}, not {tile}")
     return attrs
@@ -273,19 +255,6 @@ def _with_worker(fn, *args, **kw):
     except (ImportError, ValueError):
         where = "local"
     return where, fn(*args, **kw)
-
-
-def _gather_as_completed(client, futures, on_result, g=None):
-    if g is None:
-        from distributed import as_completed
-
-        done = as_completed(futures)
-    else:
-        done = g.completed(futures)
-    for fut in done:
-        where, res = fut.result()
-        on_result(futures[fut], where, res)
-        fut.release()
 
 
 @locked("out")  # one writer per result store; --resume/--overwrite included
@@ -403,9 +372,7 @@ def pairwise(
         raise ValueError("give either --resume or --overwrite, not both")
     if dry_run:
         t = int(stored["tile"]) if stored else tile
-        n_workers = spec.n_workers or max(1, min(os.cpu_count() or 1, 4))
-        if client is not None:
-            n_workers = len(client.scheduler_info().get("workers", {})) or n_workers
+        n_workers = _run.worker_count(spec, client)
         pl = _plan.make_plan(src.n, None if tgt is None else tgt.n, tile=t, n_workers=n_workers, gpu=bool(spec.gpus))
         summary = pl.summary(rp.self_terms)
         if stored is not None:
@@ -429,7 +396,7 @@ def pairwise(
         out = Path(tmp.name) / "result.zarr"
     try:
         with open_client(spec, client=client) as c:
-            ds = _run(c, src, tgt, rp, fp, content, Path(out), tile, stored, overwrite, progress)
+            ds = _guarded(c, src, tgt, rp, fp, content, Path(out), tile, stored, overwrite, progress)
             if tmp is not None:
                 ds = ds.load()
             return ds
@@ -438,7 +405,7 @@ def pairwise(
             tmp.cleanup()
 
 
-def _run(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress):
+def _guarded(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress):
     """The run proper; Ctrl-C keeps the finished tiles and raises :class:`Interrupted`."""
     state = {"created": stored is not None, "done": 0, "total": None}
     with guard() as g:
@@ -471,21 +438,52 @@ def _convergence(out: Path, symmetric: bool) -> dict:
     return _conv.summarise(np.concatenate(parts) if parts else np.array([]))
 
 
-def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress, g, run):
+@dataclass
+class _Tiles:
+    """What the phases of one pairwise run share: the client, the Ctrl-C guard, the inputs, the plan of its keys."""
+
+    c: object
+    g: object
+    src: _Input
+    tgt: _Input | None
+    rp: RunParams
+    out: Path
+    pl: object
+    gpu: bool
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    where: dict = field(default_factory=dict)
+
+    @property
+    def symmetric(self) -> bool:
+        return self.tgt is None
+
+    @property
+    def tgt_(self) -> _Input:
+        return self.src if self.tgt is None else self.tgt
+
+    @property
+    def resources(self) -> dict | None:
+        return {"GPU": 1} if self.gpu else None
+
+    def submit(self, kind: str, key, fn, *args, **kw):
+        """The task of one key on the workers (requesting a GPU on GPU clusters), telling where it ran."""
+        return self.c.submit(_with_worker, fn, *args, key=f"otpipe-{kind}-{key}-{self.token}",
+                             resources=self.resources, **kw)
+
+    def ran(self, where: str) -> None:
+        self.where[where] = self.where.get(where, 0) + 1
+
+
+def _layout(c, src, tgt, rp, tile, stored):
+    """``(run parameters for the workers' device, GPU workers?, the plan of tiles and self-term chunks)``."""
     from dataclasses import replace
 
-    t0 = time.perf_counter()
-    info = c.scheduler_info()
-    workers = info.get("workers", {})
+    workers = c.scheduler_info().get("workers", {})
     gpu = any(w.get("resources", {}).get("GPU") for w in workers.values())
     device = rp.device if rp.device != "auto" else "cuda" if gpu else "cpu"
     rp = replace(rp, gpu=gpu, device=device)
     _check_backend(rp)
-    resources = {"GPU": 1} if gpu else None
     symmetric = tgt is None
-    tgt_ = src if symmetric else tgt
-    token = uuid.uuid4().hex[:8]
-
     if stored is not None:
         tile = int(stored["tile"])
     pl = _plan.make_plan(src.n, None if symmetric else tgt.n, tile=tile, n_workers=max(1, len(workers)), gpu=gpu)
@@ -494,89 +492,78 @@ def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite,
         pl.n_source, pl.n_target, "symmetric" if symmetric else "cross", pl.tile, len(pl.tiles), pl.n_pairs,
         pl.n_self if rp.self_terms else 0,
     )
+    return rp, gpu, pl
 
-    if stored is not None:
-        if rp.self_terms and rp.diameter is None:
-            rp = replace(rp, diameter=float(stored["diameter"]))
-        log.info("resuming %s", out)
-    else:
-        if rp.self_terms and rp.diameter is None:
-            groups = [(src.path, s) for s in src.shards] + ([] if symmetric else [(tgt.path, s) for s in tgt.shards])
-            futs = [c.submit(bbox_task, path, idx, key=f"otpipe-bbox-{k}-{token}", resources=resources) for k, (path, idx) in enumerate(groups)]
-            rp = replace(rp, diameter=diameter_from_boxes(c.gather(futs), rp.blur))
-            log.info("diameter of the run (bounding box of all points): %.6g", rp.diameter)
-            _check_range(rp)  # before the result store exists: a one-line error, nothing written
-        attrs = {
-            "fingerprint": fp,
-            "run": content,
-            "parameters": rp.as_dict(),
-            "diameter": rp.diameter,
-            "symmetric": symmetric,
-            "loss": rp.loss,
-            "versions": _versions(),
-            "inputs": {
-                "source": {"path": src.path, **src.fingerprint()},
-                "target": None if symmetric else {"path": tgt.path, **tgt.fingerprint()},
-            },
-            "divergence_formula": (
-                ("OT_eps(a_i,b_j) - (OT_eps(a_i,a_i) + OT_eps(b_j,b_j))/2"
-                 + (" + eps/2 (m(a_i) - m(b_j))^2" if rp.reach is not None else ""))
-                if rp.self_terms else f"{rp.loss} loss 1/2<a-b,K(a-b)>"
-            ),
-        }
-        _result.create(
-            out,
-            names_source=src.names,
-            names_target=tgt_.names,
-            labels_source=src.labels,
-            labels_target=tgt_.labels,
-            tile=pl.tile,
-            n_tiles=len(pl.tiles),
-            n_self_source=len(pl.self_chunks_source),
-            n_self_target=len(pl.self_chunks_target),
-            attrs=attrs,
-            overwrite=overwrite,
-        )
-        run["created"] = True
-    state = _result.load_state(out)
-    where_count: dict[str, int] = {}
 
-    def _count(where):
-        where_count[where] = where_count.get(where, 0) + 1
+def _diameter(r: _Tiles) -> float:
+    """The run's diameter: the bounding box of every point of both collections, one task per shard."""
+    groups = [(r.src.path, s) for s in r.src.shards] + ([] if r.symmetric else [(r.tgt.path, s) for s in r.tgt.shards])
+    futs = [r.c.submit(bbox_task, path, idx, key=f"otpipe-bbox-{k}-{r.token}", resources=r.resources)
+            for k, (path, idx) in enumerate(groups)]
+    return diameter_from_boxes(r.c.gather(futs), r.rp.blur)
 
-    # ---- phase 2: self terms --------------------------------------------------------------
-    self_computed = 0
-    if rp.self_terms:
-        futures = {}
-        sides = [("source", src, pl.self_chunks_source)] + ([] if symmetric else [("target", tgt, pl.self_chunks_target)])
-        for which, inp, chunks in sides:
-            done = state[f"self_done_{which}"]
-            for k, (r0, r1) in enumerate(chunks):
-                if done[k]:
-                    continue
-                f = c.submit(
-                    _with_worker, self_task, inp.path, inp.indices[r0:r1], rp,
-                    key=f"otpipe-self-{which}-{k}-{token}", resources=resources,
-                )
-                futures[f] = (which, k, r0, r1)
 
-        def _on_self(meta, where, res):
-            nonlocal self_computed
-            which, k, r0, r1 = meta
-            with g.critical():
-                _result.write_self(out, which, k, r0, r1, res["value"], mirror=symmetric)
-            _count(where)
-            self_computed += 1
-            g.task_done()
+def _create(r: _Tiles, fp: str, content: dict, overwrite: bool) -> None:
+    """The empty result store (:func:`otpipe.engine.result.create`) with the run's attributes."""
+    src, tgt, rp = r.src, r.tgt, r.rp
+    attrs = {
+        "fingerprint": fp,
+        "run": content,
+        "parameters": rp.as_dict(),
+        "diameter": rp.diameter,
+        "symmetric": r.symmetric,
+        "loss": rp.loss,
+        "versions": versions(),
+        "inputs": {
+            "source": {"path": src.path, **src.fingerprint()},
+            "target": None if r.symmetric else {"path": tgt.path, **tgt.fingerprint()},
+        },
+        "divergence_formula": (
+            ("OT_eps(a_i,b_j) - (OT_eps(a_i,a_i) + OT_eps(b_j,b_j))/2"
+             + (" + eps/2 (m(a_i) - m(b_j))^2" if rp.reach is not None else ""))
+            if rp.self_terms else f"{rp.loss} loss 1/2<a-b,K(a-b)>"
+        ),
+    }
+    _result.create(
+        r.out,
+        names_source=src.names,
+        names_target=r.tgt_.names,
+        labels_source=src.labels,
+        labels_target=r.tgt_.labels,
+        tile=r.pl.tile,
+        n_tiles=len(r.pl.tiles),
+        n_self_source=len(r.pl.self_chunks_source),
+        n_self_target=len(r.pl.self_chunks_target),
+        attrs=attrs,
+        overwrite=overwrite,
+    )
 
-        if futures:
-            log.info("self terms: %d tasks", len(futures))
-            _gather_as_completed(c, futures, _on_self, g)
-        state = _result.load_state(out)
-        if not symmetric and not np.isfinite(state["self_target"]).all():
-            raise RuntimeError("self terms missing after the self-term phase")
 
-    # ---- phase 3: tiles ---------------------------------------------------------------------
+def _self_terms(r: _Tiles, state: dict) -> int:
+    """Phase 2: the self terms not stored yet, one key per chunk of measures; returns the tasks computed."""
+    keys = [(which, k, r0, r1)
+            for which, chunks in [("source", r.pl.self_chunks_source)]
+            + ([] if r.symmetric else [("target", r.pl.self_chunks_target)])
+            for k, (r0, r1) in enumerate(chunks) if not state[f"self_done_{which}"][k]]
+    inputs = {"source": r.src, "target": r.tgt}
+    futures = {r.submit(f"self-{which}", k, self_task, inputs[which].path, inputs[which].indices[r0:r1], r.rp):
+               (which, k, r0, r1) for which, k, r0, r1 in keys}
+
+    def write(key, done):
+        which, k, r0, r1 = key
+        where, res = done
+        _result.write_self(r.out, which, k, r0, r1, res["value"], mirror=r.symmetric)
+        r.ran(where)
+
+    if futures:
+        log.info("self terms: %d tasks", len(futures))
+        _run.execute(r.g, futures, write)
+    return len(futures)
+
+
+def _tiles(r: _Tiles, state: dict, run: dict, progress: bool) -> tuple[int, int, int]:
+    """Phase 3: the tiles not stored yet, one key each; ``(computed now, done before, pairs done before)``."""
+    pl, rp = r.pl, r.rp
     tile_done = state["tile_done"]
     pending = [t for t in pl.tiles if not tile_done[t.index]]
     n_done_before = len(pl.tiles) - len(pending)
@@ -591,42 +578,75 @@ def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite,
         kw = dict(diagonal=t.diagonal)
         if rp.self_terms:
             kw.update(self_rows=ss[t.r0 : t.r1], self_cols=st[t.c0 : t.c1])
-        f = c.submit(
-            _with_worker, cross_task, src.path, src.indices[t.r0 : t.r1], tgt_.path, tgt_.indices[t.c0 : t.c1], rp,
-            key=f"otpipe-tile-{t.index}-{token}", resources=resources, **kw,
-        )
-        futures[f] = t
+        futures[r.submit("tile", t.index, cross_task, r.src.path, r.src.indices[t.r0 : t.r1], r.tgt_.path,
+                         r.tgt_.indices[t.c0 : t.c1], rp, **kw)] = t
     computed = 0
 
-    def _on_tile(t, where, res):
+    def write(t, done):
         nonlocal computed
-        with g.critical():
-            _result.write_tile(out, t, res, symmetric)
-            computed += 1
-            run["done"] = n_done_before + computed
-        _count(where)
+        where, res = done
+        _result.write_tile(r.out, t, res, r.symmetric)
+        computed += 1
+        run["done"] = n_done_before + computed
+        r.ran(where)
         log.debug("tile %d (%d:%d x %d:%d, %d pairs) from %s", t.index, t.r0, t.r1, t.c0, t.c1, t.n_pairs, where)
         bar.set_postfix(f"tiles {n_done_before + computed}/{len(pl.tiles)}")
         bar.update(t.n_pairs)
-        g.task_done()
 
     try:
         if futures:
-            _gather_as_completed(c, futures, _on_tile, g)
+            _run.execute(r.g, futures, write)
     finally:
         bar.close()
+    return computed, n_done_before, pairs_before
+
+
+def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress, g, run):
+    """Plan the keys, make (or resume) the store, compute the self terms then the tiles, then mark the result complete."""
+    from dataclasses import replace
+
+    t0 = time.perf_counter()
+    rp, gpu, pl = _layout(c, src, tgt, rp, tile, stored)
+    r = _Tiles(c, g, src, tgt, rp, out, pl, gpu)
+    if stored is not None:
+        if rp.self_terms and rp.diameter is None:
+            r.rp = replace(rp, diameter=float(stored["diameter"]))
+        log.info("resuming %s", out)
+    else:
+        if rp.self_terms and rp.diameter is None:
+            r.rp = replace(rp, diameter=_diameter(r))
+            log.info("diameter of the run (bounding box of all points): %.6g", r.rp.diameter)
+            _check_range(r.rp)  # before the result store exists: a one-line error, nothing written
+        _create(r, fp, content, overwrite)
+        run["created"] = True
+    rp = r.rp
+    state = _result.load_state(out)
+    self_computed = 0
+    if rp.self_terms:
+        self_computed = _self_terms(r, state)
+        state = _result.load_state(out)
+        if not r.symmetric and not np.isfinite(state["self_target"]).all():
+            raise RuntimeError("self terms missing after the self-term phase")
+    computed, n_done_before, pairs_before = _tiles(r, state, run, progress)
+    _complete(r, t0, self_computed, computed, n_done_before, pairs_before)
+    return _result.open_result(out)
+
+
+def _complete(r: _Tiles, t0: float, self_computed: int, computed: int, n_done_before: int, pairs_before: int) -> None:
+    """The assembly: the convergence summary and the run's counts in the attrs, then ``complete = True``."""
+    out, rp, pl = r.out, r.rp, r.pl
     elapsed = time.perf_counter() - t0
     pairs_now = pl.n_pairs - pairs_before
-    log.info("tasks per worker: %s", ", ".join(f"{w}: {n}" for w, n in sorted(where_count.items())) or "none")
+    log.info("tasks per worker: %s", ", ".join(f"{w}: {n}" for w, n in sorted(r.where.items())) or "none")
     conv = {}
     if rp.self_terms:
-        summ = _convergence(out, symmetric)
+        summ = _convergence(out, r.symmetric)
         remedy = ("use --tol 1e-3 (Python: tol=1e-3) for converged solves, or a larger --blur"
                   if rp.tol is None else "raise --max-iter or use a larger --blur")
         name = "this run" if out.name == "result.zarr" and out.parent.name.startswith("otpipe-pairwise-") else str(out)
         msg = _conv.message(summ, what=f"the Sinkhorn solves of {name}", remedy=remedy)
         conv = _conv.attrs(summ, msg)
-    with g.critical():
+    with r.g.critical():
         _result.mark_complete(
             out,
             tiles_computed=computed,
@@ -634,8 +654,8 @@ def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite,
             self_tasks_computed=self_computed,
             pairs_computed=pairs_now,
             seconds=round(elapsed, 3),
-            workers={w: n for w, n in where_count.items()},
-            gpu=gpu,
+            workers={w: n for w, n in r.where.items()},
+            gpu=r.gpu,
             **conv,
         )
     if conv:
@@ -644,4 +664,3 @@ def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite,
         "done: %d tiles computed now, %d from a previous run; %d pairs in %.1f s (%.1f pairs/s) -> %s",
         computed, n_done_before, pairs_now, elapsed, pairs_now / elapsed if elapsed > 0 else float("nan"), out,
     )
-    return _result.open_result(out)

@@ -46,20 +46,23 @@ from typing import Any
 
 import numpy as np
 
-from otpipe.tools import two_sample as _t
-from otpipe.store.locks import locked
 from otpipe._made import check_replaceable, made_attrs
 from otpipe.engine import checkpoint as _ck
 from otpipe.engine import convergence as _conv
 from otpipe.engine import estimate as _estimate
+from otpipe.engine import run as _run
 from otpipe.engine.cluster import ClusterSpec, open_client
+from otpipe.engine.identity import jsonable, versions
+from otpipe.engine.result import TAGS, result_type, stored_attrs
+from otpipe.store.locks import locked
+from otpipe.tools import two_sample as _t
 
 __all__ = ["two_sample_test_distributed", "many_two_sample_tests", "open_result", "write_result", "plan_tests", "BY"]
 
 log = logging.getLogger("otpipe.two_sample")
 
 BY = ("auto", "measure", "label", "collection")
-RESULT_KIND = "otpipe.tools.two_sample"
+RESULT_KIND = TAGS["two_sample"][1]
 #: old (otpipe 0.1) variable names -> scipy's names
 RENAMED = {"p_value": "pvalue", "null": "null_distribution"}
 #: store the per-test null samples when there are at most this many tests
@@ -252,8 +255,7 @@ def _fingerprint(tp: TestPlan, src, tgt) -> tuple[str, dict]:
 
 
 def _is_result(path: Path) -> bool:
-    attrs = _ck.stored_attrs(path)
-    return attrs is not None and attrs.get("kind") == RESULT_KIND
+    return result_type(stored_attrs(path)) == "two_sample"
 
 
 def _fields(tp: TestPlan) -> dict:
@@ -327,27 +329,19 @@ def many_two_sample_tests(
     tp = plan_tests(src, tgt, by=by, statistic=statistic, n_permutations=n_permutations, seed=seed,
                     block_size=block_size, **loss_params)
     fp, content = _fingerprint(tp, src, tgt)
-    out = Path(out) if out is not None else None
-    stored = None
-    if out is not None and (not dry_run or resume):
-        stored = _ck.check_existing(out, is_ours=lambda a: a.get("kind") == RESULT_KIND, what="two-sample",
-                                    resume=resume, overwrite=overwrite, fp=fp, content=content)
+    job = _run.Job(Path(out) if out is not None else None, "two_sample", "tests", tp.n_tests, _fields(tp), fp,
+                   content, log=log)
+    stored = job.existing(is_ours=lambda a: result_type(a) == "two_sample", label="two-sample", resume=resume,
+                          overwrite=overwrite, dry_run=dry_run)
     if dry_run:
-        n_workers = (spec.n_workers if spec is not None and spec.n_workers else None) or max(1, min(os.cpu_count() or 1, 4))
-        if client is not None:
-            n_workers = len(client.scheduler_info().get("workers", {})) or n_workers
         summary = {"n_tests": tp.n_tests, "by": tp.by, "by_reason": tp.by_reason, "statistic": statistic,
                    "n_permutations": int(n_permutations), "source_groups": len(tp.source_groups),
                    "target_groups": len(tp.target_groups), "description": tp.describe()}
-        if stored is not None and not stored.get("complete"):
-            summary["tests_done"] = _ck.Checkpoint.load(out, tp.n_tests, _fields(tp)).n_done
-        elif stored is not None:
-            summary["tests_done"] = tp.n_tests
-        est = estimate_cost(tp, src, tgt, n_workers)
         if stored is not None:
-            for k in ("estimated_seconds", "estimated_cpu_seconds"):
-                est[k] *= 1.0 - summary["tests_done"] / max(1, tp.n_tests)
-            est["large"] = est["estimated_seconds"] > _estimate.LARGE_SECONDS
+            summary["tests_done"] = job.n_done(stored)
+        est = estimate_cost(tp, src, tgt, _run.worker_count(spec, client))
+        if stored is not None:
+            _run.remaining(est, summary["tests_done"], tp.n_tests)
         return summary | est
     if stored is not None and stored.get("complete"):
         log.info("%s is already complete: nothing to compute", out)
@@ -355,20 +349,13 @@ def many_two_sample_tests(
     log.info("two-sample: %s", tp.describe())
     attrs = _attrs({}, statistic=statistic, n_permutations=n_permutations, seed=seed, by=tp.by,
                    block_size=block_size, src=src, tgt=tgt, n_tests=tp.n_tests)
-    attrs.update(fingerprint=fp, run=content, by_reason=tp.by_reason, loss_params=_jsonable(loss_params))
-    if out is None:
-        ck = _ck.Checkpoint(None, tp.n_tests, _fields(tp))  # in memory only
-    elif stored is None:
-        _ck.remove(out)
-        ck = _ck.Checkpoint.create(out, attrs, tp.n_tests, _fields(tp), kind="two_sample")
-    else:
-        ck = _ck.Checkpoint.load(out, tp.n_tests, _fields(tp))
-        log.info("resuming %s: %d of %d tests done", out, ck.n_done, tp.n_tests)
+    attrs.update(fingerprint=fp, run=content, by_reason=tp.by_reason, loss_params=jsonable(loss_params))
+    ck = job.checkpoint(stored, attrs)
     results = _run_tests(tp, src, tgt, ck, client=client, spec=spec, progress=progress)
     ds = _assemble(tp, src, tgt, ck, results, attrs)
-    if out is not None:
-        _ck.finalise(out, ds)
-        return open_result(out)
+    if job.out is not None:
+        _ck.finalise(job.out, ds)
+        return open_result(job.out)
     return ds
 
 
@@ -388,7 +375,7 @@ def _run_tests(tp: TestPlan, src, tgt, ck: _ck.Checkpoint, *, client, spec, prog
         if not params:
             params.update(prm)
 
-    _ck.run_tasks(ck, [t for t in range(tp.n_tests) if not ck.done[t]], submit, record, client=client, cluster=spec,
+    _run.run_keys(ck, [t for t in range(tp.n_tests) if not ck.done[t]], submit, record, client=client, cluster=spec,
                   progress=progress, desc="two-sample", unit="test", what="tests")
     return params
 
@@ -438,7 +425,7 @@ def _assemble(tp: TestPlan, src, tgt, ck: _ck.Checkpoint, params: dict, attrs: d
     for k in ("n", "m", "seed", "bandwidths", "diameter"):  # per-test values
         prm.pop(k, None)
     a = dict(attrs)
-    a["params"] = _jsonable(prm) if prm else a.get("params", {})
+    a["params"] = jsonable(prm) if prm else a.get("params", {})
     if tp.kw["statistic"] == "sinkhorn":
         summ = _conv.summarise(ck.data["marginal_error"])
         remedy = ("use --tol 1e-3 (Python: tol=1e-3) for converged statistics, or a larger --blur"
@@ -471,7 +458,7 @@ def open_result(path):
         raise FileNotFoundError(f"no result at {path}")
     if not _is_result(path):
         raise ValueError(f"{path} is not an otpipe two-sample result")
-    if not _ck.stored_attrs(path).get("complete"):
+    if not stored_attrs(path).get("complete"):
         raise ValueError(f"{path} is an unfinished run: finish it with `otpipe two-sample ... --resume`")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -483,30 +470,12 @@ def _strings(values) -> np.ndarray:
     return np.array([str(v) for v in values], dtype=object)
 
 
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return str(v)
-
-
 def _attrs(params: dict, *, statistic, n_permutations, seed, by, block_size, src, tgt, n_tests) -> dict:
-    import torch
-
-    from otpipe._version import __version__
-
     attrs = {
         "kind": RESULT_KIND,
         "statistic": statistic,
         "n_permutations": int(n_permutations),
-        "seed": _jsonable(seed),
+        "seed": jsonable(seed),
         "seed_rule": "test (i, j) uses SeedSequence([seed, i, j]); block k of a test spawn_key=(k,)",
         "block_size": int(block_size),
         "by": by,
@@ -514,10 +483,10 @@ def _attrs(params: dict, *, statistic, n_permutations, seed, by, block_size, src
         "correction": "p_holm: Holm step-down (FWER); p_bh: Benjamini-Hochberg (FDR), over all distinct tests",
         "weights": "ignored: each point is one sample draw",
         "variables": "statistic, pvalue, null_distribution: scipy.stats names (otpipe 0.1: p_value, null)",
-        "params": _jsonable(params),
+        "params": jsonable(params),
         "source_collection": str(src.path),
         "source_hash": str(src.content_hash),
-        "versions": {"otpipe": __version__, "torch": torch.__version__, "numpy": np.__version__},
+        "versions": versions(("otpipe", "torch", "numpy")),
         "complete": True,
     }
     if tgt is not None:

@@ -14,15 +14,19 @@ The result type is read from the store's attributes:
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from pathlib import Path
+
+from otpipe.engine.result import result_type, stored_attrs
 
 __all__ = ["write_report", "result_kind", "KINDS"]
 
 #: result kind -> module of this package that builds its page
 KINDS = {"collection": "collection", "barycenter": "barycenter", "distances": "matrix", "two-sample": "two_sample",
          "complexity": "complexity"}
+#: result type (:func:`otpipe.engine.result.result_type`) -> report kind
+_REPORTS = {"collection": "collection", "barycenters": "barycenter", "pairwise": "distances", "two_sample": "two-sample",
+            "complexity": "complexity"}
 
 
 def result_kind(path) -> str:
@@ -30,21 +34,11 @@ def result_kind(path) -> str:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{path}: no such result")
-    try:
-        attrs = json.loads((p / "zarr.json").read_text()).get("attributes") or {}
-    except (OSError, ValueError, AttributeError):
-        attrs = None
-    if attrs is not None:
-        if attrs.get("format") == "otpipe.collection":
-            return "barycenter" if "barycenter" in attrs else "collection"
-        if attrs.get("format") == "otpipe.pairwise":
-            return "distances"
-        if attrs.get("kind") == "otpipe.tools.two_sample":
-            return "two-sample"
-        if attrs.get("otpipe_result") == "complexity":
-            return "complexity"
-        if attrs.get("otpipe_result") == "barycenter":  # the checkpoint of a run that has not finished
-            raise ValueError(f"{path} is an unfinished barycenter run: finish it with `otpipe barycenter ... --resume`")
+    kind = result_type(stored_attrs(p))
+    if kind == "barycenter":  # the checkpoint of a run that has not finished
+        raise ValueError(f"{path} is an unfinished barycenter run: finish it with `otpipe barycenter ... --resume`")
+    if kind in _REPORTS:
+        return _REPORTS[kind]
     raise ValueError(f"{path}: not an otpipe result store (expected a collection, barycenters, a distance matrix, "
                      "two-sample tests or a complexity study)")
 

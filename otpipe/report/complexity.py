@@ -1,16 +1,18 @@
 """Report of a sample-complexity study (``otpipe complexity``): the decay curves ``R(N) = E D(mu_N, nu_N)``
 with the fitted power laws ``c N^-kappa``, the rates ``kappa`` with their intervals against the paper's
-reference rates (``p/d`` for OT, 1 for MMD), and the table of rates."""
+reference rates (``p/d`` for OT, 1 for MMD), and the table of rates; and the figures ``otpipe complexity``
+writes next to its result (:func:`plot_study`: the paper's Fig. 5 and 6, and :func:`kappa_table`)."""
 from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 
 from otpipe.report._page import Page
 
-__all__ = ["build"]
+__all__ = ["build", "plot_study", "kappa_table"]
 
 
 def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Page:
@@ -116,3 +118,80 @@ def _rates_figure(ds, eps, dims, p, level):
     ax.set_title("fitted decay rates: p/d (dotted) for small eps, 1 (grey) for large eps")
     ax.legend(fontsize=8)
     return fig
+
+
+def kappa_table(ds, fmt: str = "markdown") -> str:
+    """The fitted ``kappa`` per ``(eps, d)`` with its interval and the paper's reference rates ``p/d`` and 1."""
+    p = float(ds.attrs.get("p", 1.5))
+    dims = [int(d) for d in ds["dim"].values]
+    head = "| eps | " + " | ".join(f"kappa (d={d})" for d in dims) + " |"
+    sep = "|---|" + "---|" * len(dims)
+    rows = [head, sep]
+    for i, e in enumerate(ds["eps"].values):
+        cells = []
+        for j in range(len(dims)):
+            k, lo, hi = (float(ds[v].values[i, j]) for v in ("kappa", "kappa_low", "kappa_high"))
+            cells.append(f"{k:.3f} [{lo:.2f}, {hi:.2f}]")
+        rows.append(f"| {e:g} | " + " | ".join(cells) + " |")
+    rows.append("| paper, eps -> 0: p/d | " + " | ".join(f"{p / d:.3f}" for d in dims) + " |")
+    rows.append("| paper, eps -> inf | " + " | ".join("1" for _ in dims) + " |")
+    return "\n".join(rows)
+
+
+def plot_study(ds, out_dir) -> list[Path]:
+    """The paper's figures: log-log ``R(N)`` per eps, one panel per d (Fig. 5, ``by_dim.png``), and per d,
+    one panel per eps with the ``+- S(N)`` band (Fig. 6, ``by_eps.png``). Returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = ds["n"].values
+    eps, dims = ds["eps"].values, ds["dim"].values
+    name = ds.attrs.get("divergence", "sinkhorn")
+    p = float(ds.attrs.get("p", 1.5))
+    mean, std = ds["mean"].values, ds["std"].values
+    paths = []
+
+    def _panel(ax, series, title):
+        for lab, (m, s), col in series:
+            ok = m > 0
+            ax.loglog(n[ok], m[ok], "o-", color=col, label=lab, ms=4)
+            lo = np.where(m - s > 0, m - s, np.nan)
+            ax.fill_between(n[ok], lo[ok], (m + s)[ok], color=col, alpha=0.15, linewidth=0)
+        ax.set_title(title)
+        ax.set_xlabel("N (points per measure)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, len(dims), figsize=(4.6 * len(dims), 4.2), squeeze=False)
+    for j, d in enumerate(dims):
+        series = [(f"eps={e:g}, kappa={float(ds['kappa'].values[i, j]):.2f}", (mean[i, j], std[i, j]),
+                   cmap(i / max(1, len(eps) - 1) * 0.9)) for i, e in enumerate(eps)]
+        _panel(axes[0, j], series, f"d = {d}  (p/d = {p / d:.2f})")
+    axes[0, 0].set_ylabel(f"R(N) = E {name}  (band: +- S(N))")
+    fig.suptitle(f"Sample complexity, influence of eps ({ds.attrs.get('distribution', '')}, p = {p:g}, "
+                 f"{ds.sizes['rep']} reps)")
+    fig.tight_layout()
+    paths.append(out_dir / "by_dim.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    cmap = plt.get_cmap("plasma")
+    fig, axes = plt.subplots(1, len(eps), figsize=(4.2 * len(eps), 4.2), squeeze=False)
+    for i, e in enumerate(eps):
+        series = [(f"d={d}, kappa={float(ds['kappa'].values[i, j]):.2f}", (mean[i, j], std[i, j]),
+                   cmap(j / max(1, len(dims) - 1) * 0.85)) for j, d in enumerate(dims)]
+        _panel(axes[0, i], series, f"eps = {e:g}")
+    axes[0, 0].set_ylabel(f"R(N) = E {name}  (band: +- S(N))")
+    fig.suptitle("Sample complexity, influence of the dimension")
+    fig.tight_layout()
+    paths.append(out_dir / "by_eps.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    (out_dir / "kappa.md").write_text(kappa_table(ds) + "\n")
+    paths.append(out_dir / "kappa.md")
+    return paths

@@ -1,0 +1,175 @@
+"""The run skeleton every distributed command shares: one key = one task = one region of the result.
+
+A pipeline declares its keys (tiles and self-term chunks of a matrix, tests, cells, groups), the task
+of a key (``submit(client, key) -> future``) and how a finished key is written into its region of the
+result (``write(key, result)``), then assembles the result. The engine does the rest, once:
+
+* :class:`Job`: the result store of a checkpointed run (:mod:`otpipe.engine.checkpoint`): what is
+  already at ``out`` (refused, resumed or replaced: :meth:`Job.existing`), how many keys a dry run
+  finds done (:meth:`Job.n_done`), the checkpoint to record into (:meth:`Job.checkpoint`);
+* :func:`worker_count` and :func:`remaining`: the ``--dry-run`` estimate of what is left to compute;
+* :func:`session` and :func:`run_keys`: the client, progress, checkpoint flushes and Ctrl-C
+  (:class:`~otpipe.engine.interrupt.Interrupted` with the resume hint) of a run;
+* :func:`execute`: the completion loop (each finished key written under the Ctrl-C guard).
+
+The fingerprint of a run is :func:`otpipe.engine.identity.fingerprint`; its convergence attributes
+come from :mod:`otpipe.engine.convergence`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from otpipe.engine import checkpoint as _ck
+from otpipe.engine import estimate as _estimate
+
+__all__ = ["Job", "worker_count", "remaining", "session", "run_keys", "execute"]
+
+
+def worker_count(cluster=None, client=None) -> int:
+    """Workers a dry run plans for: the client's, else the cluster spec's ``n_workers``, else up to 4 local cores."""
+    n = getattr(cluster, "n_workers", None) or max(1, min(os.cpu_count() or 1, 4))
+    if client is not None:
+        n = len(client.scheduler_info().get("workers", {})) or n
+    return n
+
+
+def remaining(est: dict, done: int, total: int) -> dict:
+    """Scale an estimate (:func:`otpipe.engine.estimate.summary`) to the ``total - done`` keys left; ``large`` again."""
+    for k in ("estimated_seconds", "estimated_cpu_seconds"):
+        est[k] *= 1.0 - done / max(1, total)
+    est["large"] = est["estimated_seconds"] > _estimate.LARGE_SECONDS
+    return est
+
+
+@dataclass
+class Job:
+    """The result store of a checkpointed run of ``n`` keys.
+
+    ``out``: the store (``None``: in memory only); ``kind``: its result type (the marker of
+    :func:`otpipe._made.made_attrs`); ``what``: the keys in words (``"cells"``); ``fields``: the
+    per-key rows (:class:`~otpipe.engine.checkpoint.Field`); ``fp``, ``content``: the run's
+    fingerprint; ``chunk``: keys per checkpoint chunk; ``log``: the pipeline's logger.
+    """
+
+    out: Path | None
+    kind: str
+    what: str
+    n: int
+    fields: dict
+    fp: str
+    content: dict
+    chunk: int = _ck.CHUNK
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("otpipe"))
+
+    def existing(self, *, is_ours: Callable[[dict], bool], resume: bool, overwrite: bool, dry_run: bool = False,
+                 label: str | None = None) -> dict | None:
+        """The stored attrs to resume from (``None``: start afresh); see :func:`~otpipe.engine.checkpoint.check_existing`.
+        A dry run looks only when it resumes. ``label``: the result type in the refusals (default ``kind``)."""
+        if self.out is None or (dry_run and not resume):
+            return None
+        return _ck.check_existing(self.out, is_ours=is_ours, what=label or self.kind, resume=resume,
+                                  overwrite=overwrite, fp=self.fp, content=self.content)
+
+    def n_done(self, stored: dict | None) -> int:
+        """Keys already done in the stored run (all of them when it is complete)."""
+        if stored is None:
+            return 0
+        if stored.get("complete"):
+            return self.n
+        return _ck.Checkpoint.load(self.out, self.n, self.fields, chunk=self.chunk).n_done
+
+    def checkpoint(self, stored: dict | None, attrs: dict) -> _ck.Checkpoint:
+        """The checkpoint to record into: in memory (no ``out``), a new store with ``attrs`` (replacing an
+        old result of ours), or the stored one (``stored``: the attrs of an unfinished run)."""
+        if self.out is None:
+            return _ck.Checkpoint(None, self.n, self.fields, chunk=self.chunk)
+        if stored is None:
+            _ck.remove(self.out)
+            return _ck.Checkpoint.create(self.out, attrs, self.n, self.fields, kind=self.kind, chunk=self.chunk)
+        ck = _ck.Checkpoint.load(self.out, self.n, self.fields, chunk=self.chunk)
+        self.log.info("resuming %s: %d of %d %s done", self.out, ck.n_done, self.n, self.what)
+        return ck
+
+
+def execute(g, futures: dict, write: Callable[[object, object], None]) -> None:
+    """Wait for ``futures`` (``{future: key}``) through the guard ``g``; ``write(key, result)`` each one as
+    it finishes (under ``g.critical()``: a Ctrl-C never splits a region write), then count it done."""
+    for f in g.completed(futures):
+        res = f.result()
+        with g.critical():
+            write(futures[f], res)
+        f.release()
+        g.task_done()
+
+
+@contextlib.contextmanager
+def session(ck: _ck.Checkpoint, *, client, cluster, progress: bool, desc: str, unit: str, what: str):
+    """The frame of a checkpointed run: yields ``(client, guard, progress bar)``.
+
+    Inside, the run records finished keys in ``ck`` (flushing under ``guard.critical()``). At the
+    end, and on Ctrl-C before the cluster is closed, ``ck`` is flushed; a Ctrl-C then raises
+    :class:`~otpipe.engine.interrupt.Interrupted` saying how many ``what`` are saved and how to
+    resume (a plain ``KeyboardInterrupt`` when ``ck`` is in memory only).
+    """
+    from otpipe.engine.cluster import open_client
+    from otpipe.engine.interrupt import Interrupted, guard, resume_hint
+    from otpipe.engine.progress import Progress
+
+    with guard() as g:
+        try:
+            with open_client(cluster, client=client) as c:
+                bar = Progress(ck.n, initial=ck.n_done, desc=desc, unit=unit, enabled=progress)
+                try:
+                    yield c, g, bar
+                    with g.critical():
+                        ck.flush()
+                except KeyboardInterrupt:
+                    with g.critical():
+                        ck.flush()  # before the cluster closes (which takes a while)
+                    raise
+                finally:
+                    bar.close()
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            if ck.out is None:
+                raise
+            raise Interrupted(f"{ck.n_done} of {ck.n} {what} are saved in {ck.out}; {resume_hint(ck.out)}") from None
+
+
+def run_keys(ck: _ck.Checkpoint, pending, submit, record, *, client, cluster, progress: bool, desc: str, unit: str,
+             what: str) -> None:
+    """Run the tasks of the ``pending`` keys on Dask and record each in ``ck`` as it finishes.
+
+    ``submit(client, key) -> future`` starts the task of a key; ``record(key, result)`` stores its
+    result in ``ck``. Progress on stderr (``desc``, ``unit``); checkpoint flushes at most every
+    :data:`~otpipe.engine.checkpoint.FLUSH_SECONDS`; Ctrl-C as in :func:`session` (the pending tasks
+    are cancelled).
+    """
+    pending = list(pending)
+    if not pending:
+        return
+    with session(ck, client=client, cluster=cluster, progress=progress, desc=desc, unit=unit, what=what) as (c, g, bar):
+        futs: dict = {}
+
+        def write(key, res):
+            record(key, res)
+            bar.update(1)
+            if ck.due():
+                ck.flush()
+
+        try:
+            for key in pending:
+                futs[submit(c, key)] = key
+            execute(g, futs, write)
+        except KeyboardInterrupt:
+            with g.critical():
+                ck.flush()  # before cancelling (which takes a while)
+            with contextlib.suppress(Exception):
+                c.cancel(list(futs))
+            raise
