@@ -8,7 +8,7 @@ Thresholds of the functional API (``sinkhorn_divergence``, ``SamplesLoss``):
 * converged mode (``tol`` set): a warning when a solve ends above ``tol``;
 * fixed schedule (``tol=None``, GeomLoss's): a warning when a solve ends with a relative L1 marginal error
   above :data:`FIXED_SCHEDULE_MAX_ERROR`. That mode stops after one update per temperature, so its errors are
-  large by design: measured (``notes/issue-21-numerics.md``) on about 900 ordinary default calls (digits; clouds
+  large by design: measured on about 900 ordinary default calls (digits; clouds
   of 1 to 3,000 points in 1 to 50 dimensions; ``p`` in 0.5-2; blur 0.001-1; float32 and float64) the cross solve
   ended at medians of 0.002-0.57 and at most 1.27 (values still within 0.3-10% of the converged ones there), the
   self solves at most 0.40. The pipeline's thresholds (``otpipe.engine.convergence``: median 1e-2, max 1e-1)

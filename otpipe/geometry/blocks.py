@@ -1,4 +1,4 @@
-"""Multiscale backend, geometric part: clustering of point clouds and block-sparsity patterns.
+"""Multiscale solves, geometric part: clustering of point clouds and block-sparsity patterns.
 
 Following Schmitzer (2016), a large problem is first solved on cluster centroids, then finished on the
 points with reductions restricted to the cluster pairs ``(I, J)`` that can carry mass:
@@ -25,8 +25,8 @@ points with reductions restricted to the cluster pairs ``(I, J)`` that can carry
 The solver driver is :mod:`otpipe.solvers.multiscale`; reductions on the points are the ``cpu`` backend's
 block-sparse kernels (:class:`otpipe.geometry.backends.cpu.Blocks`) for CPU tensors and the ``triton`` backend's
 block-sparse kernels (same pattern) for CUDA tensors; KeOps ``ranges`` only when asked for
-(:data:`FINE_BACKEND` ``= "keops"``). :func:`operator` (used for transport maps and kernel losses) is the full
-``cpu`` operator on CPU tensors, the ``triton`` one on CUDA tensors (``chunked`` where neither is available).
+(:data:`FINE_BACKEND` ``= "keops"``). Full reductions (transport maps, kernel losses) of a multiscale solve use
+:func:`otpipe.geometry.backends.native.operator`.
 """
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ from dataclasses import dataclass
 
 import torch
 
-from otpipe.geometry.costs import Cost
 from otpipe.geometry.backends import cpu
+from otpipe.geometry.costs import Cost
 
-__all__ = ["operator", "Clustering", "cluster", "default_scale", "block_mask"]
+__all__ = ["Clustering", "cluster", "default_scale", "block_mask"]
 
 #: kernels of the point-level reductions: ``None`` (automatic: the compiled ``cpu`` kernels for CPU tensors
 #: when they build, the ``triton`` ones for CUDA tensors when Triton imports), ``"cpu"``, ``"triton"`` or
@@ -60,7 +60,7 @@ JUMP_FRACTION = 0.5
 #: (:func:`otpipe.solvers.multiscale._jump_defect`: RMS of ``f - d T(g)`` net of the coarse level's own residual, in units
 #: of eps) and ``K`` the temperatures left for the points. The averaged updates there erase the clusters' error
 #: only slowly (each keeps half the old potential). Measured (N = M = 20k, x in the unit cube, y in
-#: [0.25, 0.75]^3, blur 0.01-0.5, and 50k, y = 0.8 x + 0.3, blur 0.01; notes/issue-14-converge.md): the value's
+#: [0.25, 0.75]^3, blur 0.01-0.5, and 50k, y = 0.8 x + 0.3, blur 0.01): the value's
 #: relative error was within that bound in every case (3.3e-3 at defect 3.2e-3 and K = 1; 1.6e-4 at K = 4;
 #: 1e-6 at K = 7), often far below it; the x-gradient's relative L2 error is larger, about 0.02 defect^0.7
 FIXED_TOL = 1e-4
@@ -68,22 +68,6 @@ FIXED_TOL = 1e-4
 KMEANS_SAMPLE = 20000
 #: Lloyd iterations of the k-means clustering
 KMEANS_ITERS = 10
-
-
-def operator(x: torch.Tensor, y: torch.Tensor, cost: Cost):
-    """The full (not truncated) operator (transport maps, kernel sums): ``cpu`` for CPU tensors, ``triton``
-    for CUDA tensors, ``chunked`` where those are unavailable."""
-    if x.device.type == "cpu":
-        return cpu.operator(x, y, cost)
-    from otpipe.geometry.backends import triton_error
-
-    if x.device.type == "cuda" and triton_error() is None:
-        from otpipe.geometry.backends.triton import TritonOperator
-
-        return TritonOperator(x, y, cost)
-    from otpipe.geometry.backends.chunked import ChunkedDenseOperator
-
-    return ChunkedDenseOperator(x, y, cost)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Cost", "make_cost", "diameter", "box_extents", "diagonal", "check_range", "COST_NAMES"]
+__all__ = ["Cost", "make_cost", "diameter", "box_extents", "diagonal", "check_range", "format_log", "COST_NAMES"]
 
 #: accepted spellings of the two cost conventions
 COST_NAMES = {
@@ -143,8 +143,19 @@ def diameter(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b:
 RANGE_MARGIN = 64.0
 
 
-def _fmt(log_v: float) -> str:
-    """``exp(log_v)`` written as ``1.23e+45`` even where a Python float would overflow."""
+def format_log(log_v: float) -> str:
+    """``exp(log_v)`` written as ``1.23e+45`` even where a Python float would overflow.
+
+    Parameters
+    ----------
+    log_v : float
+        Natural logarithm of the value.
+
+    Returns
+    -------
+    str
+        Three significant digits (``"1.23e+45"``, or ``"1.23e+400"`` beyond float64's range).
+    """
     e = log_v / math.log(10.0)
     if abs(e) < 300:
         return f"{math.exp(log_v):.3g}"
@@ -190,16 +201,16 @@ def check_range(
         if max(lc, p * math.log(extent)) > hi:
             raise ValueError(
                 f"the costs overflow {name}: the points span {extent:.3g} (bounding-box diagonal), so costs "
-                f"{cost.name} reach {_fmt(lc)}, beyond {name}'s range ({fi.max:.3g}): {fix}"
+                f"{cost.name} reach {format_log(lc)}, beyond {name}'s range ({fi.max:.3g}): {fix}"
             )
         if lc < lo:
             raise ValueError(
                 f"the costs underflow {name}: the points span only {extent:.3g} (bounding-box diagonal), so costs "
-                f"{cost.name} are below {_fmt(lc)}, under {name}'s smallest normal number ({fi.tiny:.3g}): {up}"
+                f"{cost.name} are below {format_log(lc)}, under {name}'s smallest normal number ({fi.tiny:.3g}): {up}"
             )
     if diameter_given and p * math.log(diameter) > hi:
         raise ValueError(
-            f"diameter^p = {diameter:.3g}^{p:g} = {_fmt(p * math.log(diameter))} (the first temperature of the "
+            f"diameter^p = {diameter:.3g}^{p:g} = {format_log(p * math.log(diameter))} (the first temperature of the "
             f"eps-scaling) overflows {name}: pass a diameter near the points' extent ({extent:.3g})"
             + f64
         )
@@ -209,17 +220,17 @@ def check_range(
         lv = p * math.log(v)
         if lv < lo:
             raise ValueError(
-                f"{what}^p = {v:.3g}^{p:g} = {_fmt(lv)} underflows {name} (smallest normal number {fi.tiny:.3g}): "
+                f"{what}^p = {v:.3g}^{p:g} = {format_log(lv)} underflows {name} (smallest normal number {fi.tiny:.3g}): "
                 f"use a larger {what} (scaled with the points: multiply both by a common factor)" + f64
             )
         if lv > hi:
             raise ValueError(
-                f"{what}^p = {v:.3g}^{p:g} = {_fmt(lv)} overflows {name}: use a smaller {what} (scaled with the points: "
+                f"{what}^p = {v:.3g}^{p:g} = {format_log(lv)} overflows {name}: use a smaller {what} (scaled with the points: "
                 "divide both by a common factor)" + f64
             )
     if lc - p * math.log(blur) > hi:
         raise ValueError(
             f"costs / blur^p overflow {name}: the points span {extent:.3g} (bounding-box diagonal), so costs "
-            f"{cost.name} reach {_fmt(lc)}, {_fmt(lc - p * math.log(blur))} times the final temperature blur^p; "
+            f"{cost.name} reach {format_log(lc)}, {format_log(lc - p * math.log(blur))} times the final temperature blur^p; "
             f"use a larger blur, {fix}"
         )

@@ -1,12 +1,13 @@
 """The Sinkhorn loop: parameters, the eps-scaling schedule, the alternating updates and their
 stopping rule, shared by the full solver and the multiscale driver.
 
-Problems are ``_Cross`` (``OT_eps(a, b)``, potentials ``f, g``) and ``_Symmetric`` (``OT_eps(a, a)``,
-one potential); both talk only to reduction operators (:mod:`otpipe.geometry.backends`). :func:`run_full` runs
+Problems are :class:`~otpipe.problems.problems.CrossProblem` (``OT_eps(a, b)``, potentials ``f, g``) and
+:class:`~otpipe.problems.problems.SymmetricProblem` (``OT_eps(a, a)``, one potential); both talk only to reduction
+operators (:mod:`otpipe.geometry.backends`). :func:`run_full` runs
 them on full (not truncated) operators; :mod:`otpipe.solvers.multiscale` runs the same problems on clusters
 and block-sparse operators; :mod:`otpipe.solvers.sinkhorn` picks one and packages the results.
 
-Imports go one way: ``sinkhorn -> multiscale -> loop -> kernels``. This module knows nothing of Dask or Zarr.
+Imports go one way: ``sinkhorn -> multiscale -> loop -> problems -> geometry``. This module knows nothing of Dask or Zarr.
 """
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ import numpy as np
 import torch
 
 from otpipe import diagnostics as _diag
-from otpipe.solvers.anderson import Anderson
-from otpipe.geometry.costs import Cost, _fmt, check_range, make_cost
+from otpipe.geometry.backends import choose_backend, get_backend
+from otpipe.geometry.costs import Cost, check_range, format_log, make_cost
 from otpipe.geometry.costs import box_extents as _box_extents
 from otpipe.geometry.costs import diagonal as _diagonal
-from otpipe.geometry.backends import choose_backend, get_backend
-from otpipe.problems.measures import Pair, log_weights
+from otpipe.problems.measures import Pair
+from otpipe.problems.problems import CrossProblem, SymmetricProblem, damping
+from otpipe.solvers.anderson import Anderson
 
-__all__ = ["SinkhornParams", "epsilon_schedule", "run_full", "check_mode", "n_temperatures", "max_scaling",
+__all__ = ["SinkhornParams", "epsilon_schedule", "run_full", "iterate", "backend_and_schedule", "needs_grad",
+           "check_mode", "n_temperatures", "max_scaling", "DEFAULT_MAX_ITER", "STAGE_TOL",
            "MAX_TEMPERATURES", "FIXED_SCHEDULE_MAX_P", "DIAMETER_MIN_FRACTION"]
 
 #: default iteration cap (schedule included) when a tolerance is given
@@ -37,7 +40,7 @@ STALL_ITERS = 500
 OVERRELAX = 1.8
 
 #: the converging mode mixes the updates (Anderson, :func:`_iterate_mixed`) of problems with at least this many
-#: points; smaller ones keep the over-relaxed alternating updates. Measured (notes/issue-14-converge.md): the
+#: points; smaller ones keep the over-relaxed alternating updates. Measured: the
 #: mixing's least-squares steps on 5-15-point problems (a free-support barycenter's inner solves) sent them astray
 #: (a 1e-15 change of the weights moved a 10-point barycenter by 0.57), and on 3-atom problems they stall where the
 #: over-relaxed updates converge; from a few hundred points on they converge 2-21x faster at small blur
@@ -183,201 +186,47 @@ class SinkhornParams:
 
 
 
-# --------------------------------------------------------------------------------------------
-# the loop
-# --------------------------------------------------------------------------------------------
 
-
-def _damping(eps: float, rho: float | None) -> float:
-    return 1.0 if rho is None else 1.0 / (1.0 + eps / rho)
-
-
-def _rel_error(a: torch.Tensor, f_old: torch.Tensor, f_new: torch.Tensor, eps: float) -> torch.Tensor:
-    """``sum_i a_i |exp((f_old_i - f_new_i) / eps) - 1| / sum_i a_i`` per batch element."""
-    r = torch.expm1(((f_old - f_new) / eps).clamp(max=80.0)).abs()
-    return (a * r).sum(-1) / a.sum(-1)
-
-
-def _transposes(op_xy, op_yx) -> bool:
-    """Whether ``op_yx`` is ``op_xy.transpose()`` (same points, transposed block pattern, same class)."""
-    if type(op_xy) is not type(op_yx) or op_yx.x is not op_xy.y or op_yx.y is not op_xy.x:
-        return False
-    bxy, byx = getattr(op_xy, "blocks", None), getattr(op_yx, "blocks", None)
-    return (bxy is None and byx is None) or (bxy is not None and byx is bxy.transpose())
-
-
-def _softmin_pair(op_xy, op_yx, eps, h_y, h_x):
-    """``(op_xy.softmin(eps, h_y), op_yx.softmin(eps, h_x))``: the two half-updates of a parallel (averaged)
-    step, in one launch (``softmin_both``) when the operator fuses them and ``op_yx`` is its transpose."""
-    both = getattr(op_xy, "softmin_both", None)
-    if both is not None and _transposes(op_xy, op_yx):
-        return both(eps, h_y, h_x)
-    return op_xy.softmin(eps, h_y), op_yx.softmin(eps, h_x)
-
-
-class _Cross:
-    """A cross problem OT(a, b): operators both ways and the potentials (f, g)."""
-
-    symmetric = False
-
-    def __init__(self, op_xy, op_yx, a, b, start=None):
-        self.op_xy, self.op_yx = op_xy, op_yx
-        self.a, self.b = a, b
-        self.la, self.lb = log_weights(a), log_weights(b)
-        self.start = start  # warm start (f, g), or None
-
-    def init(self, eps, d):
-        if self.start is not None:
-            self.f, self.g = self.start
-            return
-        f, g = _softmin_pair(self.op_xy, self.op_yx, eps, self.lb, self.la)
-        self.f, self.g = d * f, d * g
-
-    def averaged_step(self, eps, d):
-        ft, gt = _softmin_pair(self.op_xy, self.op_yx, eps, self.lb + self.g / eps, self.la + self.f / eps)
-        self.f, self.g = 0.5 * (self.f + d * ft), 0.5 * (self.g + d * gt)
-
-    def converging_step(self, eps, d, omega=1.0, rho=None):
-        """One alternating (over-relaxed) update; returns the marginal error of the plan it starts from."""
-        ft = d * self.op_xy.softmin(eps, self.lb + self.g / eps)
-        err_f = _rel_error(self.a, self.f, ft, eps)
-        self.f = ft if omega == 1.0 else self.f + omega * (ft - self.f)
-        gt = d * self.op_yx.softmin(eps, self.la + self.f / eps)
-        err_g = _rel_error(self.b, self.g, gt, eps)
-        self.g = gt if omega == 1.0 else self.g + omega * (gt - self.g)
-        if rho is not None:
-            # the dual is flat-ish along (f + c, g - c) when rho >> eps: move there optimally
-            # (translation-invariant Sinkhorn), c = rho/2 log(<a, e^{-f/rho}> / <b, e^{-g/rho}>)
-            la_ = torch.logsumexp(self.la - self.f / rho, dim=-1)
-            lb_ = torch.logsumexp(self.lb - self.g / rho, dim=-1)
-            c = (0.5 * rho) * (la_ - lb_)
-            self.f, self.g = self.f + c[:, None], self.g - c[:, None]
-        return torch.maximum(err_f, err_g)
-
-    def mixing_step(self, eps, d, rho=None):
-        """One alternating update from the current ``g``: ``f = d Tf(g)``, then ``G(g) = d Tg(f)``.
-
-        Returns ``G(g)`` (translated when unbalanced), the marginal error of the plan ``(f, g)``:
-        ``sum_j b_j |exp((g_j - d Tg(f)_j) / eps) - 1| / sum b`` (its rows are exact when balanced), and what an
-        element that stops here keeps: ``g`` itself, so that :meth:`extrapolate` finds ``f`` exact and reports
-        this error; its potentials ``(f, d Tg(f))`` have exact columns, so ``<a, f> + <b, g>`` is the semi-dual
-        objective, accurate to second order in the error.
-        ``f`` is kept; ``g`` is left to the caller (:func:`_iterate_mixed` mixes and sets :attr:`state`).
-        """
-        self.f = d * self.op_xy.softmin(eps, self.lb + self.g / eps)
-        gt = d * self.op_yx.softmin(eps, self.la + self.f / eps)
-        err = _rel_error(self.b, self.g, gt, eps)
-        if rho is not None:
-            # the dual is flat-ish along (f + c, g - c) when rho >> eps: move there optimally
-            # (translation-invariant Sinkhorn), c = rho/2 log(<a, e^{-f/rho}> / <b, e^{-g/rho}>)
-            la_ = torch.logsumexp(self.la - self.f / rho, dim=-1)
-            lb_ = torch.logsumexp(self.lb - gt / rho, dim=-1)
-            gt = gt - (0.5 * rho) * (la_ - lb_)[:, None]
-        return gt, err, self.g
-
-    @property
-    def state(self):
-        """The iterated potential of the converging mode (``f`` follows from it)."""
-        return self.g
-
-    @state.setter
-    def state(self, v):
-        self.g = v
-
-    @property
-    def state_weights(self):
-        return self.b
-
-    @property
-    def companion(self):
-        """The potential that follows from :attr:`state` (``f = d Tf(g)`` as of the last step)."""
-        return self.f
-
-    @companion.setter
-    def companion(self, v):
-        self.f = v
-
-    def extrapolate(self, eps, d, op_xy, op_yx):
-        """Final (differentiable) update of both potentials from the current ones, in parallel."""
-        f, g = _softmin_pair(op_xy, op_yx, eps, self.lb + self.g / eps, self.la + self.f / eps)
-        f, g = d * f, d * g
-        err = torch.maximum(
-            _rel_error(self.a, self.f.detach(), f.detach(), eps), _rel_error(self.b, self.g.detach(), g.detach(), eps)
-        )
-        return f, g, err
-
-
-class _Symmetric:
-    """A symmetric problem OT(a, a): one potential, symmetric averaged updates."""
-
-    symmetric = True
-
-    def __init__(self, op, a, start=None):
-        self.op, self.a, self.la = op, a, log_weights(a)
-        self.start = start  # warm start f, or None
-
-    def init(self, eps, d):
-        if self.start is not None:
-            self.f = self.start
-            return
-        self.f = d * self.op.softmin(eps, self.la)
-
-    def averaged_step(self, eps, d):
-        ft = d * self.op.softmin(eps, self.la + self.f / eps)
-        self.f = 0.5 * (self.f + ft)
-
-    def converging_step(self, eps, d, omega=1.0, rho=None):
-        ft = d * self.op.softmin(eps, self.la + self.f / eps)
-        err = _rel_error(self.a, self.f, ft, eps)
-        self.f = 0.5 * (self.f + ft)
-        return err
-
-    def mixing_step(self, eps, d, rho=None):
-        """The averaged update ``G(f) = (f + d T(f)) / 2``, the marginal error of the plan ``(f, f)``, and what an
-        element that stops keeps: the update (a strong contraction: one more step makes ``2 <a, d T(f)>`` more
-        accurate)."""
-        ft = d * self.op.softmin(eps, self.la + self.f / eps)
-        avg = 0.5 * (self.f + ft)
-        return avg, _rel_error(self.a, self.f, ft, eps), avg
-
-    @property
-    def state(self):
-        return self.f
-
-    @state.setter
-    def state(self, v):
-        self.f = v
-
-    @property
-    def state_weights(self):
-        return self.a
-
-    companion = None
-
-    def extrapolate(self, eps, d, op):
-        f = d * op.softmin(eps, self.la + self.f / eps)
-        return f, _rel_error(self.a, self.f.detach(), f.detach(), eps)
-
-
-def _iterate(problems, schedule, rho, tol, max_iter, overrelax=None):
-    """Run the eps-scaling; returns the number of updates per problem, ``(B,)`` int64 each.
+def iterate(problems, schedule, rho, tol, max_iter, overrelax=None) -> list[torch.Tensor]:
+    """Run the eps-scaling on ``problems`` in place (their potentials end at the last temperature).
 
     ``tol=None``: one symmetric (averaged) update per temperature, GeomLoss's schedule.
     ``tol`` set: at every temperature, alternating updates until the marginal error of every
     problem is ``<= tol`` (warm start for the next one; intermediate temperatures stop at
-    ``max(tol, STAGE_TOL)``), over-relaxed by ``overrelax`` after a few plain updates, with a fall-back to plain updates if the error
-    blows up, and a stop when a temperature makes no progress (reported as not converged).
+    ``max(tol, STAGE_TOL)``), over-relaxed by ``overrelax`` after a few plain updates, with a fall-back to plain
+    updates if the error blows up, and a stop when a temperature makes no progress (reported as not converged);
+    problems of at least :data:`ANDERSON_MIN_POINTS` points are mixed instead (:func:`_iterate_mixed`).
+
+    Parameters
+    ----------
+    problems : list of CrossProblem or SymmetricProblem
+        The problems, all with the same batch size; :meth:`init` is called at the first temperature.
+    schedule : list of float
+        The temperatures.
+    rho : float or None
+        KL penalty strength (``None``: balanced).
+    tol : float or None
+        Target marginal error, or ``None`` for the fixed schedule.
+    max_iter : int or None
+        Cap on the updates (default :data:`DEFAULT_MAX_ITER`), converging mode only.
+    overrelax : float, optional
+        Over-relaxation factor (default :data:`OVERRELAX`).
+
+    Returns
+    -------
+    list of Tensor
+        The number of updates per problem, ``(B,)`` int64 each.
     """
     if overrelax is None:
         overrelax = OVERRELAX
     eps0 = schedule[0]
     for pb in problems:
-        pb.init(eps0, _damping(eps0, rho))
+        pb.init(eps0, damping(eps0, rho))
     B = problems[0].a.shape[0]
     device = problems[0].a.device
     if tol is None:
         for eps in schedule:
-            d = _damping(eps, rho)
+            d = damping(eps, rho)
             for pb in problems:
                 pb.averaged_step(eps, d)
         return [torch.full((B,), len(schedule), dtype=torch.int64, device=device) for _ in problems]
@@ -389,7 +238,7 @@ def _iterate(problems, schedule, rho, tol, max_iter, overrelax=None):
     last = len(schedule) - 1
     n_iter = [torch.zeros(B, dtype=torch.int64, device=device) for _ in problems]
     for k, eps in enumerate(schedule):
-        d = _damping(eps, rho)
+        d = damping(eps, rho)
         # intermediate temperatures only prepare a warm start: a looser target
         target = tol if k == last else max(tol, STAGE_TOL)
         done = [False] * len(problems)
@@ -438,7 +287,7 @@ def _restore_best(pb, s: dict, mask: torch.Tensor) -> None:
 
 def _iterate_mixed(problems, schedule, rho, tol, max_iter):
     """The converging mode with Anderson mixing (:class:`otpipe.solvers.anderson.Anderson`), for problems of at least
-    :data:`ANDERSON_MIN_POINTS` points, after :func:`_iterate` initialised them; returns the updates per problem.
+    :data:`ANDERSON_MIN_POINTS` points, after :func:`iterate` initialised them; returns the updates per problem.
 
     At every temperature, alternating updates of the problems' :attr:`state` (``g``, with ``f`` following; the
     self problems' averaged ``f``), mixed, until the marginal error of each batch element is ``<= tol``
@@ -455,7 +304,7 @@ def _iterate_mixed(problems, schedule, rho, tol, max_iter):
     last = len(schedule) - 1
     n_iter = [torch.zeros(B, dtype=torch.int64, device=device) for _ in problems]
     for k, eps in enumerate(schedule):
-        d = _damping(eps, rho)
+        d = damping(eps, rho)
         final = k == last
         # intermediate temperatures only prepare a warm start: a looser target
         target = tol if final else max(tol, MIX_STAGE_TOL)
@@ -533,9 +382,9 @@ def _iterate_mixed(problems, schedule, rho, tol, max_iter):
 #: largest ``p`` the fixed schedule (``tol=None``) accepts (:func:`check_mode`)
 FIXED_SCHEDULE_MAX_P = 2.0
 #: smallest ``diameter`` the fixed schedule accepts, as a fraction of the largest side of the points' bounding box
-#: (itself at most their largest distance). Measured (notes/issue-21-numerics.md, 5 data sets, p = 1 and 2): from
+#: (itself at most their largest distance). Measured (5 data sets, p = 1 and 2): from
 #: 1 down to 0.5 of the side the values equal the default diameter's (within 0.5%); at 0.25 one case moved from -2.2%
-#: to -6.4%; at 0.1 -15 to -20%; at 1e-6 the issue's case gave 0.777 (converged 1.331)
+#: to -6.4%; at 0.1 -15 to -20%; at 1e-6 one case gave 0.777 (converged 1.331)
 DIAMETER_MIN_FRACTION = 0.5
 
 
@@ -547,7 +396,7 @@ def check_mode(prm: SinkhornParams) -> None:
     the potentials (``~ diameter^p / p``), while the value itself scales like the typical transport distance to
     the ``p``. For ``p <= 2`` that is a few percent (GeomLoss's numbers; its built-in costs are ``p`` = 1 and 2);
     from ``p`` = 2.5 on it grows like ``(diameter / distance)^p``: measured down to -111% at ``p`` = 2.5, -602% at
-    ``p`` = 3 and S_eps = -2.79 instead of 2.80 at ``p`` = 4 (``notes/issue-21-numerics.md``). Finer
+    ``p`` = 3 and S_eps = -2.79 instead of 2.80 at ``p`` = 4. Finer
     temperature steps do not cure it (scaling^(1/p) per step: still -85% at ``p`` = 4); solving each temperature
     to a tolerance does.
     """
@@ -612,14 +461,37 @@ def _check_resolution(prm: SinkhornParams, dtype: torch.dtype, side: float) -> N
     p_fit = "" if not _resolvable(fi.eps, 1.0 / lo if prm.cost.halved else 1.0, side, prm.blur, lo) else f", or p <= {math.floor(lo * 100) / 100:g} for this blur"
     raise ValueError(
         f"p={p:g}, blur={prm.blur:.3g} is outside the range {name} resolves: the costs {prm.cost.name} reach "
-        f"{_fmt(lc)} (the points span {side:.3g}), {_fmt(lc - p * math.log(prm.blur))} times the final "
+        f"{format_log(lc)} (the points span {side:.3g}), {format_log(lc - p * math.log(prm.blur))} times the final "
         f"temperature blur^p, so the potentials' rounding ({fi.eps:.2g} of the costs) exceeds eps and Sinkhorn stalls "
         f"at a wrong value; supported: finfo.eps * max cost / blur^p <= 1, i.e. blur >= {b_min:.3g} for this p"
         + p_fit + ("" if dtype == torch.float64 else ", or float64")
     )
 
 
-def _resolve(P: Pair, prm: SinkhornParams, symmetric_only: bool = False):
+def backend_and_schedule(P: Pair, prm: SinkhornParams, symmetric_only: bool = False) -> tuple[str, list[float]]:
+    """Check the parameters against the points and resolve the backend and the eps-scaling schedule.
+
+    Parameters
+    ----------
+    P : Pair
+        The validated (batched) measures.
+    prm : SinkhornParams
+        Solver parameters.
+    symmetric_only : bool
+        Only self problems on ``P.x`` will run (the backend is chosen for ``N x N``).
+
+    Returns
+    -------
+    backend : str
+        The resolved backend name (:func:`otpipe.geometry.backends.choose_backend`).
+    schedule : list of float
+        The temperatures, from ``diameter^p`` (default: the points' bounding-box diagonal) down to ``blur^p``.
+
+    Raises
+    ------
+    ValueError
+        A mode, diameter, range or resolution the parameters do not support for these points.
+    """
     B, N, M, D = P.shape
     check_mode(prm)
     backend = choose_backend(prm.backend, B, N, M if not symmetric_only else N, device=P.x.device,
@@ -637,7 +509,8 @@ def _resolve(P: Pair, prm: SinkhornParams, symmetric_only: bool = False):
     return backend, schedule
 
 
-def _needs_grad(*ts) -> bool:
+def needs_grad(*ts: torch.Tensor) -> bool:
+    """Whether autograd is on and any of ``ts`` requires a gradient (the final update is then differentiable)."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
 
@@ -652,7 +525,7 @@ def run_full(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y:
     Returns a dict with the backend, schedule, and for each requested problem its final
     (differentiable) potentials, n_iter and marginal error.
     """
-    backend, schedule = _resolve(P, prm, symmetric_only=not cross)
+    backend, schedule = backend_and_schedule(P, prm, symmetric_only=not cross)
     init = init or {}
     if init:
         schedule = schedule[-1:]
@@ -664,20 +537,20 @@ def run_full(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y:
     with torch.no_grad():
         if cross:
             op_xy = mod.operator(xd, yd, cost)
-            problems.append(_Cross(op_xy, op_xy.transpose(), ad, bd, init.get("xy")))
+            problems.append(CrossProblem(op_xy, op_xy.transpose(), ad, bd, init.get("xy")))
             names.append("xy")
         if self_x:
-            problems.append(_Symmetric(mod.operator(xd, xd, cost), ad, init.get("xx")))
+            problems.append(SymmetricProblem(mod.operator(xd, xd, cost), ad, init.get("xx")))
             names.append("xx")
         if self_y:
-            problems.append(_Symmetric(mod.operator(yd, yd, cost), bd, init.get("yy")))
+            problems.append(SymmetricProblem(mod.operator(yd, yd, cost), bd, init.get("yy")))
             names.append("yy")
-        n_iters = _iterate(problems, schedule, rho, prm.tol, prm.max_iter)
+        n_iters = iterate(problems, schedule, rho, prm.tol, prm.max_iter)
 
     eps = schedule[-1]
-    d = _damping(eps, rho)
+    d = damping(eps, rho)
     out = {"backend": backend, "schedule": schedule, "eps": eps}
-    grad_x, grad_y = _needs_grad(x), _needs_grad(y)
+    grad_x, grad_y = needs_grad(x), needs_grad(y)
     for pb, name, n_it in zip(problems, names, n_iters):
         if name == "xy":
             op_xy = mod.operator(x, yd, cost) if grad_x else pb.op_xy

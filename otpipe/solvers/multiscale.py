@@ -5,7 +5,7 @@ With ``s`` the cluster scale (:mod:`otpipe.geometry.blocks`) and the temperature
 :func:`~otpipe.solvers.sinkhorn.epsilon_schedule`:
 
 1. the first temperatures run on the coarse measures (centroids, summed weights), with the same updates as the
-   full solver (``_Cross`` / ``_Symmetric``, fixed schedule or converging mode), at most those with
+   full solver (``CrossProblem`` / ``SymmetricProblem``, fixed schedule or converging mode), at most those with
    ``eps >= (s / 2)^p``. Converging mode: all of them (every later temperature is solved to its target, so the
    clusters' error does not last). Fixed schedule: the later averaged updates on the points do not erase the
    clusters' error, so the solver leaves the clusters at the last temperature whose jump is consistent enough
@@ -36,26 +36,35 @@ import warnings
 
 import torch
 
-from otpipe.geometry.backends import cpu
 from otpipe.geometry import blocks as ms
 from otpipe.geometry import blocks_device as msd
+from otpipe.geometry.backends import cpu
 from otpipe.problems.measures import Pair, log_weights
-from otpipe.solvers.loop import STAGE_TOL, DEFAULT_MAX_ITER, SinkhornParams, _Cross, _Symmetric, _damping, _iterate, _needs_grad, _resolve, run_full
+from otpipe.problems.problems import CrossProblem, SymmetricProblem, damping
+from otpipe.solvers.loop import (
+    DEFAULT_MAX_ITER,
+    STAGE_TOL,
+    SinkhornParams,
+    backend_and_schedule,
+    iterate,
+    needs_grad,
+    run_full,
+)
 
-__all__ = ["_multiscale_run"]
+__all__ = ["run_multiscale"]
 
 #: per-temperature progress (eps, share of point pairs kept, updates, seconds) at INFO level
 log = logging.getLogger("otpipe.multiscale")
 
 
-class _WarmCross(_Cross):
+class _WarmCross(CrossProblem):
     """A cross problem whose potentials are already set (the jump): ``init`` keeps them."""
 
     def init(self, eps, d):
         pass
 
 
-class _WarmSymmetric(_Symmetric):
+class _WarmSymmetric(SymmetricProblem):
     def init(self, eps, d):
         pass
 
@@ -212,8 +221,25 @@ def _full_instead(P: Pair, prm: SinkhornParams, kind: str, s: float, kw: dict):
     return run_full(P, dataclasses.replace(prm, backend=full), **kw)
 
 
-def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool):
-    """Multiscale counterpart of :func:`otpipe.solvers.loop.run_full` (same inputs and output dict)."""
+def run_multiscale(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool) -> dict:
+    """Multiscale counterpart of :func:`otpipe.solvers.loop.run_full`: same inputs and output dict.
+
+    Parameters
+    ----------
+    P : Pair
+        The validated measures (one pair, ``B = 1``; a batch falls back to a full backend with a warning).
+    prm : SinkhornParams
+        Solver parameters (``truncate`` and ``cluster_scale`` are read here).
+    cross, self_x, self_y : bool
+        Which of ``OT_eps(a, b)``, ``OT_eps(a, a)``, ``OT_eps(b, b)`` to solve.
+
+    Returns
+    -------
+    dict
+        ``backend``, ``schedule``, ``eps`` (and ``fine_backend``), and per problem name (``"xy"``, ``"xx"``,
+        ``"yy"``) its final differentiable potentials, ``err``, ``n_iter`` and ``problem`` (in the original
+        point order).
+    """
     B, N, M, D = P.shape
     kw = dict(cross=cross, self_x=self_x, self_y=self_y)
     if B != 1:
@@ -228,156 +254,213 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
         raise ValueError(f"FINE_BACKEND='cpu' needs CPU tensors, got {P.x.device}")
     if P.x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"the 'multiscale' backend needs float32 or float64 points, got {P.x.dtype}")
-    Op = _operator_class(kind)
-    _, schedule = _resolve(P, prm, symmetric_only=not cross)
-    truncate = ms.TRUNCATE if prm.truncate is None else prm.truncate
-    cost, rho, p = prm.cost, prm.rho, prm.p
-    x, y, a, b = P.x, P.y, P.a, P.b
-    dev = x.device
-    xd, yd, ad, bd = x.detach()[0], y.detach()[0], a.detach()[0], b.detach()[0]
+    run = _prepare(P, prm, kind, cross, self_x, self_y)
+    if run.kj == 0:  # a one-temperature schedule (blur ~ diameter), or clusters as large as the blur
+        return _full_instead(P, prm, kind, run.s, kw)
+    with torch.no_grad():
+        coarse_pbs = _coarse_problems(run)
+        if run.tol is None:
+            n_coarse = _coarse_fixed(run, coarse_pbs)
+        else:
+            n_coarse = iterate(coarse_pbs, run.coarse, run.rho, max(run.tol, STAGE_TOL),
+                               max(len(run.coarse), run.cap - len(run.fine)))
+    if n_coarse is None:  # decided on the clusters, run outside no_grad (it must stay differentiable)
+        return _full_instead(P, prm, kind, run.s, kw)
+    with torch.no_grad():
+        fine_pbs = _jump(run, coarse_pbs)
+        n_fine, blocks = _fine(run, fine_pbs, n_coarse)
+    return _extrapolate(run, P, fine_pbs, n_coarse, n_fine, blocks)
 
-    geo = _geometry(kind, dev)
+
+@dataclasses.dataclass
+class _Run:
+    """What the phases of :func:`run_multiscale` share: kernels, schedule split, clusterings, sorted points."""
+
+    kind: str
+    dev: torch.device
+    Op: type
+    geo: object
+    schedule: list
+    coarse: list
+    fine: list
+    kj: int
+    s: float
+    cost: object
+    rho: float | None
+    tol: float | None
+    cap: int
+    truncate: float
+    N: int
+    M: int
+    cx: object
+    cy: object
+    names: list
+    levels: list
+    srt: dict
+    key: dict
+
+
+def _prepare(P: Pair, prm: SinkhornParams, kind: str, cross: bool, self_x: bool, self_y: bool) -> _Run:
+    """Resolve the schedule, cluster the points (the cluster scale ``s``), split the schedule at the jump and sort
+    the points by cluster; ``kj = 0`` when no temperature can run on the clusters."""
+    B, N, M, D = P.shape
+    Op = _operator_class(kind)
+    _, schedule = backend_and_schedule(P, prm, symmetric_only=not cross)
+    truncate = ms.TRUNCATE if prm.truncate is None else prm.truncate
+    xd, yd, ad, bd = P.x.detach()[0], P.y.detach()[0], P.a.detach()[0], P.b.detach()[0]
+    geo = _geometry(kind, P.x.device)
     s = ms.default_scale(xd, yd) if prm.cluster_scale is None else prm.cluster_scale
     if D > 3 and prm.cluster_scale is not None:
         warnings.warn("cluster_scale is ignored for D > 3 (k-means clustering with about "
-                      f"{ms.POINTS_PER_CLUSTER} points a cluster)", RuntimeWarning, stacklevel=4)
-    fixed = prm.tol is None
+                      f"{ms.POINTS_PER_CLUSTER} points a cluster)", RuntimeWarning, stacklevel=5)
     cx = geo.cluster(xd, ad, s) if (cross or self_x) else None
     cy = geo.cluster(yd, bd, s) if (cross or self_y) else None
     if D > 3:  # k-means: the scale is the clusters' typical size
         s = max(float(c.radius.max()) for c in (cx, cy) if c is not None)
-    kj = _n_coarse(schedule, s, p)
-    if kj == 0:  # a one-temperature schedule (blur ~ diameter), or clusters as large as the blur
-        return _full_instead(P, prm, kind, s, kw)
-    coarse, fine = schedule[:kj], schedule[kj:]
+    kj = _n_coarse(schedule, s, prm.p)
     cap = prm.max_iter if prm.max_iter is not None else DEFAULT_MAX_ITER
-    tol = prm.tol
+    names, levels = [], []
+    if cross:
+        names.append("xy")
+        levels.append((cx, cy))
+    if self_x:
+        names.append("xx")
+        levels.append((cx, cx))
+    if self_y:
+        names.append("yy")
+        levels.append((cy, cy))
+    srt, key = {}, {}
+    if kj:
+        with torch.no_grad():
+            pts = {id(cx): (xd, ad), id(cy): (yd, bd)}
+            srt = {k: (pts[id(c)][0][c.perm][None].contiguous(), pts[id(c)][1][c.perm][None].contiguous())
+                   for k, c in (("x", cx), ("y", cy)) if c is not None}
+            key = {id(cx): "x", id(cy): "y"}
+    return _Run(kind, P.x.device, Op, geo, schedule, schedule[:kj], schedule[kj:], kj, s, prm.cost, prm.rho, prm.tol, cap,
+                truncate, N, M, cx, cy, names, levels, srt, key)
 
-    def sorted_pts(c, pts, w):
-        return pts[c.perm][None].contiguous(), w[c.perm][None].contiguous()
 
-    names, fine_pbs, levels, n_coarse = [], [], [], []
-    full_instead = False
-    with torch.no_grad():
-        if cross:
-            names.append("xy")
-            levels.append((cx, cy))
-        if self_x:
-            names.append("xx")
-            levels.append((cx, cx))
-        if self_y:
-            names.append("yy")
-            levels.append((cy, cy))
-        pts = {id(cx): (xd, ad), id(cy): (yd, bd)}
-        srt = {k: sorted_pts(c, *pts[id(c)]) for k, c in (("x", cx), ("y", cy)) if c is not None}
-        key = {id(cx): "x", id(cy): "y"}
-
-        # 1. coarse level
-        coarse_pbs = []
-        for name, (c1, c2) in zip(names, levels):
-            op = Op(c1.centers[None], c2.centers[None], cost)
-            if name == "xy":
-                coarse_pbs.append(_Cross(op, op.transpose(), c1.weights[None], c2.weights[None]))
-            else:
-                coarse_pbs.append(_Symmetric(op, c1.weights[None]))
-        if fixed:
-            # one averaged update per temperature, as long as the jump's bound (its defect on the points,
-            # measured at each temperature) is within FIXED_TOL; else the jump is from the previous one
-            kept = 0
-            lw = {k: log_weights(v[1]) for k, v in srt.items()}
-            for k in range(kj):
-                snap = [] if k == 0 else [(pb.f.clone(), pb.g.clone() if name == "xy" else None)
-                                          for name, pb in zip(names, coarse_pbs)]
-                if k == 0:
-                    _iterate(coarse_pbs, schedule[:1], rho, None, 1)
-                else:
-                    for pb in coarse_pbs:
-                        pb.averaged_step(schedule[k], _damping(schedule[k], rho))
-                m = max(_jump_defect(nm, cpb, c1, c2, srt[key[id(c1)]][0], srt[key[id(c2)]][0], lw[key[id(c1)]],
-                                     lw[key[id(c2)]], schedule[k], _damping(schedule[k], rho), Op, cost)
-                        for nm, (c1, c2), cpb in zip(names, levels, coarse_pbs))
-                bound = m * 2.0 ** (-1.5 * (len(schedule) - k - 2))
-                log.info("multiscale: eps %.3g on the clusters: jump defect %.3g eps, bound %.2g", schedule[k], m, bound)
-                if bound > ms.FIXED_TOL:
-                    for pb, (f0, g0) in zip(coarse_pbs, snap):
-                        pb.f = f0
-                        if g0 is not None:
-                            pb.g = g0
-                    break
-                kept = k + 1
-            if kept == 0:
-                full_instead = True  # decided here, run outside no_grad (it must stay differentiable)
-            else:
-                coarse, fine = schedule[:kept], schedule[kept:]
-            n_coarse = [torch.full((1,), kept, dtype=torch.int64, device=dev) for _ in names]
+def _coarse_problems(run: _Run) -> list:
+    """The problems on the clusters' centroids and summed weights."""
+    coarse_pbs = []
+    for name, (c1, c2) in zip(run.names, run.levels):
+        op = run.Op(c1.centers[None], c2.centers[None], run.cost)
+        if name == "xy":
+            coarse_pbs.append(CrossProblem(op, op.transpose(), c1.weights[None], c2.weights[None]))
         else:
-            n_coarse = _iterate(coarse_pbs, coarse, rho, max(tol, STAGE_TOL), max(len(coarse), cap - len(fine)))
+            coarse_pbs.append(SymmetricProblem(op, c1.weights[None]))
+    return coarse_pbs
 
-    if full_instead:
-        return _full_instead(P, prm, kind, s, kw)
-    with torch.no_grad():
-        # 2. the jump
-        e0 = coarse[-1]
-        dd = _damping(e0, rho)
-        for name, (c1, c2), cpb in zip(names, levels, coarse_pbs):
-            (xs, as_), (ys, bs) = srt[key[id(c1)]], srt[key[id(c2)]]
-            if name == "xy":
-                pb = _WarmCross(None, None, as_, bs)
-                pb.f = dd * Op(xs, c2.centers[None], cost).softmin(e0, cpb.lb + cpb.g / e0)
-                pb.g = dd * Op(ys, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
+
+def _coarse_fixed(run: _Run, coarse_pbs: list) -> list | None:
+    """Fixed schedule on the clusters: one averaged update per temperature, as long as the jump's bound (its defect
+    on the points, measured at each temperature) is within :data:`~otpipe.geometry.blocks.FIXED_TOL`; else the jump
+    is from the previous one. Sets ``run.coarse`` / ``run.fine``; returns the updates per problem, or ``None`` when
+    not even the first temperature is within the bound (the full solver runs instead)."""
+    schedule, rho, names, srt, key = run.schedule, run.rho, run.names, run.srt, run.key
+    kept = 0
+    lw = {k: log_weights(v[1]) for k, v in srt.items()}
+    for k in range(run.kj):
+        snap = [] if k == 0 else [(pb.f.clone(), pb.g.clone() if name == "xy" else None)
+                                  for name, pb in zip(names, coarse_pbs)]
+        if k == 0:
+            iterate(coarse_pbs, schedule[:1], rho, None, 1)
+        else:
+            for pb in coarse_pbs:
+                pb.averaged_step(schedule[k], damping(schedule[k], rho))
+        m = max(_jump_defect(nm, cpb, c1, c2, srt[key[id(c1)]][0], srt[key[id(c2)]][0], lw[key[id(c1)]],
+                             lw[key[id(c2)]], schedule[k], damping(schedule[k], rho), run.Op, run.cost)
+                for nm, (c1, c2), cpb in zip(names, run.levels, coarse_pbs))
+        bound = m * 2.0 ** (-1.5 * (len(schedule) - k - 2))
+        log.info("multiscale: eps %.3g on the clusters: jump defect %.3g eps, bound %.2g", schedule[k], m, bound)
+        if bound > ms.FIXED_TOL:
+            for pb, (f0, g0) in zip(coarse_pbs, snap):
+                pb.f = f0
+                if g0 is not None:
+                    pb.g = g0
+            break
+        kept = k + 1
+    if kept == 0:
+        return None
+    run.coarse, run.fine = schedule[:kept], schedule[kept:]
+    return [torch.full((1,), kept, dtype=torch.int64, device=run.dev) for _ in names]
+
+
+def _jump(run: _Run, coarse_pbs: list) -> list:
+    """Extrapolate the coarse potentials to the (sorted) points at the last coarse temperature."""
+    e0 = run.coarse[-1]
+    dd = damping(e0, run.rho)
+    fine_pbs = []
+    for name, (c1, c2), cpb in zip(run.names, run.levels, coarse_pbs):
+        (xs, as_), (ys, bs) = run.srt[run.key[id(c1)]], run.srt[run.key[id(c2)]]
+        if name == "xy":
+            pb = _WarmCross(None, None, as_, bs)
+            pb.f = dd * run.Op(xs, c2.centers[None], run.cost).softmin(e0, cpb.lb + cpb.g / e0)
+            pb.g = dd * run.Op(ys, c1.centers[None], run.cost).softmin(e0, cpb.la + cpb.f / e0)
+        else:
+            pb = _WarmSymmetric(None, as_)
+            pb.f = dd * run.Op(xs, c1.centers[None], run.cost).softmin(e0, cpb.la + cpb.f / e0)
+        fine_pbs.append(pb)
+    return fine_pbs
+
+
+def _fine(run: _Run, fine_pbs: list, n_coarse: list) -> tuple[list, dict]:
+    """The remaining temperatures on the points, the kept blocks recomputed at each from the current potentials;
+    returns the updates per problem and the last blocks by problem name."""
+    names, coarse, fine, tol = run.names, run.coarse, run.fine, run.tol
+    n_fine = [torch.zeros(1, dtype=torch.int64, device=run.dev) for _ in names]
+    used = int(max(int(n.max()) for n in n_coarse)) if names else 0
+    blocks = {}
+    log.info("multiscale: %d x %d points, %s clusters, scale %.3g, %d coarse + %d fine temperatures, %s kernels",
+             run.N, run.M, "/".join(str(c.n) for c in (run.cx, run.cy) if c is not None), run.s, len(coarse),
+             len(fine), run.kind)
+    for k, eps in enumerate(fine):
+        t0 = time.perf_counter()
+        last = k == len(fine) - 1
+        for name, (c1, c2), pb in zip(names, run.levels, fine_pbs):
+            (xs, _), (ys, _) = run.srt[run.key[id(c1)]], run.srt[run.key[id(c2)]]
+            if not coarse and k == 0:
+                bl = run.geo.blocks(c1, c2, None)
             else:
-                pb = _WarmSymmetric(None, as_)
-                pb.f = dd * Op(xs, c1.centers[None], cost).softmin(e0, cpb.la + cpb.f / e0)
-            fine_pbs.append(pb)
+                f0 = pb.f[0]
+                g0 = pb.g[0] if name == "xy" else f0  # the same object for a self problem: fitted once
+                bl = run.geo.blocks(c1, c2, run.geo.mask(c1, c2, f0, g0, eps, run.cost, run.truncate))
+            blocks[name] = bl
+            op = run.Op(xs, ys, run.cost, bl)
+            if name == "xy":
+                pb.op_xy, pb.op_yx = op, op.transpose()
+            else:
+                pb.op = op
+        t = None if tol is None else (tol if last else max(tol, STAGE_TOL))
+        remaining = max(len(fine) - k, run.cap - used - (len(fine) - 1 - k))
+        its = iterate(fine_pbs, [eps], run.rho, t, remaining)
+        for j in range(len(names)):
+            n_fine[j] = n_fine[j] + its[j]
+        used += int(max(int(n.max()) for n in its))
+        if log.isEnabledFor(logging.INFO):
+            kept = ", ".join(f"{nm} {blocks[nm].pairs / float(int(blocks[nm].rows[-1]) * int(blocks[nm].cols[-1])):.2%}"
+                             for nm in names)
+            log.info("multiscale: eps %.3g: pairs kept %s, %s updates, %.2f s", eps, kept,
+                     "/".join(str(int(n.max())) for n in its), time.perf_counter() - t0)
+    return n_fine, blocks
 
-        # 3. fine temperatures, blocks recomputed at each
-        n_fine = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in names]
-        used = int(max(int(n.max()) for n in n_coarse)) if names else 0
-        blocks = {}
-        log.info("multiscale: %d x %d points, %s clusters, scale %.3g, %d coarse + %d fine temperatures, %s kernels",
-                 N, M, "/".join(str(c.n) for c in (cx, cy) if c is not None), s, len(coarse), len(fine), kind)
-        for k, eps in enumerate(fine):
-            t0 = time.perf_counter()
-            last = k == len(fine) - 1
-            for j, (name, (c1, c2), pb) in enumerate(zip(names, levels, fine_pbs)):
-                (xs, _), (ys, _) = srt[key[id(c1)]], srt[key[id(c2)]]
-                if not coarse and k == 0:
-                    bl = geo.blocks(c1, c2, None)
-                else:
-                    f0 = pb.f[0]
-                    g0 = pb.g[0] if name == "xy" else f0  # the same object for a self problem: fitted once
-                    bl = geo.blocks(c1, c2, geo.mask(c1, c2, f0, g0, eps, cost, truncate))
-                blocks[name] = bl
-                op = Op(xs, ys, cost, bl)
-                if name == "xy":
-                    pb.op_xy, pb.op_yx = op, op.transpose()
-                else:
-                    pb.op = op
-            t = None if tol is None else (tol if last else max(tol, STAGE_TOL))
-            remaining = max(len(fine) - k, cap - used - (len(fine) - 1 - k))
-            its = _iterate(fine_pbs, [eps], rho, t, remaining)
-            for j in range(len(names)):
-                n_fine[j] = n_fine[j] + its[j]
-            used += int(max(int(n.max()) for n in its))
-            if log.isEnabledFor(logging.INFO):
-                kept = ", ".join(f"{nm} {blocks[nm].pairs / float(int(blocks[nm].rows[-1]) * int(blocks[nm].cols[-1])):.2%}"
-                                 for nm in names)
-                log.info("multiscale: eps %.3g: pairs kept %s, %s updates, %.2f s", eps, kept,
-                         "/".join(str(int(n.max())) for n in its), time.perf_counter() - t0)
 
-    # 4. differentiable extrapolation on the final blocks, results in the original order
+def _extrapolate(run: _Run, P: Pair, fine_pbs: list, n_coarse: list, n_fine: list, blocks: dict) -> dict:
+    """The final differentiable update on the last blocks (envelope gradients), results in the original order."""
+    x, y, a, b = P.x, P.y, P.a, P.b
+    cost, schedule = run.cost, run.schedule
     eps = schedule[-1]
-    d = _damping(eps, rho)
-    out = {"backend": "multiscale", "schedule": schedule, "eps": eps, "fine_backend": kind}
-    grad_x, grad_y = _needs_grad(x), _needs_grad(y)
-    for name, (c1, c2), pb, nc, nf in zip(names, levels, fine_pbs, n_coarse, n_fine):
+    d = damping(eps, run.rho)
+    out = {"backend": "multiscale", "schedule": schedule, "eps": eps, "fine_backend": run.kind}
+    grad_x, grad_y = needs_grad(x), needs_grad(y)
+    for name, (c1, c2), pb, nc, nf in zip(run.names, run.levels, fine_pbs, n_coarse, n_fine):
         bl = blocks[name]
         n_it = nc + nf
         if name == "xy":
             xs = x[0][c1.perm][None] if grad_x else pb.op_xy.x
             ys = y[0][c2.perm][None] if grad_y else pb.op_yx.x
-            op_xy = Op(xs, pb.op_xy.y, cost, bl) if grad_x else pb.op_xy
-            op_yx = Op(ys, pb.op_yx.y, cost, bl.transpose()) if grad_y else pb.op_yx
+            op_xy = run.Op(xs, pb.op_xy.y, cost, bl) if grad_x else pb.op_xy
+            op_yx = run.Op(ys, pb.op_yx.y, cost, bl.transpose()) if grad_y else pb.op_yx
             f, g, err = pb.extrapolate(eps, d, op_xy, op_yx)
             f, g = f[:, c1.inv], g[:, c2.inv]
             view = _View()
@@ -387,7 +470,7 @@ def _multiscale_run(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, 
             out[name] = dict(f=f, g=g, err=err, n_iter=n_it, problem=view)
         else:
             src, needs = (x, grad_x) if name == "xx" else (y, grad_y)
-            op = Op(src[0][c1.perm][None], pb.op.y, cost, bl) if needs else pb.op
+            op = run.Op(src[0][c1.perm][None], pb.op.y, cost, bl) if needs else pb.op
             f, err = pb.extrapolate(eps, d, op)
             f = f[:, c1.inv]
             view = _View()

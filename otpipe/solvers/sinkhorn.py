@@ -28,18 +28,18 @@ from dataclasses import dataclass, field
 import torch
 
 from otpipe._arrays import numpy_io, short, to_numpy
-from otpipe.geometry.backends import choose_backend, get_backend
+from otpipe.geometry.backends import STRATEGIES, choose_backend, get_backend
+from otpipe.problems.measures import Pair, log_weights, validate_pair
 from otpipe.solvers.loop import (  # noqa: F401 - re-exported: the solver's parameters and schedule
     DEFAULT_MAX_ITER,
     STAGE_TOL,
     SinkhornParams,
-    _damping,
     epsilon_schedule,
     run_full,
 )
-from otpipe.problems.measures import Pair, log_weights, validate_pair
 
-__all__ = ["solve", "solve_symmetric", "OTResult", "SinkhornParams", "epsilon_schedule"]
+__all__ = ["solve", "solve_symmetric", "OTResult", "SinkhornParams", "epsilon_schedule", "run_problems",
+           "dual_value", "transport_cost", "check_balance", "ROUNDING_FACTOR"]
 
 #: largest number of entries a dense plan may have (``OTResult.plan``)
 PLAN_MAX_ENTRIES = 50_000_000
@@ -136,12 +136,33 @@ class OTResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _dual_value(a, f, b, g, eps: float, rho: float | None) -> torch.Tensor:
+def dual_value(a, f, b, g, eps: float, rho: float | None) -> torch.Tensor:
     """``OT_eps`` from the final potentials, per batch element.
 
     Balanced: ``<a, f> + <b, g>``. Unbalanced (KL, ``rho``): at the optimum
     ``(rho + eps/2) (<a, 1 - e^{-f/rho}> + <b, 1 - e^{-g/rho}>) + eps (|a||b| - (|a| + |b|)/2)``;
     its gradient is replaced by the envelope gradient of the dual objective.
+
+    Parameters
+    ----------
+    a, b : Tensor, ``(B, N)`` / ``(B, M)``
+        Weights.
+    f, g : Tensor, ``(B, N)`` / ``(B, M)``
+        Final potentials.
+    eps : float
+        Final temperature.
+    rho : float or None
+        KL penalty strength (``None``: balanced).
+
+    Returns
+    -------
+    Tensor, ``(B,)``
+        The value (differentiable).
+
+    Raises
+    ------
+    ValueError
+        A non-finite value, or a balanced value below zero beyond rounding (a stalled solve).
     """
     if rho is None:
         return _nonnegative(_finite((a * f).sum(-1) + (b * g).sum(-1), eps), a, f, b, g, eps)
@@ -188,8 +209,29 @@ def _nonnegative(value: torch.Tensor, a, f, b, g, eps: float) -> torch.Tensor:
     return value
 
 
-def _transport_cost(op, a, f_row, h_cols, eps: float, d: float) -> torch.Tensor:
-    """``<pi, C>`` for the plan with row potential ``f_row`` and column log-weights+potential ``h_cols``."""
+def transport_cost(op, a, f_row, h_cols, eps: float, d: float) -> torch.Tensor:
+    """``<pi, C>`` for the plan with row potential ``f_row`` and column log-weights+potential ``h_cols``.
+
+    Parameters
+    ----------
+    op : operator
+        The rows-from-columns reduction (:mod:`otpipe.geometry.backends`).
+    a : Tensor, ``(B, N)``
+        Row weights.
+    f_row : Tensor, ``(B, N)``
+        Row potential.
+    h_cols : Tensor, ``(B, M)``
+        ``log b + g / eps`` on the columns.
+    eps : float
+        Temperature.
+    d : float
+        Damping of the updates (:func:`otpipe.problems.problems.damping`); ``1`` keeps the row masses ``a``.
+
+    Returns
+    -------
+    Tensor, ``(B,)``
+        The transport cost per batch element.
+    """
     sc = op.softmax_cost(eps, h_cols)  # sum_j softmax_j C_ij
     F = op.softmin(eps, h_cols)  # undamped update
     row_mass = a * torch.exp(((f_row - F) / eps).clamp(max=80.0)) if d != 1.0 else a
@@ -201,7 +243,16 @@ def _transport_cost(op, a, f_row, h_cols, eps: float, d: float) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_balance(P: Pair, rho):
+def check_balance(P: Pair, rho: float | None) -> None:
+    """A ``ValueError`` when a balanced problem (``rho=None``) has unequal total masses (beyond the dtype's rounding).
+
+    Parameters
+    ----------
+    P : Pair
+        The validated measures.
+    rho : float or None
+        KL penalty strength; unbalanced problems (a number) are not checked.
+    """
     if rho is not None:
         return
     ma, mb = P.a.detach().sum(-1), P.b.detach().sum(-1)
@@ -217,17 +268,37 @@ def _check_balance(P: Pair, rho):
 
 
 
-def _run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool, init: dict | None = None):
+def run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool,
+                 init: dict | None = None) -> dict:
     """Shared engine of :func:`solve`, :func:`solve_symmetric` and the divergences: the multiscale driver
-    when the backend resolves to ``multiscale``, else :func:`otpipe.solvers.loop.run_full` (same output dict)."""
+    (:func:`otpipe.solvers.multiscale.run_multiscale`) when the backend name resolves to that solver strategy,
+    else :func:`otpipe.solvers.loop.run_full` on the operator backend (same output dict).
+
+    Parameters
+    ----------
+    P : Pair
+        The validated measures.
+    prm : SinkhornParams
+        Solver parameters.
+    cross, self_x, self_y : bool
+        Which of ``OT_eps(a, b)``, ``OT_eps(a, a)``, ``OT_eps(b, b)`` to solve.
+    init : dict, optional
+        Warm-start potentials by problem name (full backends only).
+
+    Returns
+    -------
+    dict
+        See :func:`otpipe.solvers.loop.run_full`.
+    """
     B, N, M, _ = P.shape
+    # a solver strategy (``multiscale``) is chosen like a backend but runs its own driver over operator backends
     if choose_backend(prm.backend, B, N, M, device=P.x.device, dtype=P.x.dtype,
-                      converging=prm.tol is not None) == "multiscale":
+                      converging=prm.tol is not None) in STRATEGIES:
         if init:
             raise ValueError("init= (warm start) is not supported by the multiscale backend: pass another backend")
-        from otpipe.solvers.multiscale import _multiscale_run
+        from otpipe.solvers.multiscale import run_multiscale
 
-        return _multiscale_run(P, prm, cross=cross, self_x=self_x, self_y=self_y)
+        return run_multiscale(P, prm, cross=cross, self_x=self_x, self_y=self_y)
     return run_full(P, prm, cross=cross, self_x=self_x, self_y=self_y, init=init)
 
 
@@ -343,18 +414,18 @@ def solve(
     prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost,
                               truncate=truncate, cluster_scale=cluster_scale)
     P = validate_pair(x, y, a, b)
-    _check_balance(P, prm.rho)
-    out = _run_problems(P, prm, cross=True, self_x=False, self_y=False, init=_warm_start(init, P, prm, "xy"))
+    check_balance(P, prm.rho)
+    out = run_problems(P, prm, cross=True, self_x=False, self_y=False, init=_warm_start(init, P, prm, "xy"))
     return _result(P, prm, out, "xy")
 
 
 def _result(P: Pair, prm: SinkhornParams, out: dict, key: str) -> OTResult:
-    """Package the output of :func:`_run_problems` for problem ``key`` ("xy" or "xx")."""
+    """Package the output of :func:`run_problems` for problem ``key`` ("xy" or "xx")."""
     r = out[key]
     f = r["f"]
     g = r["g"] if key == "xy" else f
     b = P.b if key == "xy" else P.a
-    value = _dual_value(P.a, f, b, g, out["eps"], prm.rho)
+    value = dual_value(P.a, f, b, g, out["eps"], prm.rho)
     un = (lambda t: t) if P.batched else (lambda t: t[0])
     return OTResult(
         value=un(value),
@@ -401,5 +472,5 @@ def solve_symmetric(
     prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost,
                               truncate=truncate, cluster_scale=cluster_scale)
     P = validate_pair(x, x, a, a)
-    out = _run_problems(P, prm, cross=False, self_x=True, self_y=False, init=_warm_start(init, P, prm, "xx"))
+    out = run_problems(P, prm, cross=False, self_x=True, self_y=False, init=_warm_start(init, P, prm, "xx"))
     return _result(P, prm, out, "xx")

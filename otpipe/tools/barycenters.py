@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -466,6 +466,37 @@ def free_support_barycenter(
     """
     import warnings
 
+    ys, bs, lam, X, a, opts = _free_setup(measures, lambdas, n_points, init, weights_init, learn_weights, p, blur,
+                                          diameter, scaling, sinkhorn_tol, sinkhorn_max_iter, tol, max_iter, step,
+                                          seed, backend)
+    terms = terms if terms is not None else LocalTerms(ys, bs, lam, opts)
+    const = terms.self_constant()
+    if acceleration not in ("lbfgs", "none"):
+        raise ValueError(f"unknown acceleration {acceleration!r}: use 'lbfgs' or 'none'")
+    if learn_weights:
+        return _learn_weights(X, a, terms, opts, const, lam, tol=tol, max_iter=max_iter, step=step, init=init, seed=seed)
+    run = _free_iterations(X, a, terms, opts, const, tol=tol, max_iter=max_iter, step=step, acceleration=acceleration)
+    diameter, sinkhorn_tol = opts["diameter"], opts["tol"]
+    reason = ""
+    if not run.converged:
+        reason = (f"max_iter={max_iter} without converging: largest displacement {run.disp:.3g} (tolerance "
+                  f"{tol * diameter:.3g} = tol * diameter), objective change {run.dF:.3g} (tolerance "
+                  f"{tol**2 * diameter**p:.3g}), inner marginal error {run.info.err:.3g} (sinkhorn_tol "
+                  f"{sinkhorn_tol:.3g})")
+        warnings.warn(f"free-support barycenter stopped at {reason}; raise max_iter, or loosen tol", RuntimeWarning,
+                      stacklevel=2)
+    n = len(run.X)
+    params = dict(opts, method="free", n_points=n, init=init if isinstance(init, str) else "given", seed=seed,
+                  step=step, learn_weights=learn_weights, outer_tol=tol, outer_max_iter=max_iter,
+                  lambdas=lam.tolist(), inner_updates=run.updates, last_inner_error=run.info.err)
+    return BarycenterResult(points=run.X, weights=a, n_iter=run.it, converged=run.converged, method="free",
+                            history=run.history, displacement=run.disp_hist, params=params, reason=reason)
+
+
+def _free_setup(measures, lambdas, n_points, init, weights_init, learn_weights, p, blur, diameter, scaling,
+                sinkhorn_tol, sinkhorn_max_iter, tol, max_iter, step, seed, backend):
+    """Validate the inputs of :func:`free_support_barycenter`: the measures, the starting support and weights,
+    and the inner solver options (``diameter`` and ``blur`` resolved, ``tol`` the inner tolerance)."""
     ys, bs, lam = validate_inputs(measures, lambdas)
     if n_points is None:
         n_points = max(len(y) for y in ys)
@@ -486,71 +517,73 @@ def free_support_barycenter(
         raise ValueError(f"sinkhorn_tol must be positive, got {sinkhorn_tol}")
     opts = dict(p=float(p), blur=float(blur), diameter=float(diameter), scaling=float(scaling), tol=float(sinkhorn_tol),
                 max_iter=sinkhorn_max_iter, backend=backend)
-    terms = terms if terms is not None else LocalTerms(ys, bs, lam, opts)
-    const = terms.self_constant()
-    if acceleration not in ("lbfgs", "none"):
-        raise ValueError(f"unknown acceleration {acceleration!r}: use 'lbfgs' or 'none'")
-    if learn_weights:
-        return _learn_weights(X, a, terms, opts, const, lam, tol=tol, max_iter=max_iter, step=step, init=init, seed=seed)
-    history, disp_hist = [], []
-    converged = False
-    reason = ""
-    it = 0
-    disp = dF = math.inf
-    updates = 0
+    return ys, bs, lam, X, a, opts
+
+
+@dataclass
+class _FreeRun:
+    """State of the fixed-point iterations of :func:`free_support_barycenter` (positions only)."""
+
+    X: np.ndarray
+    history: list = field(default_factory=list)
+    disp_hist: list = field(default_factory=list)
+    converged: bool = False
+    it: int = 0
+    disp: float = math.inf
+    dF: float = math.inf
+    updates: int = 0
+    info: Any = None
+
+
+def _free_iterations(X, a, terms: Terms, opts: dict, const: float, *, tol: float, max_iter: int, step: float,
+                     acceleration: str) -> _FreeRun:
+    """The outer loop on the positions: fixed-point steps ``x_i <- x_i - step grad_{x_i} F / a_i``, along L-BFGS
+    directions with ``acceleration="lbfgs"`` (a step that raises the objective is undone for the plain one)."""
+    p, diameter, sinkhorn_tol = opts["p"], opts["diameter"], opts["tol"]
+    r = _FreeRun(X)
     warm_self = [None]
     qn = _LBFGS(a, LBFGS_MEMORY, step) if acceleration == "lbfgs" else None
     last = None  # (X, G, F) of the last accepted iterate (L-BFGS)
     for it in range(1, max_iter + 1):
+        r.it = it
         # inexact early solves: the gradient needs no more accuracy than the step it makes
-        tol_k = max(sinkhorn_tol, min(INNER_TOL_MAX, FORCING * disp / diameter))
-        F, gX, _, info, _ = _evaluate(terms, X, a, opts, const, tol_k, False, warm_self)
-        updates += info.updates
+        tol_k = max(sinkhorn_tol, min(INNER_TOL_MAX, FORCING * r.disp / diameter))
+        F, gX, _, r.info, _ = _evaluate(terms, r.X, a, opts, const, tol_k, False, warm_self)
+        r.updates += r.info.updates
         G = gX / np.maximum(a, 1e-300)[:, None]
         # objectives from inner solves that missed their tolerance are not trusted to reject (or to judge) a step
-        reliable = info.err <= tol_k
+        reliable = r.info.err <= tol_k
         if qn is not None and last is not None and reliable and F > last[2] + _noise(last[2], tol_k):
             # the L-BFGS step raised the objective: undo it, forget the curvature, take the plain step instead
             X, G, F = last
             qn.reset()
             last = None  # the plain step is the baseline iteration: taken without a test
-            Xn = X - step * G
-            disp = float(np.sqrt((G**2).sum(1)).max()) * step
-            dF = math.inf
-            disp_hist.append(disp)
+            r.disp = float(np.sqrt((G**2).sum(1)).max()) * step
+            r.dF = math.inf
+            r.disp_hist.append(r.disp)
             _log.debug("iteration %d: L-BFGS step rejected (objective rose), plain step", it)
-            X = Xn
+            r.X = X - step * G
             continue
-        dF = abs(F - history[-1]) if history else math.inf
-        history.append(F)
+        r.dF = abs(F - r.history[-1]) if r.history else math.inf
+        r.history.append(F)
         # the first-order residual: the move of the plain fixed-point step
-        disp = float(np.sqrt((G**2).sum(1)).max()) * step
+        r.disp = float(np.sqrt((G**2).sum(1)).max()) * step
         if qn is not None:
             if last is not None:
-                qn.update(X - last[0], G - last[1])
-            last = (X, G, F)
-            Xn = X + qn.direction(G)
+                qn.update(r.X - last[0], G - last[1])
+            last = (r.X, G, F)
+            Xn = r.X + qn.direction(G)
         else:
-            Xn = X - step * G
-        disp_hist.append(disp)
+            Xn = r.X - step * G
+        r.disp_hist.append(r.disp)
         _log.debug("iteration %d: objective %.12g, residual %.3g, inner tol %.2g, error %.2g, %d updates",
-                   it, F, disp, tol_k, info.err, info.updates)
-        inner_ok = tol_k <= sinkhorn_tol and info.err <= sinkhorn_tol
-        if disp < tol * diameter and dF <= tol**2 * diameter**p and inner_ok:
-            converged = True  # X satisfies the first-order condition: return it, not the next trial point
+                   it, F, r.disp, tol_k, r.info.err, r.info.updates)
+        inner_ok = tol_k <= sinkhorn_tol and r.info.err <= sinkhorn_tol
+        if r.disp < tol * diameter and r.dF <= tol**2 * diameter**p and inner_ok:
+            r.converged = True  # X satisfies the first-order condition: return it, not the next trial point
             break
-        X = Xn
-    if not converged:
-        reason = (f"max_iter={max_iter} without converging: largest displacement {disp:.3g} (tolerance "
-                  f"{tol * diameter:.3g} = tol * diameter), objective change {dF:.3g} (tolerance "
-                  f"{tol**2 * diameter**p:.3g}), inner marginal error {info.err:.3g} (sinkhorn_tol {sinkhorn_tol:.3g})")
-        warnings.warn(f"free-support barycenter stopped at {reason}; raise max_iter, or loosen tol", RuntimeWarning,
-                      stacklevel=2)
-    params = dict(opts, method="free", n_points=n, init=init if isinstance(init, str) else "given", seed=seed,
-                  step=step, learn_weights=learn_weights, outer_tol=tol, outer_max_iter=max_iter,
-                  lambdas=lam.tolist(), inner_updates=updates, last_inner_error=info.err)
-    return BarycenterResult(points=X, weights=a, n_iter=it, converged=converged, method="free",
-                            history=history, displacement=disp_hist, params=params, reason=reason)
+        r.X = Xn
+    return r
 
 
 def _evaluate(terms: Terms, X, a, opts: dict, const: float, tol: float, grad_weights: bool, warm_self: list):

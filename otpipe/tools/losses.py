@@ -16,7 +16,6 @@ Conventions (``docs/conventions.md``; ``<a, K b> = sum_ij a_i K(x_i, y_j) b_j``)
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -25,20 +24,21 @@ from otpipe import diagnostics as _diag
 from otpipe._arrays import numpy_io, short
 from otpipe.diagnostics import FIXED_SCHEDULE_MAX_ERROR
 from otpipe.geometry.backends import choose_backend, get_backend
-from otpipe.solvers.loop import check_mode
 from otpipe.problems.measures import log_weights, validate_pair
+from otpipe.problems.problems import damping
+from otpipe.solvers.loop import check_mode
 from otpipe.solvers.sinkhorn import (
     ROUNDING_FACTOR,
     SinkhornParams,
-    _check_balance,
-    _damping,
-    _dual_value,
-    _run_problems,
-    _transport_cost,
+    check_balance,
+    dual_value,
+    run_problems,
+    transport_cost,
 )
 
 __all__ = [
     "sinkhorn_divergence",
+    "divergence",
     "DivergenceResult",
     "mass_term",
     "energy_distance",
@@ -90,7 +90,7 @@ def mass_term(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _errors(results: dict) -> dict:
-    """``{problem: marginal error (B,)}`` of the solves in a :func:`_run_problems` output."""
+    """``{problem: marginal error (B,)}`` of the solves in a :func:`run_problems` output."""
     return {k: r["err"] for k, r in results.items() if isinstance(r, dict) and "err" in r}
 
 
@@ -246,36 +246,65 @@ def sinkhorn_divergence(
         raise ValueError(f"unknown variant {variant!r}: use 'dual' or 'transport'")
     prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost,
                               truncate=truncate, cluster_scale=cluster_scale)
+    return _divergence(x, y, a, b, prm, debias, variant, full_output)
+
+
+@numpy_io
+def divergence(x, y, a=None, b=None, params: SinkhornParams | None = None, *, debias: bool = True,
+               variant: str = "dual", full_output: bool = False):
+    """:func:`sinkhorn_divergence` with its solver parameters given as one validated :class:`SinkhornParams`.
+
+    Parameters
+    ----------
+    x, y, a, b
+        The measures (see :func:`otpipe.solve`).
+    params : SinkhornParams, optional
+        Solver parameters (:meth:`SinkhornParams.make`); default ``SinkhornParams.make()``.
+    debias, variant, full_output
+        As in :func:`sinkhorn_divergence`.
+
+    Returns
+    -------
+    Tensor or DivergenceResult
+        As :func:`sinkhorn_divergence`.
+    """
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: use 'dual' or 'transport'")
+    return _divergence(x, y, a, b, SinkhornParams.make() if params is None else params, debias, variant, full_output)
+
+
+def _divergence(x, y, a, b, prm: SinkhornParams, debias: bool, variant: str, full_output: bool):
+    """The body of :func:`sinkhorn_divergence` and :func:`divergence`: validate the measures, solve, combine."""
     P = validate_pair(x, y, a, b)
-    _check_balance(P, prm.rho)
+    check_balance(P, prm.rho)
+    # attributed to the caller outside otpipe (through the numpy_io wrapper and SamplesLoss)
     if variant == "transport" and _needs_any_grad(P):
-        warnings.warn("variant='transport' is returned without gradient", RuntimeWarning, stacklevel=3)
+        _diag.warn("variant='transport' is returned without gradient", RuntimeWarning)
     if variant == "transport" and debias and prm.rho is not None:
-        warnings.warn(
+        _diag.warn(
             "the debiased unbalanced transport variant is not a divergence (it can be negative, even for equal "
             "masses); use variant='dual' for Sejourne et al.'s unbalanced Sinkhorn divergence",
             RuntimeWarning,
-            stacklevel=3,  # warn, sinkhorn_divergence, numpy_io wrapper -> caller
         )
     grad_ctx = torch.no_grad() if variant == "transport" else _nullcontext()
     with grad_ctx:
-        out = _run_problems(P, prm, cross=True, self_x=debias, self_y=debias)
+        out = run_problems(P, prm, cross=True, self_x=debias, self_y=debias)
     _warn_not_converged(out, prm.tol)
     eps, rho = out["eps"], prm.rho
-    d = _damping(eps, rho)
+    d = damping(eps, rho)
     xy = out["xy"]
     with grad_ctx:
         if variant == "dual":
-            ot_xy = _dual_value(P.a, xy["f"], P.b, xy["g"], eps, rho)
-            ot_xx = _dual_value(P.a, out["xx"]["f"], P.a, out["xx"]["f"], eps, rho) if debias else None
-            ot_yy = _dual_value(P.b, out["yy"]["f"], P.b, out["yy"]["f"], eps, rho) if debias else None
+            ot_xy = dual_value(P.a, xy["f"], P.b, xy["g"], eps, rho)
+            ot_xx = dual_value(P.a, out["xx"]["f"], P.a, out["xx"]["f"], eps, rho) if debias else None
+            ot_yy = dual_value(P.b, out["yy"]["f"], P.b, out["yy"]["f"], eps, rho) if debias else None
         else:
             pb = xy["problem"]
-            ot_xy = _transport_cost(pb.op_xy, P.a, xy["f"], pb.lb + pb.g / eps, eps, d)
+            ot_xy = transport_cost(pb.op_xy, P.a, xy["f"], pb.lb + pb.g / eps, eps, d)
             if debias:
                 sx, sy = out["xx"]["problem"], out["yy"]["problem"]
-                ot_xx = _transport_cost(sx.op, P.a, out["xx"]["f"], sx.la + sx.f / eps, eps, d)
-                ot_yy = _transport_cost(sy.op, P.b, out["yy"]["f"], sy.la + sy.f / eps, eps, d)
+                ot_xx = transport_cost(sx.op, P.a, out["xx"]["f"], sx.la + sx.f / eps, eps, d)
+                ot_yy = transport_cost(sy.op, P.b, out["yy"]["f"], sy.la + sy.f / eps, eps, d)
             else:
                 ot_xx = ot_yy = None
     mt = 0.0
@@ -561,6 +590,7 @@ class SamplesLoss(torch.nn.Module):
             check_mode(prm)
 
     def _params(self) -> SinkhornParams:
+        """The solver parameters of the current attributes, validated (one object passed to the solvers)."""
         return SinkhornParams.make(self.p, self.blur, self.reach, self.diameter, self.scaling, self.tol,
                                    self.max_iter, self.backend, self.cost, truncate=self.truncate,
                                    cluster_scale=self.cluster_scale)
@@ -579,12 +609,7 @@ class SamplesLoss(torch.nn.Module):
         if self.loss == "sinkhorn":
             if self.potentials:
                 return self._sinkhorn_potentials(x, y, a, b)
-            return sinkhorn_divergence(
-                x, y, a, b, p=self.p, blur=self.blur, reach=self.reach, diameter=self.diameter,
-                scaling=self.scaling, tol=self.tol, max_iter=self.max_iter, backend=self.backend,
-                cost=self.cost, debias=self.debias, variant=self.variant, truncate=self.truncate,
-                cluster_scale=self.cluster_scale,
-            )
+            return divergence(x, y, a, b, self._params(), debias=self.debias, variant=self.variant)
         if self.loss == "hausdorff":
             return hausdorff(x, y, a, b, p=self.p, blur=self.blur, cost=self.cost, backend=self.backend,
                              potentials=self.potentials)
@@ -594,8 +619,8 @@ class SamplesLoss(torch.nn.Module):
     def _sinkhorn_potentials(self, x, y, a, b):
         prm = self._params()
         P = validate_pair(x, y, a, b)
-        _check_balance(P, prm.rho)
-        out = _run_problems(P, prm, cross=True, self_x=self.debias, self_y=self.debias)
+        check_balance(P, prm.rho)
+        out = run_problems(P, prm, cross=True, self_x=self.debias, self_y=self.debias)
         _warn_not_converged(out, prm.tol)
         F, G = out["xy"]["f"], out["xy"]["g"]
         if self.debias:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import otpipe
-from otpipe.geometry.costs import Cost
-from otpipe.geometry.backends import choose_backend, cpu
 from otpipe.geometry import blocks as ms
+from otpipe.geometry.backends import choose_backend, cpu
+from otpipe.geometry.costs import Cost
 from otpipe.solvers.sinkhorn import solve_symmetric
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"cpu kernels unavailable: {cpu.build_error()}")
@@ -261,8 +261,9 @@ def test_converged_within_bound_value_and_gradient(blur):
 def test_jump_defect_vanishes_when_the_clusters_are_the_points():
     """_jump_defect measures what the clusters miss: with one point a cluster and the coarse problem solved it is
     zero (rounding); coarse clusters at a small eps miss a lot."""
-    from otpipe.solvers.loop import _Cross, _iterate
     from otpipe.problems.measures import log_weights
+    from otpipe.problems.problems import CrossProblem
+    from otpipe.solvers.loop import iterate
     from otpipe.solvers.multiscale import _jump_defect
 
     g = torch.Generator().manual_seed(5)
@@ -272,9 +273,9 @@ def test_jump_defect_vanishes_when_the_clusters_are_the_points():
     def defect(scale, eps, solve):
         cx, cy = ms.cluster(x, a, scale), ms.cluster(y, b, scale)
         op = cpu.CpuOperator(cx.centers[None], cy.centers[None], Cost())
-        pb = _Cross(op, op.transpose(), cx.weights[None], cy.weights[None])
+        pb = CrossProblem(op, op.transpose(), cx.weights[None], cy.weights[None])
         if solve:
-            _iterate([pb], [1.0, 0.1, eps], None, 1e-13, 10000)
+            iterate([pb], [1.0, 0.1, eps], None, 1e-13, 10000)
         else:
             pb.init(eps, 1.0)
         return cx, cy, _jump_defect("xy", pb, cx, cy, x[cx.perm][None], y[cy.perm][None],

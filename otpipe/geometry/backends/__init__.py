@@ -9,16 +9,19 @@ An *operator* binds two batches of points ``x (B, N, D)`` (rows) and ``y (B, M, 
 * ``kernel_apply(kernel, sigma, v)``: ``sum_j k(x_i, y_j) v_j``, shape ``(B, N)``;
 * ``transpose()``: the operator with rows and columns exchanged.
 
-The solver only ever talks to operators, so a new backend is one new file here. Backends: ``tensorized``
-(dense), ``chunked`` (dense over blocks of rows, bounded memory, any device), ``cpu`` (compiled C++),
-``triton`` (CUDA), ``multiscale`` (block-sparse on clusters, over ``cpu`` / ``triton`` kernels) and ``keops``
-(pykeops, only when asked for by name: :func:`choose_backend` never picks it).
+The solver only ever talks to operators, so a new backend is one new file here. Backends (:data:`BACKENDS`):
+``tensorized`` (dense), ``chunked`` (dense over blocks of rows, bounded memory, any device), ``cpu`` (compiled
+C++), ``triton`` (CUDA) and ``keops`` (pykeops, only when asked for by name: :func:`choose_backend` never picks
+it). A backend name may also be a solver strategy (:data:`STRATEGIES`): ``multiscale`` (block-sparse on
+clusters, :mod:`otpipe.solvers.multiscale`) runs on the ``cpu`` / ``triton`` kernels and is chosen, validated and
+dispatched like a backend, but it is no operator: :func:`get_backend` serves it the native operator of the points'
+device (:mod:`otpipe.geometry.backends.native`) for full reductions.
 """
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["BACKENDS", "get_backend", "choose_backend", "check_name", "triton_error", "AUTO_DENSE_MAX_ENTRIES",
+__all__ = ["BACKENDS", "STRATEGIES", "get_backend", "choose_backend", "check_name", "triton_error", "AUTO_DENSE_MAX_ENTRIES",
            "AUTO_CPU_MIN_ENTRIES", "AUTO_MULTISCALE_MIN_ENTRIES", "AUTO_MULTISCALE_MIN_ENTRIES_GPU"]
 
 BACKENDS = {
@@ -26,9 +29,10 @@ BACKENDS = {
     "chunked": "otpipe.geometry.backends.chunked",
     "keops": "otpipe.geometry.backends.keops",
     "cpu": "otpipe.geometry.backends.cpu",
-    "multiscale": "otpipe.geometry.blocks",
     "triton": "otpipe.geometry.backends.triton",
 }
+#: solver strategies accepted wherever a backend name is (dispatched by :func:`otpipe.solvers.sinkhorn.run_problems`)
+STRATEGIES = ("multiscale",)
 _ALIASES = {"online": "keops", "dense": "tensorized"}
 
 from otpipe.geometry.backends._limits import (
@@ -100,8 +104,8 @@ def _check_serves(name: str, dev: str, dtype) -> None:
 def check_name(name: str) -> str:
     """``name`` with aliases resolved (``"auto"`` stays), or a one-line ``ValueError`` for an unknown name."""
     name = _ALIASES.get(name, name)
-    if name != "auto" and name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}: choose one of {sorted(BACKENDS) + ['auto']}")
+    if name != "auto" and name not in BACKENDS and name not in STRATEGIES:
+        raise ValueError(f"unknown backend {name!r}: choose one of {sorted([*BACKENDS, *STRATEGIES]) + ['auto']}")
     return name
 
 
@@ -147,5 +151,19 @@ def choose_backend(name: str, B: int, N: int, M: int, *, device=None, dtype=None
 
 
 def get_backend(name: str):
-    """The backend module for a resolved backend name (imported on first use)."""
+    """The operator module (with ``operator(x, y, cost)``) for a resolved backend name, imported on first use.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`BACKENDS`, or a solver strategy of :data:`STRATEGIES`, which gets the native operator of
+        the points' device (:mod:`otpipe.geometry.backends.native`) for its full reductions.
+
+    Returns
+    -------
+    module
+        The backend module.
+    """
+    if name in STRATEGIES:
+        return importlib.import_module("otpipe.geometry.backends.native")
     return importlib.import_module(BACKENDS[name])

@@ -14,7 +14,7 @@ AUTO_CPU_MIN_ENTRIES = 100 * 100
 #: on CPU tensors, ``auto`` uses the ``multiscale`` solver for single pairs (B = 1) from this many entries on, in the
 #: converging mode only (``tol`` given: there it is within 1.4e-6 of the full solve, measured at tol 1e-2 to 1e-4; in
 #: the fixed schedule it was up to 1.7e-3 from the full fixed-schedule value, README "Backends").
-#: Measured (fixed schedule, D = 3, issue 14's geometry, 2 shared cores; notes/issue-14-converge.md): at 20k
+#: Measured (fixed schedule, D = 3, x in the unit cube and y in [0.25, 0.75]^3, 2 shared cores): at 20k
 #: multiscale took 2.4 / 3.1 / 6.8 / 3.3 s against the full solve's 4.2 / 7.4 / 6.3 / 4.4 s at blur 0.01 / 0.05 /
 #: 0.1 / 0.5, within 2e-5 of its value; at 10k it was slower (2.7 vs 2.0 s at blur 0.1, 1.7 vs 1.4 s at 0.5)
 AUTO_MULTISCALE_MIN_ENTRIES = 20_000 * 20_000
