@@ -24,9 +24,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from otpipe.engine import jobs as _jobs
 from otpipe.engine import security as _security
@@ -38,7 +38,7 @@ log = logging.getLogger("otpipe.cluster")
 _LOOPBACK_DASHBOARD = "127.0.0.1:0"  # None would mean ':8787' on every interface: always loopback, random port
 
 
-def _silence(spec: "ClusterSpec") -> int:
+def _silence(spec: ClusterSpec) -> int:
     return logging.ERROR if spec.quiet else logging.WARN
 
 

@@ -23,7 +23,7 @@ from otpipe.diagnostics import (
     ConvergenceWarning,  # one class for the solver and the pipeline
 )
 
-__all__ = ["ConvergenceWarning", "MEDIAN_THRESHOLD", "MAX_THRESHOLD", "summarise", "attrs", "warn"]
+__all__ = ["ConvergenceWarning", "MEDIAN_THRESHOLD", "MAX_THRESHOLD", "summarise", "attrs", "result_attrs", "warn"]
 
 MEDIAN_THRESHOLD = 1e-2
 MAX_THRESHOLD = 1e-1
@@ -53,13 +53,20 @@ def message(s: dict, *, what: str, remedy: str, note: str = "", unit: str = "sol
 def attrs(s: dict, msg: str) -> dict:
     """Result attributes: ``marginal_error_median``, ``marginal_error_max``, ``marginal_error_threshold``,
     ``convergence_warning`` (the warning text, or ``""``)."""
-    f = (lambda v: None if not math.isfinite(v) else float(v))
+    def f(v):
+        return None if not math.isfinite(v) else float(v)
+
     return {
         "marginal_error_median": f(s["median"]),
         "marginal_error_max": f(s["max"]),
         "marginal_error_threshold": {"median": MEDIAN_THRESHOLD, "max": MAX_THRESHOLD},
         "convergence_warning": msg,
     }
+
+
+def result_attrs(s: dict, *, what: str, remedy: str, note: str = "", unit: str = "solves") -> dict:
+    """The convergence attributes of a run (:func:`attrs`) for summary ``s``, with its :func:`message`."""
+    return attrs(s, message(s, what=what, remedy=remedy, note=note, unit=unit))
 
 
 def warn(msg: str, stacklevel: int | None = None) -> None:

@@ -19,8 +19,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["Interrupted", "Guard", "guard", "EXIT_CODE", "resume_hint"]
 

@@ -206,13 +206,12 @@ def run_study(
         _run_cells(ck, cells, eps, dims, ns, reps, kw, cluster=cluster, client=client, progress=progress)
         seconds = time.perf_counter() - t0
         ds = _assemble(ck, eps, dims, ns, reps, kw, divergence, level, fp, content)
-        summ = _conv.summarise(ds["marginal_error"].values)
-        msg = _conv.message(summ, what=f"the Sinkhorn solves of the complexity study {job.out.name}",
-                            remedy="raise --max-iter, or drop the smallest --eps")
-        ds.attrs.update(_conv.attrs(summ, msg))
+        ds.attrs.update(_conv.result_attrs(_conv.summarise(ds["marginal_error"].values),
+                                           what=f"the Sinkhorn solves of the complexity study {job.out.name}",
+                                           remedy="raise --max-iter, or drop the smallest --eps"))
         log.info("complexity: %d cells, %d solves per divergence in %.1f s", len(cells), len(cells) * reps, seconds)
         _ck.finalise(job.out, ds)
-        _conv.warn(msg)
+        _conv.warn(ds.attrs["convergence_warning"])
         if figures is not None:
             fig_dir = (Path(figures) if figures != "auto"
                        else job.out.parent / (job.out.name.removesuffix(".zarr") + "_figures"))

@@ -644,8 +644,7 @@ def _complete(r: _Tiles, t0: float, self_computed: int, computed: int, n_done_be
         remedy = ("use --tol 1e-3 (Python: tol=1e-3) for converged solves, or a larger --blur"
                   if rp.tol is None else "raise --max-iter or use a larger --blur")
         name = "this run" if out.name == "result.zarr" and out.parent.name.startswith("otpipe-pairwise-") else str(out)
-        msg = _conv.message(summ, what=f"the Sinkhorn solves of {name}", remedy=remedy)
-        conv = _conv.attrs(summ, msg)
+        conv = _conv.result_attrs(summ, what=f"the Sinkhorn solves of {name}", remedy=remedy)
     with r.g.critical():
         _result.mark_complete(
             out,

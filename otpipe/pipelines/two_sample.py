@@ -427,15 +427,14 @@ def _assemble(tp: TestPlan, src, tgt, ck: _ck.Checkpoint, params: dict, attrs: d
     a = dict(attrs)
     a["params"] = jsonable(prm) if prm else a.get("params", {})
     if tp.kw["statistic"] == "sinkhorn":
-        summ = _conv.summarise(ck.data["marginal_error"])
         remedy = ("use --tol 1e-3 (Python: tol=1e-3) for converged statistics, or a larger --blur"
                   if tp.kw.get("tol") is None else "raise --max-iter or use a larger --blur")
-        msg = _conv.message(summ, what="the Sinkhorn solves of the two-sample tests", remedy=remedy,
-                            unit="tests (the largest error of each test's solves)",
-                            note="the p-values stay valid (every permutation is solved the same way) but the "
-                                 "statistics are not converged S_eps values")
-        a.update(_conv.attrs(summ, msg))
-        _conv.warn(msg)
+        a.update(_conv.result_attrs(_conv.summarise(ck.data["marginal_error"]),
+                                    what="the Sinkhorn solves of the two-sample tests", remedy=remedy,
+                                    unit="tests (the largest error of each test's solves)",
+                                    note="the p-values stay valid (every permutation is solved the same way) but the "
+                                         "statistics are not converged S_eps values"))
+        _conv.warn(a["convergence_warning"])
     a["complete"] = True
     return xr.Dataset(data, coords=coords, attrs=a)
 
