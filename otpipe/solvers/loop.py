@@ -25,6 +25,7 @@ from otpipe.geometry.costs import diagonal as _diagonal
 from otpipe.problems.measures import Pair
 from otpipe.problems.problems import CrossProblem, SymmetricProblem, damping
 from otpipe.solvers.anderson import Anderson
+from otpipe.solvers.output import RunOutput, Solution
 
 __all__ = ["SinkhornParams", "epsilon_schedule", "run_full", "iterate", "backend_and_schedule", "needs_grad",
            "check_mode", "n_temperatures", "max_scaling", "DEFAULT_MAX_ITER", "STAGE_TOL",
@@ -514,7 +515,8 @@ def needs_grad(*ts: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
 
-def run_full(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool, init: dict | None = None):
+def run_full(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool,
+             init: dict | None = None) -> RunOutput:
     """The full (not multiscale) engine of :func:`otpipe.solvers.sinkhorn.solve`, :func:`~otpipe.solvers.sinkhorn.solve_symmetric` and the divergences.
 
     ``init``: warm-start potentials by problem name (``{"xy": (f, g), "xx": f, "yy": f}``, batched, validated
@@ -522,8 +524,8 @@ def run_full(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y:
     bring cold potentials near the final ones, which a warm start from a nearby problem at that temperature
     already is, and annealing down from ``diameter^p`` would first move them away again.
 
-    Returns a dict with the backend, schedule, and for each requested problem its final
-    (differentiable) potentials, n_iter and marginal error.
+    Returns a :class:`~otpipe.solvers.output.RunOutput`: the backend, the schedule, and for each requested problem
+    its final (differentiable) potentials, n_iter and marginal error.
     """
     backend, schedule = backend_and_schedule(P, prm, symmetric_only=not cross)
     init = init or {}
@@ -549,17 +551,17 @@ def run_full(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y:
 
     eps = schedule[-1]
     d = damping(eps, rho)
-    out = {"backend": backend, "schedule": schedule, "eps": eps}
+    out = RunOutput(backend, schedule, eps)
     grad_x, grad_y = needs_grad(x), needs_grad(y)
     for pb, name, n_it in zip(problems, names, n_iters):
         if name == "xy":
             op_xy = mod.operator(x, yd, cost) if grad_x else pb.op_xy
             op_yx = mod.operator(y, xd, cost) if grad_y else pb.op_yx
             f, g, err = pb.extrapolate(eps, d, op_xy, op_yx)
-            out[name] = dict(f=f, g=g, err=err, n_iter=n_it, problem=pb)
+            out.solutions[name] = Solution(f, g, err, n_it, pb)
         else:
             pts, needs = (x, grad_x) if name == "xx" else (y, grad_y)
             op = mod.operator(pts, pts.detach(), cost) if needs else pb.op
             f, err = pb.extrapolate(eps, d, op)
-            out[name] = dict(f=f, err=err, n_iter=n_it, problem=pb)
+            out.solutions[name] = Solution(f, None, err, n_it, pb)
     return out

@@ -50,6 +50,7 @@ from otpipe.solvers.loop import (
     needs_grad,
     run_full,
 )
+from otpipe.solvers.output import RunOutput, Solution
 
 __all__ = ["run_multiscale"]
 
@@ -221,7 +222,7 @@ def _full_instead(P: Pair, prm: SinkhornParams, kind: str, s: float, kw: dict):
     return run_full(P, dataclasses.replace(prm, backend=full), **kw)
 
 
-def run_multiscale(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool) -> dict:
+def run_multiscale(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool) -> RunOutput:
     """Multiscale counterpart of :func:`otpipe.solvers.loop.run_full`: same inputs and output dict.
 
     Parameters
@@ -235,10 +236,9 @@ def run_multiscale(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, s
 
     Returns
     -------
-    dict
-        ``backend``, ``schedule``, ``eps`` (and ``fine_backend``), and per problem name (``"xy"``, ``"xx"``,
-        ``"yy"``) its final differentiable potentials, ``err``, ``n_iter`` and ``problem`` (in the original
-        point order).
+    RunOutput
+        ``backend="multiscale"`` with ``fine_backend``; each problem's ``Solution.problem`` is a view in the
+        original point order.
     """
     B, N, M, D = P.shape
     kw = dict(cross=cross, self_x=self_x, self_y=self_y)
@@ -445,13 +445,13 @@ def _fine(run: _Run, fine_pbs: list, n_coarse: list) -> tuple[list, dict]:
     return n_fine, blocks
 
 
-def _extrapolate(run: _Run, P: Pair, fine_pbs: list, n_coarse: list, n_fine: list, blocks: dict) -> dict:
+def _extrapolate(run: _Run, P: Pair, fine_pbs: list, n_coarse: list, n_fine: list, blocks: dict) -> RunOutput:
     """The final differentiable update on the last blocks (envelope gradients), results in the original order."""
     x, y, a, b = P.x, P.y, P.a, P.b
     cost, schedule = run.cost, run.schedule
     eps = schedule[-1]
     d = damping(eps, run.rho)
-    out = {"backend": "multiscale", "schedule": schedule, "eps": eps, "fine_backend": run.kind}
+    out = RunOutput("multiscale", schedule, eps, fine_backend=run.kind)
     grad_x, grad_y = needs_grad(x), needs_grad(y)
     for name, (c1, c2), pb, nc, nf in zip(run.names, run.levels, fine_pbs, n_coarse, n_fine):
         bl = blocks[name]
@@ -467,7 +467,7 @@ def _extrapolate(run: _Run, P: Pair, fine_pbs: list, n_coarse: list, n_fine: lis
             view.op_xy = _Permuted(pb.op_xy, c1.inv, c2.perm)
             view.lb, view.g = log_weights(b.detach()), pb.g[:, c2.inv]
             view.la, view.f = log_weights(a.detach()), pb.f[:, c1.inv]
-            out[name] = dict(f=f, g=g, err=err, n_iter=n_it, problem=view)
+            out.solutions[name] = Solution(f, g, err, n_it, view)
         else:
             src, needs = (x, grad_x) if name == "xx" else (y, grad_y)
             op = run.Op(src[0][c1.perm][None], pb.op.y, cost, bl) if needs else pb.op
@@ -476,5 +476,5 @@ def _extrapolate(run: _Run, P: Pair, fine_pbs: list, n_coarse: list, n_fine: lis
             view = _View()
             view.op = _Permuted(pb.op, c1.inv, c1.perm)
             view.la, view.f = log_weights((a if name == "xx" else b).detach()), pb.f[:, c1.inv]
-            out[name] = dict(f=f, err=err, n_iter=n_it, problem=view)
+            out.solutions[name] = Solution(f, None, err, n_it, view)
     return out

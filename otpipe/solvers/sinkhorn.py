@@ -37,6 +37,7 @@ from otpipe.solvers.loop import (  # noqa: F401 - re-exported: the solver's para
     epsilon_schedule,
     run_full,
 )
+from otpipe.solvers.output import RunOutput
 
 __all__ = ["solve", "solve_symmetric", "OTResult", "SinkhornParams", "epsilon_schedule", "run_problems",
            "dual_value", "transport_cost", "check_balance", "ROUNDING_FACTOR"]
@@ -269,7 +270,7 @@ def check_balance(P: Pair, rho: float | None) -> None:
 
 
 def run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool,
-                 init: dict | None = None) -> dict:
+                 init: dict | None = None) -> RunOutput:
     """Shared engine of :func:`solve`, :func:`solve_symmetric` and the divergences: the multiscale driver
     (:func:`otpipe.solvers.multiscale.run_multiscale`) when the backend name resolves to that solver strategy,
     else :func:`otpipe.solvers.loop.run_full` on the operator backend (same output dict).
@@ -287,8 +288,8 @@ def run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, sel
 
     Returns
     -------
-    dict
-        See :func:`otpipe.solvers.loop.run_full`.
+    RunOutput
+        The backend, schedule and each problem's :class:`~otpipe.solvers.output.Solution`.
     """
     B, N, M, _ = P.shape
     # a solver strategy (``multiscale``) is chosen like a backend but runs its own driver over operator backends
@@ -326,10 +327,6 @@ def _warm_start(init, P: Pair, prm: SinkhornParams, key: str) -> dict | None:
             raise ValueError(f"init potential {name} contains NaN or infinite values")
         out.append(t)
     return {key: tuple(out) if key == "xy" else out[0]}
-
-
-def _converged(err: torch.Tensor, tol: float | None):
-    return None if tol is None else err <= tol
 
 
 @numpy_io
@@ -419,24 +416,24 @@ def solve(
     return _result(P, prm, out, "xy")
 
 
-def _result(P: Pair, prm: SinkhornParams, out: dict, key: str) -> OTResult:
+def _result(P: Pair, prm: SinkhornParams, out: RunOutput, key: str) -> OTResult:
     """Package the output of :func:`run_problems` for problem ``key`` ("xy" or "xx")."""
     r = out[key]
-    f = r["f"]
-    g = r["g"] if key == "xy" else f
+    f = r.f
+    g = r.g if key == "xy" else f
     b = P.b if key == "xy" else P.a
-    value = dual_value(P.a, f, b, g, out["eps"], prm.rho)
+    value = dual_value(P.a, f, b, g, out.eps, prm.rho)
     un = (lambda t: t) if P.batched else (lambda t: t[0])
     return OTResult(
         value=un(value),
         f=un(f),
         g=un(g),
-        n_iter=un(r["n_iter"]),
-        marginal_error=un(r["err"]),
-        converged=None if prm.tol is None else un(_converged(r["err"], prm.tol)),
-        eps=out["eps"],
-        schedule=out["schedule"],
-        backend=out["backend"],
+        n_iter=un(r.n_iter),
+        marginal_error=un(r.marginal_error),
+        converged=None if prm.tol is None else un(r.converged(prm.tol)),
+        eps=out.eps,
+        schedule=out.schedule,
+        backend=out.backend,
         params=prm,
         _pair=P,
         symmetric=key != "xy",

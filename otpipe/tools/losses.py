@@ -27,6 +27,7 @@ from otpipe.geometry.backends import choose_backend, get_backend
 from otpipe.problems.measures import log_weights, validate_pair
 from otpipe.problems.problems import damping
 from otpipe.solvers.loop import check_mode
+from otpipe.solvers.output import RunOutput
 from otpipe.solvers.sinkhorn import (
     ROUNDING_FACTOR,
     SinkhornParams,
@@ -89,12 +90,12 @@ def mass_term(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
     return 0.5 * eps * (a.sum(-1) - b.sum(-1)) ** 2
 
 
-def _errors(results: dict) -> dict:
+def _errors(results: RunOutput) -> dict:
     """``{problem: marginal error (B,)}`` of the solves in a :func:`run_problems` output."""
-    return {k: r["err"] for k, r in results.items() if isinstance(r, dict) and "err" in r}
+    return {k: r.marginal_error for k, r in results.solutions.items()}
 
 
-def _warn_not_converged(results: dict, tol) -> None:
+def _warn_not_converged(results: RunOutput, tol) -> None:
     """A :class:`~otpipe.diagnostics.ConvergenceWarning` when a solve ended above ``tol`` (converged mode) or above
     :data:`~otpipe.diagnostics.FIXED_SCHEDULE_MAX_ERROR` (fixed schedule, ``tol=None``)."""
     errs = _errors(results)
@@ -113,17 +114,17 @@ def _warn_not_converged(results: dict, tol) -> None:
         )
 
 
-def _rounding(P, results: dict, debias: bool) -> torch.Tensor:
+def _rounding(P, results: RunOutput, debias: bool) -> torch.Tensor:
     """Error a debiased value may carry without being wrong, per batch element: ``max(ROUNDING_FACTOR * finfo.eps,
     marginal error)`` times the magnitudes ``<a, |f|> + <b, |g|>`` of the three solves' potentials."""
     a, b = P.a.detach(), P.b.detach()
     r = results["xy"]
-    mags = [(a * r["f"].detach().abs()).sum(-1) + (b * r["g"].detach().abs()).sum(-1)]
-    errs = [r["err"].detach()]
+    mags = [(a * r.f.detach().abs()).sum(-1) + (b * r.g.detach().abs()).sum(-1)]
+    errs = [r.marginal_error.detach()]
     if debias:  # the halved self terms: <a, |f_aa|> and <b, |f_bb|>
         for key, w in (("xx", a), ("yy", b)):
-            mags.append((w * results[key]["f"].detach().abs()).sum(-1))
-            errs.append(results[key]["err"].detach())
+            mags.append((w * results[key].f.detach().abs()).sum(-1))
+            errs.append(results[key].marginal_error.detach())
     errs = [e.to(mags[0].dtype) for e in errs]
     fe = torch.finfo(mags[0].dtype).eps
     err = torch.stack(errs).amax(0).clamp(min=ROUNDING_FACTOR * fe)
@@ -290,21 +291,21 @@ def _divergence(x, y, a, b, prm: SinkhornParams, debias: bool, variant: str, ful
     with grad_ctx:
         out = run_problems(P, prm, cross=True, self_x=debias, self_y=debias)
     _warn_not_converged(out, prm.tol)
-    eps, rho = out["eps"], prm.rho
+    eps, rho = out.eps, prm.rho
     d = damping(eps, rho)
     xy = out["xy"]
     with grad_ctx:
         if variant == "dual":
-            ot_xy = dual_value(P.a, xy["f"], P.b, xy["g"], eps, rho)
-            ot_xx = dual_value(P.a, out["xx"]["f"], P.a, out["xx"]["f"], eps, rho) if debias else None
-            ot_yy = dual_value(P.b, out["yy"]["f"], P.b, out["yy"]["f"], eps, rho) if debias else None
+            ot_xy = dual_value(P.a, xy.f, P.b, xy.g, eps, rho)
+            ot_xx = dual_value(P.a, out["xx"].f, P.a, out["xx"].f, eps, rho) if debias else None
+            ot_yy = dual_value(P.b, out["yy"].f, P.b, out["yy"].f, eps, rho) if debias else None
         else:
-            pb = xy["problem"]
-            ot_xy = transport_cost(pb.op_xy, P.a, xy["f"], pb.lb + pb.g / eps, eps, d)
+            pb = xy.problem
+            ot_xy = transport_cost(pb.op_xy, P.a, xy.f, pb.lb + pb.g / eps, eps, d)
             if debias:
-                sx, sy = out["xx"]["problem"], out["yy"]["problem"]
-                ot_xx = transport_cost(sx.op, P.a, out["xx"]["f"], sx.la + sx.f / eps, eps, d)
-                ot_yy = transport_cost(sy.op, P.b, out["yy"]["f"], sy.la + sy.f / eps, eps, d)
+                sx, sy = out["xx"].problem, out["yy"].problem
+                ot_xx = transport_cost(sx.op, P.a, out["xx"].f, sx.la + sx.f / eps, eps, d)
+                ot_yy = transport_cost(sy.op, P.b, out["yy"].f, sy.la + sy.f / eps, eps, d)
             else:
                 ot_xx = ot_yy = None
     mt = 0.0
@@ -318,20 +319,20 @@ def _divergence(x, y, a, b, prm: SinkhornParams, debias: bool, variant: str, ful
         return un(value)
     conv = None
     if prm.tol is not None:
-        conv = xy["err"] <= prm.tol
+        conv = xy.converged(prm.tol)
         if debias:
-            conv = conv & (out["xx"]["err"] <= prm.tol) & (out["yy"]["err"] <= prm.tol)
+            conv = conv & out["xx"].converged(prm.tol) & out["yy"].converged(prm.tol)
     return DivergenceResult(
         value=un(value),
         ot_xy=un(ot_xy),
         ot_xx=un(ot_xx),
         ot_yy=un(ot_yy),
-        n_iter=un(xy["n_iter"]),
-        marginal_error=un(xy["err"]),
+        n_iter=un(xy.n_iter),
+        marginal_error=un(xy.marginal_error),
         converged=un(conv),
         eps=eps,
-        schedule=out["schedule"],
-        backend=out["backend"],
+        schedule=out.schedule,
+        backend=out.backend,
         mass_term=un(mt) if torch.is_tensor(mt) else mt,
     )
 
@@ -622,8 +623,8 @@ class SamplesLoss(torch.nn.Module):
         check_balance(P, prm.rho)
         out = run_problems(P, prm, cross=True, self_x=self.debias, self_y=self.debias)
         _warn_not_converged(out, prm.tol)
-        F, G = out["xy"]["f"], out["xy"]["g"]
+        F, G = out["xy"].f, out["xy"].g
         if self.debias:
-            F, G = F - out["xx"]["f"], G - out["yy"]["f"]
+            F, G = F - out["xx"].f, G - out["yy"].f
         un = (lambda t: t) if P.batched else (lambda t: t[0])
         return un(F), un(G)
