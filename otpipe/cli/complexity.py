@@ -69,7 +69,8 @@ def complexity(out, eps, dims, ns, reps, p, divergence, only, distribution, seed
                figures, no_figures, resume, overwrite, dry_run, as_json, no_progress, quiet, **kw):
     """Sample complexity: E D_eps(mu_N, nu_N) ~ N^-kappa over a grid of eps, d and N (Genevay et al. 2018, App. A)."""
     from otpipe.engine import estimate
-    from otpipe.pipelines.complexity import kappa_table, run_study
+    from otpipe.pipelines.complexity import run_study
+    from otpipe.report.complexity import kappa_table
 
     setup_logging(quiet)
     spec = client_from_options(kw)
