@@ -223,7 +223,7 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
         sec = _security.for_address(spec.scheduler, spec.scheduler_file, spec.tls_ca_file, spec.tls_cert, spec.tls_key)
         from otpipe.engine.preflight import check_scheduler
 
-        check_scheduler(_security._address_of(spec.scheduler, spec.scheduler_file), sec)  # a Dask scheduler there?
+        check_scheduler(_security.scheduler_address(spec.scheduler, spec.scheduler_file), sec)  # a Dask scheduler there?
         c = Client(spec.scheduler, security=sec) if spec.scheduler else Client(scheduler_file=spec.scheduler_file, security=sec)
     else:
         if spec.cluster in ("slurm", "pbs"):

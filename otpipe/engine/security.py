@@ -15,7 +15,7 @@ import logging
 import os
 from urllib.parse import urlsplit
 
-__all__ = ["temporary", "for_address", "check_interface", "NO_TLS_WARNING"]
+__all__ = ["temporary", "for_address", "check_interface", "scheduler_address", "NO_TLS_WARNING"]
 
 log = logging.getLogger("otpipe.cluster")
 
@@ -34,7 +34,8 @@ def temporary(what: str):
                          "(pip install cryptography, or 'otpipe[cluster]'); or pass --no-tls on a trusted network") from None
 
 
-def _address_of(scheduler: str | None, scheduler_file: str | None) -> str | None:
+def scheduler_address(scheduler: str | None, scheduler_file: str | None) -> str | None:
+    """The scheduler's address: ``scheduler`` itself, or the address written in ``scheduler_file``."""
     if scheduler:
         return scheduler
     if scheduler_file:
@@ -62,7 +63,7 @@ def for_address(scheduler: str | None, scheduler_file: str | None, ca: str | Non
     ``tls://`` needs ``ca`` and ``cert`` (``key`` unless inside ``cert``); certificates with a
     ``tcp://`` address are an error; a plain ``tcp://`` address beyond loopback gets a warning.
     """
-    address = _address_of(scheduler, scheduler_file)
+    address = scheduler_address(scheduler, scheduler_file)
     if address is None:
         if ca or cert or key:
             raise ValueError("--tls-ca-file/--tls-cert/--tls-key apply to --scheduler/--scheduler-file tls://... only")

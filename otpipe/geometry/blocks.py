@@ -38,7 +38,7 @@ import torch
 from otpipe.geometry.backends import cpu
 from otpipe.geometry.costs import Cost
 
-__all__ = ["Clustering", "cluster", "default_scale", "block_mask"]
+__all__ = ["Clustering", "cluster", "default_scale", "block_mask", "n_clusters", "mask_from_bound"]
 
 #: kernels of the point-level reductions: ``None`` (automatic: the compiled ``cpu`` kernels for CPU tensors
 #: when they build, the ``triton`` ones for CUDA tensors when Triton imports), ``"cpu"``, ``"triton"`` or
@@ -95,7 +95,8 @@ class Clustering:
         return int(self.centers.shape[0])
 
 
-def _n_clusters(N: int) -> int:
+def n_clusters(N: int) -> int:
+    """Number of clusters for ``N`` points: one per ``POINTS_PER_CLUSTER``, between 1 and ``MAX_CLUSTERS``."""
     return int(min(MAX_CLUSTERS, max(1, N // POINTS_PER_CLUSTER)))
 
 
@@ -110,7 +111,7 @@ def default_scale(x: torch.Tensor, y: torch.Tensor) -> float:
     values (each cloud's own extent, so far-apart clouds still get fine cells); ``0`` when both are single points.
     """
     D = x.shape[-1]
-    s = [_extent(z) / (math.sqrt(D) * _n_clusters(z.shape[0]) ** (1.0 / D)) for z in (x, y)]
+    s = [_extent(z) / (math.sqrt(D) * n_clusters(z.shape[0]) ** (1.0 / D)) for z in (x, y)]
     return max(s)
 
 
@@ -154,7 +155,7 @@ def cluster(x: torch.Tensor, a: torch.Tensor, scale: float, *, seed: int = 0) ->
     if D <= 3:
         labels = _voxel_labels(x, scale) if scale > 0 else torch.zeros(N, dtype=torch.int64)
     else:
-        labels = _kmeans_labels(x, _n_clusters(N), seed)
+        labels = _kmeans_labels(x, n_clusters(N), seed)
     perm = torch.argsort(labels, stable=True)
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(N)
@@ -245,10 +246,10 @@ def block_mask(cx: Clustering, cy: Clustering, f: torch.Tensor, g: torch.Tensor,
     if compiled and cpu.available():
         return cpu.block_mask((cx.centers, cx.radius, cx.lo, cx.hi, fmax, *fit_f),
                               (cy.centers, cy.radius, cy.lo, cy.hi, gmax, *fit_g), cost, -truncate * eps)
-    return _mask_from_bound(cx, cy, fit_f, fit_g, fmax, gmax, cost, -truncate * eps, chunk)
+    return mask_from_bound(cx, cy, fit_f, fit_g, fmax, gmax, cost, -truncate * eps, chunk)
 
 
-def _mask_from_bound(cx: Clustering, cy: Clustering, fit_f, fit_g, fmax, gmax, cost: Cost, thr: float,
+def mask_from_bound(cx: Clustering, cy: Clustering, fit_f, fit_g, fmax, gmax, cost: Cost, thr: float,
                      chunk: int) -> torch.Tensor:
     """``U_IJ >= thr`` by chunks of rows with :func:`_upper_bound`, plus each row's and column's best block, on the
     device of ``fmax`` (the host path of :func:`block_mask` and :func:`otpipe.geometry.blocks_device.block_mask`)."""

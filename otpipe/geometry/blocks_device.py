@@ -24,8 +24,8 @@ import math
 
 import torch
 
-from otpipe.geometry.costs import Cost
 from otpipe.geometry import blocks as ms
+from otpipe.geometry.costs import Cost
 
 __all__ = ["cluster", "segment_max", "affine_fit", "block_mask", "DeviceBlocks"]
 
@@ -73,7 +73,7 @@ def cluster(x: torch.Tensor, a: torch.Tensor, scale: float, *, seed: int = 0) ->
     if D <= 3:
         labels = _voxel_labels(x, scale) if scale > 0 else torch.zeros(N, dtype=torch.int64, device=dev)
     else:
-        labels = _kmeans_labels(x, ms._n_clusters(N), seed)
+        labels = _kmeans_labels(x, ms.n_clusters(N), seed)
     perm = torch.argsort(labels, stable=True)
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(N, device=dev)
@@ -117,7 +117,7 @@ def block_mask(cx: ms.Clustering, cy: ms.Clustering, f: torch.Tensor, g: torch.T
         gmax, fit_g = fmax, fit_f
     else:
         gmax, fit_g = segment_max(g, cy), affine_fit(g, cy)
-    return ms._mask_from_bound(cx, cy, fit_f, fit_g, fmax, gmax, cost, -truncate * eps, chunk)
+    return ms.mask_from_bound(cx, cy, fit_f, fit_g, fmax, gmax, cost, -truncate * eps, chunk)
 
 
 # ----------------------------------------------------------------------------------------------- blocks
@@ -153,7 +153,7 @@ class DeviceBlocks:
         sc = (self.cols[1:] - self.cols[:-1]).double()
         return int((sr[:, None] * sc[None, :] * self.mask.double()).sum())
 
-    def transpose(self) -> "DeviceBlocks":
+    def transpose(self) -> DeviceBlocks:
         if not hasattr(self, "_T"):
             self._T = DeviceBlocks(self.cols, self.rows, self.mask.t())
             self._T._T = self

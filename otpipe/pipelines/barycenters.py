@@ -43,14 +43,14 @@ def _read(collection, indices):
 def _chunk_cross(collection, indices, lambdas, X, a, opts, grad_weights, warm):
     """One task: ``sum_{k in chunk} lambda_k OT_eps(alpha, beta_k)``, gradients, inner diagnostics, and the
     chunk's potentials (the warm starts of its next task: workers keep no state)."""
-    ms = [_bary._as_measure(m, k) for k, m in zip(indices, _read(collection, indices))]
+    ms = [_bary.as_measure(m, k) for k, m in zip(indices, _read(collection, indices))]
     warm = list(warm)
     out = _bary.cross_terms(X, a, [m[0] for m in ms], [m[1] for m in ms], lambdas, opts, grad_weights, warm)
     return out + (warm,)
 
 
 def _chunk_self(collection, indices, lambdas, opts):
-    ms = [_bary._as_measure(m, k) for k, m in zip(indices, _read(collection, indices))]
+    ms = [_bary.as_measure(m, k) for k, m in zip(indices, _read(collection, indices))]
     return _bary.self_terms([m[0] for m in ms], [m[1] for m in ms], lambdas, opts)
 
 
@@ -458,7 +458,7 @@ def _free_on_dask(c, coll, idx, ms, lam, n_chunks, kw, guard=None):
     n_points = kw.pop("n_points") or max(len(y) for y in ys)
     X0 = _bary.init_support(ys, bs, lam, n_points, kw.pop("init"), kw["seed"])
     p = kw["p"]
-    diameter = _bary._bbox_diameter(list(ys) + [X0])
+    diameter = _bary.bbox_diameter(list(ys) + [X0])
     blur = kw.pop("blur", None) or 0.02 * diameter
     tol = kw.get("tol", 1e-4)
     stol = _bary.LEARN_WEIGHTS_SINKHORN_TOL if kw.get("learn_weights") else _bary.SINKHORN_TOL_FACTOR * tol

@@ -221,7 +221,7 @@ def plan_tests(src, tgt=None, *, by: str = "auto", statistic: str = "sinkhorn", 
                  n_permutations=n_permutations, seed=seed, block_size=block_size, **loss_params)
     kw = dict(statistic=statistic, n_permutations=n_permutations, block_size=block_size, **loss_params)
     return TestPlan(by, why, sg, tg, pairs, s_sizes, t_sizes, same, len(pairs) <= MAX_STORED_NULLS, kw,
-                    _t._entropy(seed))
+                    _t.seed_entropy(seed))
 
 
 def estimate_cost(tp: TestPlan, src, tgt, n_workers: int) -> dict:
@@ -505,7 +505,7 @@ def write_result(ds, out, *, overwrite: bool = False) -> Path:
     check_replaceable(out)
     ds.attrs.update(made_attrs("two_sample"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    from otpipe.store._tmp import remove_stale, tmp_sibling
+    from otpipe.store.tmp import remove_stale, tmp_sibling
 
     remove_stale(out)  # temporaries of a killed earlier run of this output
     tmp = tmp_sibling(out)

@@ -6,8 +6,8 @@ share a batch by zero-weight padding (:func:`pad_batch`), which changes no resul
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

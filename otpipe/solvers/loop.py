@@ -144,7 +144,7 @@ class SinkhornParams:
         *,
         truncate=None,
         cluster_scale=None,
-    ) -> "SinkhornParams":
+    ) -> SinkhornParams:
         c = make_cost(p, cost)
 
         def _pos(name, v, allow_none=False):

@@ -134,7 +134,7 @@ class _HostGeometry:
     def __init__(self, device: torch.device):
         self.device = device
 
-    def cluster(self, x: torch.Tensor, a: torch.Tensor, scale: float) -> "_OnDevice":
+    def cluster(self, x: torch.Tensor, a: torch.Tensor, scale: float) -> _OnDevice:
         return _OnDevice(ms.cluster(x.cpu(), a.cpu(), scale), self.device)
 
     def mask(self, c1, c2, f, g, eps, cost, truncate) -> torch.Tensor:

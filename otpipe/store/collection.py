@@ -57,7 +57,7 @@ Atomicity
 :func:`create` writes into a hidden temporary sibling directory, sets ``complete`` last and
 renames it into place, so an interrupted write never leaves a store at the target path; the
 next create or append of the same path removes temporaries a killed run left (only otpipe's,
-only once their process is gone: see :mod:`otpipe.store._tmp`).
+only once their process is gone: see :mod:`otpipe.store.tmp`).
 :meth:`Collection.append` writes new shards after the existing ones (new chunks only; the
 per-measure arrays are extended, their existing entries rewritten with the same values, and
 Zarr writes every chunk file atomically), then commits with a single atomic write of the group
@@ -87,8 +87,8 @@ import numpy as np
 from otpipe._made import check_replaceable, made_attrs
 from otpipe._version import __version__
 from otpipe.store._layout import DTYPES, measure_digest, put_str, strings
-from otpipe.store._tmp import remove_stale, tmp_sibling
 from otpipe.store.locks import locked
+from otpipe.store.tmp import remove_stale, tmp_sibling
 
 __all__ = [
     "FORMAT_NAME",

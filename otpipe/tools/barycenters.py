@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -50,6 +51,8 @@ __all__ = [
     "InnerInfo",
     "init_support",
     "detect_grid",
+    "as_measure",
+    "bbox_diameter",
 ]
 
 _log = logging.getLogger("otpipe.barycenter")
@@ -93,7 +96,8 @@ class BarycenterResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _as_measure(m, k: int) -> tuple[np.ndarray, np.ndarray]:
+def as_measure(m, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input ``k`` (a measure object, a ``(points, weights)`` pair or an array of points) as ``(points, weights)``."""
     if hasattr(m, "points"):
         pts, w = m.points, getattr(m, "weights", None)
     elif isinstance(m, (tuple, list)) and len(m) == 2 and np.ndim(m[0]) >= 1 and np.ndim(m[1]) == 1 and len(m[0]) == len(m[1]):
@@ -121,7 +125,7 @@ def validate_inputs(measures, lambdas=None) -> tuple[list[np.ndarray], list[np.n
     measures = list(measures) if measures is not None else []
     if not measures:
         raise ValueError("no measures to average (the group is empty)")
-    ys, bs = zip(*(_as_measure(m, k) for k, m in enumerate(measures)))
+    ys, bs = zip(*(as_measure(m, k) for k, m in enumerate(measures)))
     D = ys[0].shape[1]
     for k, y in enumerate(ys):
         if y.shape[1] != D:
@@ -143,7 +147,8 @@ def check_lambdas(lambdas, K: int) -> np.ndarray:
     return lam
 
 
-def _bbox_diameter(arrays: Sequence[np.ndarray]) -> float:
+def bbox_diameter(arrays: Sequence[np.ndarray]) -> float:
+    """Diagonal of the bounding box of all the points of ``arrays`` (1.0 when they coincide)."""
     z = np.concatenate([np.asarray(a).reshape(-1, np.asarray(a).shape[-1]) for a in arrays])
     d = float(np.linalg.norm(z.max(0) - z.min(0)))
     return d if d > 0 else 1.0
@@ -174,7 +179,7 @@ def init_support(ys, bs, lambdas, n_points: int, init="sample", seed: int = 0) -
         raise ValueError(f"n_points must be >= 1, got {n_points}")
     rng = np.random.default_rng(seed)
     Z = np.concatenate(ys)
-    w = np.concatenate([l * b for l, b in zip(lambdas, bs)])
+    w = np.concatenate([lam * b for lam, b in zip(lambdas, bs)])
     w = w / w.sum()
     if init == "sample":
         nz = int((w > 0).sum())
@@ -185,10 +190,10 @@ def init_support(ys, bs, lambdas, n_points: int, init="sample", seed: int = 0) -
             _, first = np.unique(X, axis=0, return_index=True)
             rep = np.setdiff1d(np.arange(n_points), first)
             if len(rep):
-                X[rep] += 1e-3 * _bbox_diameter([Z]) * rng.standard_normal((len(rep), X.shape[1]))
+                X[rep] += 1e-3 * bbox_diameter([Z]) * rng.standard_normal((len(rep), X.shape[1]))
             return X
         X = Z[rng.choice(len(Z), size=n_points, replace=True, p=w)]
-        return X + 1e-3 * _bbox_diameter([Z]) * rng.standard_normal(X.shape)
+        return X + 1e-3 * bbox_diameter([Z]) * rng.standard_normal(X.shape)
     if init == "mean":
         mean = w @ Z
         cov = (Z - mean).T @ ((Z - mean) * w[:, None])
@@ -215,7 +220,7 @@ class InnerInfo:
     err: float = 0.0
     updates: int = 0
 
-    def add(self, other: "InnerInfo") -> "InnerInfo":
+    def add(self, other: InnerInfo) -> InnerInfo:
         return InnerInfo(max(self.err, other.err), self.updates + other.updates)
 
 
@@ -506,7 +511,7 @@ def _free_setup(measures, lambdas, n_points, init, weights_init, learn_weights, 
     if a.shape != (n,):
         raise ValueError(f"weights_init must have shape ({n},)")
     if diameter is None:
-        diameter = _bbox_diameter(list(ys) + [X])
+        diameter = bbox_diameter(list(ys) + [X])
     if blur is None:
         blur = 0.02 * diameter
     if not (blur > 0 and diameter > 0 and step > 0 and tol > 0 and max_iter >= 1):
@@ -871,7 +876,7 @@ def fixed_support_barycenter(
                 raise ValueError(f"support has {S.shape[0]} points for histograms of length {n}")
             St = torch.as_tensor(S)
             C = torch.cdist(St, St) ** p / p
-            diam = _bbox_diameter([S])
+            diam = bbox_diameter([S])
         else:
             raise ValueError("fixed support needs support points, a cost matrix or a grid spacing")
         blur = 0.05 * diam if blur is None else float(blur)
@@ -923,7 +928,7 @@ def detect_grid(measures, spacing: float | None = None):
     The spacing is the smallest gap between distinct coordinates (or ``spacing``); the grid is
     the bounding box of the points. Point clouds that are not on such a lattice give ``None``.
     """
-    ys = [_as_measure(m, k)[0] for k, m in enumerate(measures)] if measures else []
+    ys = [as_measure(m, k)[0] for k, m in enumerate(measures)] if measures else []
     if not ys or ys[0].ndim != 2 or ys[0].shape[1] not in (2, 3):
         return None
     Z = np.concatenate(ys)
@@ -946,7 +951,7 @@ def detect_grid(measures, spacing: float | None = None):
 def _to_grid(measures, origin, spacing, shape) -> np.ndarray:
     H = np.zeros((len(measures),) + tuple(shape))
     for k, m in enumerate(measures):
-        pts, w = _as_measure(m, k)
+        pts, w = as_measure(m, k)
         idx = np.round((pts - origin) / spacing).astype(int)
         if (idx < 0).any() or (idx >= np.asarray(shape)).any():
             raise ValueError(f"measure {k} has points outside the grid")

@@ -40,13 +40,14 @@ This module knows nothing of Dask.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["two_sample_test", "TwoSampleResult", "STATISTICS", "holm", "benjamini_hochberg"]
+__all__ = ["two_sample_test", "TwoSampleResult", "STATISTICS", "holm", "benjamini_hochberg", "seed_entropy"]
 
 STATISTICS = ("sinkhorn", "mmd", "energy")
 #: permutations per block (one batched solve / one task); part of what fixes the null sample
@@ -136,7 +137,8 @@ def _as_sample(v, name: str) -> np.ndarray:
     return arr
 
 
-def _entropy(seed) -> list[int]:
+def seed_entropy(seed) -> list[int]:
+    """The seed as a list of non-negative ints for ``numpy.random.SeedSequence`` (``ValueError`` when ``None``)."""
     if seed is None:
         raise ValueError("seed is required (an int or a sequence of ints) so that the test is reproducible")
     vals = [seed] if np.isscalar(seed) else list(seed)
@@ -198,7 +200,7 @@ def make_plan(x, y, *, statistic: str = "sinkhorn", n_permutations: int = 999, s
     if isinstance(block_size, bool) or int(block_size) != block_size or block_size < 1:
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
     n_permutations, block_size = int(n_permutations), int(block_size)
-    entropy = _entropy(seed)
+    entropy = seed_entropy(seed)
     z = np.concatenate([x, y], axis=0)
     n, m = x.shape[0], y.shape[0]
     params: dict[str, Any] = {"statistic": statistic, "n": n, "m": m, "dim": x.shape[1], "seed": seed,

@@ -6,8 +6,8 @@ import pytest
 
 import otpipe
 from otpipe import store
-from otpipe.pipelines.barycenters import run_barycenter
 from otpipe.engine.cluster import ClusterSpec
+from otpipe.pipelines.barycenters import run_barycenter
 
 
 @pytest.mark.parametrize("learn_weights", [False, True])

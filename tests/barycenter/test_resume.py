@@ -14,9 +14,9 @@ from distributed import get_task_stream
 
 from otpipe import store
 from otpipe.engine import interrupt
-from otpipe.pipelines.barycenters import run_barycenter
 from otpipe.engine.cluster import ClusterSpec, open_client
 from otpipe.engine.interrupt import Interrupted
+from otpipe.pipelines.barycenters import run_barycenter
 from tests.cli_hooks import stopping_after
 
 SIDE = 5

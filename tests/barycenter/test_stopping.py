@@ -9,8 +9,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import otpipe
-from otpipe.tools.barycenters import free_support_barycenter
 from otpipe.solvers.sinkhorn import solve_symmetric
+from otpipe.tools.barycenters import free_support_barycenter
 
 S1 = [[1.0, 0.6], [0.6, 0.8]]
 S2 = [[0.5, -0.3], [-0.3, 1.5]]
@@ -28,11 +28,11 @@ def _sqrtm(S):
 
 def _bures_barycenter(covs, lam):
     """The standard fixed point ``S <- S^-1/2 (sum_k lam_k (S^1/2 S_k S^1/2)^1/2)^2 S^-1/2``."""
-    S = sum(l * C for l, C in zip(lam, covs))
+    S = sum(w * C for w, C in zip(lam, covs))
     for _ in range(500):
         r = _sqrtm(S)
         ri = np.linalg.inv(r)
-        M = sum(l * _sqrtm(r @ C @ r) for l, C in zip(lam, covs))
+        M = sum(w * _sqrtm(r @ C @ r) for w, C in zip(lam, covs))
         S = ri @ M @ M @ ri
     return S
 
@@ -55,7 +55,7 @@ def test_mean_and_first_order_conditions_at_the_returned_points(gaussian_run):
     assert np.abs(r.weights @ r.points - target).max() < stol * diam
     X = torch.as_tensor(r.points)
     kw = dict(blur=blur, diameter=diam, tol=1e-9, max_iter=100000)
-    T = sum(l * otpipe.solve(X, torch.as_tensor(z), **kw).transport_map().numpy() for l, z in zip(lam, (x, y)))
+    T = sum(w * otpipe.solve(X, torch.as_tensor(z), **kw).transport_map().numpy() for w, z in zip(lam, (x, y)))
     T_aa = solve_symmetric(X, **kw).transport_map().numpy()
     residual = np.sqrt(((T - T_aa) ** 2).sum(1)).max()
     # the run's criterion (tol * diameter) plus what its own inner solves (sinkhorn_tol) may hide

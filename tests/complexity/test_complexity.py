@@ -78,8 +78,8 @@ def test_small_study_rates_on_local_cluster(tmp_path):
     from otpipe.pipelines.complexity import run_study
 
     out = tmp_path / "study.zarr"
-    ds = run_study(out, eps=(0.01, 1e4), dims=(5,), ns=(10, 30, 100), reps=10, seed=0,
-                   cluster=ClusterSpec(n_workers=2), figures=tmp_path / "fig")
+    run_study(out, eps=(0.01, 1e4), dims=(5,), ns=(10, 30, 100), reps=10, seed=0,
+              cluster=ClusterSpec(n_workers=2), figures=tmp_path / "fig")
     back = xr.open_zarr(out, consolidated=False)
     assert back["sinkhorn"].dims == ("eps", "dim", "n", "rep") and back["sinkhorn"].shape == (2, 1, 3, 10)
     assert back["kappa"].dims == ("eps", "dim")

@@ -12,8 +12,8 @@ import zarr
 from otpipe.cli import main
 from otpipe.engine import interrupt
 from otpipe.engine.cluster import ClusterSpec, open_client
-from otpipe.pipelines.complexity import open_study, run_study
 from otpipe.engine.interrupt import Interrupted
+from otpipe.pipelines.complexity import open_study, run_study
 
 GRID = dict(eps=(0.1, 10.0), dims=(2,), ns=(10, 20, 40), reps=4, seed=3)
 

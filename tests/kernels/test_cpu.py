@@ -11,8 +11,8 @@ import warnings
 import pytest
 import torch
 
-from otpipe.geometry.costs import Cost
 from otpipe.geometry.backends import choose_backend, cpu, tensorized
+from otpipe.geometry.costs import Cost
 
 PAD = -1e30
 

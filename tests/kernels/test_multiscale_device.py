@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import otpipe
-from otpipe.geometry.costs import Cost
-from otpipe.geometry.backends import choose_backend, cpu
 from otpipe.geometry import blocks as ms
 from otpipe.geometry import blocks_device as msd
+from otpipe.geometry.backends import choose_backend, cpu
+from otpipe.geometry.costs import Cost
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -9,9 +9,9 @@ import torch
 
 import otpipe
 from otpipe.geometry import backends as kernels
-from otpipe.geometry.costs import Cost
 from otpipe.geometry.backends import cpu
 from otpipe.geometry.backends.tensorized import ChunkedDenseOperator, DenseOperator
+from otpipe.geometry.costs import Cost
 
 
 def _pts(seed, B=2, N=23, M=31, D=3):

@@ -14,8 +14,8 @@ from otpipe.cli import main
 from otpipe.engine import interrupt
 from otpipe.engine.convergence import MAX_THRESHOLD, MEDIAN_THRESHOLD, ConvergenceWarning
 from otpipe.engine.interrupt import Interrupted
-from otpipe.pipelines.pairwise import pairwise
 from otpipe.engine.result import open_result
+from otpipe.pipelines.pairwise import pairwise
 
 
 def _stored_errors(path) -> np.ndarray:

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from otpipe.pipelines.pairwise import pairwise
 from otpipe.engine.result import load_state
+from otpipe.pipelines.pairwise import pairwise
 
 from .conftest import make_measures
 

@@ -112,7 +112,7 @@ def test_two_sample_report(tests_result, tmp_path, names):
     files = write_report(path, tmp_path / "rep")
     page = check_page(files, ["pvalues.png", "ranked.png"])
     iu = np.triu_indices(9, 1)
-    assert f"36 test(s)" in files.lines[0] and "1/50 = 0.02" in files.lines[0]
+    assert "36 test(s)" in files.lines[0] and "1/50 = 0.02" in files.lines[0]
     counts = (int((p[iu] <= 0.05).sum()), int((ds.p_holm.values[iu] <= 0.05).sum()), int((ds.p_bh.values[iu] <= 0.05).sum()))
     assert (f"uncorrected {counts[0]}; Holm (family-wise error) {counts[1]}; "
             f"Benjamini-Hochberg (false discovery rate) {counts[2]} of 36") in files.lines[1]

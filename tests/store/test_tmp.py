@@ -8,13 +8,13 @@ import time
 
 import numpy as np
 
-from otpipe.store._tmp import STALE_AGE, remove_stale, tmp_sibling
+from otpipe.store.tmp import STALE_AGE, remove_stale, tmp_sibling
 
 
 def _made_by_dead_process(tmp_path, target: str) -> str:
     """A temporary store made by a real process that then exited (its pid is gone)."""
     code = (
-        "import sys; from otpipe.store._tmp import tmp_sibling; "
+        "import sys; from otpipe.store.tmp import tmp_sibling; "
         f"p = tmp_sibling({str(tmp_path / target)!r}); p.mkdir(); (p / 'zarr.json').write_text('{{}}'); print(p)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -21,6 +21,13 @@ from __future__ import annotations
 
 import importlib
 
+from otpipe.geometry.backends._limits import (
+    AUTO_CPU_MIN_ENTRIES,
+    AUTO_DENSE_MAX_ENTRIES,
+    AUTO_MULTISCALE_MIN_ENTRIES,
+    AUTO_MULTISCALE_MIN_ENTRIES_GPU,
+)
+
 __all__ = ["BACKENDS", "STRATEGIES", "get_backend", "choose_backend", "check_name", "triton_error", "AUTO_DENSE_MAX_ENTRIES",
            "AUTO_CPU_MIN_ENTRIES", "AUTO_MULTISCALE_MIN_ENTRIES", "AUTO_MULTISCALE_MIN_ENTRIES_GPU"]
 
@@ -34,13 +41,6 @@ BACKENDS = {
 #: solver strategies accepted wherever a backend name is (dispatched by :func:`otpipe.solvers.sinkhorn.run_problems`)
 STRATEGIES = ("multiscale",)
 _ALIASES = {"online": "keops", "dense": "tensorized"}
-
-from otpipe.geometry.backends._limits import (
-    AUTO_CPU_MIN_ENTRIES,
-    AUTO_DENSE_MAX_ENTRIES,
-    AUTO_MULTISCALE_MIN_ENTRIES,
-    AUTO_MULTISCALE_MIN_ENTRIES_GPU,
-)
 
 _warned_triton = False
 
@@ -138,7 +138,7 @@ def choose_backend(name: str, B: int, N: int, M: int, *, device=None, dtype=None
 
             if cpu.available():
                 return "multiscale" if converging and B == 1 and N * M >= AUTO_MULTISCALE_MIN_ENTRIES else "cpu"
-            cpu._warn_unavailable()
+            cpu.warn_unavailable()
             if B * max(N, M) * max(N, M) > AUTO_DENSE_MAX_ENTRIES:
                 return "cpu"  # its operator falls back to the dense reductions by blocks of rows (no KeOps)
         return _dense_or_chunked(B, N, M)

@@ -29,8 +29,8 @@ import shutil
 import stat
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 __all__ = ["load", "untrusted_reason"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from otpipe.geometry.costs import Cost
 from otpipe.geometry.backends.tensorized import ChunkedDenseOperator
+from otpipe.geometry.costs import Cost
 
 __all__ = ["operator", "ChunkedDenseOperator"]
 

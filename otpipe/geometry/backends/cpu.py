@@ -39,10 +39,10 @@ from pathlib import Path
 
 import torch
 
-from otpipe.geometry.costs import Cost
 from otpipe.geometry.backends import _libcache
+from otpipe.geometry.costs import Cost
 
-__all__ = ["operator", "available", "CpuOperator", "Blocks", "build_error", "block_mask"]
+__all__ = ["operator", "available", "CpuOperator", "Blocks", "build_error", "block_mask", "warn_unavailable"]
 
 _SOURCE = Path(__file__).parent / "_cpu" / "softmin.cpp"
 _FLAGS = (
@@ -156,7 +156,8 @@ def build_error() -> str | None:
     return _error
 
 
-def _warn_unavailable() -> None:
+def warn_unavailable() -> None:
+    """Warn once per process that the compiled kernel is unavailable (and why)."""
     global _warned
     if not _warned:
         _warned = True
@@ -199,7 +200,7 @@ class Blocks:
         self.pairs = int(((self.rows[1:] - self.rows[:-1])[:, None].double() * (self.cols[1:] - self.cols[:-1])[None, :].double()
                           * self.mask.double()).sum())
 
-    def transpose(self) -> "Blocks":
+    def transpose(self) -> Blocks:
         if not hasattr(self, "_T"):
             self._T = Blocks(self.cols, self.rows, self.mask.t().contiguous())
             self._T._T = self
@@ -370,7 +371,7 @@ class CpuOperator:
             return self._dense()
         return _fallback(self.x, self.y, self.cost)
 
-    def transpose(self) -> "CpuOperator":
+    def transpose(self) -> CpuOperator:
         return CpuOperator(self.y, self.x, self.cost, None if self.blocks is None else self.blocks.transpose())
 
     def softmin(self, eps: float, h: torch.Tensor) -> torch.Tensor:
@@ -425,6 +426,6 @@ def operator(x: torch.Tensor, y: torch.Tensor, cost: Cost):
     """CPU operator with rows ``x`` and columns ``y``; without a working compiler, warns once and
     returns the dense operator (by blocks of rows for large problems)."""
     if not available():
-        _warn_unavailable()
+        warn_unavailable()
         return _fallback(x, y, cost)
     return CpuOperator(x, y, cost)

@@ -67,7 +67,7 @@ class KeOpsOperator:
             self._ranges = keops_ranges(blocks, x.device)
         self.C_ij = cost.keops(self.x_i, self.y_j)
 
-    def transpose(self) -> "KeOpsOperator":
+    def transpose(self) -> KeOpsOperator:
         return KeOpsOperator(self.y, self.x, self.cost, None if self.blocks is None else self.blocks.transpose())
 
     @property

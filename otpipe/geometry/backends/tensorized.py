@@ -33,7 +33,7 @@ class DenseOperator:
         self.C = cost.dense(x, y) if C is None else C
         self.dim = dim
 
-    def transpose(self) -> "DenseOperator":
+    def transpose(self) -> DenseOperator:
         return DenseOperator(self.y, self.x, self.cost, C=self.C, dim=3 - self.dim)
 
     def _arg(self, eps: float, h: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ class ChunkedDenseOperator:
         B, M = y.shape[0], y.shape[1]
         self.rows = max(1, int(max_entries or AUTO_DENSE_MAX_ENTRIES) // max(1, B * M))
 
-    def transpose(self) -> "ChunkedDenseOperator":
+    def transpose(self) -> ChunkedDenseOperator:
         return ChunkedDenseOperator(self.y, self.x, self.cost, self.rows * self.x.shape[0] * self.x.shape[1])
 
     def _map(self, fn, *args: torch.Tensor) -> torch.Tensor:

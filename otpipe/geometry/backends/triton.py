@@ -125,7 +125,7 @@ def _precisions(tf32: bool, fp64: bool) -> tuple[int, int]:
     return (1 if tf32 else acc), acc
 
 
-def _plan(op: "TritonOperator", mode: int, nch: int = 1) -> tuple[dict, tuple[int, int]]:
+def _plan(op: TritonOperator, mode: int, nch: int = 1) -> tuple[dict, tuple[int, int]]:
     """Compile-time parameters and ``(num_warps, num_stages)`` of a reduction (``nch``: MEAN/GRAD channels).
 
     Float32 ``p = 2`` products come from ``tl.dot`` tiles for ``DOT_MIN_D <= D <= DOT_MAX_D`` and, in every
@@ -197,7 +197,7 @@ def _pk(p: float) -> int:
     return 2 if p == 2.0 else 1 if p == 1.0 else 0
 
 
-def _reduce(op: "TritonOperator", h: torch.Tensor, eps: float, mode: int, om: float, *,
+def _reduce(op: TritonOperator, h: torch.Tensor, eps: float, mode: int, om: float, *,
             v: torch.Tensor | None = None, u: torch.Tensor | None = None):
     """Raw launch on the operator's planes: ``out = om * lse`` (natural log) and the mode's sums.
 
@@ -257,7 +257,7 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _kernel_tiles(op: "TritonOperator", grad: bool = False) -> tuple[int, int, int, int, tuple, int]:
+def _kernel_tiles(op: TritonOperator, grad: bool = False) -> tuple[int, int, int, int, tuple, int]:
     """Tiles of the kernel sums (no log-sum-exp): ``bn, bm, warps, stages``, the sparse arrays, row tiles."""
     xp = op._xp
     D, N = xp.shape[1], xp.shape[2]
@@ -276,7 +276,7 @@ def _kernel_tiles(op: "TritonOperator", grad: bool = False) -> tuple[int, int, i
     return bn, bm, warps, stages, arrays, arrays[0].shape[0] // 2
 
 
-def _kernel_launch(op: "TritonOperator", kind: int, s: float, v: torch.Tensor) -> torch.Tensor:
+def _kernel_launch(op: TritonOperator, kind: int, s: float, v: torch.Tensor) -> torch.Tensor:
     """``out_i = sum_j k(x_i, y_j) v_j`` (``kind`` 0 gaussian ``exp(-s r^2)``, 1 ``exp(-s r)``, 2 ``-r``)."""
     xp, yp = op._xp, op._yp
     B, D, N = xp.shape
@@ -292,7 +292,7 @@ def _kernel_launch(op: "TritonOperator", kind: int, s: float, v: torch.Tensor) -
     return out
 
 
-def _kernel_grad(op: "TritonOperator", kind: int, s: float, v: torch.Tensor) -> torch.Tensor:
+def _kernel_grad(op: TritonOperator, kind: int, s: float, v: torch.Tensor) -> torch.Tensor:
     """``sum_j v_j W_ij (x_i - y_j)``, ``(B, N, D)``, ``W = k'(r) / r``: the kernel sums' gradient."""
     xp, yp = op._xp, op._yp
     B, D, N = xp.shape
@@ -322,7 +322,7 @@ class _Softmin(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, h, op: "TritonOperator", eps: float):  # noqa: D401
+    def forward(ctx, x, y, h, op: TritonOperator, eps: float):  # noqa: D401
         hd = op._h(h)
         if ctx.needs_input_grad[0]:
             f, acc, _ = _reduce(op, hd, eps, _k.GRAD, -eps)
@@ -359,7 +359,7 @@ class _KernelApply(torch.autograd.Function):
     ``d/dv_j = sum_i g_i k(x_i, y_j)`` (the last two: reductions of the transposed operator)."""
 
     @staticmethod
-    def forward(ctx, x, y, v, op: "TritonOperator", kind: int, s: float):  # noqa: D401
+    def forward(ctx, x, y, v, op: TritonOperator, kind: int, s: float):  # noqa: D401
         vd = v.detach().to(op._xp.dtype).contiguous()
         ctx.op, ctx.kind, ctx.s = op, kind, s
         ctx.save_for_backward(vd)
@@ -438,7 +438,7 @@ class TritonOperator:
             _planes = _make_planes(x, y)
         self._xp, self._yp, self._xn, self._yn = _planes
 
-    def transpose(self) -> "TritonOperator":
+    def transpose(self) -> TritonOperator:
         """The operator with rows and columns exchanged (shares the prepared planes)."""
         return TritonOperator(self.y, self.x, self.cost, None if self.blocks is None else self.blocks.transpose(),
                               tf32=self.tf32, _planes=(self._yp, self._xp, self._yn, self._xn))
