@@ -196,7 +196,7 @@ def _fingerprint(src: _Input, tgt: _Input | None, rp: RunParams) -> tuple[str, d
         "target": None if tgt is None else tgt.fingerprint(),
     }
     if rp.reach is not None and rp.self_terms:
-        # unbalanced S carries the mass term (issue 14): tiles written before it are not resumed with it
+        # the unbalanced S carries the mass term: stores of runs without it are not resumed with it
         content["mass_term"] = "eps/2 (m(a_i) - m(b_j))^2"
     return fingerprint(content, canonical=False)
 
