@@ -25,8 +25,8 @@ KNOWN = {"yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn", "mpl_tool
 CONDA_TO_PIP = {"pytorch": "torch"}
 CONDA_ONLY = {"python", "pip", "cxx-compiler"}
 #: modules that import an optional package at module level and are themselves imported only behind a guard
-#: (``otpipe/geometry/backends/triton.py`` imports ``_triton_kernels`` after a try/except ImportError on triton)
-GUARDED_MODULES = {"otpipe/geometry/backends/_triton_kernels.py"}
+#: (``otpipe/geometry/backends/triton.py`` imports ``_triton_programs`` after a try/except ImportError on triton)
+GUARDED_MODULES = {"otpipe/geometry/backends/_triton_programs.py"}
 
 
 def _norm(name: str) -> str:

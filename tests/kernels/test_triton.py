@@ -21,7 +21,7 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton", reason="the triton backend needs Triton (pip install triton)")
 
-from otpipe.geometry.backends import _triton_kernels as tk  # noqa: E402
+from otpipe.geometry.backends import _triton_programs as tk  # noqa: E402
 from otpipe.geometry.backends import cpu, tensorized  # noqa: E402
 from otpipe.geometry.backends import triton as tb  # noqa: E402
 from otpipe.geometry.costs import Cost  # noqa: E402

@@ -2,7 +2,7 @@
 
 Each reduction streams tiles of columns through one program per tile of rows, keeping a running max and
 sum of ``exp2`` (no ``N x M`` array anywhere, memory ``O((N + M) D)``); see
-:mod:`otpipe.geometry.backends._triton_kernels`. Batched ``(B, N, D)``, zero-weight padding (``h = -1e30`` columns
+:mod:`otpipe.geometry.backends._triton_programs`. Batched ``(B, N, D)``, zero-weight padding (``h = -1e30`` columns
 contribute exactly 0), float32 (float32 accumulation) and float64 (float64 throughout), any ``D``, every
 cost ``C = scale |x - y|^p``:
 
@@ -63,7 +63,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("the 'triton' backend needs Triton: pip install triton (and a CUDA GPU)") from exc
 
-from otpipe.geometry.backends import _triton_kernels as _k
+from otpipe.geometry.backends import _triton_programs as _k
 
 __all__ = ["operator", "TritonOperator", "ALLOW_TF32"]
 
@@ -235,7 +235,7 @@ def _reduce(op: TritonOperator, h: torch.Tensor, eps: float, mode: int, om: floa
         args = [xb, yp[b0:b1], op._xn[b0:b1] if pk2 else xb, op._yn[b0:b1] if pk2 else xb, h[b0:b1],
                 xb if v is None else v[b0:b1], xb if u is None else u[b0:b1], out[b0:b1],
                 out[b0:b1] if acc is None else acc[b0:b1], out[b0:b1] if s is None else s[b0:b1]]
-        _k.reduce_kernel[(n_tiles, b1 - b0, triton_cdiv(nch, const["BLOCK_K"]))](
+        _k.reduce_program[(n_tiles, b1 - b0, triton_cdiv(nch, const["BLOCK_K"]))](
             *args, work, rows, cptr, rng, N, M, nch, *scalars,
             HAS_U=u is not None, num_warps=warps, num_stages=stages, **const)
     return out, acc, s
@@ -276,7 +276,7 @@ def _kernel_tiles(op: TritonOperator, grad: bool = False) -> tuple[int, int, int
     return bn, bm, warps, stages, arrays, arrays[0].shape[0] // 2
 
 
-def _kernel_launch(op: TritonOperator, kind: int, s: float, v: torch.Tensor) -> torch.Tensor:
+def _launch_kernel_apply(op: TritonOperator, kind: int, s: float, v: torch.Tensor) -> torch.Tensor:
     """``out_i = sum_j k(x_i, y_j) v_j`` (``kind`` 0 gaussian ``exp(-s r^2)``, 1 ``exp(-s r)``, 2 ``-r``)."""
     xp, yp = op._xp, op._yp
     B, D, N = xp.shape
@@ -286,7 +286,7 @@ def _kernel_launch(op: TritonOperator, kind: int, s: float, v: torch.Tensor) -> 
     if B * n_tiles == 0:
         return out
     for b0, b1 in _batch_chunks(B, xp.device):
-        _k.kernel_apply_kernel[(n_tiles, b1 - b0)](
+        _k.kernel_apply_program[(n_tiles, b1 - b0)](
             xp[b0:b1], yp[b0:b1], v[b0:b1], out[b0:b1], *arrays, N, M, *_split(s), D=D, BLOCK_N=bn, BLOCK_M=bm,
             KIND=kind, SPARSE=op.blocks is not None, num_warps=warps, num_stages=stages)
     return out
@@ -305,7 +305,7 @@ def _kernel_grad(op: TritonOperator, kind: int, s: float, v: torch.Tensor) -> to
     acc_dot = not fp64 or FP64_DOT
     block_k = min(max(16, _pow2(D)), 64) if acc_dot else min(_pow2(D), 8)
     for b0, b1 in _batch_chunks(B, xp.device):
-        _k.kernel_grad_kernel[(n_tiles, b1 - b0, triton_cdiv(D, block_k))](
+        _k.kernel_grad_program[(n_tiles, b1 - b0, triton_cdiv(D, block_k))](
             xp[b0:b1], yp[b0:b1], v[b0:b1], acc[b0:b1], *arrays, N, M, *_split(s), D=D, BLOCK_N=bn, BLOCK_M=bm,
             BLOCK_K=block_k, KIND=kind, SPARSE=op.blocks is not None, ACC_DOT=acc_dot,
             ACC_PREC=_precisions(False, fp64)[1], num_warps=warps, num_stages=stages)
@@ -363,7 +363,7 @@ class _KernelApply(torch.autograd.Function):
         vd = v.detach().to(op._xp.dtype).contiguous()
         ctx.op, ctx.kind, ctx.s = op, kind, s
         ctx.save_for_backward(vd)
-        return _kernel_launch(op, kind, s, vd)
+        return _launch_kernel_apply(op, kind, s, vd)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -379,7 +379,7 @@ class _KernelApply(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 gy = vd[..., None] * _kernel_grad(T, kind, s, g)
             if ctx.needs_input_grad[2]:
-                gv = _kernel_launch(T, kind, s, g)
+                gv = _launch_kernel_apply(T, kind, s, g)
         return gx, gy, gv, None, None, None
 
 
@@ -502,7 +502,7 @@ class TritonOperator:
         pk2 = const["PK"] == 2
         for b0, b1 in _batch_chunks(B, xp.device):
             xb, yb = xp[b0:b1], yp[b0:b1]
-            _k.both_kernel[(n_a + n_b, b1 - b0)](
+            _k.both_program[(n_a + n_b, b1 - b0)](
                 xb, yb, self._xn[b0:b1] if pk2 else xb, self._yn[b0:b1] if pk2 else xb, hy[b0:b1], hx[b0:b1],
                 f[b0:b1], g[b0:b1], wa, ra, ca, ga, wb, rb, cb, gb, N, M, n_a,
                 *_split(self.cost.scale / eps * _LOG2E), *_split(self.cost.p / 2.0), *_split(-eps * _LN2),
@@ -549,7 +549,7 @@ class TritonOperator:
         s = 0.5 / (sig * sig) if kind == 0 else 1.0 / sig
         if self._needs_grad(v):
             return _KernelApply.apply(self.x, self.y, v, self, kind, s)
-        return _kernel_launch(self, kind, s, v.detach().to(self._xp.dtype).contiguous())
+        return _launch_kernel_apply(self, kind, s, v.detach().to(self._xp.dtype).contiguous())
 
 
 def _make_planes(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -1,4 +1,4 @@
-"""Triton kernels of the ``triton`` backend (imported only by :mod:`otpipe.geometry.backends.triton`).
+"""Triton programs of the ``triton`` backend (imported only by :mod:`otpipe.geometry.backends.triton`).
 
 One program owns a tile of ``BLOCK_N`` rows and streams the columns in tiles of ``BLOCK_M`` (dense: all of
 ``[0, M)``; block-sparse: the column ranges of the row tile's cluster), keeping a running maximum ``m_i``
@@ -38,7 +38,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["reduce_kernel", "both_kernel", "kernel_apply_kernel", "kernel_grad_kernel", "LSE", "MEAN", "COST", "GRAD",
+__all__ = ["reduce_program", "both_program", "kernel_apply_program", "kernel_grad_program", "LSE", "MEAN", "COST", "GRAD",
            "INTERPRETED"]
 
 #: reduction modes (host side)
@@ -265,7 +265,7 @@ def _body(pid, b, kc, x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr
 
 
 @triton.jit
-def reduce_kernel(x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr, acc_ptr, s_ptr,
+def reduce_program(x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr, acc_ptr, s_ptr,
                   work_ptr, rows_ptr, cptr_ptr, rng_ptr, N, M, K,
                   c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
                   D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -280,7 +280,7 @@ def reduce_kernel(x_ptr, y_ptr, xn_ptr, yn_ptr, h_ptr, v_ptr, u_ptr, out_ptr, ac
 
 
 @triton.jit
-def both_kernel(x_ptr, y_ptr, xn_ptr, yn_ptr, hy_ptr, hx_ptr, f_ptr, g_ptr,
+def both_program(x_ptr, y_ptr, xn_ptr, yn_ptr, hy_ptr, hx_ptr, f_ptr, g_ptr,
                 work_a, rows_a, cptr_a, rng_a, work_b, rows_b, cptr_b, rng_b, N, M, n_a,
                 c_hi, c_lo, ph_hi, ph_lo, om_hi, om_lo,
                 D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -301,7 +301,7 @@ def both_kernel(x_ptr, y_ptr, xn_ptr, yn_ptr, hy_ptr, hx_ptr, f_ptr, g_ptr,
 
 
 @triton.jit
-def kernel_apply_kernel(x_ptr, y_ptr, v_ptr, out_ptr, work_ptr, rows_ptr, cptr_ptr, rng_ptr, N, M, s_hi, s_lo,
+def kernel_apply_program(x_ptr, y_ptr, v_ptr, out_ptr, work_ptr, rows_ptr, cptr_ptr, rng_ptr, N, M, s_hi, s_lo,
                         D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, KIND: tl.constexpr,
                         SPARSE: tl.constexpr):
     """``out_i = sum_j k(x_i, y_j) v_j``; ``KIND`` 0: ``exp(-s r^2)``, 1: ``exp(-s r)``, 2: ``-r``."""
@@ -333,11 +333,11 @@ def kernel_apply_kernel(x_ptr, y_ptr, v_ptr, out_ptr, work_ptr, rows_ptr, cptr_p
 
 
 @triton.jit
-def kernel_grad_kernel(x_ptr, y_ptr, v_ptr, acc_ptr, work_ptr, rows_ptr, cptr_ptr, rng_ptr, N, M, s_hi, s_lo,
+def kernel_grad_program(x_ptr, y_ptr, v_ptr, acc_ptr, work_ptr, rows_ptr, cptr_ptr, rng_ptr, N, M, s_hi, s_lo,
                        D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                        KIND: tl.constexpr, SPARSE: tl.constexpr, ACC_DOT: tl.constexpr, ACC_PREC: tl.constexpr):
     """``acc_i = sum_j v_j W_ij (x_i - y_j)`` with ``W = k'(r) / r`` (0 at ``r = 0`` for ``KIND`` 1, 2): the
-    gradient of :func:`kernel_apply_kernel`. Grid ``(row tiles, B, channel chunks of BLOCK_K)``."""
+    gradient of :func:`kernel_apply_program`. Grid ``(row tiles, B, channel chunks of BLOCK_K)``."""
     DT = x_ptr.dtype.element_ty
     pid = tl.program_id(0)
     b64 = tl.program_id(1).to(tl.int64)
@@ -381,4 +381,4 @@ def kernel_grad_kernel(x_ptr, y_ptr, v_ptr, acc_ptr, work_ptr, rows_ptr, cptr_pt
 
 
 #: whether these kernels run in Triton's interpreter (``TRITON_INTERPRET=1`` when they were defined)
-INTERPRETED = "Interpreted" in type(reduce_kernel).__name__
+INTERPRETED = "Interpreted" in type(reduce_program).__name__
