@@ -8,7 +8,7 @@ folders, job folders) holds a small marker file ``.otpipe`` (:func:`mark_dir`). 
 folder or file, a symbolic link, a Zarr store of another program) is refused with a one-line
 ``FileExistsError`` naming it, before any work starts.
 
-Stores written by earlier otpipe versions have no marker but do carry otpipe's format
+Stores written by earlier otpipe versions have no marker but do carry otpipe's type
 attributes (``format: otpipe.collection`` / ``otpipe.pairwise``, ``kind: otpipe.tools.two_sample``,
 ``otpipe_result``): they are accepted as otpipe-made, so ``--overwrite`` keeps working on them.
 """

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from otpipe.engine.identity import check_same, fingerprint, jsonable
-from otpipe.engine.result import stored_attrs
+from otpipe.engine.result import TAG, stored_attrs
 
 __all__ = ["Checkpoint", "Field", "finalise", "check_existing", "remove", "fingerprint", "stored_attrs",
            "FLUSH_SECONDS", "CHUNK"]
@@ -193,7 +193,7 @@ def finalise(out: Path, ds) -> None:
     for name in list(root.array_keys()):  # left by a finalisation interrupted earlier
         del root[name]
     body = ds.copy()
-    keep = {k: v for k, v in root.attrs.items() if k == "otpipe_made"}  # the marker written at creation
+    keep = {k: v for k, v in root.attrs.items() if k in ("otpipe_made", TAG)}  # the markers written at creation
     body.attrs = jsonable({**{k: v for k, v in ds.attrs.items() if k != "complete"}, **keep})
     body.attrs["complete"] = False
     with warnings.catch_warnings():

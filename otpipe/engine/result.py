@@ -11,8 +11,10 @@ killed run never marks a tile it did not write. ``attrs["complete"]`` turns true
 every tile is written; the parameters, their ``fingerprint``, library versions and the input
 content hashes are in the attrs from the start.
 
-The type of any otpipe store (a pairwise result, two-sample tests, a complexity study, a barycenter
-run, a collection) is read from its attrs by :func:`result_type` only (:data:`TAGS`).
+Every result store carries one type tag, the attribute :data:`TAG` (``otpipe_result``) with the name of
+the feature that wrote it (:data:`TYPES`: ``distances``, ``two_sample``, ``barycenter``, ``complexity``).
+Stores written before that tag existed carry the attributes of :data:`LEGACY_TAGS` and still read the
+same. The type of any otpipe store (results and collections) is read by :func:`result_type` only.
 """
 from __future__ import annotations
 
@@ -26,21 +28,40 @@ import numpy as np
 
 from otpipe._made import check_replaceable, made_attrs
 
-__all__ = ["RESULT_FORMAT", "TAGS", "BOOKKEEPING", "stored_attrs", "result_type", "pairwise_attrs", "create", "load_state", "write_tile", "write_self", "mark_complete", "open_result", "is_result"]
+__all__ = ["TAG", "TYPES", "LEGACY_TAGS", "BOOKKEEPING", "tag", "stored_attrs", "result_type", "pairwise_attrs",
+           "create", "load_state", "write_tile", "write_self", "mark_complete", "open_result", "is_result"]
 
-RESULT_FORMAT = "otpipe.pairwise"
 _MATRIX_VARS = {"divergence": np.float64, "ot": np.float64, "n_iter": np.int64, "marginal_error": np.float64}
 
 
-#: how each result type is tagged in its attrs, ``{type: (attribute, value)}``. Each type keeps writing the
-#: attribute it always wrote (stores written before read the same, and older otpipe versions read new
-#: stores); a new result type writes ``otpipe_result = <its type>``. Read them with :func:`result_type` only.
-TAGS = {
-    "pairwise": ("format", RESULT_FORMAT),
+#: the attribute that names a result's type (one of :data:`TYPES`), written by every result store
+TAG = "otpipe_result"
+#: the result types: the features' names (``otpipe distances``, ``two-sample``, ``barycenter``, ``complexity``)
+TYPES = ("distances", "two_sample", "barycenter", "complexity")
+#: how stores written before :data:`TAG` existed are tagged, ``{type: (attribute, value)}``: read, never written
+LEGACY_TAGS = {
+    "distances": ("format", "otpipe.pairwise"),
     "two_sample": ("kind", "otpipe.tools.two_sample"),
-    "complexity": ("otpipe_result", "complexity"),
-    "barycenter": ("otpipe_result", "barycenter"),
 }
+_COLLECTION = "otpipe.collection"
+
+
+def tag(kind: str) -> dict:
+    """The type tag of a result store, to merge into its attrs.
+
+    Parameters
+    ----------
+    kind : str
+        The result type, one of :data:`TYPES`.
+
+    Returns
+    -------
+    dict
+        ``{"otpipe_result": kind}``.
+    """
+    if kind not in TYPES:
+        raise ValueError(f"unknown result type {kind!r}: use one of {', '.join(TYPES)}")
+    return {TAG: kind}
 
 
 def stored_attrs(path) -> dict | None:
@@ -52,28 +73,44 @@ def stored_attrs(path) -> dict | None:
 
 
 def result_type(attrs: dict | None) -> str | None:
-    """The type of an otpipe store from its attrs: ``"pairwise"``, ``"two_sample"``, ``"complexity"``,
-    ``"barycenter"`` (an unfinished barycenter run), ``"barycenters"`` (the collection of barycenters it
-    ends with), ``"collection"``; ``None`` for anything else."""
+    """The type of an otpipe store, read from its attrs (the only reader of the type tags).
+
+    Parameters
+    ----------
+    attrs : dict or None
+        The group attributes of the store (:func:`stored_attrs`).
+
+    Returns
+    -------
+    str or None
+        A result type of :data:`TYPES` (``"distances"``, ``"two_sample"``, ``"barycenter"``,
+        ``"complexity"``; ``attrs["complete"]`` tells whether the run finished: an unfinished barycenter
+        run is a checkpoint store, a finished one the collection of barycenters), ``"collection"`` for a
+        collection of measures, ``None`` for anything else. Stores of earlier versions read by their
+        :data:`LEGACY_TAGS` (and a collection with ``barycenter`` attrs as a barycenter result).
+    """
     if not attrs:
         return None
-    if attrs.get("format") == "otpipe.collection":
-        return "barycenters" if "barycenter" in attrs else "collection"
-    for kind, (key, value) in TAGS.items():
+    kind = attrs.get(TAG)
+    if kind in TYPES:
+        return kind
+    if attrs.get("format") == _COLLECTION:
+        return "barycenter" if "barycenter" in attrs else "collection"
+    for kind, (key, value) in LEGACY_TAGS.items():
         if attrs.get(key) == value:
             return kind
     return None
 
 
 def is_result(path) -> bool:
-    """Whether ``path`` holds an otpipe pairwise result (complete or not)."""
-    return result_type(stored_attrs(path)) == "pairwise"
+    """Whether ``path`` holds an otpipe distance-matrix result (complete or not)."""
+    return result_type(stored_attrs(path)) == "distances"
 
 
 def pairwise_attrs(path) -> dict:
     """The attrs of the pairwise result at ``path`` (``ValueError`` if it is not an otpipe result)."""
     attrs = stored_attrs(path)
-    if result_type(attrs) != "pairwise":
+    if result_type(attrs) != "distances":
         raise ValueError(f"{path} is not an otpipe pairwise result")
     return dict(attrs)
 
@@ -127,8 +164,8 @@ def create(
     if labels_target is not None:
         coords["target_label"] = ("target", np.asarray(labels_target, dtype=object))
     a = dict(attrs)
-    a.update(made_attrs("pairwise"))
-    a.update(format=RESULT_FORMAT, complete=False, created=_now(), tile=int(tile), n_tiles=int(n_tiles))
+    a.update(made_attrs("distances"), **tag("distances"))
+    a.update(complete=False, created=_now(), tile=int(tile), n_tiles=int(n_tiles))
     ds = xr.Dataset(data, coords=coords, attrs=a)
     ds.to_zarr(path, mode="w", compute=False, consolidated=False)
 

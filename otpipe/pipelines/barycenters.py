@@ -23,7 +23,7 @@ import numpy as np
 from otpipe.engine import checkpoint as _ck
 from otpipe.engine import convergence as _conv
 from otpipe.engine import run as _run
-from otpipe.engine.result import result_type
+from otpipe.engine.result import result_type, tag
 from otpipe.store.locks import locked
 from otpipe.tools import barycenters as _bary
 
@@ -345,7 +345,7 @@ def run_barycenter(
         results = {g: _result(methods[g], stored["barycenter"][g], done[g].points, done[g].weights, inputs[g], grid)
                    for g in names}
         return _finish(out_p, results, inputs, png, {}, write=False, msg=str(stored.get("convergence_warning") or ""))
-    ck = job.checkpoint(stored, {"otpipe_result": "barycenter", "fingerprint": fp, "run": content, "groups": names})
+    ck = job.checkpoint(stored, {**tag("barycenter"), "fingerprint": fp, "run": content, "groups": names})
 
     def record(t, res, msgs):
         n = len(res.points)
@@ -368,7 +368,7 @@ def run_barycenter(
                 "converged": bool(ck.data["converged"][t])}
         results[g] = _result(methods[g], info, ck.data["points"][t, :k], ck.data["weights"][t, :k], inputs[g], grid)
         caught[g] = list(note.get("warnings") or [])
-    extra = {"fingerprint": fp, "run": content}
+    extra = {**tag("barycenter"), "fingerprint": fp, "run": content}
     _record_run(extra, coll, params)
     return _finish(out_p, results, inputs, png, caught, write=True, extra=extra)
 
@@ -421,7 +421,7 @@ def _fingerprint(coll, grps: dict, params: dict) -> tuple[str, dict]:
 
 def _is_ours(attrs: dict) -> bool:
     """A barycenter result: an unfinished run, or the collection it ends with."""
-    return result_type(attrs) in ("barycenter", "barycenters")
+    return result_type(attrs) == "barycenter"
 
 
 def _result(m: str, info: dict, points, weights, ms, grid) -> _bary.BarycenterResult:

@@ -32,7 +32,7 @@ from otpipe.engine import convergence as _conv
 from otpipe.engine import estimate as _estimate
 from otpipe.engine import run as _run
 from otpipe.engine.identity import versions
-from otpipe.engine.result import result_type, stored_attrs
+from otpipe.engine.result import result_type, stored_attrs, tag
 from otpipe.report.complexity import kappa_table, plot_study
 from otpipe.store.locks import locked
 from otpipe.tools import complexity as cx
@@ -199,7 +199,7 @@ def run_study(
         if stored is not None and stored.get("complete"):
             log.info("%s is already complete: nothing to compute", job.out)
             return open_study(job.out)
-        ck = job.checkpoint(stored, {"otpipe_result": "complexity", "fingerprint": fp, "run": content})
+        ck = job.checkpoint(stored, {**tag("complexity"), "fingerprint": fp, "run": content})
         log.info("complexity: %d cells (%d eps x %d dims x %d N) x %d repetitions, %s", len(cells), len(eps),
                  len(dims), len(ns), reps, " and ".join(divergences))
         t0 = time.perf_counter()
@@ -278,7 +278,7 @@ def open_study(path):
 
 def _attrs(kw, p, distribution, seed, reps, divergence) -> dict:
     return {
-        "otpipe_result": "complexity",
+        **tag("complexity"),
         "format_version": 1,
         "p": float(p),
         "cost": "|x-y|^p",

@@ -53,7 +53,7 @@ from otpipe.engine import estimate as _estimate
 from otpipe.engine import run as _run
 from otpipe.engine.cluster import ClusterSpec, open_client
 from otpipe.engine.identity import jsonable, versions
-from otpipe.engine.result import TAGS, result_type, stored_attrs
+from otpipe.engine.result import result_type, stored_attrs, tag
 from otpipe.store.locks import locked
 from otpipe.tools import two_sample as _t
 
@@ -62,7 +62,6 @@ __all__ = ["two_sample_test_distributed", "many_two_sample_tests", "open_result"
 log = logging.getLogger("otpipe.two_sample")
 
 BY = ("auto", "measure", "label", "collection")
-RESULT_KIND = TAGS["two_sample"][1]
 #: old (otpipe 0.1) variable names -> scipy's names
 RENAMED = {"p_value": "pvalue", "null": "null_distribution"}
 #: store the per-test null samples when there are at most this many tests
@@ -471,7 +470,7 @@ def _strings(values) -> np.ndarray:
 
 def _attrs(params: dict, *, statistic, n_permutations, seed, by, block_size, src, tgt, n_tests) -> dict:
     attrs = {
-        "kind": RESULT_KIND,
+        **tag("two_sample"),
         "statistic": statistic,
         "n_permutations": int(n_permutations),
         "seed": jsonable(seed),

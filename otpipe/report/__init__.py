@@ -25,7 +25,7 @@ __all__ = ["write_report", "result_kind", "KINDS"]
 KINDS = {"collection": "collection", "barycenter": "barycenter", "distances": "matrix", "two-sample": "two_sample",
          "complexity": "complexity"}
 #: result type (:func:`otpipe.engine.result.result_type`) -> report kind
-_REPORTS = {"collection": "collection", "barycenters": "barycenter", "pairwise": "distances", "two_sample": "two-sample",
+_REPORTS = {"collection": "collection", "barycenter": "barycenter", "distances": "distances", "two_sample": "two-sample",
             "complexity": "complexity"}
 
 
@@ -34,8 +34,9 @@ def result_kind(path) -> str:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{path}: no such result")
-    kind = result_type(stored_attrs(p))
-    if kind == "barycenter":  # the checkpoint of a run that has not finished
+    attrs = stored_attrs(p)
+    kind = result_type(attrs)
+    if kind == "barycenter" and not attrs.get("complete"):  # the checkpoint of a run that has not finished
         raise ValueError(f"{path} is an unfinished barycenter run: finish it with `otpipe barycenter ... --resume`")
     if kind in _REPORTS:
         return _REPORTS[kind]

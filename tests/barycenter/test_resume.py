@@ -91,6 +91,7 @@ def test_interrupt_then_resume_is_identical_and_skips_finished_groups(client, im
         np.testing.assert_allclose(a[g].points, pts)  # the inputs' grid
         np.testing.assert_allclose(a[g].weights, img.reshape(-1), atol=1e-4)  # identical inputs: that input
     assert a.attrs["barycenter"] == b.attrs["barycenter"] and a.attrs["fingerprint"] == b.attrs["fingerprint"]
+    assert a.attrs["otpipe_result"] == "barycenter"  # the one type tag, on the collection it ends with too
 
     # a finished store resumes to itself without computing; the report reads it as barycenters
     with get_task_stream(client) as ts:

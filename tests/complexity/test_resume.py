@@ -31,7 +31,7 @@ def test_interrupt_then_resume_is_identical(client, tmp_path, monkeypatch, capsy
     with pytest.raises(Interrupted, match=r"2 of 6 cells are saved in .*resume=True"):
         run_study(out, client=client, figures=None, **GRID)
     attrs = json.loads((out / "zarr.json").read_text())["attributes"]
-    assert attrs["complete"] is False
+    assert attrs["complete"] is False and attrs["otpipe_result"] == "complexity"
     assert np.asarray(zarr.open_group(str(out / "_checkpoint"), mode="r")["done"][:]).sum() == 2
     monkeypatch.setattr(interrupt, "STOP_AFTER", None)
     with pytest.raises(FileExistsError, match="--resume"):

@@ -85,6 +85,8 @@ def test_sigint_keeps_finished_tests_and_resume_is_identical(client, coll, refer
           "--scheduler", client.scheduler.address])
     ds = open_result(out)
     assert ds.attrs["complete"] and not (out / "_checkpoint").exists()
+    attrs = json.loads((out / "zarr.json").read_text())["attributes"]
+    assert attrs["otpipe_result"] == "two_sample" and "kind" not in attrs  # the one type tag
     for v in ("statistic", "pvalue", "p_holm", "p_bh", "marginal_error", "n_source", "n_target"):
         np.testing.assert_array_equal(ds[v].values, reference[v].values)
 
