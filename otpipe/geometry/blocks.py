@@ -74,9 +74,28 @@ KMEANS_ITERS = 10
 class Clustering:
     """Points sorted by cluster: cluster ``I`` is ``x[perm][bounds[I]:bounds[I + 1]]``.
 
-    ``centers (n, D)`` weighted centroids, ``weights (n,)`` summed weights, ``radius (n,)`` largest distance
-    of a member to its centre, ``lo``/``hi (n, D)`` the members' bounding boxes (float64), ``labels (N,)`` the
-    cluster of each sorted point, ``inv`` the inverse of ``perm``, ``points (N, D)`` the sorted points (float64).
+    Parameters
+    ----------
+    perm : torch.Tensor
+        ``(N,)`` int64, the permutation that sorts the points by cluster.
+    inv : torch.Tensor
+        ``(N,)`` int64, the inverse of ``perm``.
+    bounds : torch.Tensor
+        ``(n + 1,)`` int64, start of each cluster's range in the sorted points (and ``N`` last).
+    labels : torch.Tensor
+        ``(N,)`` int64, the cluster of each sorted point (non-decreasing).
+    centers : torch.Tensor
+        ``(n, D)`` weighted centroids (the points' dtype; the mean of the members where a cluster has no mass).
+    weights : torch.Tensor
+        ``(n,)`` summed weights of the members.
+    radius : torch.Tensor
+        ``(n,)`` float64, largest distance of a member to its centre.
+    lo : torch.Tensor
+        ``(n, D)`` float64, lower corner of the members' bounding box.
+    hi : torch.Tensor
+        ``(n, D)`` float64, upper corner of the members' bounding box.
+    points : torch.Tensor
+        ``(N, D)`` float64, the sorted points.
     """
 
     perm: torch.Tensor
@@ -92,11 +111,23 @@ class Clustering:
 
     @property
     def n(self) -> int:
+        """Number of clusters."""
         return int(self.centers.shape[0])
 
 
 def n_clusters(N: int) -> int:
-    """Number of clusters for ``N`` points: one per ``POINTS_PER_CLUSTER``, between 1 and ``MAX_CLUSTERS``."""
+    """Number of clusters for ``N`` points: one per ``POINTS_PER_CLUSTER``, between 1 and ``MAX_CLUSTERS``.
+
+    Parameters
+    ----------
+    N : int
+        Number of points.
+
+    Returns
+    -------
+    int
+        ``min(MAX_CLUSTERS, max(1, N // POINTS_PER_CLUSTER))``.
+    """
     return int(min(MAX_CLUSTERS, max(1, N // POINTS_PER_CLUSTER)))
 
 
@@ -106,9 +137,22 @@ def _extent(x: torch.Tensor) -> float:
 
 
 def default_scale(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Voxel side (D <= 3) aiming at :data:`POINTS_PER_CLUSTER` points per cell (at most
-    :data:`MAX_CLUSTERS` cells) in each cloud: ``extent / (sqrt(D) n^(1/D))``, the larger of the two clouds'
-    values (each cloud's own extent, so far-apart clouds still get fine cells); ``0`` when both are single points.
+    """Voxel side (D <= 3) aiming at :data:`POINTS_PER_CLUSTER` points per cell in each cloud.
+
+    ``extent / (sqrt(D) n^(1/D))`` with ``n = n_clusters(N)`` (at most :data:`MAX_CLUSTERS` cells), the larger of
+    the two clouds' values (each cloud's own extent, so far-apart clouds still get fine cells).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Points ``(N, D)``.
+    y : torch.Tensor
+        Points ``(M, D)``.
+
+    Returns
+    -------
+    float
+        The voxel side; ``0`` when both clouds are single points.
     """
     D = x.shape[-1]
     s = [_extent(z) / (math.sqrt(D) * n_clusters(z.shape[0]) ** (1.0 / D)) for z in (x, y)]
@@ -144,9 +188,30 @@ def _nearest(x: torch.Tensor, c: torch.Tensor, chunk: int = 16384) -> torch.Tens
 
 
 def cluster(x: torch.Tensor, a: torch.Tensor, scale: float, *, seed: int = 0) -> Clustering:
-    """Cluster ``x (N, D)`` with weights ``a (N,)``: voxel grid of side ``scale`` (D <= 3), else k-means.
+    """Cluster a weighted point cloud: voxel grid of side ``scale`` (D <= 3), else seeded k-means.
 
     For ``D > 3`` the number of clusters is ``N / POINTS_PER_CLUSTER`` (capped); ``scale`` is not used.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Points ``(N, D)``, ``N >= 1`` (detached).
+    a : torch.Tensor
+        Weights ``(N,)``.
+    scale : float
+        Voxel side (:func:`default_scale`); ``0``: a single cluster (D <= 3).
+    seed : int, default 0
+        Seed of the k-means subsample and initial centres (D > 3).
+
+    Returns
+    -------
+    Clustering
+        The points sorted by cluster, with the clusters' centroids, weights, radii and bounding boxes.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` has no points.
     """
     x = x.detach()
     N, D = x.shape
@@ -178,15 +243,46 @@ def cluster(x: torch.Tensor, a: torch.Tensor, scale: float, *, seed: int = 0) ->
 
 
 def segment_max(values: torch.Tensor, c: Clustering) -> torch.Tensor:
-    """``max_{i in I} values_i`` for sorted ``values (N,)``, shape ``(n,)``."""
+    """Largest value per cluster, ``max_{i in I} values_i``.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        ``(N,)`` values on the sorted points of ``c``.
+    c : Clustering
+        The clustering.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n,)`` float64 on the CPU.
+    """
     out = torch.full((c.n,), -math.inf, dtype=torch.float64)
     return out.scatter_reduce(0, c.labels, values.detach().double().cpu(), "amax", include_self=True)
 
 
 def affine_fit(values: torch.Tensor, c: Clustering, chunk: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-cluster least-squares slopes of sorted ``values (N,)``: ``beta (n, D)`` and ``max_I r`` where
-    ``r_i = values_i - <beta_I, x_i>`` (exact residuals, so any ``beta`` gives rigorous bounds); on the device of
-    the clustering's points (host clusterings: CPU; :mod:`otpipe.geometry.blocks_device`: the GPU)."""
+    """Per-cluster least-squares slopes of ``values`` and the largest residual of each cluster.
+
+    ``r_i = values_i - <beta_I, x_i>`` are exact residuals, so any ``beta`` gives rigorous bounds. Computed on the
+    device of the clustering's points (host clusterings: CPU; :mod:`otpipe.geometry.blocks_device`: the GPU).
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        ``(N,)`` values on the sorted points of ``c`` (a potential).
+    c : Clustering
+        The clustering.
+    chunk : int, default 65536
+        Points per step of the accumulation of the normal equations (bounds the memory to ``chunk * D^2``).
+
+    Returns
+    -------
+    beta : torch.Tensor
+        ``(n, D)`` float64 slopes.
+    rmax : torch.Tensor
+        ``(n,)`` float64, ``max_{i in I} r_i``.
+    """
     xs, lab, n, D = c.points, c.labels, c.n, c.points.shape[1]
     f64 = dict(dtype=torch.float64, device=xs.device)
     v = values.detach().to(**f64)
@@ -231,12 +327,37 @@ def _upper_bound(cx: Clustering, cy: Clustering, sl: slice, fit_f, fit_g, fmax, 
 
 def block_mask(cx: Clustering, cy: Clustering, f: torch.Tensor, g: torch.Tensor, eps: float, cost: Cost,
                truncate: float, chunk: int = 256, compiled: bool = True) -> torch.Tensor:
-    """Kept cluster pairs ``U_IJ >= -truncate * eps`` (module docstring), ``(n_I, n_J)`` bool.
+    """Kept cluster pairs ``U_IJ >= -truncate * eps`` (module docstring).
 
     Computed by the compiled kernel (:func:`otpipe.geometry.backends.cpu.block_mask`) when available and ``compiled``,
     else by chunked torch code (the reference the kernel is tested against).
-    ``f (N,)`` and ``g (M,)`` are the current potentials on the sorted points of ``cx`` and ``cy``.
     Each row and column keeps at least its best block, so no row is left without terms.
+
+    Parameters
+    ----------
+    cx : Clustering
+        Clustering of the source points.
+    cy : Clustering
+        Clustering of the target points (``cx`` itself for a self problem).
+    f : torch.Tensor
+        ``(N,)`` current potential on the sorted points of ``cx``.
+    g : torch.Tensor
+        ``(M,)`` current potential on the sorted points of ``cy`` (``f`` itself for a self problem).
+    eps : float
+        Current temperature.
+    cost : Cost
+        The ground cost.
+    truncate : float
+        Threshold in units of ``eps`` (:data:`TRUNCATE`).
+    chunk : int, default 256
+        Row clusters per step of the torch path.
+    compiled : bool, default True
+        Use the compiled kernel when it is available.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n_I, n_J)`` bool mask of the kept cluster pairs.
     """
     fmax, fit_f = segment_max(f, cx), affine_fit(f, cx)
     if g is f and cy is cx:  # a self problem: one cloud, one potential
@@ -251,8 +372,37 @@ def block_mask(cx: Clustering, cy: Clustering, f: torch.Tensor, g: torch.Tensor,
 
 def mask_from_bound(cx: Clustering, cy: Clustering, fit_f, fit_g, fmax, gmax, cost: Cost, thr: float,
                      chunk: int) -> torch.Tensor:
-    """``U_IJ >= thr`` by chunks of rows with :func:`_upper_bound`, plus each row's and column's best block, on the
-    device of ``fmax`` (the host path of :func:`block_mask` and :func:`otpipe.geometry.blocks_device.block_mask`)."""
+    """Cluster pairs whose upper bound reaches ``thr``, plus each row's and column's best block.
+
+    Evaluated by chunks of row clusters on the device of ``fmax`` (the torch path of :func:`block_mask` and
+    :func:`otpipe.geometry.blocks_device.block_mask`).
+
+    Parameters
+    ----------
+    cx : Clustering
+        Clustering of the source points.
+    cy : Clustering
+        Clustering of the target points.
+    fit_f : tuple of torch.Tensor
+        ``(beta, rmax)`` of ``f`` on ``cx`` (:func:`affine_fit`).
+    fit_g : tuple of torch.Tensor
+        ``(beta, rmax)`` of ``g`` on ``cy``.
+    fmax : torch.Tensor
+        ``(n_I,)`` largest ``f`` per cluster (:func:`segment_max`).
+    gmax : torch.Tensor
+        ``(n_J,)`` largest ``g`` per cluster.
+    cost : Cost
+        The ground cost.
+    thr : float
+        Threshold on ``U_IJ`` (``-truncate * eps``).
+    chunk : int
+        Row clusters per step.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n_I, n_J)`` bool mask of the kept cluster pairs.
+    """
     dev = fmax.device
     rows, best = [], []
     colbest = torch.full((cy.n,), -math.inf, dtype=torch.float64, device=dev)

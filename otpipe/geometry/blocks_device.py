@@ -62,9 +62,32 @@ def _kmeans_labels(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
 
 
 def cluster(x: torch.Tensor, a: torch.Tensor, scale: float, *, seed: int = 0) -> ms.Clustering:
-    """Cluster ``x (N, D)`` with weights ``a (N,)`` on ``x.device``: voxel grid of side ``scale`` (``D <= 3``),
-    else seeded k-means with ``N / POINTS_PER_CLUSTER`` clusters (capped). Same fields as
-    :func:`otpipe.geometry.blocks.cluster`, every tensor on ``x.device``."""
+    """Cluster a weighted point cloud on its device: voxel grid of side ``scale`` (``D <= 3``), else k-means.
+
+    Above ``D = 3``: seeded k-means with ``N / POINTS_PER_CLUSTER`` clusters (capped), as
+    :func:`otpipe.geometry.blocks.cluster` does on the host.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Points ``(N, D)``, ``N >= 1`` (detached).
+    a : torch.Tensor
+        Weights ``(N,)``, on ``x.device``.
+    scale : float
+        Voxel side; ``0``: a single cluster (``D <= 3``).
+    seed : int, default 0
+        Seed of the k-means subsample and initial centres (``D > 3``).
+
+    Returns
+    -------
+    otpipe.geometry.blocks.Clustering
+        The same fields as :func:`otpipe.geometry.blocks.cluster`, every tensor on ``x.device``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` has no points.
+    """
     x = x.detach()
     N, D = x.shape
     dev = x.device
@@ -98,7 +121,20 @@ def cluster(x: torch.Tensor, a: torch.Tensor, scale: float, *, seed: int = 0) ->
 
 # ------------------------------------------------------------------------------------------------ masks
 def segment_max(values: torch.Tensor, c: ms.Clustering) -> torch.Tensor:
-    """``max_{i in I} values_i`` for sorted ``values (N,)``, ``(n,)`` float64 on the clustering's device."""
+    """Largest value per cluster, ``max_{i in I} values_i``, on the clustering's device.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        ``(N,)`` values on the sorted points of ``c``.
+    c : otpipe.geometry.blocks.Clustering
+        The clustering.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n,)`` float64 on the clustering's device.
+    """
     out = torch.full((c.n,), -math.inf, dtype=torch.float64, device=c.labels.device)
     return out.scatter_reduce(0, c.labels, values.detach().double(), "amax", include_self=True)
 
@@ -109,9 +145,35 @@ affine_fit = ms.affine_fit
 
 def block_mask(cx: ms.Clustering, cy: ms.Clustering, f: torch.Tensor, g: torch.Tensor, eps: float, cost: Cost,
                truncate: float, chunk: int = 1024) -> torch.Tensor:
-    """Kept cluster pairs ``U_IJ >= -truncate * eps``, ``(n_I, n_J)`` bool on the device: the bound of
-    :func:`otpipe.geometry.blocks.block_mask` (its pure-torch reference), every row and column keeping at
-    least its best block. ``f (N,)`` / ``g (M,)``: the potentials on the sorted points of ``cx`` / ``cy``."""
+    """Kept cluster pairs ``U_IJ >= -truncate * eps``, computed on the device.
+
+    The bound of :func:`otpipe.geometry.blocks.block_mask` (its pure-torch path), every row and column keeping at
+    least its best block.
+
+    Parameters
+    ----------
+    cx : otpipe.geometry.blocks.Clustering
+        Clustering of the source points.
+    cy : otpipe.geometry.blocks.Clustering
+        Clustering of the target points (``cx`` itself for a self problem).
+    f : torch.Tensor
+        ``(N,)`` current potential on the sorted points of ``cx``.
+    g : torch.Tensor
+        ``(M,)`` current potential on the sorted points of ``cy`` (``f`` itself for a self problem).
+    eps : float
+        Current temperature.
+    cost : Cost
+        The ground cost.
+    truncate : float
+        Threshold in units of ``eps``.
+    chunk : int, default 1024
+        Row clusters per step.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n_I, n_J)`` bool mask on the device.
+    """
     fmax, fit_f = segment_max(f, cx), affine_fit(f, cx)
     if g is f and cy is cx:  # a self problem: one cloud, one potential
         gmax, fit_g = fmax, fit_f
@@ -124,9 +186,18 @@ def block_mask(cx: ms.Clustering, cy: ms.Clustering, f: torch.Tensor, g: torch.T
 class DeviceBlocks:
     """Block-sparsity pattern of a sorted pair, on the device: the interface of :class:`otpipe.geometry.backends.cpu.Blocks`.
 
-    ``rows``/``cols``: cluster bounds ``(n_I + 1,)``/``(n_J + 1,)`` int64; ``mask (n_I, n_J)`` bool; ``rng``: the
-    ``[start, end)`` column ranges of the runs of kept column clusters, row cluster by row cluster, ``cptr``
-    their offsets per row cluster. :meth:`triton_arrays` gives the Triton kernels' int32 arrays (cached).
+    Besides the inputs, ``rng`` holds the ``[start, end)`` column ranges of the runs of kept column clusters, row
+    cluster by row cluster, and ``cptr`` their offsets per row cluster. :meth:`triton_arrays` gives the Triton
+    kernels' int32 arrays (cached).
+
+    Parameters
+    ----------
+    rows : torch.Tensor
+        ``(n_I + 1,)`` cluster bounds of the sorted source points.
+    cols : torch.Tensor
+        ``(n_J + 1,)`` cluster bounds of the sorted target points.
+    mask : torch.Tensor
+        ``(n_I, n_J)`` bool, the kept cluster pairs; its device is the pattern's.
     """
 
     def __init__(self, rows: torch.Tensor, cols: torch.Tensor, mask: torch.Tensor):
@@ -154,14 +225,34 @@ class DeviceBlocks:
         return int((sr[:, None] * sc[None, :] * self.mask.double()).sum())
 
     def transpose(self) -> DeviceBlocks:
+        """The pattern of the transposed pair (targets as rows), built once and linked both ways.
+
+        Returns
+        -------
+        DeviceBlocks
+            Rows and columns swapped, the mask transposed.
+        """
         if not hasattr(self, "_T"):
             self._T = DeviceBlocks(self.cols, self.rows, self.mask.t())
             self._T._T = self
         return self._T
 
     def triton_arrays(self, block_n: int, device) -> tuple[torch.Tensor, ...]:
-        """``(work, rows, cptr, rng)`` int32 on ``device``: ``work`` lists ``(row0, cluster)`` of every tile of
-        ``block_n`` rows (a tile never straddles two clusters)."""
+        """The Triton kernels' int32 arrays ``(work, rows, cptr, rng)`` for tiles of ``block_n`` rows (cached).
+
+        Parameters
+        ----------
+        block_n : int
+            Rows per tile of the kernel; a tile never straddles two clusters.
+        device : torch.device or str
+            Device of the arrays.
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            ``work`` (the ``(row0, cluster)`` of every tile, flattened), the row bounds, ``cptr`` and ``rng``,
+            int32 and contiguous on ``device``.
+        """
         key = (str(device), int(block_n))
         if key not in self._cache:
             rows = self.rows.to(device)

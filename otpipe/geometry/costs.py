@@ -48,13 +48,26 @@ class Cost:
 
     @property
     def name(self) -> str:
+        """The convention's name, ``"|x-y|^p/p"`` or ``"|x-y|^p"`` (a key of :data:`COST_NAMES`)."""
         return "|x-y|^p/p" if self.halved else "|x-y|^p"
 
     def dense(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Dense cost matrix ``(B, N, M)`` from ``x (B, N, D)`` and ``y (B, M, D)``.
+        """Dense cost matrix ``C[b, i, j] = scale * |x[b, i] - y[b, j]|^p``.
 
         Distances are computed from coordinate differences (accurate for far-apart clouds);
         the gradient of ``|x - y|^p`` at ``x = y`` is taken as 0.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Points ``(B, N, D)``.
+        y : torch.Tensor
+            Points ``(B, M, D)``, same dtype and device.
+
+        Returns
+        -------
+        torch.Tensor
+            The costs ``(B, N, M)``.
         """
         if self.p == 2.0:
             d2 = _sqdist(x, y)
@@ -68,7 +81,20 @@ class Cost:
         return c * self.scale if self.scale != 1.0 else c
 
     def keops(self, x_i, y_j):
-        """The same cost as a KeOps symbolic ``LazyTensor`` (``x_i``: ``(..., N, 1, D)``, ``y_j``: ``(..., 1, M, D)``)."""
+        """The same cost as a KeOps symbolic ``LazyTensor``.
+
+        Parameters
+        ----------
+        x_i : pykeops.torch.LazyTensor
+            Points indexed by ``i``, ``(..., N, 1, D)``.
+        y_j : pykeops.torch.LazyTensor
+            Points indexed by ``j``, ``(..., 1, M, D)``.
+
+        Returns
+        -------
+        pykeops.torch.LazyTensor
+            The symbolic costs ``scale * |x_i - y_j|^p``, ``(..., N, M)``.
+        """
         d2 = ((x_i - y_j) ** 2).sum(-1)
         if self.p == 2.0:
             c = d2
@@ -92,7 +118,25 @@ def _sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def make_cost(p: float = 2.0, cost: str | None = None) -> Cost:
-    """Build a :class:`Cost` from ``p`` and a convention name (see :data:`COST_NAMES`)."""
+    """Build a :class:`Cost` from ``p`` and a convention name.
+
+    Parameters
+    ----------
+    p : float, default 2.0
+        Exponent of ``|x - y|^p``, a positive finite number.
+    cost : str or Cost or None, default None
+        A key of :data:`COST_NAMES` (``None``: ``"|x-y|^p/p"``); a :class:`Cost` is returned as it is.
+
+    Returns
+    -------
+    Cost
+        The ground cost.
+
+    Raises
+    ------
+    ValueError
+        If ``p`` is not a positive finite number or ``cost`` is not a known convention.
+    """
     if isinstance(cost, Cost):
         return cost
     try:
@@ -107,8 +151,26 @@ def make_cost(p: float = 2.0, cost: str | None = None) -> Cost:
 
 
 def box_extents(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None) -> torch.Tensor:
-    """Sides ``max - min`` (per coordinate, ``(D,)``, detached) of the bounding box of the points of ``x`` and ``y``
-    that carry mass, across the whole batch: padding (zero-weight points) does not change it."""
+    """Sides ``max - min`` per coordinate of the bounding box of the points of ``x`` and ``y`` that carry mass.
+
+    The box is taken across the whole batch; padding (zero-weight points) does not change it.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Points ``(..., N, D)``.
+    y : torch.Tensor
+        Points ``(..., M, D)``.
+    a : torch.Tensor or None, default None
+        Weights of ``x`` (``x.shape[:-1]``); points of weight 0 are left out. ``None``: every point counts.
+    b : torch.Tensor or None, default None
+        Weights of ``y``, likewise.
+
+    Returns
+    -------
+    torch.Tensor
+        The sides ``(D,)``, detached from the autograd graph.
+    """
     pts = []
     for pts_, w in ((x, a), (y, b)):
         flat = pts_.reshape(-1, pts_.shape[-1])
@@ -120,7 +182,19 @@ def box_extents(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None,
 
 
 def diagonal(ext: torch.Tensor) -> float:
-    """Length ``|ext|_2`` of the diagonal of a box with sides ``ext`` (:func:`box_extents`), overflow-safe."""
+    """Length ``|ext|_2`` of the diagonal of a box, overflow-safe.
+
+    Parameters
+    ----------
+    ext : torch.Tensor
+        Sides of the box ``(D,)`` (:func:`box_extents`).
+
+    Returns
+    -------
+    float
+        The diagonal, computed in float64 with scaling where the norm over- or underflows ``ext``'s dtype
+        (``inf`` only when a side is infinite).
+    """
     d = float(ext.norm())
     if not math.isfinite(d) or (d == 0.0 and bool((ext != 0).any())):
         # the norm overflowed or underflowed the points' dtype: scaled, in float64
@@ -135,6 +209,22 @@ def diameter(x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | None = None, b:
 
     ``|max - min|_2`` over all points with positive weight, across the whole batch: padding
     (zero-weight points) does not change it.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Points ``(..., N, D)``.
+    y : torch.Tensor
+        Points ``(..., M, D)``.
+    a : torch.Tensor or None, default None
+        Weights of ``x``; ``None``: every point counts.
+    b : torch.Tensor or None, default None
+        Weights of ``y``; ``None``: every point counts.
+
+    Returns
+    -------
+    float
+        The diagonal of the bounding box (0 when all points coincide).
     """
     return diagonal(box_extents(x, y, a, b))
 
@@ -181,6 +271,23 @@ def check_range(
     ``C_max = scale * extent^p`` (``extent`` the bounding-box diagonal of the points), the first
     temperature ``diameter^p``, the final one ``blur^p`` and ``reach^p`` must lie in
     ``[tiny, max / RANGE_MARGIN]`` of the dtype (``C_max`` may also be 0: all points at one place).
+
+    Parameters
+    ----------
+    dtype : torch.dtype
+        The floating-point type of the solve.
+    cost : Cost
+        The ground cost.
+    extent : float
+        Bounding-box diagonal of the points (:func:`diameter`).
+    diameter : float
+        The diameter that starts the eps-scaling (first temperature ``diameter^p``).
+    blur : float
+        The final blur (temperature ``blur^p``).
+    reach : float or None, default None
+        The reach of unbalanced OT (``reach^p``); ``None``: balanced.
+    diameter_given : bool, default False
+        Whether the user passed ``diameter`` (only then is its overflow reported; a computed one follows ``extent``).
 
     Raises
     ------

@@ -59,7 +59,13 @@ def _on_cpu(device) -> bool:
 
 
 def triton_error() -> str | None:
-    """Why Triton cannot be imported (``None`` when it can); imports it on first call."""
+    """Why Triton cannot be imported; imports it on the first call.
+
+    Returns
+    -------
+    str or None
+        The first line of the import error; ``None`` when Triton imports.
+    """
     try:
         import triton  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - ImportError, or a broken installation
@@ -102,7 +108,24 @@ def _check_serves(name: str, dev: str, dtype) -> None:
 
 
 def check_name(name: str) -> str:
-    """``name`` with aliases resolved (``"auto"`` stays), or a one-line ``ValueError`` for an unknown name."""
+    """Resolve the aliases of a backend name and reject unknown names.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`BACKENDS`, a strategy of :data:`STRATEGIES`, an alias (``"online"``, ``"dense"``) or
+        ``"auto"``.
+
+    Returns
+    -------
+    str
+        The name with aliases resolved (``"auto"`` stays).
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown (the message lists the choices).
+    """
     name = _ALIASES.get(name, name)
     if name != "auto" and name not in BACKENDS and name not in STRATEGIES:
         raise ValueError(f"unknown backend {name!r}: choose one of {sorted([*BACKENDS, *STRATEGIES]) + ['auto']}")
@@ -120,6 +143,28 @@ def choose_backend(name: str, B: int, N: int, M: int, *, device=None, dtype=None
     by blocks of rows), else ``tensorized``. On CUDA tensors: ``multiscale`` for single
     pairs from :data:`AUTO_MULTISCALE_MIN_ENTRIES_GPU` entries on (``converging`` only), else ``triton``; without Triton (warning
     once) ``tensorized`` / ``chunked``. ``keops`` only ever runs when asked for by name.
+
+    Parameters
+    ----------
+    name : str
+        ``"auto"``, a backend or strategy name, or an alias.
+    B : int
+        Batch size (pairs solved together).
+    N : int
+        Points per source measure.
+    M : int
+        Points per target measure.
+    device : torch.device or str or None, default None
+        Device of the points; ``None``: CUDA when this machine has it, else CPU.
+    dtype : torch.dtype or None, default None
+        Dtype of the points (``cpu``, ``triton`` and ``multiscale`` take float32 or float64); ``None``: not checked.
+    converging : bool, default False
+        Whether the solve runs to a tolerance (only then may ``auto`` pick ``multiscale``).
+
+    Returns
+    -------
+    str
+        A key of :data:`BACKENDS` or a strategy of :data:`STRATEGIES`.
 
     Raises
     ------

@@ -56,7 +56,19 @@ def _mode_problem(st: os.stat_result) -> str | None:
 
 
 def untrusted_reason(folder) -> str | None:
-    """Why libraries in ``folder`` would not be loaded (``None``: the folder is trusted or absent)."""
+    """Why libraries in ``folder`` would not be loaded.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The cache folder.
+
+    Returns
+    -------
+    str or None
+        The reason (another owner, a group- or world-writable mode, a symbolic link); ``None`` when the folder is
+        trusted or absent.
+    """
     try:
         return _mode_problem(os.stat(folder))
     except FileNotFoundError:
@@ -163,6 +175,25 @@ def load(folder, name: str, build: Callable[[str], None]) -> ctypes.CDLL:
 
     See the module docstring for what is checked. An untrusted ``folder`` gives a ``RuntimeWarning``
     and a library built and loaded privately (not cached).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The cache folder.
+    name : str
+        File name of the library in ``folder``.
+    build : callable
+        ``build(path)`` writes the library to ``path`` (raises on a failed build).
+
+    Returns
+    -------
+    ctypes.CDLL
+        The loaded library.
+
+    Raises
+    ------
+    RuntimeError
+        If a freshly built library does not verify.
     """
     folder = Path(folder)
     dir_fd, why = _open_dir(folder)

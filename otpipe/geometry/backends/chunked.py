@@ -17,5 +17,20 @@ __all__ = ["operator", "ChunkedDenseOperator"]
 
 
 def operator(x: torch.Tensor, y: torch.Tensor, cost: Cost) -> ChunkedDenseOperator:
-    """Chunked operator with rows ``x`` and columns ``y``."""
+    """Chunked operator with rows ``x`` and columns ``y``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Points of the rows, ``(B, N, D)``.
+    y : torch.Tensor
+        Points of the columns, ``(B, M, D)``.
+    cost : Cost
+        The ground cost.
+
+    Returns
+    -------
+    ChunkedDenseOperator
+        The operator (dense reductions by blocks of rows, bounded memory).
+    """
     return ChunkedDenseOperator(x, y, cost)

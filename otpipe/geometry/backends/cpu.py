@@ -147,12 +147,24 @@ def _load() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-    """Whether the compiled CPU kernels can be used (compiles them on the first call, ~15 s)."""
+    """Whether the compiled CPU kernels can be used (compiles them on the first call, ~15 s).
+
+    Returns
+    -------
+    bool
+        ``True`` when the library built (or was in the cache) and loaded.
+    """
     return _load() is not None
 
 
 def build_error() -> str | None:
-    """Why :func:`available` is ``False`` (``None`` when it is ``True`` or was not tried)."""
+    """Why :func:`available` is ``False``.
+
+    Returns
+    -------
+    str or None
+        The build or load error; ``None`` when the kernels are available or were not tried yet.
+    """
     return _error
 
 
@@ -174,10 +186,18 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 class Blocks:
     """Block-sparsity pattern of a sorted point pair: which column ranges each row cluster visits.
 
-    Rows (``x``) are sorted so that cluster ``I`` is ``x[rows[I]:rows[I + 1]]``, columns likewise with
-    ``cols``; ``mask[I, J]`` (boolean, ``(n_I, n_J)``) says whether the block ``(I, J)`` is summed over.
-    Consecutive kept column clusters are merged into one range. :meth:`transpose` gives the pattern
-    of the transposed pair (same kept pairs), so gradients visit exactly the blocks of the forward pass.
+    Consecutive kept column clusters are merged into one range (``rng``, with offsets ``cptr`` per row cluster);
+    ``pairs`` counts the point pairs visited. :meth:`transpose` gives the pattern of the transposed pair (same kept
+    pairs), so gradients visit exactly the blocks of the forward pass.
+
+    Parameters
+    ----------
+    rows : torch.Tensor
+        ``(n_I + 1,)`` cluster bounds of the rows: cluster ``I`` is ``x[rows[I]:rows[I + 1]]`` (CPU).
+    cols : torch.Tensor
+        ``(n_J + 1,)`` cluster bounds of the columns, likewise.
+    mask : torch.Tensor
+        ``(n_I, n_J)`` bool, whether block ``(I, J)`` is summed over.
     """
 
     def __init__(self, rows: torch.Tensor, cols: torch.Tensor, mask: torch.Tensor):
@@ -201,6 +221,13 @@ class Blocks:
                           * self.mask.double()).sum())
 
     def transpose(self) -> Blocks:
+        """The pattern of the transposed pair (columns as rows), built once and linked both ways.
+
+        Returns
+        -------
+        Blocks
+            Rows and columns swapped, the mask transposed.
+        """
         if not hasattr(self, "_T"):
             self._T = Blocks(self.cols, self.rows, self.mask.t().contiguous())
             self._T._T = self
@@ -257,8 +284,27 @@ def _reduce(x: torch.Tensor, yT: torch.Tensor, h: torch.Tensor, c: float, p: flo
 def block_mask(row: tuple, col: tuple, cost: Cost, thr: float) -> torch.Tensor:
     """Compiled truncation test of :func:`otpipe.geometry.blocks.block_mask` (same arithmetic, fused).
 
-    ``row``/``col``: ``(centers, radius, lo, hi, fmax, beta, rmax)`` per cluster, float64, shapes
-    ``(n, D), (n,), (n, D), (n, D), (n,), (n, D), (n,)``. Returns the ``(n_I, n_J)`` bool mask.
+    Parameters
+    ----------
+    row : tuple of torch.Tensor
+        Per row cluster ``(centers, radius, lo, hi, fmax, beta, rmax)``, shapes
+        ``(n, D), (n,), (n, D), (n, D), (n,), (n, D), (n,)`` (converted to float64).
+    col : tuple of torch.Tensor
+        The same per column cluster.
+    cost : Cost
+        The ground cost.
+    thr : float
+        Threshold on the upper bound ``U_IJ`` (``-truncate * eps``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n_I, n_J)`` bool mask of the kept cluster pairs.
+
+    Raises
+    ------
+    RuntimeError
+        If the kernel rejects its arguments.
     """
     lib = _load()
     row = [t.detach().to(torch.float64).contiguous() for t in row]
@@ -325,8 +371,24 @@ class CpuOperator:
 
     Same interface as :class:`~otpipe.geometry.backends.tensorized.DenseOperator`; float32 or float64, any ``D``,
     any ``p > 0`` (``p = 1``, ``3/2``, ``2`` and ``D <= 3`` have specialised code), memory ``O((N + M) D)``.
-    With ``blocks`` (:class:`Blocks`, points sorted by cluster) every reduction visits only the kept
-    cluster pairs (block-sparse; the differentiable ``softmax_mean``/``softmax_cost`` fallbacks stay dense).
+    With ``blocks`` (points sorted by cluster) every reduction visits only the kept cluster pairs (block-sparse;
+    the differentiable ``softmax_mean``/``softmax_cost`` fallbacks stay dense).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Points of the rows, ``(B, N, D)``, float32 or float64, on the CPU.
+    y : torch.Tensor
+        Points of the columns, ``(B, M, D)``, same dtype.
+    cost : Cost
+        The ground cost.
+    blocks : Blocks or None, default None
+        Block-sparsity pattern of the pair (cluster-sorted points).
+
+    Raises
+    ------
+    ValueError
+        If the points are not CPU tensors of one float dtype with shapes ``(B, N, D)`` and ``(B, M, D)``.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: Cost, blocks: Blocks | None = None):
@@ -372,10 +434,34 @@ class CpuOperator:
         return _fallback(self.x, self.y, self.cost)
 
     def transpose(self) -> CpuOperator:
+        """The operator with rows and columns exchanged (``y`` as rows, ``x`` as columns).
+
+        Block patterns are transposed too.
+
+        Returns
+        -------
+        CpuOperator
+            The transposed operator, on the same cost.
+        """
         return CpuOperator(self.y, self.x, self.cost, None if self.blocks is None else self.blocks.transpose())
 
     def softmin(self, eps: float, h: torch.Tensor) -> torch.Tensor:
-        """``f_i = -eps log sum_j exp(h_j - C(x_i, y_j) / eps)``, shape ``(B, N)``; differentiable in x, y, h."""
+        """Soft-min over the columns, ``f_i = -eps log sum_j exp(h_j - C(x_i, y_j) / eps)``.
+
+        Differentiable w.r.t. ``x``, ``y`` and ``h`` (fused first-order gradients).
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        h : torch.Tensor
+            ``(B, M)`` column offsets (log-weights plus potential over eps, ``log b_j + g_j / eps``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N)``.
+        """
         eps = float(eps)
         if self._needs_grad(h):
             return _Softmin.apply(self.x, self.y, h, eps, self.cost, self.blocks)
@@ -384,7 +470,24 @@ class CpuOperator:
         return lse.mul_(-eps)
 
     def softmax_mean(self, eps: float, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``sum_j softmax_j(h_j - C_ij / eps) v_j``, shape ``(B, N, K)``; under autograd: dense/KeOps fallback."""
+        """Softmax-weighted mean of column values, ``sum_j softmax_j(h_j - C_ij / eps) v_j``.
+
+        Under autograd: the dense computation (by blocks of rows above the dense-size limit).
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        h : torch.Tensor
+            ``(B, M)`` column offsets (log-weights plus potential over eps, ``log b_j + g_j / eps``).
+        v : torch.Tensor
+            ``(B, M, K)`` values at the columns (the points ``y`` for a transport map).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N, K)``.
+        """
         eps = float(eps)
         if self._needs_grad(h, v):
             return self._autograd_fallback().softmax_mean(eps, h, v)
@@ -394,7 +497,22 @@ class CpuOperator:
         return acc
 
     def softmax_cost(self, eps: float, h: torch.Tensor) -> torch.Tensor:
-        """``sum_j softmax_j(h_j - C_ij / eps) C_ij``, shape ``(B, N)``; under autograd: dense/KeOps fallback."""
+        """Softmax-weighted mean cost per row, ``sum_j softmax_j(h_j - C_ij / eps) C_ij``.
+
+        Under autograd: the dense computation (by blocks of rows above the dense-size limit).
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        h : torch.Tensor
+            ``(B, M)`` column offsets (log-weights plus potential over eps, ``log b_j + g_j / eps``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N)``.
+        """
         eps = float(eps)
         if self._needs_grad(h):
             return self._autograd_fallback().softmax_cost(eps, h)
@@ -403,10 +521,35 @@ class CpuOperator:
         return acc.mul_(self.cost.scale) if self.cost.scale != 1.0 else acc
 
     def dense_cost(self) -> torch.Tensor:
+        """The cost matrix ``C(x_i, y_j)``, materialised (for small problems and tests).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N, M)``.
+        """
         return self.cost.dense(self.x, self.y)
 
     def kernel_apply(self, kernel: str, sigma: float, v: torch.Tensor) -> torch.Tensor:
-        """``sum_j k(x_i, y_j) v_j`` (not a hot path): dense for small problems, by blocks of rows otherwise."""
+        """Kernel product ``sum_j k(x_i, y_j) v_j``.
+
+        Not a hot path: dense for small problems, by blocks of rows otherwise.
+
+        Parameters
+        ----------
+        kernel : str
+            ``"gaussian"`` (``exp(-|x-y|^2 / 2 sigma^2)``), ``"laplacian"`` (``exp(-|x-y| / sigma)``) or ``"energy"``
+            (``-|x-y|``).
+        sigma : float
+            Kernel width (not used by ``"energy"``).
+        v : torch.Tensor
+            ``(B, M)`` values at the columns.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N)``.
+        """
         from otpipe.geometry.backends._limits import AUTO_DENSE_MAX_ENTRIES
 
         B, N, M = self.x.shape[0], self.x.shape[1], self.y.shape[1]
@@ -423,8 +566,24 @@ def _fallback(x: torch.Tensor, y: torch.Tensor, cost: Cost):
 
 
 def operator(x: torch.Tensor, y: torch.Tensor, cost: Cost):
-    """CPU operator with rows ``x`` and columns ``y``; without a working compiler, warns once and
-    returns the dense operator (by blocks of rows for large problems)."""
+    """CPU operator with rows ``x`` and columns ``y``, or its fallback when the kernels are unavailable.
+
+    Without the compiled kernels it warns once and returns the dense operator computed by blocks of rows.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Points of the rows, ``(B, N, D)``.
+    y : torch.Tensor
+        Points of the columns, ``(B, M, D)``.
+    cost : Cost
+        The ground cost.
+
+    Returns
+    -------
+    CpuOperator or ChunkedDenseOperator
+        The operator.
+    """
     if not available():
         warn_unavailable()
         return _fallback(x, y, cost)

@@ -25,11 +25,23 @@ def _lazy():
 
 
 def keops_ranges(blocks, device) -> tuple[torch.Tensor, ...]:
-    """KeOps's 6-tuple ``ranges`` for a :class:`~otpipe.geometry.backends.cpu.Blocks` pattern, on ``device``.
+    """KeOps's 6-tuple ``ranges`` for a :class:`~otpipe.geometry.backends.cpu.Blocks` pattern.
 
     ``(ranges_i, slices_i, redranges_j, ranges_j, slices_j, redranges_i)``: row clusters ``[start, end)``,
     for each the end of its slice of column ranges, the column ranges; then the same with rows and
     columns exchanged (used by reductions over ``i``, e.g. in gradients).
+
+    Parameters
+    ----------
+    blocks : otpipe.geometry.backends.cpu.Blocks
+        The block-sparsity pattern.
+    device : torch.device or str
+        Device of the returned arrays.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        The six int32 arrays, contiguous on ``device``.
     """
     def half(bl):
         r = bl.rows
@@ -41,10 +53,22 @@ def keops_ranges(blocks, device) -> tuple[torch.Tensor, ...]:
 
 
 class KeOpsOperator:
-    """Rows ``x (B, N, D)``, columns ``y (B, M, D)``; reductions over ``j`` (KeOps axis 2).
+    """Rows ``x (B, N, D)``, columns ``y (B, M, D)``; reductions over ``j`` (KeOps axis 2) by symbolic KeOps formulas.
 
-    With ``blocks`` (a :class:`~otpipe.geometry.backends.cpu.Blocks` pattern; ``B = 1``, points sorted by cluster)
-    every reduction visits only the kept cluster pairs (KeOps block-sparse ``ranges``).
+    With ``blocks`` (``B = 1``, points sorted by cluster) every reduction visits only the kept cluster pairs
+    (KeOps block-sparse ``ranges``).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Points of the rows, ``(B, N, D)``.
+    y : torch.Tensor
+        Points of the columns, ``(B, M, D)``.
+    cost : Cost
+        The ground cost.
+    blocks : otpipe.geometry.backends.cpu.Blocks or None, default None
+        Block-sparsity pattern of a single (``B = 1``) cluster-sorted pair: every reduction visits only the kept
+        cluster pairs (KeOps ``ranges``).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, cost: Cost, blocks=None):
@@ -68,6 +92,15 @@ class KeOpsOperator:
         self.C_ij = cost.keops(self.x_i, self.y_j)
 
     def transpose(self) -> KeOpsOperator:
+        """The operator with rows and columns exchanged (``y`` as rows, ``x`` as columns).
+
+        Block patterns are transposed too.
+
+        Returns
+        -------
+        KeOpsOperator
+            The transposed operator, on the same cost.
+        """
         return KeOpsOperator(self.y, self.x, self.cost, None if self.blocks is None else self.blocks.transpose())
 
     @property
@@ -91,10 +124,40 @@ class KeOpsOperator:
         return self._h_j(h) - self.C_ij * self._inv_eps(eps)
 
     def softmin(self, eps: float, h: torch.Tensor) -> torch.Tensor:
+        """Soft-min over the columns, ``f_i = -eps log sum_j exp(h_j - C(x_i, y_j) / eps)``.
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        h : torch.Tensor
+            ``(B, M)`` column offsets (log-weights plus potential over eps, ``log b_j + g_j / eps``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N)``.
+        """
         lse = self._arg(eps, h).logsumexp(dim=self._jdim, ranges=self._ranges)
         return -eps * self._red(lse)[..., 0]
 
     def softmax_mean(self, eps: float, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Softmax-weighted mean of column values, ``sum_j softmax_j(h_j - C_ij / eps) v_j``.
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        h : torch.Tensor
+            ``(B, M)`` column offsets (log-weights plus potential over eps, ``log b_j + g_j / eps``).
+        v : torch.Tensor
+            ``(B, M, K)`` values at the columns (the points ``y`` for a transport map).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N, K)``.
+        """
         if self._ranges is None:
             v_j = self._LT(v[:, None, :, :].contiguous())
         else:
@@ -102,13 +165,51 @@ class KeOpsOperator:
         return self._red(self._arg(eps, h).sumsoftmaxweight(v_j, dim=self._jdim, ranges=self._ranges))
 
     def softmax_cost(self, eps: float, h: torch.Tensor) -> torch.Tensor:
+        """Softmax-weighted mean cost per row, ``sum_j softmax_j(h_j - C_ij / eps) C_ij``.
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        h : torch.Tensor
+            ``(B, M)`` column offsets (log-weights plus potential over eps, ``log b_j + g_j / eps``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N)``.
+        """
         out = self._arg(eps, h).sumsoftmaxweight(self.C_ij, dim=self._jdim, ranges=self._ranges)
         return self._red(out)[..., 0]
 
     def dense_cost(self) -> torch.Tensor:
+        """The cost matrix ``C(x_i, y_j)``, materialised (for small problems and tests).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N, M)``.
+        """
         return self.cost.dense(self.x, self.y)
 
     def kernel_apply(self, kernel: str, sigma: float, v: torch.Tensor) -> torch.Tensor:
+        """Kernel product ``sum_j k(x_i, y_j) v_j``.
+
+        Parameters
+        ----------
+        kernel : str
+            ``"gaussian"`` (``exp(-|x-y|^2 / 2 sigma^2)``), ``"laplacian"`` (``exp(-|x-y| / sigma)``) or ``"energy"``
+            (``-|x-y|``).
+        sigma : float
+            Kernel width (not used by ``"energy"``).
+        v : torch.Tensor
+            ``(B, M)`` values at the columns.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N)``.
+        """
         d2 = ((self.x_i - self.y_j) ** 2).sum(-1)
         if kernel == "gaussian":
             K = (d2 * (-0.5 / (sigma * sigma))).exp()
@@ -122,5 +223,23 @@ class KeOpsOperator:
 
 
 def operator(x: torch.Tensor, y: torch.Tensor, cost: Cost, blocks=None) -> KeOpsOperator:
-    """KeOps operator with rows ``x`` and columns ``y`` (block-sparse with ``blocks``)."""
+    """KeOps operator with rows ``x`` and columns ``y`` (block-sparse with ``blocks``).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Points of the rows, ``(B, N, D)``.
+    y : torch.Tensor
+        Points of the columns, ``(B, M, D)``.
+    cost : Cost
+        The ground cost.
+    blocks : otpipe.geometry.backends.cpu.Blocks or None, default None
+        Block-sparsity pattern of a single (``B = 1``) cluster-sorted pair: every reduction visits only the kept
+        cluster pairs (KeOps ``ranges``).
+
+    Returns
+    -------
+    KeOpsOperator
+        The operator (pykeops is imported now).
+    """
     return KeOpsOperator(x, y, cost, blocks)

@@ -439,7 +439,15 @@ class TritonOperator:
         self._xp, self._yp, self._xn, self._yn = _planes
 
     def transpose(self) -> TritonOperator:
-        """The operator with rows and columns exchanged (shares the prepared planes)."""
+        """The operator with rows and columns exchanged (``y`` as rows, ``x`` as columns).
+
+        It shares the prepared coordinate planes; block patterns are transposed too.
+
+        Returns
+        -------
+        TritonOperator
+            The transposed operator, on the same cost.
+        """
         return TritonOperator(self.y, self.x, self.cost, None if self.blocks is None else self.blocks.transpose(),
                               tf32=self.tf32, _planes=(self._yp, self._xp, self._yn, self._xn))
 
@@ -468,15 +476,49 @@ class TritonOperator:
 
     # ---------------------------------------------------------------- reductions
     def softmin(self, eps: float, h: torch.Tensor) -> torch.Tensor:
-        """``f_i = -eps log sum_j exp(h_j - C(x_i, y_j) / eps)``, ``(B, N)``; differentiable in x, y, h."""
+        """Soft-min over the columns, ``f_i = -eps log sum_j exp(h_j - C(x_i, y_j) / eps)``.
+
+        Differentiable w.r.t. ``x``, ``y`` and ``h`` (fused first-order gradients).
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        h : torch.Tensor
+            ``(B, M)`` column offsets (log-weights plus potential over eps, ``log b_j + g_j / eps``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N)``.
+        """
         eps = float(eps)
         if self._needs_grad(h):
             return _Softmin.apply(self.x, self.y, h, self, eps)
         return _reduce(self, self._h(h), eps, _k.LSE, -eps)[0]
 
     def softmin_both(self, eps: float, h_y: torch.Tensor, h_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``f = softmin`` over the columns with ``h_y`` ``(B, N)`` and ``g = softmin`` over the rows with ``h_x``
-        ``(B, M)``, in one launch: ``(self.softmin(eps, h_y), self.transpose().softmin(eps, h_x))``."""
+        """Both half-steps of a symmetric Sinkhorn update in one kernel launch.
+
+        ``f = softmin`` over the columns with offsets ``h_y`` and ``g = softmin`` over the rows with offsets ``h_x``:
+        the same as ``(self.softmin(eps, h_y), self.transpose().softmin(eps, h_x))`` (which it runs under autograd).
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        h_y : torch.Tensor
+            ``(B, M)`` column offsets.
+        h_x : torch.Tensor
+            ``(B, N)`` row offsets.
+
+        Returns
+        -------
+        f : torch.Tensor
+            ``(B, N)``.
+        g : torch.Tensor
+            ``(B, M)``.
+        """
         eps = float(eps)
         if self._needs_grad(h_y, h_x):
             return self.softmin(eps, h_y), self.transpose().softmin(eps, h_x)
@@ -510,8 +552,24 @@ class TritonOperator:
         return f, g
 
     def softmax_mean(self, eps: float, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``sum_j softmax_j(h_j - C_ij / eps) v_j``, ``(B, N, K)`` for ``v (B, M, K)``; not differentiable
-        (under autograd: the dense operator for small problems)."""
+        """Softmax-weighted mean of column values, ``sum_j softmax_j(h_j - C_ij / eps) v_j``.
+
+        Not differentiable: under autograd, the dense operator for small problems without blocks.
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        h : torch.Tensor
+            ``(B, M)`` column offsets (log-weights plus potential over eps, ``log b_j + g_j / eps``).
+        v : torch.Tensor
+            ``(B, M, K)`` values at the columns (the points ``y`` for a transport map).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N, K)``.
+        """
         eps = float(eps)
         if self._needs_grad(h, v):
             return self._dense().softmax_mean(eps, h, v)
@@ -522,7 +580,22 @@ class TritonOperator:
         return _reduce(self, self._h(h), eps, _k.MEAN, 1.0, v=vd)[1]
 
     def softmax_cost(self, eps: float, h: torch.Tensor) -> torch.Tensor:
-        """``sum_j softmax_j(h_j - C_ij / eps) C_ij``, ``(B, N)``; not differentiable (dense under autograd)."""
+        """Softmax-weighted mean cost per row, ``sum_j softmax_j(h_j - C_ij / eps) C_ij``.
+
+        Not differentiable: under autograd, the dense operator for small problems without blocks.
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        h : torch.Tensor
+            ``(B, M)`` column offsets (log-weights plus potential over eps, ``log b_j + g_j / eps``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N)``.
+        """
         eps = float(eps)
         if self._needs_grad(h):
             return self._dense().softmax_cost(eps, h)
@@ -530,12 +603,35 @@ class TritonOperator:
         return s.mul_(self.cost.scale) if self.cost.scale != 1.0 else s
 
     def dense_cost(self) -> torch.Tensor:
-        """The ``(B, N, M)`` cost matrix (small problems: tests, plans)."""
+        """The cost matrix ``C(x_i, y_j)``, materialised (small problems: tests, plans).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N, M)``.
+        """
         return self.cost.dense(self.x, self.y)
 
     def kernel_apply(self, kernel: str, sigma: float, v: torch.Tensor) -> torch.Tensor:
-        """``sum_j k(x_i, y_j) v_j``, ``(B, N)``: ``gaussian`` exp(-r^2 / 2 sigma^2), ``laplacian`` exp(-r / sigma),
-        ``energy`` -r; differentiable w.r.t. x, y and v (first order, fused kernels)."""
+        """Kernel product ``sum_j k(x_i, y_j) v_j``.
+
+        Differentiable w.r.t. ``x``, ``y`` and ``v`` (first order, fused kernels).
+
+        Parameters
+        ----------
+        kernel : str
+            ``"gaussian"`` (``exp(-|x-y|^2 / 2 sigma^2)``), ``"laplacian"`` (``exp(-|x-y| / sigma)``) or ``"energy"``
+            (``-|x-y|``).
+        sigma : float
+            Kernel width (not used by ``"energy"``).
+        v : torch.Tensor
+            ``(B, M)`` values at the columns.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, N)``.
+        """
         kinds = {"gaussian": 0, "laplacian": 1, "energy": 2}
         if kernel not in kinds:
             raise ValueError(f"unknown kernel {kernel!r}")
@@ -568,5 +664,24 @@ def _make_planes(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def operator(x: torch.Tensor, y: torch.Tensor, cost: Cost, blocks=None, tf32: bool | None = None) -> TritonOperator:
-    """Triton operator with rows ``x`` and columns ``y`` (block-sparse with ``blocks``)."""
+    """Triton operator with rows ``x`` and columns ``y`` (block-sparse with ``blocks``).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Points of the rows, ``(B, N, D)``.
+    y : torch.Tensor
+        Points of the columns, ``(B, M, D)``.
+    cost : Cost
+        The ground cost.
+    blocks : otpipe.geometry.backends.cpu.Blocks or None, default None
+        Block-sparsity pattern of a single (``B = 1``) cluster-sorted pair.
+    tf32 : bool or None, default None
+        TF32 ``<x, y>`` tiles (float32, ``p = 2``); ``None``: :data:`ALLOW_TF32` or ``OTPIPE_TF32=1``.
+
+    Returns
+    -------
+    TritonOperator
+        The operator.
+    """
     return TritonOperator(x, y, cost, blocks, tf32=tf32)
