@@ -20,8 +20,22 @@ _LOG_ZERO = -1e30
 
 
 def reject_meta(v, name: str) -> None:
-    """A one-line ``ValueError`` for a meta-device tensor (no values: torch's own error would come from deep inside,
-    ``Tensor.item() cannot be called on meta tensors``)."""
+    """Reject a meta-device tensor (shape and dtype only, no values) with a one-line error.
+
+    Torch's own error would come from deep inside (``Tensor.item() cannot be called on meta tensors``).
+
+    Parameters
+    ----------
+    v : object
+        The value to check (anything that is not a meta tensor passes).
+    name : str
+        Name of the argument, for the message.
+
+    Raises
+    ------
+    ValueError
+        If ``v`` is a tensor on the meta device.
+    """
     if isinstance(v, torch.Tensor) and v.device.type == "meta":
         raise ValueError(f"{name} is a meta tensor (shape and dtype only, no values): pass a tensor with data, "
                          "e.g. created on cpu/cuda, or materialised with .to_empty(device=...) and filled")
@@ -54,7 +68,26 @@ def _to_tensor(v, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def as_points(x, name: str = "x") -> torch.Tensor:
-    """Validate points: a real tensor ``(N, D)`` or ``(B, N, D)`` with finite coordinates, ``N >= 1``."""
+    """Validate points: a real tensor ``(N, D)`` or ``(B, N, D)`` with finite coordinates, ``N >= 1``.
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor
+        The points; NumPy arrays and nested sequences are converted. Integers become the default float dtype,
+        floats other than float32 and float64 become float32.
+    name : str, default "x"
+        Name of the argument, for the messages.
+
+    Returns
+    -------
+    torch.Tensor
+        The points, ``(N, D)`` or ``(B, N, D)``.
+
+    Raises
+    ------
+    ValueError
+        On a wrong shape, ``D = 0``, no points, an empty batch, NaN or infinite coordinates, non-real data.
+    """
     t = _to_tensor(x, name)
     reject_meta(t, name)  # after validate_pair's device check: "x is on cpu but y is on meta" says more
     if t.dim() not in (2, 3):
@@ -73,7 +106,24 @@ def as_points(x, name: str = "x") -> torch.Tensor:
 def as_weights(a, x: torch.Tensor, name: str = "a") -> torch.Tensor:
     """Validate weights for points ``x``: shape ``x.shape[:-1]``, finite, ``>= 0``, positive total.
 
-    ``None`` gives uniform weights ``1/N``.
+    Parameters
+    ----------
+    a : array_like or torch.Tensor or None
+        The weights; ``None`` gives uniform weights ``1/N``.
+    x : torch.Tensor
+        The validated points (:func:`as_points`); the weights take their dtype and must be on their device.
+    name : str, default "a"
+        Name of the argument, for the messages.
+
+    Returns
+    -------
+    torch.Tensor
+        The weights, shape ``x.shape[:-1]`` (not normalised).
+
+    Raises
+    ------
+    ValueError
+        On a wrong shape or device, NaN or infinite values, negative weights or a zero total.
     """
     if a is None:
         n = x.shape[-2]
@@ -92,7 +142,21 @@ def as_weights(a, x: torch.Tensor, name: str = "a") -> torch.Tensor:
 
 @dataclass
 class Pair:
-    """A validated (batch of) pair(s) of measures, always batched: ``x (B, N, D)``, ``a (B, N)``."""
+    """A validated (batch of) pair(s) of measures, always batched.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Source points ``(B, N, D)``.
+    a : torch.Tensor
+        Source weights ``(B, N)``.
+    y : torch.Tensor
+        Target points ``(B, M, D)``, same dtype and device as ``x``.
+    b : torch.Tensor
+        Target weights ``(B, M)``.
+    batched : bool
+        Whether the caller passed batches (results are then returned batched too).
+    """
 
     x: torch.Tensor
     a: torch.Tensor
@@ -108,6 +172,24 @@ class Pair:
 
 def validate_pair(x, y, a=None, b=None) -> Pair:
     """Validate two measures (or two batches of measures) and return them batched.
+
+    Points of two float dtypes are promoted to the wider one.
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor
+        Source points ``(N, D)`` or ``(B, N, D)``.
+    y : array_like or torch.Tensor
+        Target points ``(M, D)`` or ``(B, M, D)``, same ``D`` (and ``B``), same device.
+    a : array_like or torch.Tensor or None, default None
+        Source weights; ``None``: uniform.
+    b : array_like or torch.Tensor or None, default None
+        Target weights; ``None``: uniform.
+
+    Returns
+    -------
+    Pair
+        The validated pair, batched (``B = 1`` for single measures, with ``batched=False``).
 
     Raises
     ------
@@ -138,7 +220,21 @@ def validate_pair(x, y, a=None, b=None) -> Pair:
 
 
 def log_weights(a: torch.Tensor, detach: bool = True) -> torch.Tensor:
-    """``log a`` with zero weights mapped to a huge finite negative number (padding)."""
+    """``log a`` with zero weights mapped to a huge finite negative number (padding).
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        Non-negative weights.
+    detach : bool, default True
+        Detach ``a`` from the autograd graph first.
+
+    Returns
+    -------
+    torch.Tensor
+        ``log a`` where ``a > 0``, ``-1e30`` where ``a = 0`` (finite, so online reductions never meet
+        ``-inf - (-inf)``).
+    """
     if detach:
         a = a.detach()
     return torch.where(a > 0, torch.log(torch.where(a > 0, a, torch.ones_like(a))), torch.full_like(a, _LOG_ZERO))
@@ -147,10 +243,33 @@ def log_weights(a: torch.Tensor, detach: bool = True) -> torch.Tensor:
 def pad_batch(
     points: Sequence, weights: Sequence | None = None, *, dtype: torch.dtype | None = None, device=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack measures of different sizes into ``x (B, Nmax, D)``, ``a (B, Nmax)`` by zero-weight padding.
+    """Stack measures of different sizes into one batch by zero-weight padding.
 
     Padding points sit at the first point of their measure, so they never move the bounding box. Points and
     weights are moved to ``device`` (default: the first measure's) and ``dtype``; the batch is made there.
+
+    Parameters
+    ----------
+    points : sequence of array_like
+        ``B >= 1`` point clouds ``(N_k, D)``, one ``D``.
+    weights : sequence of array_like or None, default None
+        Their weights, one array per measure; ``None``: uniform weights for every measure.
+    dtype : torch.dtype or None, default None
+        Dtype of the batch; ``None``: the points' dtypes promoted together.
+    device : torch.device or str or None, default None
+        Device of the batch; ``None``: the first measure's.
+
+    Returns
+    -------
+    x : torch.Tensor
+        ``(B, Nmax, D)`` points.
+    a : torch.Tensor
+        ``(B, Nmax)`` weights, zero on padding.
+
+    Raises
+    ------
+    ValueError
+        If ``points`` is empty, a measure is not ``(N, D)``, the dimensions differ or a measure is invalid.
     """
     if len(points) == 0:
         raise ValueError("pad_batch needs at least one measure")

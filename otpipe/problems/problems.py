@@ -35,13 +35,43 @@ def damping(eps: float, rho: float | None) -> float:
 
 
 def rel_error(a: torch.Tensor, f_old: torch.Tensor, f_new: torch.Tensor, eps: float) -> torch.Tensor:
-    """``sum_i a_i |exp((f_old_i - f_new_i) / eps) - 1| / sum_i a_i`` per batch element."""
+    """Marginal error of a potential update, ``sum_i a_i |exp((f_old_i - f_new_i) / eps) - 1| / sum_i a_i``.
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        ``(B, N)`` weights.
+    f_old : torch.Tensor
+        ``(B, N)`` potential before the update.
+    f_new : torch.Tensor
+        ``(B, N)`` potential after it.
+    eps : float
+        Temperature.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B,)`` the error per batch element (the exponent is clamped at 80, so it stays finite).
+    """
     r = torch.expm1(((f_old - f_new) / eps).clamp(max=80.0)).abs()
     return (a * r).sum(-1) / a.sum(-1)
 
 
 def transposes(op_xy, op_yx) -> bool:
-    """Whether ``op_yx`` is ``op_xy.transpose()`` (same points, transposed block pattern, same class)."""
+    """Whether ``op_yx`` is ``op_xy.transpose()``: same class, same points, transposed block pattern.
+
+    Parameters
+    ----------
+    op_xy : operator
+        Reduction from ``y`` to ``x``.
+    op_yx : operator
+        Reduction from ``x`` to ``y``.
+
+    Returns
+    -------
+    bool
+        ``True`` when the two operators are transposes of each other.
+    """
     if type(op_xy) is not type(op_yx) or op_yx.x is not op_xy.y or op_yx.y is not op_xy.x:
         return False
     bxy, byx = getattr(op_xy, "blocks", None), getattr(op_yx, "blocks", None)
@@ -49,8 +79,30 @@ def transposes(op_xy, op_yx) -> bool:
 
 
 def softmin_pair(op_xy, op_yx, eps, h_y, h_x):
-    """``(op_xy.softmin(eps, h_y), op_yx.softmin(eps, h_x))``: the two half-updates of a parallel (averaged)
-    step, in one launch (``softmin_both``) when the operator fuses them and ``op_yx`` is its transpose."""
+    """The two half-updates of a parallel (averaged) step, ``(op_xy.softmin(eps, h_y), op_yx.softmin(eps, h_x))``.
+
+    Computed in one launch (``softmin_both``) when the operator fuses them and ``op_yx`` is its transpose.
+
+    Parameters
+    ----------
+    op_xy : operator
+        Reduction from ``y`` to ``x``.
+    op_yx : operator
+        Reduction from ``x`` to ``y``.
+    eps : float
+        Temperature.
+    h_y : torch.Tensor
+        ``(B, M)`` column offsets of ``op_xy``.
+    h_x : torch.Tensor
+        ``(B, N)`` column offsets of ``op_yx``.
+
+    Returns
+    -------
+    f : torch.Tensor
+        ``(B, N)`` soft-min over ``y``.
+    g : torch.Tensor
+        ``(B, M)`` soft-min over ``x``.
+    """
     both = getattr(op_xy, "softmin_both", None)
     if both is not None and transposes(op_xy, op_yx):
         return both(eps, h_y, h_x)
@@ -87,7 +139,15 @@ class CrossProblem:
         self.start = start  # warm start (f, g), or None
 
     def init(self, eps, d):
-        """Set the potentials: the warm start, or one parallel update from zero potentials."""
+        """Set the potentials: the warm start, or one parallel update from zero potentials.
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor ``1 / (1 + eps / rho)`` (:func:`damping`; 1 when balanced).
+        """
         if self.start is not None:
             self.f, self.g = self.start
             return
@@ -95,11 +155,38 @@ class CrossProblem:
         self.f, self.g = d * f, d * g
 
     def averaged_step(self, eps, d):
+        """One parallel averaged update ``(f, g) <- ((f + d Tf(g)) / 2, (g + d Tg(f)) / 2)`` (the fixed schedule).
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor ``1 / (1 + eps / rho)`` (:func:`damping`; 1 when balanced).
+        """
         ft, gt = softmin_pair(self.op_xy, self.op_yx, eps, self.lb + self.g / eps, self.la + self.f / eps)
         self.f, self.g = 0.5 * (self.f + d * ft), 0.5 * (self.g + d * gt)
 
     def converging_step(self, eps, d, omega=1.0, rho=None):
-        """One alternating (over-relaxed) update; returns the marginal error of the plan it starts from."""
+        """One alternating (over-relaxed) update of ``f``, then ``g``.
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor ``1 / (1 + eps / rho)`` (:func:`damping`; 1 when balanced).
+        omega : float, default 1.0
+            Over-relaxation factor: ``f <- f + omega (d Tf(g) - f)`` (1: the plain alternating update).
+        rho : float or None, default None
+            KL penalty strength (``reach^p``) of an unbalanced problem: each update is followed by the translation
+            ``(f + c, g - c)`` that is optimal along the dual's flat direction; ``None``: balanced.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B,)`` the marginal error of the plan the step starts from (the larger of the two updates' errors).
+        """
         ft = d * self.op_xy.softmin(eps, self.lb + self.g / eps)
         err_f = rel_error(self.a, self.f, ft, eps)
         self.f = ft if omega == 1.0 else self.f + omega * (ft - self.f)
@@ -118,12 +205,31 @@ class CrossProblem:
     def mixing_step(self, eps, d, rho=None):
         """One alternating update from the current ``g``: ``f = d Tf(g)``, then ``G(g) = d Tg(f)``.
 
-        Returns ``G(g)`` (translated when unbalanced), the marginal error of the plan ``(f, g)``:
-        ``sum_j b_j |exp((g_j - d Tg(f)_j) / eps) - 1| / sum b`` (its rows are exact when balanced), and what an
-        element that stops here keeps: ``g`` itself, so that :meth:`extrapolate` finds ``f`` exact and reports
-        this error; its potentials ``(f, d Tg(f))`` have exact columns, so ``<a, f> + <b, g>`` is the semi-dual
-        objective, accurate to second order in the error.
-        ``f`` is kept; ``g`` is left to the caller (:func:`otpipe.solvers.loop.iterate` mixes and sets :attr:`state`).
+        ``G(g)`` is translated when unbalanced; the marginal error is that of the plan ``(f, g)``,
+        ``sum_j b_j |exp((g_j - d Tg(f)_j) / eps) - 1| / sum b`` (its rows are exact when balanced). An element that stops
+        here keeps ``g`` itself, so that :meth:`extrapolate` finds ``f`` exact and reports this error; its potentials
+        ``(f, d Tg(f))`` have exact columns, so ``<a, f> + <b, g>`` is the semi-dual objective, accurate to second order
+        in the error. ``f`` is kept; ``g`` is left to the caller (:func:`otpipe.solvers.loop.iterate` mixes and sets
+        :attr:`state`).
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor ``1 / (1 + eps / rho)`` (:func:`damping`; 1 when balanced).
+        rho : float or None, default None
+            KL penalty strength (``reach^p``) of an unbalanced problem: each update is followed by the translation
+            ``(f + c, g - c)`` that is optimal along the dual's flat direction; ``None``: balanced.
+
+        Returns
+        -------
+        update : torch.Tensor
+            ``(B, M)`` the map's value ``G(g)``.
+        error : torch.Tensor
+            ``(B,)`` the marginal error of the plan ``(f, g)``.
+        keep : torch.Tensor
+            ``(B, M)`` what an element that stops here keeps (``g``).
         """
         self.f = d * self.op_xy.softmin(eps, self.lb + self.g / eps)
         gt = d * self.op_yx.softmin(eps, self.la + self.f / eps)
@@ -147,6 +253,7 @@ class CrossProblem:
 
     @property
     def state_weights(self):
+        """Weights of the :attr:`state` potential's points (``b``)."""
         return self.b
 
     @property
@@ -159,7 +266,28 @@ class CrossProblem:
         self.f = v
 
     def extrapolate(self, eps, d, op_xy, op_yx):
-        """Final (differentiable) update of both potentials from the current ones, in parallel."""
+        """Final (differentiable) update of both potentials from the current ones, in parallel.
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor.
+        op_xy : operator
+            Reduction from ``y`` to ``x`` for this update (the full operator, where the loop ran on a truncated one).
+        op_yx : operator
+            Reduction from ``x`` to ``y``.
+
+        Returns
+        -------
+        f : torch.Tensor
+            ``(B, N)`` updated potential on ``x``.
+        g : torch.Tensor
+            ``(B, M)`` updated potential on ``y``.
+        error : torch.Tensor
+            ``(B,)`` marginal error of the potentials the update starts from (detached).
+        """
         f, g = softmin_pair(op_xy, op_yx, eps, self.lb + self.g / eps, self.la + self.f / eps)
         f, g = d * f, d * g
         err = torch.maximum(
@@ -195,32 +323,87 @@ class SymmetricProblem:
         self.start = start  # warm start f, or None
 
     def init(self, eps, d):
-        """Set the potential: the warm start, or one update from a zero potential."""
+        """Set the potential: the warm start, or one update from a zero potential.
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor ``1 / (1 + eps / rho)`` (:func:`damping`; 1 when balanced).
+        """
         if self.start is not None:
             self.f = self.start
             return
         self.f = d * self.op.softmin(eps, self.la)
 
     def averaged_step(self, eps, d):
+        """One symmetric averaged update ``f <- (f + d T(f)) / 2``.
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor ``1 / (1 + eps / rho)`` (:func:`damping`; 1 when balanced).
+        """
         ft = d * self.op.softmin(eps, self.la + self.f / eps)
         self.f = 0.5 * (self.f + ft)
 
     def converging_step(self, eps, d, omega=1.0, rho=None):
+        """One symmetric averaged update ``f <- (f + d T(f)) / 2`` (the converging mode of the symmetric problem).
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor ``1 / (1 + eps / rho)`` (:func:`damping`; 1 when balanced).
+        omega : float, default 1.0
+            Not used: the averaged update is the symmetric problem's contraction (the signature is the cross problem's).
+        rho : float or None, default None
+            Not used (the damping ``d`` carries the unbalanced penalty; no translation is needed for ``f = g``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B,)`` the marginal error of the plan ``(f, f)`` the step starts from.
+        """
         ft = d * self.op.softmin(eps, self.la + self.f / eps)
         err = rel_error(self.a, self.f, ft, eps)
         self.f = 0.5 * (self.f + ft)
         return err
 
     def mixing_step(self, eps, d, rho=None):
-        """The averaged update ``G(f) = (f + d T(f)) / 2``, the marginal error of the plan ``(f, f)``, and what an
-        element that stops keeps: the update (a strong contraction: one more step makes ``2 <a, d T(f)>`` more
-        accurate)."""
+        """The averaged update ``G(f) = (f + d T(f)) / 2`` and the marginal error of the plan ``(f, f)``.
+
+        An element that stops keeps the update (a strong contraction: one more step makes ``2 <a, d T(f)>`` more accurate).
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor ``1 / (1 + eps / rho)`` (:func:`damping`; 1 when balanced).
+        rho : float or None, default None
+            Not used (the signature is the cross problem's).
+
+        Returns
+        -------
+        update : torch.Tensor
+            ``(B, N)`` the map's value ``G(f)``.
+        error : torch.Tensor
+            ``(B,)`` the marginal error of the plan ``(f, f)``.
+        keep : torch.Tensor
+            ``(B, N)`` what an element that stops here keeps (the update).
+        """
         ft = d * self.op.softmin(eps, self.la + self.f / eps)
         avg = 0.5 * (self.f + ft)
         return avg, rel_error(self.a, self.f, ft, eps), avg
 
     @property
     def state(self):
+        """The iterated potential of the converging mode (``f``)."""
         return self.f
 
     @state.setter
@@ -229,10 +412,29 @@ class SymmetricProblem:
 
     @property
     def state_weights(self):
+        """Weights of the :attr:`state` potential's points (``a``)."""
         return self.a
 
     companion = None
 
     def extrapolate(self, eps, d, op):
+        """Final (differentiable) update of the potential from the current one.
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor.
+        op : operator
+            Reduction from the points to themselves for this update.
+
+        Returns
+        -------
+        f : torch.Tensor
+            ``(B, N)`` updated potential.
+        error : torch.Tensor
+            ``(B,)`` marginal error of the potential the update starts from (detached).
+        """
         f = d * op.softmin(eps, self.la + self.f / eps)
         return f, rel_error(self.a, self.f.detach(), f.detach(), eps)
