@@ -205,11 +205,11 @@ class CrossProblem:
     def mixing_step(self, eps, d, rho=None):
         """One alternating update from the current ``g``: ``f = d Tf(g)``, then ``G(g) = d Tg(f)``.
 
-        ``G(g)`` is translated when unbalanced; the marginal error is that of the plan ``(f, g)``,
-        ``sum_j b_j |exp((g_j - d Tg(f)_j) / eps) - 1| / sum b`` (its rows are exact when balanced). An element that stops
-        here keeps ``g`` itself, so that :meth:`extrapolate` finds ``f`` exact and reports this error; its potentials
-        ``(f, d Tg(f))`` have exact columns, so ``<a, f> + <b, g>`` is the semi-dual objective, accurate to second order
-        in the error. ``f`` is kept; ``g`` is left to the caller (:func:`otpipe.solvers.loop.iterate` mixes and sets
+        ``G(g)`` is translated when unbalanced; the marginal error is that of the plan ``(f, g)``, ``sum_j b_j
+        |exp((g_j - d Tg(f)_j) / eps) - 1| / sum b`` (its rows are exact when balanced). An element that stops here
+        keeps ``g`` itself, so that :meth:`extrapolate` finds ``f`` exact and reports this error; its potentials ``(f,
+        d Tg(f))`` have exact columns, so ``<a, f> + <b, g>`` is the semi-dual objective, accurate to second order in
+        the error. ``f`` is kept; ``g`` is left to the caller (:func:`otpipe.solvers.loop.iterate` mixes and sets
         :attr:`state`).
 
         Parameters
@@ -360,9 +360,9 @@ class SymmetricProblem:
         d : float
             Damping factor ``1 / (1 + eps / rho)`` (:func:`damping`; 1 when balanced).
         omega : float, default 1.0
-            Not used: the averaged update is the symmetric problem's contraction (the signature is the cross problem's).
+            Not used: the symmetric problem always takes the averaged update (the signature is the cross problem's).
         rho : float or None, default None
-            Not used (the damping ``d`` carries the unbalanced penalty; no translation is needed for ``f = g``).
+            Not used (the signature is the cross problem's).
 
         Returns
         -------
@@ -377,7 +377,8 @@ class SymmetricProblem:
     def mixing_step(self, eps, d, rho=None):
         """The averaged update ``G(f) = (f + d T(f)) / 2`` and the marginal error of the plan ``(f, f)``.
 
-        An element that stops keeps the update (a strong contraction: one more step makes ``2 <a, d T(f)>`` more accurate).
+        An element that stops keeps the update (a strong contraction: one more step makes ``2 <a, d T(f)>`` more
+        accurate).
 
         Parameters
         ----------
