@@ -17,7 +17,16 @@ class Anderson:
     ``r = G(x) - x`` (``|.|_w``: weighted by the marginal's weights; relative ridge ``ridge``),
     independently per batch element: a multisecant quasi-Newton step (GMRES on a linear map).
     :meth:`reset` forgets some elements' history. Ring buffers and an incrementally updated Gram matrix keep
-    the overhead at ``O(memory n)`` per step.
+    the overhead at ``O(memory n)`` per step. Calling the object with ``(x, G(x))`` returns the next iterate.
+
+    Parameters
+    ----------
+    w : torch.Tensor
+        ``(B, n)`` non-negative weights of the residual norm (the weights of the potential's points).
+    memory : int, default 20
+        Number of differences kept (the window).
+    ridge : float, default 1e-10
+        Ridge regularisation of the least-squares problem, relative to the largest diagonal entry of its Gram matrix.
     """
 
     def __init__(self, w: torch.Tensor, memory: int = 20, ridge: float = 1e-10):
@@ -32,6 +41,13 @@ class Anderson:
         self.fresh = None  # elements whose next difference would straddle a restart
 
     def reset(self, mask: torch.Tensor) -> None:
+        """Forget the history of the selected batch elements (their next step is a plain fixed-point step).
+
+        Parameters
+        ----------
+        mask : torch.Tensor
+            ``(B,)`` bool, the elements to reset.
+        """
         keep = (~mask).double()
         self.dR.mul_(keep[:, None, None])
         self.dG.mul_(keep.to(self.dG.dtype)[:, None, None])

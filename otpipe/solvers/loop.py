@@ -70,15 +70,46 @@ MAX_TEMPERATURES = 10_000
 
 
 def n_temperatures(diameter: float, blur: float, scaling: float) -> int:
-    """Number of temperatures of :func:`epsilon_schedule`: ``2 + ceil(log(diameter / blur) / log(1 / scaling))``
-    (``2`` when ``blur >= diameter``); independent of ``p``."""
+    """Number of temperatures of :func:`epsilon_schedule`, independent of ``p``.
+
+    ``2 + ceil(log(diameter / blur) / log(1 / scaling))``, or ``2`` when ``blur >= diameter``.
+
+    Parameters
+    ----------
+    diameter : float
+        First blur of the schedule.
+    blur : float
+        Final blur.
+    scaling : float
+        Ratio of successive blurs, in ``(0, 1)``.
+
+    Returns
+    -------
+    int
+        The number of temperatures.
+    """
     if not blur < diameter:
         return 2
     return 2 + max(0, math.ceil(math.log(diameter / blur) / -math.log(scaling) - 1e-12))
 
 
 def max_scaling(diameter: float, blur: float, limit: int = MAX_TEMPERATURES) -> float:
-    """The largest ``scaling`` whose schedule from ``diameter`` to ``blur`` has at most ``limit`` temperatures."""
+    """The largest ``scaling`` whose schedule from ``diameter`` to ``blur`` has at most ``limit`` temperatures.
+
+    Parameters
+    ----------
+    diameter : float
+        First blur of the schedule.
+    blur : float
+        Final blur.
+    limit : int, default MAX_TEMPERATURES
+        Most temperatures allowed (at least 3).
+
+    Returns
+    -------
+    float
+        ``exp(-log(diameter / blur) / (limit - 2))``; ``1.0`` when ``blur >= diameter``.
+    """
     if not blur < diameter:
         return 1.0
     return math.exp(-math.log(diameter / blur) / (limit - 2))
@@ -88,6 +119,22 @@ def epsilon_schedule(p: float, diameter: float, blur: float, scaling: float) -> 
     """Temperatures of the eps-scaling: ``diameter^p``, then ``x scaling^p`` per step, down to ``blur^p``.
 
     ``[D^p] + [exp(e) for e in arange(p log D, p log blur, p log scaling)] + [blur^p]``.
+
+    Parameters
+    ----------
+    p : float
+        Exponent of the cost.
+    diameter : float
+        First blur (positive, finite).
+    blur : float
+        Final blur (positive, finite).
+    scaling : float
+        Ratio of successive blurs, in ``(0, 1)``.
+
+    Returns
+    -------
+    list of float
+        The temperatures, decreasing from ``diameter^p`` to ``blur^p``.
 
     Raises
     ------
@@ -115,7 +162,33 @@ def epsilon_schedule(p: float, diameter: float, blur: float, scaling: float) -> 
 
 @dataclass(frozen=True)
 class SinkhornParams:
-    """Validated solver parameters (see :func:`solve` for their meaning)."""
+    """Validated solver parameters (built by :meth:`make`; see :func:`otpipe.solvers.sinkhorn.solve`).
+
+    Parameters
+    ----------
+    p : float, default 2.0
+        Exponent of the cost.
+    blur : float, default 0.05
+        Final temperature ``eps = blur^p``.
+    reach : float or None, default None
+        Unbalanced OT with KL penalties of strength ``rho = reach^p`` (:attr:`rho`); ``None``: balanced.
+    diameter : float or None, default None
+        First blur of the eps-scaling; ``None``: the bounding-box diagonal of the points.
+    scaling : float, default 0.5
+        Ratio of successive blurs, in ``(0, 1)``.
+    tol : float or None, default None
+        Marginal-error tolerance at the final temperature; ``None``: the fixed schedule.
+    max_iter : int or None, default None
+        Cap on the total number of updates when ``tol`` is set.
+    backend : str, default "auto"
+        Reduction backend or solver strategy name.
+    cost : Cost, default Cost()
+        The ground cost (its ``p`` is the ``p`` above).
+    truncate : float or None, default None
+        ``multiscale``: truncation threshold in units of ``eps``.
+    cluster_scale : float or None, default None
+        ``multiscale``: side of the voxel cells.
+    """
 
     p: float = 2.0
     blur: float = 0.05
@@ -145,6 +218,47 @@ class SinkhornParams:
         truncate=None,
         cluster_scale=None,
     ) -> SinkhornParams:
+        """Validate user-facing parameters and build the parameter object.
+
+        Parameters
+        ----------
+        p : float, default 2
+            Exponent of the cost ``|x - y|^p / p`` (or ``|x - y|^p`` with ``cost="|x-y|^p"``).
+        blur : float, default 0.05
+            Final temperature ``eps = blur^p``.
+        reach : float or None, default None
+            Unbalanced OT with KL marginal penalties of strength ``rho = reach^p``; ``None``: balanced.
+        diameter : float or None, default None
+            First temperature ``diameter^p`` of the eps-scaling; ``None``: the bounding-box diagonal of the points.
+        scaling : float, default 0.5
+            Ratio of successive ``blur`` values in the eps-scaling, in ``(0, 1)``.
+        tol : float or None, default None
+            ``None``: the fixed eps-scaling schedule; a number: iterate at the final ``eps`` until the relative L1
+            marginal
+            error is ``<= tol``.
+        max_iter : int or None, default None
+            Cap on the total number of updates when ``tol`` is set (``None``: :data:`DEFAULT_MAX_ITER`).
+        backend : str, default "auto"
+            Reduction backend or solver strategy (:func:`otpipe.geometry.backends.choose_backend`).
+        cost : str or None, default None
+            Cost convention, ``"|x-y|^p/p"`` (default) or ``"|x-y|^p"``.
+        truncate : float or None, default None
+            ``multiscale``: truncation threshold of the kept cluster pairs, in units of ``eps`` (default 5).
+        cluster_scale : float or None, default None
+            ``multiscale``: side of the voxel cells (``D <= 3``); ``None``: about 64 points a cell.
+
+        Returns
+        -------
+        SinkhornParams
+            The validated parameters (numbers as floats, ``cost`` as a :class:`~otpipe.geometry.costs.Cost`).
+
+        Raises
+        ------
+        ValueError
+            On a non-positive or non-finite ``p``, ``blur``, ``reach``, ``diameter``, ``tol``, ``truncate`` or
+            ``cluster_scale``, a ``scaling`` outside ``(0, 1)``, a ``max_iter`` that is not a positive integer, a
+            ``backend`` that is not a string, or an unknown ``cost``.
+        """
         c = make_cost(p, cost)
 
         def _pos(name, v, allow_none=False):
@@ -400,6 +514,16 @@ def check_mode(prm: SinkhornParams) -> None:
     ``p`` = 3 and S_eps = -2.79 instead of 2.80 at ``p`` = 4. Finer
     temperature steps do not cure it (scaling^(1/p) per step: still -85% at ``p`` = 4); solving each temperature
     to a tolerance does.
+
+    Parameters
+    ----------
+    prm : SinkhornParams
+        The solver parameters.
+
+    Raises
+    ------
+    ValueError
+        If ``prm.tol`` is ``None`` and ``prm.p`` exceeds :data:`FIXED_SCHEDULE_MAX_P`.
     """
     if prm.tol is None and prm.p > FIXED_SCHEDULE_MAX_P:
         raise ValueError(
@@ -511,21 +635,50 @@ def backend_and_schedule(P: Pair, prm: SinkhornParams, symmetric_only: bool = Fa
 
 
 def needs_grad(*ts: torch.Tensor) -> bool:
-    """Whether autograd is on and any of ``ts`` requires a gradient (the final update is then differentiable)."""
+    """Whether autograd is on and any of ``ts`` requires a gradient (the final update is then differentiable).
+
+    Parameters
+    ----------
+    *ts : torch.Tensor
+        The tensors to inspect.
+
+    Returns
+    -------
+    bool
+        ``True`` when a gradient is needed.
+    """
     return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
 
 def run_full(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool,
              init: dict | None = None) -> RunOutput:
-    """The full (not multiscale) engine of :func:`otpipe.solvers.sinkhorn.solve`, :func:`~otpipe.solvers.sinkhorn.solve_symmetric` and the divergences.
+    """Run the requested problems on full (not truncated) operators: the engine of ``solve`` and the divergences.
 
     ``init``: warm-start potentials by problem name (``{"xy": (f, g), "xx": f, "yy": f}``, batched, validated
     by the caller; converged mode only). The eps-scaling then runs at the final temperature only: it exists to
     bring cold potentials near the final ones, which a warm start from a nearby problem at that temperature
     already is, and annealing down from ``diameter^p`` would first move them away again.
 
-    Returns a :class:`~otpipe.solvers.output.RunOutput`: the backend, the schedule, and for each requested problem
-    its final (differentiable) potentials, n_iter and marginal error.
+    Parameters
+    ----------
+    P : otpipe.problems.measures.Pair
+        The validated, batched pair of measures.
+    prm : SinkhornParams
+        The solver parameters.
+    cross : bool
+        Solve the cross problem ``OT_eps(a, b)`` (``"xy"``).
+    self_x : bool
+        Solve the self problem ``OT_eps(a, a)`` (``"xx"``).
+    self_y : bool
+        Solve the self problem ``OT_eps(b, b)`` (``"yy"``).
+    init : dict or None, default None
+        Warm-start potentials by problem name.
+
+    Returns
+    -------
+    otpipe.solvers.output.RunOutput
+        The backend, the schedule, and for each requested problem its final (differentiable) potentials, ``n_iter``
+        and marginal error.
     """
     backend, schedule = backend_and_schedule(P, prm, symmetric_only=not cross)
     init = init or {}

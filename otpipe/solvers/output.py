@@ -14,7 +14,7 @@ __all__ = ["Solution", "RunOutput"]
 class Solution:
     """The final state of one problem of a run.
 
-    Attributes
+    Parameters
     ----------
     f : Tensor, ``(B, N)``
         Final (differentiable) potential on the rows.
@@ -36,7 +36,18 @@ class Solution:
     problem: object
 
     def converged(self, tol: float | None) -> torch.Tensor | None:
-        """``marginal_error <= tol`` per batch element; ``None`` in the fixed schedule (``tol=None``)."""
+        """Whether each batch element converged, ``marginal_error <= tol``.
+
+        Parameters
+        ----------
+        tol : float or None
+            The stopping tolerance of the run; ``None``: the fixed schedule.
+
+        Returns
+        -------
+        torch.Tensor or None
+            ``(B,)`` bool; ``None`` in the fixed schedule (no tolerance to meet).
+        """
         return None if tol is None else self.marginal_error <= tol
 
 
@@ -44,7 +55,7 @@ class Solution:
 class RunOutput:
     """What a run returns: the backend, the temperatures, and the solution of each problem by name.
 
-    Attributes
+    Parameters
     ----------
     backend : str
         The backend (or solver strategy) that ran.
@@ -52,10 +63,10 @@ class RunOutput:
         The temperatures.
     eps : float
         The final temperature.
-    solutions : dict
+    solutions : dict, default {}
         :class:`Solution` by problem name: ``"xy"`` (``OT_eps(a, b)``), ``"xx"`` (``OT_eps(a, a)``), ``"yy"``
         (``OT_eps(b, b)``), in that order among those solved.
-    fine_backend : str or None
+    fine_backend : str or None, default None
         The kernels of a multiscale run's point-level reductions.
     """
 

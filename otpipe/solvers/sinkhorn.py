@@ -70,6 +70,10 @@ class OTResult:
         The temperatures used.
     backend : str
         The reduction backend that ran.
+    params : SinkhornParams
+        The validated solver parameters.
+    symmetric : bool, default False
+        Whether this is a self term ``OT_eps(a, a)`` (:func:`solve_symmetric`: ``g`` is ``f``).
     """
 
     value: torch.Tensor
@@ -97,10 +101,20 @@ class OTResult:
                 f"backend={self.backend!r})")
 
     def plan(self) -> torch.Tensor:
-        """Dense transport plan ``pi_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)``: ``(N, M)`` (or batched).
+        """Dense transport plan ``pi_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)``.
 
         For small problems only (at most :data:`PLAN_MAX_ENTRIES` entries); use
         :meth:`transport_map` for large ones.
+
+        Returns
+        -------
+        torch.Tensor or numpy.ndarray
+            ``(N, M)`` (or ``(B, N, M)`` for batched input); NumPy for NumPy input.
+
+        Raises
+        ------
+        ValueError
+            If the plan would have more than :data:`PLAN_MAX_ENTRIES` entries.
         """
         P = self._pair
         B, N, M, _ = P.shape
@@ -116,7 +130,13 @@ class OTResult:
         return self._unbatch(pi)
 
     def transport_map(self) -> torch.Tensor:
-        """Barycentric projection ``T(x_i) = sum_j pi_ij y_j / sum_j pi_ij``, ``(N, D)`` (or batched), any size."""
+        """Barycentric projection ``T(x_i) = sum_j pi_ij y_j / sum_j pi_ij``, any size (no dense plan).
+
+        Returns
+        -------
+        torch.Tensor or numpy.ndarray
+            ``(N, D)`` (or ``(B, N, D)`` for batched input); NumPy for NumPy input.
+        """
         P = self._pair
         with torch.no_grad():
             op = get_backend(self.backend).operator(P.x, P.y, self.params.cost)
@@ -462,9 +482,46 @@ def solve_symmetric(
 ) -> OTResult:
     """The self term ``OT_eps(a, a)`` with its symmetric potential (``f = g``).
 
-    Same parameters as :func:`solve` (``init``: the one potential ``f``, a warm start). Pass the same ``diameter`` as the cross terms so that
+    The parameters mean what they mean for :func:`solve`. Pass the same ``diameter`` as the cross terms so that
     ``S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2`` can reuse self terms
     across pairs with exactly the numbers of :func:`~otpipe.tools.losses.sinkhorn_divergence`.
+
+    Parameters
+    ----------
+    x : Tensor or array
+        Points ``(N, D)`` or batched ``(B, N, D)``.
+    a : Tensor or array, optional
+        Non-negative weights ``(N,)`` / ``(B, N)``; uniform ``1/N`` by default.
+    p : float, default 2
+        Exponent of the cost ``|x - y|^p / p`` (or ``|x - y|^p`` with ``cost="|x-y|^p"``).
+    blur : float, default 0.05
+        Final temperature ``eps = blur^p``.
+    reach : float or None, default None
+        Unbalanced OT with KL marginal penalties of strength ``rho = reach^p``; ``None``: balanced.
+    diameter : float or None, default None
+        First temperature ``diameter^p`` of the eps-scaling; ``None``: the bounding-box diagonal of the points.
+    scaling : float, default 0.5
+        Ratio of successive ``blur`` values in the eps-scaling, in ``(0, 1)``.
+    tol : float or None, default None
+        ``None``: the fixed eps-scaling schedule; a number: iterate at the final ``eps`` until the relative L1 marginal
+        error is ``<= tol``.
+    max_iter : int or None, default None
+        Cap on the total number of updates when ``tol`` is set (``None``: :data:`DEFAULT_MAX_ITER`).
+    backend : str, default "auto"
+        Reduction backend or solver strategy (:func:`otpipe.geometry.backends.choose_backend`).
+    cost : str or None, default None
+        Cost convention, ``"|x-y|^p/p"`` (default) or ``"|x-y|^p"``.
+    truncate : float or None, default None
+        ``multiscale``: truncation threshold of the kept cluster pairs, in units of ``eps`` (default 5).
+    cluster_scale : float or None, default None
+        ``multiscale``: side of the voxel cells (``D <= 3``); ``None``: about 64 points a cell.
+    init : Tensor or array, optional
+        Warm start: the one potential ``f`` (shape of :attr:`OTResult.f`); needs ``tol``.
+
+    Returns
+    -------
+    OTResult
+        ``value`` is ``OT_eps(a, a)``, ``f`` and ``g`` the same potential; NumPy for NumPy input.
     """
     prm = SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost,
                               truncate=truncate, cluster_scale=cluster_scale)
