@@ -69,7 +69,6 @@ _LATER = frozenset({
 _TODO = frozenset({
     "otpipe._arrays", "otpipe._made", "otpipe._rundir", "otpipe._text", "otpipe.diagnostics",
     "otpipe.engine", "otpipe.report", "otpipe.store",
-    "otpipe.tools",
 })
 
 

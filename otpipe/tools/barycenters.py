@@ -42,6 +42,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from otpipe.geometry.boxes import bounds, box_diagonal, lattice
+
 __all__ = [
     "barycenter",
     "free_support_barycenter",
@@ -67,10 +69,28 @@ D_INNER = 5
 class BarycenterResult:
     """A barycenter ``sum_i weights_i delta_{points_i}`` with its diagnostics.
 
-    ``history`` holds the objective per iteration (free support) or the marginal error (fixed
-    support); ``displacement`` the largest point move per iteration (free support);
-    ``image`` the barycenter as an array on the grid (convolutional path), else ``None``;
-    ``reason`` why the iteration stopped without converging (empty when ``converged``).
+    Attributes
+    ----------
+    points : numpy.ndarray or None
+        ``(n, D)`` support of the barycenter (``None`` for a fixed support given by a cost matrix).
+    weights : numpy.ndarray
+        ``(n,)`` weights, unit mass.
+    n_iter : int
+        Outer iterations.
+    converged : bool
+        Whether the stopping rule was met.
+    method : str
+        ``"free"``, ``"fixed"`` or ``"fixed-convolutional"``.
+    history : list, default []
+        The objective per iteration (free support) or the marginal error (fixed support).
+    displacement : list, default []
+        The largest point move per iteration (free support).
+    params : dict, default {}
+        The parameters of the run and run statistics.
+    image : numpy.ndarray or None, default None
+        The barycenter as an array on the grid (convolutional path), else ``None``.
+    reason : str, default ""
+        Why the iteration stopped without converging (empty when ``converged``).
     """
 
     points: np.ndarray
@@ -97,7 +117,31 @@ class BarycenterResult:
 
 
 def as_measure(m, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Input ``k`` (a measure object, a ``(points, weights)`` pair or an array of points) as ``(points, weights)``."""
+    """Input ``k`` (a measure object, a ``(points, weights)`` pair or an array of points) as ``(points, weights)``.
+
+    Points of weight 0 are dropped and the weights normalised to unit mass.
+
+    Parameters
+    ----------
+    m : object
+        An object with ``.points`` (and optionally ``.weights``), a ``(points, weights)`` pair, or an array of
+        points ``(N, D)`` (``(N,)``: one-dimensional points).
+    k : int
+        Index of the input, for the messages.
+
+    Returns
+    -------
+    points : numpy.ndarray
+        ``(N', D)`` float64 points with positive weight.
+    weights : numpy.ndarray
+        ``(N',)`` float64 weights summing to one.
+
+    Raises
+    ------
+    ValueError
+        On empty or non-finite points, a weight count that differs from the point count, or negative,
+        non-finite or all-zero weights.
+    """
     if hasattr(m, "points"):
         pts, w = m.points, getattr(m, "weights", None)
     elif isinstance(m, (tuple, list)) and len(m) == 2 and np.ndim(m[0]) >= 1 and np.ndim(m[1]) == 1 and len(m[0]) == len(m[1]):
@@ -148,10 +192,20 @@ def check_lambdas(lambdas, K: int) -> np.ndarray:
 
 
 def bbox_diameter(arrays: Sequence[np.ndarray]) -> float:
-    """Diagonal of the bounding box of all the points of ``arrays`` (1.0 when they coincide)."""
+    """Diagonal of the bounding box of all the points of ``arrays`` (1.0 when they coincide).
+
+    Parameters
+    ----------
+    arrays : sequence of numpy.ndarray
+        Point arrays ``(..., D)``, one ``D``.
+
+    Returns
+    -------
+    float
+        ``|max - min|_2`` over all the points, or 1.0 when it is 0.
+    """
     z = np.concatenate([np.asarray(a).reshape(-1, np.asarray(a).shape[-1]) for a in arrays])
-    d = float(np.linalg.norm(z.max(0) - z.min(0)))
-    return d if d > 0 else 1.0
+    return box_diagonal(bounds(z), 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,12 +214,37 @@ def bbox_diameter(arrays: Sequence[np.ndarray]) -> float:
 
 
 def init_support(ys, bs, lambdas, n_points: int, init="sample", seed: int = 0) -> np.ndarray:
-    """Starting positions ``(n_points, D)``.
+    """Starting positions of a free-support barycenter.
 
     ``"sample"``: points drawn without replacement from the pooled inputs with probabilities
     ``lambda_k b_kj`` (with replacement and a tiny jitter if there are too few; repeated coordinates, as from
     inputs sharing points, are jittered too: coincident points would move together forever);
     ``"mean"``: a Gaussian with the pooled mean and covariance; an array: used as given.
+
+    Parameters
+    ----------
+    ys : list of numpy.ndarray
+        Input points ``(N_k, D)``.
+    bs : list of numpy.ndarray
+        Input weights ``(N_k,)``, unit mass.
+    lambdas : numpy.ndarray
+        Barycentric weights ``(K,)``.
+    n_points : int
+        Support size (``>= 1``; ignored for an array ``init``).
+    init : {"sample", "mean"} or array_like, default "sample"
+        How to start.
+    seed : int, default 0
+        Seed of the random draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_points, D)`` float64 positions (a copy of ``init`` when it is an array).
+
+    Raises
+    ------
+    ValueError
+        On ``n_points < 1``, an unknown ``init`` or an array ``init`` that is not a finite ``(n, D)`` array.
     """
     D = ys[0].shape[1]
     if not isinstance(init, str):
@@ -215,12 +294,32 @@ class Terms(Protocol):
 
 @dataclass
 class InnerInfo:
-    """Diagnostics of a set of inner Sinkhorn solves: largest marginal error, total updates."""
+    """Diagnostics of a set of inner Sinkhorn solves: largest marginal error, total updates.
+
+    Parameters
+    ----------
+    err : float, default 0.0
+        Largest marginal error of the solves.
+    updates : int, default 0
+        Total Sinkhorn updates of the solves.
+    """
 
     err: float = 0.0
     updates: int = 0
 
     def add(self, other: InnerInfo) -> InnerInfo:
+        """Combine with the diagnostics of other solves.
+
+        Parameters
+        ----------
+        other : InnerInfo
+            The other solves' diagnostics.
+
+        Returns
+        -------
+        InnerInfo
+            The larger error and the summed updates.
+        """
         return InnerInfo(max(self.err, other.err), self.updates + other.updates)
 
 
@@ -296,17 +395,60 @@ def self_terms(ys, bs, lambdas, opts: dict) -> float:
 
 
 class LocalTerms:
-    """:class:`Terms` computed in this process, measure after measure; keeps the potentials for warm starts."""
+    """:class:`Terms` computed in this process, measure after measure; keeps the potentials for warm starts.
+
+    Parameters
+    ----------
+    ys : list of numpy.ndarray
+        Input points ``(N_k, D)``.
+    bs : list of numpy.ndarray
+        Input weights ``(N_k,)``, unit mass.
+    lambdas : numpy.ndarray
+        Barycentric weights ``(K,)``.
+    opts : dict
+        Sinkhorn options (``p``, ``blur``, ``diameter``, ``scaling``, ``tol``, ``max_iter``, ``backend``).
+    """
 
     def __init__(self, ys, bs, lambdas, opts: dict):
         self.ys, self.bs, self.lambdas, self.opts = ys, bs, lambdas, opts
         self.warm = [None] * len(ys)
 
     def cross(self, X, a, grad_weights, tol=None):
+        """``sum_k lambda_k OT_eps(alpha, beta_k)`` with its gradients, warm-started from the previous call.
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            ``(n, D)`` positions of the barycenter.
+        a : numpy.ndarray
+            ``(n,)`` weights of the barycenter.
+        grad_weights : bool
+            Also return the gradient w.r.t. ``a``.
+        tol : float or None, default None
+            Tolerance of the Sinkhorn solves; ``None``: the options'.
+
+        Returns
+        -------
+        value : float
+            The weighted sum of the cross terms.
+        grad_X : numpy.ndarray
+            ``(n, D)`` gradient w.r.t. ``X``.
+        grad_a : numpy.ndarray or None
+            ``(n,)`` gradient w.r.t. ``a``; ``None`` unless ``grad_weights``.
+        info : InnerInfo
+            Diagnostics of the solves.
+        """
         opts = self.opts if tol is None else dict(self.opts, tol=tol)
         return cross_terms(X, a, self.ys, self.bs, self.lambdas, opts, grad_weights, self.warm)
 
     def self_constant(self):
+        """``sum_k lambda_k OT_eps(beta_k, beta_k) / 2``, the constant part of the objective.
+
+        Returns
+        -------
+        float
+            The weighted sum of the inputs' halved self terms.
+        """
         return self_terms(self.ys, self.bs, self.lambdas, self.opts)
 
 
@@ -429,9 +571,11 @@ def free_support_barycenter(
         Barycentric weights (non-negative, summing to one); uniform by default.
     n_points : int, optional
         Support size of the barycenter (default: the largest input size).
-    init : {"sample", "mean"} or array
+    init : {"sample", "mean"} or array, default "sample"
         Starting positions (see :func:`init_support`), seeded by ``seed``.
-    learn_weights : bool
+    weights_init : array, optional
+        Starting weights of the barycenter's points (normalised to unit mass); default uniform ``1/n``.
+    learn_weights : bool, default False
         Also optimise the barycenter's weights (L-BFGS on positions and log-weights together, with a line search;
         see the module docstring), else uniform ``1/n``.
     p, blur, diameter, scaling, sinkhorn_max_iter, backend
@@ -452,8 +596,10 @@ def free_support_barycenter(
         ``step sum_i a_i |g_i - <a, g>| / diameter^p < tol`` (``g = grad_a F``), all at the same iteration.
     max_iter : int
         Cap on the outer iterations; stopping there without convergence gives a ``RuntimeWarning``.
-    step : float
+    step : float, default 1.0
         ``tau`` of the step ``x_i <- x_i - tau grad_{x_i} F / a_i`` (1: the Brenier-map step).
+    seed : int, default 0
+        Seed of the random starting positions (``init="sample"`` or ``"mean"``).
     terms : Terms, optional
         Where the per-measure terms are computed (default: here, :class:`LocalTerms`).
     acceleration : {"lbfgs", "none"}
@@ -825,6 +971,8 @@ def fixed_support_barycenter(
     ----------
     histograms : array ``(K, n)`` or, with ``grid_spacing``, ``(K, n_1, ..., n_D)``
         Non-negative weights of the inputs on the common support (normalised to unit mass).
+    lambdas : array, optional
+        Barycentric weights (``K`` non-negative numbers summing to one); uniform by default.
     support : array ``(n, D)``, optional
         Support points; the cost is ``|x - y|^p / p``.
     cost_matrix : array ``(n, n)``, optional
@@ -832,14 +980,25 @@ def fixed_support_barycenter(
     grid_spacing : float or sequence, optional
         Convolutional path: the histograms are images/volumes on a regular grid with this
         spacing along each axis; ``C = |x - y|^2 / 2`` (``p = 2`` only).
+    p : float, default 2
+        Exponent of the cost ``|x - y|^p / p`` on ``support`` (and of ``eps = blur^p``).
     blur : float, optional
         Default: one grid step (grid) or ``0.05 *`` the support diameter.
-    debiased : bool
+    debiased : bool, default True
         Janati et al.'s debiased barycenter (identical inputs give that input).
-    tol, max_iter : stopping rule: the largest L1 gap between the plans' barycenter-side marginals and the
+    tol : float, default 1e-7
+        Stopping rule: the largest L1 gap between the plans' barycenter-side marginals and the
         barycenter, the barycenter's L1 change and (debiased) the L1 residual of ``d * K d = a``, all ``< tol``
         at one iteration, and their estimated distance to the fixed point ``e rho / (1 - rho)`` (``rho``: observed
-        contraction rate) too; a ``RuntimeWarning`` when ``max_iter`` is reached first.
+        contraction rate) too.
+    max_iter : int, default 10000
+        Cap on the iterations; a ``RuntimeWarning`` when it is reached first.
+
+    Returns
+    -------
+    BarycenterResult
+        ``weights`` on the support (``points``: the support, the grid's points, or ``None`` with ``cost_matrix``);
+        ``image`` the barycenter on the grid (convolutional path); ``history`` the stopping quantity per iteration.
     """
     B = np.asarray(histograms, dtype=np.float64)
     if B.ndim < 2 or B.shape[0] == 0:
@@ -923,29 +1082,28 @@ def fixed_support_barycenter(
 
 
 def detect_grid(measures, spacing: float | None = None):
-    """``(origin, spacing, shape)`` of a regular grid (2-D or 3-D) holding every input point, or ``None``.
+    """The regular grid (2-D or 3-D) holding every input point, if there is one.
 
     The spacing is the smallest gap between distinct coordinates (or ``spacing``); the grid is
     the bounding box of the points. Point clouds that are not on such a lattice give ``None``.
+
+    Parameters
+    ----------
+    measures : sequence
+        Input measures (as :func:`as_measure` takes them).
+    spacing : float or None, default None
+        Grid spacing; ``None``: detected.
+
+    Returns
+    -------
+    tuple or None
+        ``(origin, spacing, shape)``: the lower corner ``(D,)``, the spacing and the number of cells per axis;
+        ``None`` when the points are not on a 2-D or 3-D lattice of at most ``2^22`` cells.
     """
     ys = [as_measure(m, k)[0] for k, m in enumerate(measures)] if measures else []
     if not ys or ys[0].ndim != 2 or ys[0].shape[1] not in (2, 3):
         return None
-    Z = np.concatenate(ys)
-    lo, hi = Z.min(0), Z.max(0)
-    if spacing is None:
-        gaps = [np.diff(np.unique(Z[:, d])) for d in range(Z.shape[1])]
-        gaps = [g[g > 1e-9 * max(1.0, float(np.abs(Z).max()))] for g in gaps]
-        if not any(len(g) for g in gaps):
-            return None
-        spacing = float(min(g.min() for g in gaps if len(g)))
-    idx = (Z - lo) / spacing
-    if np.abs(idx - np.round(idx)).max() > 1e-4:
-        return None
-    shape = tuple(int(s) + 1 for s in np.round((hi - lo) / spacing))
-    if math.prod(shape) > _MAX_GRID_CELLS:
-        return None
-    return lo, spacing, shape
+    return lattice(np.concatenate(ys), spacing, max_cells=_MAX_GRID_CELLS)
 
 
 def _to_grid(measures, origin, spacing, shape) -> np.ndarray:
@@ -967,6 +1125,31 @@ def barycenter(measures, weights=None, *, method: str = "auto", grid=None, debia
     inputs: images as stored by ``otpipe ingest``; ``grid`` forces its spacing), or ``"auto"``:
     fixed when ``grid`` is given, free otherwise. Keyword arguments go to the chosen method.
     The returned points are in the inputs' coordinates.
+
+    Parameters
+    ----------
+    measures : sequence
+        Input measures: ``(N_k, D)`` arrays, ``(points, weights)`` pairs or objects with ``.points``/``.weights``.
+    weights : array_like, optional
+        Barycentric weights (non-negative, summing to one); uniform by default.
+    method : {"auto", "free", "fixed"}, default "auto"
+        The method.
+    grid : float or bool, optional
+        ``"fixed"``: the grid spacing (``True``: detected); with ``method="auto"``, selects ``"fixed"``.
+    debiased : bool, default True
+        ``"fixed"``: the debiased barycenter.
+    **kw
+        Keyword arguments of the chosen method.
+
+    Returns
+    -------
+    BarycenterResult
+        The barycenter and its diagnostics (``params`` records the grid of a fixed-support run).
+
+    Raises
+    ------
+    ValueError
+        On no measures, an unknown method, or ``"fixed"`` with inputs that are not on a common 2-D/3-D grid.
     """
     measures = list(measures) if measures is not None else []
     if not measures:

@@ -58,6 +58,31 @@ def draw(distribution: str, n: int, dim: int, seed: int, rep: int) -> tuple[np.n
     ``uniform``: ``U([0,1]^d)``; ``gaussian``: ``N(0, I_d)``; ``mixture``: equal-weight mixture
     of 3 Gaussians ``N(c_k, 0.1^2 I_d)`` with centres ``c_k ~ U([0,1]^d)`` fixed by ``(seed, d)``.
     Deterministic in ``(seed, dim, n, rep)``.
+
+    Parameters
+    ----------
+    distribution : {"uniform", "gaussian", "mixture"}
+        The distribution ``xi``.
+    n : int
+        Points per sample.
+    dim : int
+        Dimension ``d``.
+    seed : int
+        Seed of the study.
+    rep : int
+        Index of the repetition.
+
+    Returns
+    -------
+    x : numpy.ndarray
+        ``(n, dim)`` float64.
+    y : numpy.ndarray
+        ``(n, dim)`` float64.
+
+    Raises
+    ------
+    ValueError
+        On an unknown distribution.
     """
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}: use one of {', '.join(DISTRIBUTIONS)}")
@@ -74,7 +99,21 @@ def draw(distribution: str, n: int, dim: int, seed: int, rep: int) -> tuple[np.n
 
 
 def diameter_of(distribution: str, dim: int) -> float:
-    """A fixed start ``diameter`` of the eps-scaling per distribution (the cube's diagonal ``sqrt(d)`` for uniform)."""
+    """A fixed start ``diameter`` of the eps-scaling per distribution.
+
+    Parameters
+    ----------
+    distribution : {"uniform", "gaussian", "mixture"}
+        The distribution.
+    dim : int
+        Dimension ``d``.
+
+    Returns
+    -------
+    float
+        ``sqrt(d)`` (the unit cube's diagonal) for ``uniform``, ``6 sqrt(d)`` for ``gaussian``, ``1.6 sqrt(d)`` for
+        ``mixture``.
+    """
     if distribution == "uniform":
         return math.sqrt(dim)
     if distribution == "gaussian":
@@ -103,11 +142,45 @@ def cell_values(
     ``D_r = D_eps(mu_N^r, nu_N^r)`` with cost ``|x - y|^p`` and ``blur = eps^(1/p)``, solved as one
     batch ``(reps, n, d)`` in converged mode.
 
+    Parameters
+    ----------
+    eps : float
+        Temperature (positive).
+    dim : int
+        Dimension ``d``.
+    n : int
+        Points per sample ``N``.
+    reps : int
+        Number of independent pairs.
+    p : float, default 1.5
+        Exponent of the cost ``|x - y|^p``.
+    seed : int, default 0
+        Seed of the study (:func:`draw`).
+    distribution : {"uniform", "gaussian", "mixture"}, default "uniform"
+        The distribution ``xi``.
+    divergences : sequence of str, default ("sinkhorn", "transport")
+        Keys of :data:`DIVERGENCES`.
+    tol : float, default 1e-4
+        Marginal-error tolerance of the solves.
+    scaling : float, default 0.7
+        Ratio of successive blurs in the eps-scaling.
+    max_iter : int or None, default None
+        Cap on the updates per solve (``None``: the solver's default).
+    dtype : {"float64", "float32"}, default "float64"
+        Dtype of the computation.
+    backend : str, default "auto"
+        Reduction backend.
+
     Returns
     -------
     dict
         ``{name: (reps,) float64}`` per divergence, plus ``"n_iter"`` (max over divergences) and
         ``"marginal_error"`` (``(reps,)``, largest over the divergences).
+
+    Raises
+    ------
+    ValueError
+        On a non-positive ``eps`` or an unknown divergence.
     """
     import torch
 
@@ -143,7 +216,23 @@ def cell_values(
 
 @dataclass
 class RateFit:
-    """Fitted decay ``R(N) ~ c N^-kappa``: ``kappa`` with a ``level`` confidence interval ``[low, high]``."""
+    """Fitted decay ``R(N) ~ c N^-kappa``: ``kappa`` with a ``level`` confidence interval ``[low, high]``.
+
+    Parameters
+    ----------
+    kappa : float
+        The fitted rate (NaN with fewer than two usable sizes).
+    low : float
+        Lower end of the confidence interval (``-inf`` with two sizes).
+    high : float
+        Upper end of the confidence interval (``inf`` with two sizes).
+    log_c : float
+        Fitted intercept ``log c``.
+    n_points : int
+        Number of sizes used (those with a finite positive ``R(N)``).
+    level : float
+        Confidence level of the interval.
+    """
 
     kappa: float
     low: float
@@ -159,6 +248,20 @@ def fit_rate(n, r, *, level: float = 0.95) -> RateFit:
     ``kappa_hat +- t_{level, m-2} * se`` with ``se^2 = sum(res^2) / (m - 2) / sum((log N - mean)^2)``
     over the ``m`` sizes with ``R(N) > 0`` (non-positive or non-finite means are skipped). Two
     sizes give the exact slope with an infinite interval; fewer give NaN.
+
+    Parameters
+    ----------
+    n : array_like
+        Sample sizes ``N``.
+    r : array_like
+        Mean divergences ``R(N)``, one per size.
+    level : float, default 0.95
+        Confidence level of the interval.
+
+    Returns
+    -------
+    RateFit
+        The rate, its interval and the intercept.
     """
     from scipy import stats
 

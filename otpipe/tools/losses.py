@@ -38,6 +38,7 @@ from otpipe.solvers.sinkhorn import (
 )
 
 __all__ = [
+    "median_distance",
     "sinkhorn_divergence",
     "divergence",
     "DivergenceResult",
@@ -59,6 +60,31 @@ class DivergenceResult:
     ``mass_term = eps/2 (m(a) - m(b))^2`` for debiased unbalanced problems (``variant="dual"``), else 0.
     The diagnostics (``n_iter``, ``marginal_error``, ``converged``) are those of the cross term
     ``OT_eps(a, b)``, with ``converged`` requiring all terms to converge.
+
+    Attributes
+    ----------
+    value : Tensor
+        The divergence, scalar or ``(B,)``.
+    ot_xy : Tensor
+        The cross term ``OT_eps(a, b)`` (or ``W_eps(a, b)`` for ``variant="transport"``).
+    ot_xx : Tensor or None
+        The self term of ``a``; ``None`` when ``debias=False``.
+    ot_yy : Tensor or None
+        The self term of ``b``; ``None`` when ``debias=False``.
+    n_iter : Tensor
+        Updates of the cross solve (schedule included).
+    marginal_error : Tensor
+        Relative L1 marginal error of the cross solve.
+    converged : Tensor or None
+        Whether every solve met ``tol``; ``None`` in the fixed schedule.
+    eps : float
+        Final temperature ``blur^p``.
+    schedule : list of float
+        The temperatures.
+    backend : str
+        The backend (or solver strategy) that ran.
+    mass_term : Tensor or float, default 0.0
+        Sejourne et al.'s mass term (:func:`mass_term`), 0 for balanced problems.
     """
 
     value: torch.Tensor
@@ -86,6 +112,20 @@ def mass_term(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
     and ``eps m(a)^2/2 + eps m(b)^2/2`` into the two halved self terms, so ``OT(a,b) - OT(a,a)/2 - OT(b,b)/2``
     contains ``-eps/2 (m(a) - m(b))^2``, which this term cancels (Sejourne et al. 2019, Def. 4: then ``S >= 0``,
     ``= 0`` iff ``a = b``). Differentiable: ``d/da_i = eps (m(a) - m(b))``.
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        ``(B, N)`` weights of the first measure.
+    b : torch.Tensor
+        ``(B, M)`` weights of the second.
+    eps : float
+        Temperature.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B,)``.
     """
     return 0.5 * eps * (a.sum(-1) - b.sum(-1)) ** 2
 
@@ -193,11 +233,36 @@ def sinkhorn_divergence(
     ``b = m_b mu`` with ``m(mu) = 1``: ``S = (rho + eps/2) Q (m_a^k - m_b^k)^2``, ``k = (rho + eps)/(2 rho + eps)``,
     ``Q`` the mass of the self-transport plan of ``mu`` (``rho = reach^p``).
 
-    Parameters are those of :func:`otpipe.solve`, plus:
-
-    debias : bool
+    Parameters
+    ----------
+    x, y : Tensor or array, ``(N, D)``/``(M, D)`` or batched ``(B, N, D)``/``(B, M, D)``
+        Points; the result lives on their device and dtype.
+    a, b : Tensor or array, optional
+        Non-negative weights, uniform ``1/N`` by default. Balanced problems (``reach=None``) need equal total
+        masses (a ``ValueError`` otherwise).
+    p : float, default 2
+        Exponent of the cost ``|x - y|^p / p`` (or ``|x - y|^p`` with ``cost="|x-y|^p"``).
+    blur : float, default 0.05
+        Final temperature ``eps = blur^p``.
+    reach : float, optional
+        Unbalanced OT with KL marginal penalties of strength ``rho = reach^p``.
+    diameter : float, optional
+        First temperature ``diameter^p`` of the eps-scaling, shared by the three solves; default: the bounding-box
+        diagonal of all the points.
+    scaling : float, default 0.5
+        Ratio of successive ``blur`` values in the eps-scaling, in ``(0, 1)``.
+    tol : float, optional
+        ``None``: the fixed eps-scaling schedule (``0 < p <= 2``); a number: iterate each solve at the final ``eps``
+        until its relative L1 marginal error is ``<= tol``.
+    max_iter : int, optional
+        Cap on the updates of each solve when ``tol`` is set (default 10000).
+    backend : str, default "auto"
+        Reduction backend or solver strategy (see :func:`otpipe.solve`).
+    cost : {"|x-y|^p/p", "|x-y|^p"}, optional
+        Cost convention.
+    debias : bool, default True
         ``False`` returns ``OT_eps(a, b)`` alone.
-    variant : {"dual", "transport"}
+    variant : {"dual", "transport"}, default "dual"
         ``"dual"``: the entropic OT value above. ``"transport"``: the transport cost of the
         entropic plan, ``W_eps = <pi_eps, C>`` (Genevay et al. 2018; what POT's ``sinkhorn2``
         returns), debiased as ``W(a,b) - W(a,a)/2 - W(b,b)/2``. The transport variant is
@@ -206,17 +271,17 @@ def sinkhorn_divergence(
         ``-W_mu/2 (m_a^k - m_b^k)^2 <= 0`` (``W_mu = <pi_mu, C>``, the plans scale as ``(m_a m_b)^k pi_mu``),
         and with equal masses it still tends to ``-W(a,a)/2 - W(b,b)/2 < 0`` as the supports move apart
         (the cross plan's mass vanishes); a ``RuntimeWarning`` says so.
-    full_output : bool
+    full_output : bool, default False
         Return a :class:`DivergenceResult` with the parts and diagnostics instead of a tensor.
     truncate, cluster_scale : float, optional
         ``multiscale`` backend settings (see :func:`otpipe.solve`).
 
     Returns
     -------
-    Tensor
+    Tensor or DivergenceResult
         Scalar, or ``(B,)`` for batched input; differentiable w.r.t. points and weights
         (envelope theorem) for ``variant="dual"``. NumPy input (no tensor argument): a NumPy
-        scalar or array (:mod:`otpipe._arrays`).
+        scalar or array (:mod:`otpipe._arrays`). With ``full_output=True``: a :class:`DivergenceResult`.
 
     Raises
     ------
@@ -356,13 +421,46 @@ def _needs_any_grad(P) -> bool:
 _KERNELS = ("gaussian", "laplacian", "energy")
 
 
-def _median_bandwidth(x: torch.Tensor, y: torch.Tensor, max_points: int = 1000) -> float:
-    """Median heuristic: median pairwise distance of the pooled (sub-sampled) points."""
-    z = torch.cat([x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])]).detach()
-    if z.shape[0] > max_points:
-        g = torch.Generator(device="cpu").manual_seed(0)
-        z = z[torch.randperm(z.shape[0], generator=g)[:max_points].to(z.device)]
-    d = torch.cdist(z, z)
+#: the seeded generators :func:`median_distance` may draw its subsample with
+SUBSAMPLERS = ("torch", "numpy")
+
+
+def median_distance(z: torch.Tensor, *, max_points: int = 1000, subsample: str = "torch", exact: bool = False) -> float:
+    """Median heuristic for a kernel bandwidth: ``median_{i<j} |z_i - z_j|`` over the points ``z``.
+
+    Parameters
+    ----------
+    z : torch.Tensor
+        Points ``(N, D)`` (a pooled sample).
+    max_points : int
+        Above this many points, the median of a subsample of ``max_points`` of them, drawn uniformly
+        without replacement with seed 0 (deterministic).
+    subsample : {"torch", "numpy"}
+        The generator of that subsample: ``torch.randperm`` (what the kernel losses use, on ``max_points = 1000``)
+        or ``numpy.random.default_rng(0).choice`` (the two-sample tests, on 2000). Both are uniform draws, so
+        either estimates the same median; each is kept where it is used because it fixes which points are drawn,
+        hence the bandwidth to the last bit, and with it the losses and p-values of results already computed.
+    exact : bool
+        Distances from exact coordinate differences (exact zeros between equal points) rather than torch's
+        ``|x|^2 - 2 x.y + |y|^2`` shortcut, which ``torch.cdist`` takes for more than 25 points.
+
+    Returns
+    -------
+    float
+        The median distance; ``1.0`` when it is 0 (every point the same) or there is no pair.
+    """
+    if subsample not in SUBSAMPLERS:
+        raise ValueError(f"unknown subsample {subsample!r}: use one of {', '.join(SUBSAMPLERS)}")
+    n = z.shape[0]
+    if n > max_points:
+        if subsample == "numpy":
+            import numpy as np
+
+            idx = torch.from_numpy(np.random.default_rng(0).choice(n, max_points, replace=False))
+        else:
+            idx = torch.randperm(n, generator=torch.Generator(device="cpu").manual_seed(0))[:max_points]
+        z = z[idx.to(z.device)]
+    d = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist") if exact else torch.cdist(z, z)
     iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1, device=z.device)
     vals = d[iu[0], iu[1]]
     med = float(vals.median()) if vals.numel() else 0.0
@@ -390,7 +488,7 @@ def _kernel_loss(x, y, a, b, kernel: str, sigma, backend: str = "auto", potentia
         _check_balance_energy(P)
         sigma = 1.0
     elif sigma is None or sigma == "median":
-        sigma = _median_bandwidth(P.x, P.y)
+        sigma = median_distance(torch.cat([P.x.reshape(-1, P.x.shape[-1]), P.y.reshape(-1, P.y.shape[-1])]).detach())
     else:
         sigma = float(sigma)
         if not sigma > 0:
@@ -446,6 +544,20 @@ def energy_distance(x, y, a=None, b=None, *, backend: str = "auto"):
     ``ValueError`` otherwise: ``-|x - y|`` is only conditionally positive definite). Weights of any scale:
     the loss is computed for normalised weights and scaled back by the squared mass (a ``ValueError`` if that
     overflows).
+
+    Parameters
+    ----------
+    x, y : Tensor or array, ``(N, D)``/``(M, D)`` or batched ``(B, N, D)``/``(B, M, D)``
+        Points.
+    a, b : Tensor or array, optional
+        Non-negative weights, uniform ``1/N`` by default.
+    backend : str, default "auto"
+        Reduction backend of the kernel products.
+
+    Returns
+    -------
+    Tensor
+        Scalar, or ``(B,)`` for batched input; differentiable w.r.t. points and weights. NumPy for NumPy input.
     """
     return _kernel_loss(x, y, a, b, "energy", None, backend)
 
@@ -456,10 +568,21 @@ def mmd(x, y, a=None, b=None, *, kernel: str = "gaussian", sigma="median", backe
 
     Parameters
     ----------
-    kernel : {"gaussian", "laplacian", "energy"}
+    x, y : Tensor or array, ``(N, D)``/``(M, D)`` or batched ``(B, N, D)``/``(B, M, D)``
+        Points.
+    a, b : Tensor or array, optional
+        Non-negative weights, uniform ``1/N`` by default.
+    kernel : {"gaussian", "laplacian", "energy"}, default "gaussian"
         ``exp(-|x-y|^2 / 2 sigma^2)``, ``exp(-|x-y| / sigma)`` or ``-|x-y|``.
-    sigma : float or "median"
-        Bandwidth; ``"median"`` (default) uses the median pairwise distance of the pooled points.
+    sigma : float or "median", default "median"
+        Bandwidth; ``"median"`` uses the median pairwise distance of the pooled points (:func:`median_distance`).
+    backend : str, default "auto"
+        Reduction backend of the kernel products.
+
+    Returns
+    -------
+    Tensor
+        Scalar, or ``(B,)`` for batched input; differentiable w.r.t. points and weights. NumPy for NumPy input.
 
     Notes
     -----
@@ -489,6 +612,28 @@ def hausdorff(
     ``F_b(x) = -eps log sum_j b_j exp(-C(x, y_j)/eps)`` is a soft distance to the support of
     ``b``; as ``blur -> 0``, ``H`` tends to the symmetric (Chamfer/ICP) Hausdorff-type loss.
     Differentiable w.r.t. points and weights (plain autograd: no optimisation is involved).
+
+    Parameters
+    ----------
+    x, y : Tensor or array, ``(N, D)``/``(M, D)`` or batched ``(B, N, D)``/``(B, M, D)``
+        Points.
+    a, b : Tensor or array, optional
+        Non-negative weights, uniform ``1/N`` by default.
+    p : float, default 2
+        Exponent of the cost.
+    blur : float, default 0.05
+        Temperature ``eps = blur^p``.
+    cost : {"|x-y|^p/p", "|x-y|^p"}, optional
+        Cost convention.
+    backend : str, default "auto"
+        Reduction backend.
+    potentials : bool, default False
+        Return the potentials ``(F_b - F_a on x, F_a - F_b on y)`` instead of the value.
+
+    Returns
+    -------
+    Tensor or tuple of Tensor
+        The loss, scalar or ``(B,)``; with ``potentials=True`` the two potentials. NumPy for NumPy input.
     """
     prm = SinkhornParams.make(p=p, blur=blur, backend=backend, cost=cost)
     P = validate_pair(x, y, a, b)
@@ -524,7 +669,8 @@ class SamplesLoss(torch.nn.Module):
 
     Parameters
     ----------
-    loss : {"sinkhorn", "hausdorff", "energy", "gaussian", "laplacian"}
+    loss : {"sinkhorn", "hausdorff", "energy", "gaussian", "laplacian"}, default "sinkhorn"
+        The loss.
     p, blur, reach, diameter, scaling, debias, backend
         As in GeomLoss; ``blur`` is the kernel bandwidth for "gaussian"/"laplacian".
     tol, max_iter
@@ -538,6 +684,8 @@ class SamplesLoss(torch.nn.Module):
         terms by ``exp(-truncate)`` of each row's sum, where GeomLoss's is a kernel radius in ``blur`` units.
     kernel, verbose
         Accepted for signature compatibility; ``kernel`` must be None.
+    potentials : bool, default False
+        Return the pair ``(F, G)`` of potentials sampled on ``x`` and ``y`` instead of the value.
 
     Notes
     -----
@@ -597,9 +745,34 @@ class SamplesLoss(torch.nn.Module):
                                    cluster_scale=self.cluster_scale)
 
     def extra_repr(self) -> str:
+        """The module's settings shown by ``repr`` (``torch.nn.Module`` hook).
+
+        Returns
+        -------
+        str
+            ``loss``, ``p``, ``blur``, ``reach`` and ``debias``.
+        """
         return f"loss={self.loss!r}, p={self.p}, blur={self.blur}, reach={self.reach}, debias={self.debias}"
 
     def forward(self, *args):
+        """The loss between two measures, ``loss(x, y)`` or ``loss(a, x, b, y)``.
+
+        Parameters
+        ----------
+        *args : Tensor or array
+            ``(x, y)`` (uniform weights) or ``(a, x, b, y)``; points ``(N, D)`` / ``(B, N, D)``, weights ``(N,)`` /
+            ``(B, N)``.
+
+        Returns
+        -------
+        Tensor or tuple of Tensor
+            Scalar (or ``(B,)``); with ``potentials=True`` the pair ``(F, G)`` sampled on ``x`` and ``y``.
+
+        Raises
+        ------
+        ValueError
+            If called with another number of arguments, or on bad input.
+        """
         if len(args) == 2:
             x, y = args
             a = b = None

@@ -69,6 +69,7 @@ class TwoSampleResult:
     null_distribution : np.ndarray
         ``(n_permutations,)`` statistic of each permuted split, in permutation order.
     n_permutations : int
+        Number of permuted splits.
     params : dict
         Everything needed to reproduce the test (statistic, seed, block size, sizes, solver or
         kernel parameters, the diameter or bandwidths actually used).
@@ -138,7 +139,23 @@ def _as_sample(v, name: str) -> np.ndarray:
 
 
 def seed_entropy(seed) -> list[int]:
-    """The seed as a list of non-negative ints for ``numpy.random.SeedSequence`` (``ValueError`` when ``None``)."""
+    """The seed as a list of non-negative ints for ``numpy.random.SeedSequence``.
+
+    Parameters
+    ----------
+    seed : int or sequence of int
+        The test's seed (required: the test must be reproducible).
+
+    Returns
+    -------
+    list of int
+        The entropy of the seed sequence.
+
+    Raises
+    ------
+    ValueError
+        If ``seed`` is ``None``, a bool, negative, or not an int (or a sequence of them).
+    """
     if seed is None:
         raise ValueError("seed is required (an int or a sequence of ints) so that the test is reproducible")
     vals = [seed] if np.isscalar(seed) else list(seed)
@@ -175,16 +192,6 @@ class _Plan:
         return math.ceil(self.n_permutations / self.block_size)
 
 
-def _median_distance(z: np.ndarray, max_points: int = 2000) -> float:
-    if z.shape[0] > max_points:  # deterministic subsample (pooled, so permutation invariant)
-        z = z[np.random.default_rng(0).choice(z.shape[0], max_points, replace=False)]
-    t = torch.from_numpy(z)
-    d = _cdist(t, t)
-    iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1)
-    med = float(d[iu[0], iu[1]].median())
-    return med if med > 0 else 1.0
-
-
 def make_plan(x, y, *, statistic: str = "sinkhorn", n_permutations: int = 999, seed=0,
               block_size: int = DEFAULT_BLOCK_SIZE, **loss_params) -> _Plan:
     """Validate the input and fix everything the permutation blocks need (see :func:`two_sample_test`)."""
@@ -219,8 +226,9 @@ def make_plan(x, y, *, statistic: str = "sinkhorn", n_permutations: int = 999, s
         sp.update({k: v for k, v in loss_params.items() if k in sp})
         diam = loss_params.get("diameter")
         if diam is None:
-            ext = z.max(axis=0) - z.min(axis=0)
-            diam = float(np.linalg.norm(ext)) or 1.0
+            from otpipe.geometry.boxes import bounds, box_diagonal
+
+            diam = box_diagonal(bounds(z), 1.0)
         SinkhornParams.make(diameter=diam, **sp)  # validate now, with one clear error
         # fix the backend once (auto depends on the batch size) so values do not depend on the block
         sp["backend"] = choose_backend(sp["backend"], block_size, n, m, device="cpu")
@@ -236,7 +244,10 @@ def make_plan(x, y, *, statistic: str = "sinkhorn", n_permutations: int = 999, s
             if isinstance(s, str):
                 if s != "median":
                     raise ValueError(f"sigma must be 'median' or positive numbers, got {s!r}")
-                med = _median_distance(z) if med is None else med
+                if med is None:  # on the pooled sample: the same for every permutation
+                    from otpipe.tools.losses import median_distance
+
+                    med = median_distance(torch.from_numpy(z), max_points=2000, subsample="numpy", exact=True)
                 sigmas.append(med)
             else:
                 s = float(s)
@@ -433,6 +444,21 @@ def holm(p) -> np.ndarray:
     ``p_(1) <= ... <= p_(m)`` are the finite entries of ``p`` (any shape); NaN entries (e.g. the
     diagonal of a test matrix) are not tests and stay NaN. Rejecting ``p~ <= alpha`` controls the
     family-wise error rate at ``alpha``.
+
+    Parameters
+    ----------
+    p : array_like
+        p-values in ``[0, 1]``, any shape; NaN entries are not tests.
+
+    Returns
+    -------
+    numpy.ndarray
+        The adjusted p-values, the shape of ``p`` (NaN where ``p`` is not finite).
+
+    Raises
+    ------
+    ValueError
+        If a finite entry lies outside ``[0, 1]``.
     """
     p, flat, order = _finite_sorted(p)
     m = order.size
@@ -448,6 +474,21 @@ def benjamini_hochberg(p) -> np.ndarray:
 
     Same conventions as :func:`holm`; rejecting ``p~ <= alpha`` controls the false discovery
     rate at ``alpha`` (independent or positively dependent tests).
+
+    Parameters
+    ----------
+    p : array_like
+        p-values in ``[0, 1]``, any shape; NaN entries are not tests.
+
+    Returns
+    -------
+    numpy.ndarray
+        The adjusted p-values, the shape of ``p`` (NaN where ``p`` is not finite).
+
+    Raises
+    ------
+    ValueError
+        If a finite entry lies outside ``[0, 1]``.
     """
     p, flat, order = _finite_sorted(p)
     m = order.size
