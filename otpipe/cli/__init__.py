@@ -1,9 +1,10 @@
 """The ``otpipe`` command line (Click).
 
 One module per command group in this package (``store``: synth/ingest/info, ``distances``,
-``report``, ``barycenter``, ``two_sample``, ``complexity``, ``workflows``: run, ``example``); each is
+``report``, ``barycenter``, ``two_sample``, ``complexity``, ``run``: workflows, ``example``); each is
 registered here lazily, so that ``otpipe --help`` stays fast and a failing optional import only
-affects its own command.
+affects its own command. A command parses its options, calls its function of :mod:`otpipe.api` and
+echoes the result.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ _COMMANDS = {
     "distances": ("otpipe.cli.distances", "distances"),
     "report": ("otpipe.cli.report", "report"),
     "complexity": ("otpipe.cli.complexity", "complexity"),
-    "run": ("otpipe.workflows.command", "run"),
+    "run": ("otpipe.cli.run", "run"),
     "two-sample": ("otpipe.cli.two_sample", "two_sample"),
 }
 

@@ -20,15 +20,6 @@ from otpipe.cli.options import (
 __all__ = ["barycenter"]
 
 
-def _floats(s: str | None):
-    if s is None:
-        return None
-    try:
-        return [float(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--weights must be comma-separated numbers, got {s!r}") from None
-
-
 @click.command("barycenter")
 @click.argument("collection", type=click.Path())
 @out_option("Collection store to write (one measure per group); a PNG goes next to it.")
@@ -62,16 +53,13 @@ def barycenter(collection, out, dry_run, as_json, no_progress, quiet, **kw):
     Each group's barycenter is stored in OUT as soon as it is done: Ctrl-C keeps the finished
     groups (exit status 130) and --resume computes only the missing ones.
     """
-    from otpipe.pipelines.barycenters import plan_barycenters, run_barycenter
+    from otpipe import api
 
     setup_logging(quiet)
     spec = client_from_options(kw)
-    groups = kw.pop("groups")
-    common = dict(group_by=kw.pop("group_by"), groups=groups.split(",") if groups else None,
-                  weights=_floats(kw.pop("weights")), method=kw.pop("method"), n_points=kw.pop("n_points"),
-                  p=kw.pop("p"), grid=kw.pop("grid"))
+    res = api.barycenter(collection, out=out, dry_run=dry_run, cluster=spec, progress=not (no_progress or quiet), **kw)
     if dry_run:
-        plan = plan_barycenters(collection, **common)
+        plan = res
         if as_json:
             echo_json(plan)
         else:
@@ -80,13 +68,7 @@ def barycenter(collection, out, dry_run, as_json, no_progress, quiet, **kw):
                 click.echo(f"  {g}: {d['measures']} measures, {d['points']} points, {d['method']} support"
                            + (f" of {d['support']} points" if d["method"] == "free" else ""))
         return
-    summary = run_barycenter(
-        collection, out, **common, init=kw.pop("init"), blur=kw.pop("blur"), tol=kw.pop("tol"),
-        max_iter=kw.pop("max_iter"), seed=kw.pop("seed"), debiased=not kw.pop("biased"),
-        learn_weights=kw.pop("learn_weights"), overwrite=kw.pop("overwrite"), resume=kw.pop("resume"), plot=kw.pop("plot"),
-        spec=spec,
-        progress=not (no_progress or quiet),
-    )
+    summary = res
     if as_json:
         echo_json(summary)
     elif not quiet:

@@ -43,7 +43,7 @@ def _ints(ctx, param, value):
 @out_option("Result Dataset (Zarr store) to write, checkpointed cell by cell.")
 @click.option("--eps", default="0.01,0.1,1,10", show_default=True, callback=_floats, help="Temperatures eps (blur = eps^(1/p)).")
 @click.option("--dims", default="2,3,5", show_default=True, callback=_ints, help="Dimensions d.")
-@click.option("--n", "ns", default="10,30,100,300,1000", show_default=True, callback=_ints, help="Sample sizes N.")
+@click.option("--n", "n", default="10,30,100,300,1000", show_default=True, callback=_ints, help="Sample sizes N.")
 @click.option("--reps", type=int, default=100, show_default=True, help="Repetitions per cell.")
 @click.option("--p", type=float, default=1.5, show_default=True, help="Cost |x - y|^p.")
 @click.option("--divergence", type=click.Choice(["sinkhorn", "transport"]), default="sinkhorn", show_default=True,
@@ -65,23 +65,16 @@ def _ints(ctx, param, value):
 @progress_option
 @quiet_option
 @cluster_options
-def complexity(out, eps, dims, ns, reps, p, divergence, only, distribution, seed, tol, scaling, max_iter, dtype,
-               figures, no_figures, resume, overwrite, dry_run, as_json, no_progress, quiet, **kw):
+def complexity(out, dry_run, as_json, no_progress, quiet, **kw):
     """Sample complexity: E D_eps(mu_N, nu_N) ~ N^-kappa over a grid of eps, d and N (Genevay et al. 2018, App. A)."""
+    from otpipe import api
     from otpipe.engine import estimate
-    from otpipe.pipelines.complexity import run_study
     from otpipe.report.complexity import kappa_table
 
     setup_logging(quiet)
     spec = client_from_options(kw)
     t0 = time.perf_counter()
-    res = run_study(
-        out, eps=eps, dims=dims, ns=ns, reps=reps, p=p, divergence=divergence,
-        divergences=(divergence,) if only else ("sinkhorn", "transport"), distribution=distribution, seed=seed,
-        tol=tol, scaling=scaling, max_iter=max_iter, dtype=dtype, overwrite=overwrite, resume=resume,
-        figures=None if no_figures else (figures or "auto"), cluster=spec, progress=not (no_progress or quiet),
-        dry_run=dry_run,
-    )
+    res = api.complexity(out=out, dry_run=dry_run, cluster=spec, progress=not (no_progress or quiet), **kw)
     if dry_run:
         if as_json:
             echo_json(res)
@@ -99,8 +92,8 @@ def complexity(out, eps, dims, ns, reps, p, divergence, only, distribution, seed
     if as_json:
         kappa = {f"eps={float(e):g}": {f"d={int(d)}": [float(ds[v].values[i, j]) for v in ("kappa", "kappa_low", "kappa_high")]
                                       for j, d in enumerate(ds["dim"].values)} for i, e in enumerate(ds["eps"].values)}
-        echo_json({"out": str(out), "cells": n_cells, "reps": reps, "seconds": round(seconds, 3), "kappa": kappa,
+        echo_json({"out": str(out), "cells": n_cells, "reps": kw["reps"], "seconds": round(seconds, 3), "kappa": kappa,
                    **{k: ds.attrs.get(k) for k in ("marginal_error_median", "marginal_error_max", "convergence_warning")}})
     elif not quiet:
         click.echo(kappa_table(ds))
-        click.echo(f"wrote {out}: {n_cells} cells x {reps} reps ({seconds:.1f} s)")
+        click.echo(f"wrote {out}: {n_cells} cells x {kw['reps']} reps ({seconds:.1f} s)")

@@ -52,18 +52,11 @@ def distances(collection, other, out, dry_run, as_json, no_progress, quiet, **kw
     finished tiles) rerun with --resume. Warns when the solves did not converge (see --tol).
     """
     setup_logging(quiet)
-    from otpipe.pipelines.pairwise import pairwise
+    from otpipe import api
 
     spec = client_from_options(kw)
-    res = pairwise(
-        collection,
-        other,
-        out=out,
-        cluster=spec,
-        progress=not no_progress and not quiet,
-        dry_run=dry_run,
-        **kw,
-    )
+    res = api.distances(collection, other, out=out, cluster=spec, progress=not no_progress and not quiet,
+                        dry_run=dry_run, **kw)
     if dry_run:
         from otpipe.engine import estimate
 

@@ -30,15 +30,18 @@ def report(result, out, title, max_measures, as_json, quiet):
                   -log10 p with the rejections marked (the permutation null for one test)
     complexity    decay curves R(N) with the fitted rates kappa and their intervals
     """
-    from otpipe.report import write_report
+    from otpipe import api
 
     out_p = Path(out)
-    kw = {}
     old_form = out_p.suffix.lower() == ".png"  # the old form: --out FILE.png (FILE.html next to it)
     if old_form:
-        kw = {"page": out_p.with_suffix(".html").name, "png_names": {"__first__": out_p.name}}
-        out_p = out_p.parent if str(out_p.parent) else Path(".")
-    files = write_report(result, out_p, title=title, max_measures=max_measures, **kw)
+        from otpipe.report import write_report
+
+        files = write_report(result, out_p.parent if str(out_p.parent) else Path("."), title=title,
+                             max_measures=max_measures, page=out_p.with_suffix(".html").name,
+                             png_names={"__first__": out_p.name})
+    else:
+        files = api.report(result, out=out_p, title=title, max_measures=max_measures)
     if old_form:  # warned once it worked: an error stays one line
         click.echo(f"Warning: --out {out} (a PNG file) is deprecated: --out takes a directory; wrote "
                    f"{files.html.name} and its PNGs next to it", err=True)

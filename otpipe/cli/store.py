@@ -41,7 +41,7 @@ def _summary_dict(c, seconds: float) -> dict:
 @click.command()
 @click.argument("out_arg", metavar="[OUT]", required=False, type=click.Path(file_okay=False))
 @out_option("Collection to write (a Zarr store).", required=False, file_okay=False)
-@click.option("--kind", "kinds", multiple=True, default=("mixed",), show_default=True,
+@click.option("--kind", "kind", multiple=True, default=("mixed",), show_default=True,
               help="Family: uniform, gaussian, mixture, circle, sphere, torus, or mixed (all valid for --dim). "
                    "Repeat or comma-separate for several (cycled).")
 @click.option("--n-measures", type=click.IntRange(min=1), default=10, show_default=True, help="Number of measures.")
@@ -58,14 +58,12 @@ def _summary_dict(c, seconds: float) -> dict:
 @dry_run_option("Print what would be written (measures, points, families) and exit; write nothing.")
 @json_option()
 @quiet_option
-def synth(out_arg, out, kinds, n_measures, n_points, min_points, dim, seed, weights, noise, spread, dtype, shard_points,
-          overwrite, dry_run, as_json, quiet):
+def synth(out_arg, out, dry_run, as_json, quiet, **kw):
     """Write a reproducible synthetic collection of measures to --out (labels = families).
 
     The positional OUT of otpipe 0.1 (otpipe synth OUT) still works, with a deprecation warning.
     """
-    from otpipe.store.collection import DEFAULT_SHARD_POINTS, create
-    from otpipe.store.synth import resolve_kinds, synth_measures
+    from otpipe import api
 
     if out_arg is not None:
         if out is not None and out != out_arg:
@@ -75,23 +73,18 @@ def synth(out_arg, out, kinds, n_measures, n_points, min_points, dim, seed, weig
         out = out_arg
     if out is None:
         raise click.UsageError("Missing option '-o' / '--out'.")
-    fams = resolve_kinds(list(kinds), dim)  # fail before creating anything
-    if dry_run:
-        total = n_measures * n_points
-        plan = {"out": str(out), "n_measures": n_measures, "points_per_measure": [min_points or n_points, n_points],
-                "max_points": total, "dim": dim, "dtype": dtype, "kinds": fams, "seed": seed,
-                "bytes_at_most": total * (dim + 1) * (4 if dtype == "float32" else 8)}
-        if as_json:
-            echo_json(plan)
-        else:
-            sizes = f"{min_points}-{n_points}" if min_points else f"{n_points}"
-            click.echo(f"plan: {out}: {n_measures} measures of {sizes} points in D={dim} "
-                       f"({', '.join(fams)}, cycled), {dtype}, at most {_human(plan['bytes_at_most'])}")
-        return
     t0 = time.perf_counter()
-    ms = synth_measures(fams, n_measures, n_points, dim, seed, min_points=min_points, weights=weights, noise=noise, spread=spread)
-    c = create(out, ms, overwrite=overwrite, shard_points=shard_points or DEFAULT_SHARD_POINTS, dtype=dtype)
-    _report(c, time.perf_counter() - t0, as_json, quiet)
+    res = api.synth(out=out, dry_run=dry_run, **kw)
+    if dry_run:
+        if as_json:
+            echo_json(res)
+        else:
+            n_points, min_points = kw["n_points"], kw["min_points"]
+            sizes = f"{min_points}-{n_points}" if min_points else f"{n_points}"
+            click.echo(f"plan: {out}: {res['n_measures']} measures of {sizes} points in D={res['dim']} "
+                       f"({', '.join(res['kinds'])}, cycled), {res['dtype']}, at most {_human(res['bytes_at_most'])}")
+        return
+    _report(res, time.perf_counter() - t0, as_json, quiet)
 
 
 #: notes printed one per line after the summary (then a count)
@@ -115,7 +108,7 @@ def _report(c, seconds: float, as_json: bool, quiet: bool, notes: list[str] | No
 @click.command()
 @click.argument("sources", nargs=-1, required=True)
 @out_option("Collection to write (a Zarr store).", file_okay=False)
-@click.option("--format", "fmt", type=click.Choice(["auto", "npy", "npz", "csv", "txt", "xyz", "ply", "png", "jpg", "image"]),
+@click.option("--format", "format", type=click.Choice(["auto", "npy", "npz", "csv", "txt", "xyz", "ply", "png", "jpg", "image"]),
               default="auto", show_default=True, help="Input format (auto: by file extension).")
 @click.option("--append", is_flag=True, help="Append to an existing collection at --out.")
 @overwrite_option
@@ -138,8 +131,7 @@ def _report(c, seconds: float, as_json: bool, quiet: bool, notes: list[str] | No
 @dry_run_option("List the files that would be read (names, labels, formats) and exit; read and write no data.")
 @json_option()
 @quiet_option
-def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight_column, columns, invert,
-           threshold, downsample, dtype, shard_points, follow_symlinks, dry_run, as_json, quiet):
+def ingest(sources, out, dry_run, as_json, quiet, **kw):
     """Ingest files, directories or globs of point clouds / images (SOURCES) into a collection.
 
     One file is one measure: .npy/.npz arrays, .csv/.txt/.xyz columns, .ply vertices, images
@@ -149,17 +141,13 @@ def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight
     summary lists the files read with a header. Rows that do not parse are refused with their
     line number.
     """
-    from otpipe.store.collection import DEFAULT_SHARD_POINTS
-    from otpipe.store.ingest import ingest as _ingest
-    from otpipe.store.ingest import plan as _plan
-    from otpipe.store.readers import ReaderOptions
+    from otpipe import api
 
     if dry_run:
-        found = _plan(list(sources), fmt=fmt, labels=labels, manifest=manifest, names=names,
-                      follow_symlinks=follow_symlinks)
-        rows = [{"file": str(s.path), "name": s.name, "label": s.label, "format": s.fmt} for s in found]
+        found = api.ingest(list(sources), out=out, dry_run=True, **kw)
+        rows = found["files"]
         if as_json:
-            echo_json({"out": str(out), "n_measures": len(rows), "files": rows})
+            echo_json(found)
         else:
             labs = sorted({str(r["label"]) for r in rows if r["label"] is not None})
             click.echo(f"plan: {len(rows)} file(s) -> {out}" + (f" ({len(labs)} labels: {', '.join(labs[:10])}"
@@ -169,14 +157,9 @@ def ingest(sources, out, fmt, append, overwrite, labels, manifest, names, weight
             if len(rows) > 20:
                 click.echo(f"  ... ({len(rows) - 20} more)")
         return
-
-    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    opts = ReaderOptions(weight_column=weight_column, columns=cols, invert=invert, threshold=threshold, downsample=downsample)
     t0 = time.perf_counter()
     notes: list[str] = []
-    c = _ingest(list(sources), out, fmt=fmt, append=append, overwrite=overwrite, labels=labels, manifest=manifest,
-                names=names, options=opts, dtype=dtype, shard_points=shard_points or DEFAULT_SHARD_POINTS,
-                follow_symlinks=follow_symlinks, notes=notes)
+    c = api.ingest(list(sources), out=out, notes=notes, **kw)
     _report(c, time.perf_counter() - t0, as_json, quiet, notes)
 
 

@@ -26,26 +26,11 @@ from otpipe.cli.options import (
     resume_option,
     setup_logging,
 )
-from otpipe.store.locks import locked
 
 #: the --by choices (as in otpipe.pipelines.two_sample.BY, without importing it at start-up)
 BY_CHOICES = ("auto", "measure", "label", "collection")
 
-__all__ = ["two_sample", "plot_report"]
-
-
-def plot_report(ds, path) -> Path:
-    """Write the report PNG of a two-sample result Dataset to ``path``: the permutation null of a single
-    test, else ``-log10 p`` with the Holm / Benjamini-Hochberg rejections marked (:mod:`otpipe.report.two_sample`)."""
-    import matplotlib.pyplot as plt
-
-    from otpipe.report.two_sample import figures
-
-    path = Path(path)
-    _, fig, _ = figures(ds)[0]
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+__all__ = ["two_sample"]
 
 
 @click.command("two-sample")
@@ -76,32 +61,22 @@ def plot_report(ds, path) -> Path:
 @progress_option
 @quiet_option
 @cluster_options
-@locked("out")  # one writer per result store, for the whole run
 def two_sample(collection, other, out, statistic, by, n_permutations, seed, block_size, p, blur, scaling, tol,
                backend, sigma, resume, overwrite, dry_run, no_plot, as_json, no_progress, quiet, **kw):
     """Permutation two-sample tests between the labels (or measures) of COLLECTION, or against OTHER."""
     import numpy as np
 
+    from otpipe import api
     from otpipe.engine import estimate
-    from otpipe.pipelines.two_sample import many_two_sample_tests
-    from otpipe.store import open as open_store
 
     setup_logging(quiet)
     spec = client_from_options(kw)
     outp = Path(out)
-    src = open_store(collection)
-    tgt = open_store(other) if other else None
-    if statistic == "sinkhorn":
-        params = dict(p=p, blur=blur, scaling=scaling, tol=tol, backend=backend)
-    elif statistic == "mmd":
-        sig = [s if s == "median" else _positive(s) for s in sigma] or ["median"]
-        params = dict(sigma=sig[0] if len(sig) == 1 else sig)
-    else:
-        params = {}
     t0 = time.perf_counter()
-    res = many_two_sample_tests(src, tgt, by=by, statistic=statistic, n_permutations=n_permutations, seed=seed,
-                                block_size=block_size, cluster=spec, out=outp, resume=resume, overwrite=overwrite,
-                                progress=not (no_progress or quiet), dry_run=dry_run, **params)
+    res = api.two_sample(collection, other, out=outp, statistic=statistic, by=by, n_permutations=n_permutations,
+                         seed=seed, block_size=block_size, p=p, blur=blur, scaling=scaling, tol=tol, backend=backend,
+                         sigma=sigma, resume=resume, overwrite=overwrite, dry_run=dry_run, no_plot=no_plot,
+                         cluster=spec, progress=not (no_progress or quiet))
     if dry_run:
         if as_json:
             echo_json(res)
@@ -123,12 +98,12 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
         summary["pvalue"] = float(pv[np.isfinite(pv)][0])
         summary["statistic_value"] = float(ds["statistic"].values[np.isfinite(pv)][0])
     else:
-        summary["rejected_fdr_0.05"] = int(np.nansum(ds["p_bh"].values <= 0.05) // (1 if tgt is not None else 2))
+        summary["rejected_fdr_0.05"] = int(np.nansum(ds["p_bh"].values <= 0.05) // (1 if other is not None else 2))
     for k in ("marginal_error_median", "marginal_error_max", "convergence_warning"):
         if k in ds.attrs:
             summary[k] = ds.attrs[k]
     if not no_plot:
-        summary["plot"] = str(plot_report(ds, outp.with_suffix(".png")))
+        summary["plot"] = str(outp.with_suffix(".png"))
     if as_json:
         echo_json(summary)
     elif not quiet:
@@ -141,13 +116,3 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
         if "plot" in summary:
             msg += f"; plot {summary['plot']}"
         click.echo(msg)
-
-
-def _positive(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise ValueError(f"--sigma must be 'median' or a positive number, got {s!r}") from None
-    if not v > 0:
-        raise ValueError(f"--sigma must be positive, got {s}")
-    return v

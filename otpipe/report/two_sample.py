@@ -7,12 +7,13 @@ Reads both variable spellings: scipy's ``pvalue`` / ``null_distribution`` and th
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
 from otpipe.report._page import Page
 
-__all__ = ["build", "figures", "tests_table", "ALPHA"]
+__all__ = ["build", "figures", "write_png", "tests_table", "ALPHA"]
 
 #: level at which the report counts and marks rejections
 ALPHA = 0.05
@@ -95,8 +96,35 @@ def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Pag
     return pg
 
 
+def write_png(ds, path) -> Path:
+    """Write the PNG of a two-sample result next to its store (``otpipe two-sample`` writes ``OUT.png``).
+
+    The permutation null of a single test, else ``-log10 p`` with the Holm / Benjamini-Hochberg rejections
+    marked: the first of :func:`figures`.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A two-sample result.
+    path : path
+        The PNG to write.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    _, fig, _ = figures(ds)[0]
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def figures(ds) -> list[tuple[str, object, str]]:
-    """``(name, matplotlib figure, caption)`` of a two-sample result (used by the report and by ``otpipe two-sample``)."""
+    """``(name, matplotlib figure, caption)`` of a two-sample result (used by the report and by :func:`write_png`)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,8 +1,9 @@
 """Reproducible workflows: a YAML spec of otpipe steps (synth/ingest -> distances -> ... -> report) run with
-provenance (:mod:`~otpipe.workflows.runner`), and the ``otpipe run`` command (:mod:`~otpipe.workflows.command`).
+provenance (:mod:`~otpipe.workflows.runner`; the ``otpipe run`` command is :mod:`otpipe.cli.run`).
 
-A step is one otpipe command: the runner validates a step's params against that command's options and runs it, so
-this floor sits above the CLI (docs/architecture.md).
+A step calls one function of the API registry (:data:`otpipe.api.STEPS`): the runner checks a step's params
+against that function's annotated parameters and calls it, so this floor sits above the API and below the CLI
+(docs/architecture.md).
 """
 from __future__ import annotations
 

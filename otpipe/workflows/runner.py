@@ -11,11 +11,12 @@ A spec (``workflows/README.md`` documents the format)::
       - {step: two-sample, id: tests, inputs: [shapes], params: {statistic: energy}}
       - {step: report, id: report, inputs: [shapes, tests]}
 
-Every step except ``report`` runs the CLI command of the same name in-process (through Click, so
-the workflow uses exactly the options of ``otpipe <step> --help``): params map to options
-(``n_measures`` -> ``--n-measures``, lists -> repeated or comma-joined), ``inputs`` fill the
-positional arguments (collections produced by earlier steps), ``--out`` is ``run_dir/<id>/<id>.zarr``.
-``report`` writes ``run_dir/<id>/index.html`` (steps, provenance, the figures of its inputs).
+Every step except ``report`` calls the function of the same name in :data:`otpipe.api.STEPS`
+(``two-sample`` -> :func:`otpipe.api.two_sample`), whose keyword parameters are the options of
+``otpipe <step> --help`` (``n_measures`` is ``--n-measures``): params are checked against the function's
+annotations (names, types, choices, ranges) and passed to it, ``inputs`` fill its collection parameters
+(collections produced by earlier steps), ``out`` is ``run_dir/<id>/<id>.zarr``. ``report`` writes
+``run_dir/<id>/index.html`` (steps, provenance, the figures of its inputs).
 
 The whole spec is validated before any work (unknown step or option, missing required option,
 wrong type, unknown input, YAML syntax, a key given twice in a mapping, a name or step id that is not
@@ -23,7 +24,8 @@ an identifier of at most :data:`MAX_ID` characters, aliases that expand the spec
 :data:`MAX_ALIAS_NODES` values): ``ValueError("spec.yaml line N: ...")``, quoting at most
 :data:`MAX_SHOWN` characters of any value.
 
-Provenance (``run_dir/provenance.json``): the resolved spec, every step's argv and parameters,
+Provenance (``run_dir/provenance.json``): the resolved spec, every step's parameters and its equivalent
+command line (``argv``),
 package versions, git commit, host, seeds, input content hashes, timings, and per step a
 *fingerprint* ``sha256(step, params, input hashes)`` and the *content* hash of its outputs (arrays,
 parameters and input hashes; never timings, worker addresses, hosts, paths or dates). ``--resume``
@@ -31,7 +33,7 @@ skips a step whose fingerprint is unchanged and whose outputs still hash as reco
 parameter or input changes the fingerprint, so that step and its dependants are recomputed (and
 reported as changed). A step interrupted part-way (Ctrl-C) leaves an unfinished output: under
 ``--resume``, a distances, two-sample, complexity or barycenter step whose fingerprint is unchanged
-continues it (its command gets ``--resume`` instead of ``--overwrite``: finished tiles, tests,
+continues it (its function gets ``resume=True`` instead of ``overwrite=True``: finished tiles, tests,
 cells or groups are kept); the step folder's hidden ``.otpipe-step.json`` records the
 fingerprint of the step that started it.
 """
@@ -54,25 +56,25 @@ from pathlib import Path
 
 import yaml
 
-from otpipe import _rundir
+from otpipe import _rundir, api
 from otpipe._made import mark_dir
+from otpipe.params import Listed, convert, parameters
 from otpipe.store.locks import output_lock
 
 __all__ = ["load_spec", "Workflow", "Step", "run_workflow", "tree_hash", "STEP_TYPES", "STEP_RECORD", "MAX_ID", "MAX_ALIAS_NODES",
            "MAX_SHOWN"]
 
-STEP_TYPES = ("synth", "ingest", "distances", "barycenter", "two-sample", "complexity", "report")
-#: steps whose output is a collection of measures (valid as positional inputs)
-COLLECTION_STEPS = ("synth", "ingest", "barycenter")
-#: steps whose command continues its own unfinished output (``--resume``: checkpoints of tiles, tests,
-#: cells or groups) instead of starting again (``--overwrite``)
-RESUMABLE_STEPS = ("distances", "two-sample", "complexity", "barycenter")
+#: the steps a spec may name: those of :data:`otpipe.api.STEPS` and the built-in run ``report``
+STEP_TYPES = (*api.STEPS, "report")
 #: hidden file of a step folder: the fingerprint of the step that last started writing there
 #: (hidden files are left out of the content hashes)
 STEP_RECORD = ".otpipe-step.json"
 _TOP_KEYS = {"version", "name", "run_dir", "cluster", "steps", "description"}
 _STEP_KEYS = {"step", "id", "params", "inputs", "description"}
-_RESERVED = {"out", "overwrite", "scheduler", "scheduler_file", "help", "dry_run", "resume"}
+#: parameters the runner sets itself (the step's output, replace or continue it, the cluster)
+_RESERVED = {"out", "overwrite", "dry_run", "resume", "cluster", "client", "progress", "notes"}
+#: options of the command line only (what it prints), not parameters of a step
+_CLI_ONLY = {"json", "as_json", "quiet", "no_progress", "help"}
 _CLUSTER_KEYS = {"n_workers", "threads_per_worker", "memory_limit", "scheduler", "scheduler_file",
                  "tls_ca_file", "tls_cert", "tls_key"}  # certificates of a tls:// scheduler
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -101,12 +103,16 @@ _ADDRESS = re.compile(r"^[a-z]+://")
 
 @dataclass
 class Step:
+    """One step of a spec: ``call`` holds its function's keyword arguments (the checked params), ``argv``
+    the equivalent command line (with ``{out}`` and ``{input:ID}`` for the stores of the run)."""
+
     type: str
     id: str
     params: dict
     inputs: list
     line: int
     argv: list = field(default_factory=list)
+    call: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -339,92 +345,97 @@ def load_spec(path, *, run_dir=None) -> Workflow:
     return Workflow(path, name, Path(rd), dict(cluster), steps, raw)
 
 
-def _command(name: str):
-    import click
+def _cluster_keys() -> set[str]:
+    """Names of the cluster options (the fields of ``ClusterSpec`` and ``no_tls``): set in the spec's ``cluster``."""
+    import dataclasses
 
-    from otpipe.cli import cli
+    from otpipe.engine.cluster import ClusterSpec
 
-    with click.Context(cli) as ctx:
-        return cli.get_command(ctx, name)
-
-
-def _opt_name(p) -> str:
-    return p.name
+    return {f.name for f in dataclasses.fields(ClusterSpec)} | {"no_tls", "cluster_kind"}
 
 
 def _check_step(path: str, L: _Lines, i: int, step: Step, seen: dict) -> None:
-    """Resolve a step's argv against its Click command (or the built-in report), raising on any problem."""
-    import click
-
+    """Check a step's params against its API function (or the built-in report), raising on any problem;
+    sets ``step.call`` (the function's keyword arguments) and ``step.argv`` (the equivalent command line)."""
     if step.type == "report":
         bad = [k for k in step.params if k not in ("title",)]
         if bad:
             raise _err(path, L.line("steps", i, "params", bad[0]), f"unknown param {_show(bad[0])} of step 'report' (allowed: title)")
         return
-    cmd = _command(step.type)
-    if cmd is None:
+    entry = api.STEPS.get(step.type)
+    if entry is None:
         raise _err(path, L.line("steps", i, "step"),
                    f"step {step.id!r}: command 'otpipe {step.type}' is not available in this installation")
-    opts = {p.name: p for p in cmd.params if isinstance(p, click.Option)}
-    args = [p for p in cmd.params if isinstance(p, click.Argument)]
+    schema = parameters(entry.function)
     argv: list[str] = [step.type]
-    # positional arguments: OUT (synth), SOURCES (ingest, from params), collections (from inputs)
+    call: dict = {}
+    # positional: SOURCES (ingest, from params), then the collections of earlier steps (from inputs)
+    if "sources" in schema:
+        src = step.params.get("sources")
+        if not src:
+            raise _err(path, L.line("steps", i, "params"), f"step {step.id!r} needs params.sources (files, folders or globs)")
+        call["sources"] = [str(v) for v in (src if isinstance(src, list) else [src])]
+        argv += call["sources"]
     inputs = list(step.inputs)
-    for a in args:
-        if a.name == "out":
-            argv.append("{out}")
-        elif a.name == "sources":
-            src = step.params.get("sources")
-            if not src:
-                raise _err(path, L.line("steps", i, "params"), f"step {step.id!r} needs params.sources (files, folders or globs)")
-            argv += [str(s) for s in (src if isinstance(src, list) else [src])]
-        elif inputs:
+    for name in entry.inputs:
+        if inputs:
             ref = inputs.pop(0)
-            if seen[ref].type not in COLLECTION_STEPS:
+            made = api.STEPS.get(seen[ref].type)
+            if made is None or not made.collection:
                 raise _err(path, L.line("steps", i, "inputs"),
                            f"input {_show(ref)} of step {step.id!r} is a {seen[ref].type} result, not a collection")
             argv.append("{input:" + str(ref) + "}")
-        elif a.required:
-            raise _err(path, L.line("steps", i), f"step {step.id!r} needs an input for {a.human_readable_name} (inputs: [...])")
+        elif schema[name].required:
+            raise _err(path, L.line("steps", i), f"step {step.id!r} needs an input for {name.upper()} (inputs: [...])")
     if inputs:
         raise _err(path, L.line("steps", i, "inputs"), f"step {step.id!r} takes fewer inputs than given: {_show(inputs)}")
-    if "out" in opts:
-        argv += ["--out", "{out}"]
+    argv += ["--out", "{out}"]
+    allowed = [n for n in schema if n not in _RESERVED and n not in entry.inputs and n != "sources"]
     for k, v in step.params.items():
-        if k == "sources" and any(a.name == "sources" for a in args):
+        if k == "sources" and "sources" in schema:
             continue
         ln = L.line("steps", i, "params", k)
         key = str(k).replace("-", "_")
-        o = opts.get(key) or next((o for o in opts.values() if f"--{str(k).replace('_', '-')}" in o.opts), None)
-        if o is None or key in _RESERVED:
-            allowed = sorted(n for n in opts if n not in _RESERVED)
-            raise _err(path, ln, f"unknown param {_show(k)} of step {step.type!r} (see 'otpipe {step.type} --help'; allowed: {', '.join(allowed)})")
-        flag = o.opts[0] if o.opts[0].startswith("--") else o.opts[-1]
-        if o.is_flag:
+        if key not in allowed:
+            if key in _CLI_ONLY:
+                why = "an option of the command line only (what it prints), not a step parameter"
+            elif key in _cluster_keys() and key not in schema:
+                why = "a cluster option: give it in the spec's top-level 'cluster' mapping"
+            else:
+                why = None
+            if why:
+                raise _err(path, ln, f"param {_show(k)} of step {step.type!r} is {why}")
+            raise _err(path, ln, f"unknown param {_show(k)} of step {step.type!r} (see 'otpipe {step.type} --help'; "
+                                 f"allowed: {', '.join(sorted(allowed))})")
+        p = schema[key]
+        if p.kind == "bool":
             if not isinstance(v, bool):
                 raise _err(path, ln, f"param {_show(k)} of step {step.id!r} is a flag: use true or false, got {_show(v)}")
+            call[key] = v
             if v:
-                argv.append(flag)
+                argv.append(p.flag)
             continue
-        values = v if (isinstance(v, list) and o.multiple) else [v]
-        for one in values:
-            if isinstance(one, list):
-                one = ",".join(str(t) for t in one)
-            if isinstance(one, (dict, bool)) or one is None:
-                raise _err(path, ln, f"param {_show(k)} of step {step.id!r}: expected {o.type.name}, got {_show(one)}")
-            try:
-                o.type.convert(one, o, None)
-                if o.callback is not None:
-                    o.callback(None, o, str(one))
-            except click.BadParameter as exc:
-                raise _err(path, ln, f"param {_show(k)} of step {step.id!r}: {_clip(exc.message)}") from None
-            argv += [flag, str(one)]
-    missing = [n for n, o in opts.items() if o.required and n != "out" and n not in step.params]
+        try:
+            call[key] = convert(p, v)
+        except ValueError as exc:
+            raise _err(path, ln, f"param {_show(k)} of step {step.id!r}: {_clip(str(exc))}") from None
+        argv += _flags(p, v)
+    missing = [n for n in allowed if schema[n].required and n not in call]
     if missing:
         raise _err(path, L.line("steps", i), f"step {step.id!r} misses the required param {missing[0]!r}")
-    if "overwrite" in opts:
+    if "overwrite" in schema:
         argv.append("--overwrite")
-    step.argv = argv
+    step.argv, step.call = argv, call
+
+
+def _flags(p, value) -> list[str]:
+    """The command line's spelling of ``value`` for the parameter ``p``: the option repeated per value
+    (``--kind a --kind b``) or once with the values comma-joined (``--eps 0.1,1``)."""
+    if p.listed is Listed.REPEATED and isinstance(value, list):
+        return [a for v in value for a in (p.flag, str(v))]
+    if isinstance(value, list):
+        return [p.flag, ",".join(str(v) for v in value)]
+    return [p.flag, str(value)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -612,7 +623,7 @@ def _step_output_hash(wf: Workflow, step: Step) -> str | None:
     d = _step_dir(wf, step)
     if not d.exists():
         return None
-    if step.type in COLLECTION_STEPS:
+    if step.type in api.STEPS and api.STEPS[step.type].collection:
         h = _collection_hash(d / f"{step.id}.zarr")
         if h:
             return h
@@ -680,18 +691,17 @@ def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=N
     with contextlib.ExitStack() as stack:
         stack.enter_context(output_lock(wf.run_dir, inside=True))  # one run per run folder
         _rundir.check_run_dir(wf.run_dir, [(s.id, s.type) for s in wf.steps])
-        address = None
+        opened = None
 
-        def _scheduler() -> str:  # one cluster for the whole run, started when a step first needs it
-            nonlocal address
-            if address is None:
-                c = stack.enter_context(open_client(spec, client=client))
-                prov["cluster"] = describe(c)
-                address = c.scheduler.address
-            return address
+        def _client():  # one cluster for the whole run, started when a step first needs it
+            nonlocal opened
+            if opened is None:
+                opened = stack.enter_context(open_client(spec, client=client))
+                prov["cluster"] = describe(opened)
+            return opened
 
         try:
-            _run_steps(wf, prov, previous, hashes, resume, _scheduler, echo)
+            _run_steps(wf, prov, previous, hashes, resume, _client, echo)
         finally:
             prov["complete"] = len(prov["steps"]) == len(wf.steps)
             prov["seconds"] = round(time.perf_counter() - t_start, 3)
@@ -701,7 +711,7 @@ def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=N
     return prov
 
 
-def _run_steps(wf: Workflow, prov: dict, previous: dict, hashes: dict, resume: bool, _scheduler, echo) -> None:
+def _run_steps(wf: Workflow, prov: dict, previous: dict, hashes: dict, resume: bool, _client, echo) -> None:
     """Run (or keep, with ``resume``) every step in order, appending its record to ``prov["steps"]``."""
     for step in wf.steps:
         in_hashes = {ref: hashes[ref] for ref in step.inputs}
@@ -723,18 +733,20 @@ def _run_steps(wf: Workflow, prov: dict, previous: dict, hashes: dict, resume: b
                 rec["argv"] = ["report (built-in)"]
                 _write_report(wf, step, prov, hashes)
             else:
-                argv = _resolve_argv(wf, step)
+                argv, kwargs = _resolve_argv(wf, step), _resolve_call(wf, step)
                 if resume and _unfinished(wf, step, fp):
                     argv = ["--resume" if a == "--overwrite" else a for a in argv]
+                    kwargs.update(overwrite=False, resume=True)
                     echo(f"[{step.id}] continuing the unfinished {_step_dir(wf, step) / f'{step.id}.zarr'}")
-                if _has_scheduler(step):
-                    argv += ["--scheduler", _scheduler()]
+                if _distributed(step):
+                    kwargs["client"] = _client()
+                    argv += ["--scheduler", kwargs["client"].scheduler.address]
                     argv += [a for k in ("tls_ca_file", "tls_cert", "tls_key") if wf.cluster.get(k)
                              for a in (f"--{k.replace('_', '-')}", str(wf.cluster[k]))]
                 rec["argv"] = argv
                 echo(f"[{step.id}] otpipe {' '.join(argv)}")
                 _record_start(wf, step, fp)
-                _run_cli(argv, _step_dir(wf, step))
+                _call(step, kwargs, argv, _step_dir(wf, step))
             rec["seconds"] = round(time.perf_counter() - t0, 3)
             rec["status"] = "ran"
             rec["output_hash"] = _step_output_hash(wf, step)
@@ -755,8 +767,8 @@ def _record_start(wf: Workflow, step: Step, fp: str) -> None:
 
 def _unfinished(wf: Workflow, step: Step, fp: str) -> bool:
     """Whether the step's output is an unfinished store (``complete: false``) that a step with the
-    same fingerprint ``fp`` started, and the step's command can continue it."""
-    if step.type not in RESUMABLE_STEPS:
+    same fingerprint ``fp`` started, and the step's function can continue it."""
+    if step.type not in api.STEPS or not api.STEPS[step.type].resumable:
         return False
     d = _step_dir(wf, step)
     try:
@@ -777,28 +789,47 @@ def _what_changed(old: dict, new: dict) -> str:
     return "changed: " + (", ".join(what) if what else "command or version")
 
 
-def _has_scheduler(step: Step) -> bool:
-    if step.type == "report":
-        return False
-    cmd = _command(step.type)
-    return any(p.name == "scheduler" for p in cmd.params)
+def _distributed(step: Step) -> bool:
+    """Whether the step's function runs on the run's Dask cluster (takes a ``client``)."""
+    entry = api.STEPS.get(step.type)
+    return entry is not None and "client" in parameters(entry.function)
 
 
-def _run_cli(argv: list[str], step_dir: Path) -> None:
-    """Run ``otpipe ARGV`` in-process; its output goes to ``step_dir/<command>.log``."""
-    import click
+def _resolve_call(wf: Workflow, step: Step) -> dict:
+    """The keyword arguments of the step's function: its params, its inputs' stores, its output store."""
+    entry = api.STEPS[step.type]
+    kwargs = dict(step.call)
+    for name, ref in zip(entry.inputs, step.inputs):
+        kwargs[name] = str(_step_dir(wf, _by_id(wf, ref)) / f"{ref}.zarr")
+    kwargs["out"] = str(_step_dir(wf, step) / f"{step.id}.zarr")
+    if "overwrite" in parameters(entry.function):
+        kwargs["overwrite"] = True
+    return kwargs
 
-    from otpipe.cli import cli
 
+def _call(step: Step, kwargs: dict, argv: list[str], step_dir: Path) -> None:
+    """Call the step's function; ``step_dir/<step>.log`` gets the command line, anything printed and a summary."""
     _rundir.ensure_step_dir(step_dir, step_dir.parent)
     buf = io.StringIO()
+    buf.write(f"otpipe {' '.join(argv)}\n")
     try:
         with contextlib.redirect_stdout(buf):
-            cli.main(args=list(argv), prog_name="otpipe", standalone_mode=False)
-    except click.ClickException as exc:
-        raise ValueError(f"step 'otpipe {argv[0]}' failed: {exc.format_message()}") from None
+            result = api.STEPS[step.type].function(**kwargs)
+        buf.write(json.dumps(_summary(result), default=str) + "\n")
     finally:
-        (step_dir / f"{argv[0]}.log").write_text(buf.getvalue())
+        (step_dir / f"{step.type}.log").write_text(buf.getvalue())
+
+
+def _summary(result) -> dict:
+    """A short JSON-able description of a step's result (a collection, a Dataset or a summary dict)."""
+    if isinstance(result, dict):
+        return result
+    if hasattr(result, "content_hash"):  # a collection
+        return {"path": str(result.path), "n_measures": len(result), "hash": str(result.content_hash)}
+    if hasattr(result, "sizes") and hasattr(result, "attrs"):  # an xarray Dataset
+        keys = ("complete", "marginal_error_median", "marginal_error_max", "convergence_warning", "n_tests")
+        return {"sizes": dict(result.sizes), **{k: result.attrs[k] for k in keys if k in result.attrs}}
+    return {"result": repr(result)[:MAX_SHOWN]}
 
 
 def _write_report(wf: Workflow, step: Step, prov: dict, hashes: dict) -> None:

@@ -145,9 +145,9 @@ def test_invalid_spec_cli_one_line_error(tmp_path):
 
 
 def test_unregistered_command_fails_validation(tmp_path, monkeypatch):
-    import otpipe.cli
+    import otpipe.api
 
-    monkeypatch.delitem(otpipe.cli._COMMANDS, "complexity")
+    monkeypatch.delitem(otpipe.api.STEPS, "complexity")
     spec = _write(tmp_path, "version: 1\nname: x\nsteps:\n  - step: synth\n    id: s\n  - step: complexity\n    id: c\n")
     with pytest.raises(ValueError, match=r"line 6: step 'c': command 'otpipe complexity' is not available"):
         load_spec(spec)

@@ -1,12 +1,13 @@
 """Click command ``otpipe run WORKFLOW.yaml``: validate a YAML workflow spec and run it with provenance.
 
-See :mod:`otpipe.workflows.runner` for the spec format; imports only Click at import time.
+See :mod:`otpipe.workflows.runner` for the spec format (its steps call the functions of :mod:`otpipe.api`);
+imports only Click at import time.
 """
 from __future__ import annotations
 
 import click
 
-from otpipe.cli.options import dry_run_option, echo_json, json_option, quiet_option
+from otpipe.cli.options import dry_run_option, echo_json, json_option, quiet_option, setup_logging
 
 __all__ = ["run"]
 
@@ -23,6 +24,7 @@ def run(workflow, dry_run, resume, run_dir, as_json, quiet):
     """Run the workflow spec WORKFLOW (YAML): steps synth/ingest -> distances -> ... -> report, with provenance."""
     from otpipe.workflows.runner import run_workflow
 
+    setup_logging(quiet)
     lines: list[str] = []
     echo = lines.append if (as_json or quiet) else click.echo
     prov = run_workflow(workflow, dry_run=dry_run, resume=resume, run_dir=run_dir, echo=echo)
