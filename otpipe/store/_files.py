@@ -35,7 +35,19 @@ _KINDS = (
 
 
 def shown(path: str | os.PathLike | bytes) -> str:
-    """``path`` as text safe for a one-line message (see the module docstring)."""
+    """``path`` as text safe for a one-line message (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or os.PathLike or bytes
+        The path.
+
+    Returns
+    -------
+    str
+        The path unchanged when printable, else with undecodable bytes as ``\\xNN`` and control characters
+        escaped.
+    """
     s = os.fsdecode(path)
     if s.isprintable():
         return s
@@ -44,7 +56,18 @@ def shown(path: str | os.PathLike | bytes) -> str:
 
 
 def safe_name(s: str) -> str:
-    """A file stem or directory name as a storable (UTF-8) name: undecodable bytes as ``\\xNN``."""
+    """A file stem or directory name as a storable (UTF-8) name: undecodable bytes as ``\\xNN``.
+
+    Parameters
+    ----------
+    s : str
+        The name as the file system gave it (undecodable bytes as lone surrogates).
+
+    Returns
+    -------
+    str
+        Valid UTF-8 text.
+    """
     try:
         s.encode("utf-8")
         return s
@@ -61,6 +84,16 @@ def _kind(mode: int) -> str:
 
 def stat_regular(path: str | os.PathLike) -> os.stat_result:
     """``os.stat(path)`` (following symlinks) of a regular file; ``ValueError`` naming anything else.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    os.stat_result
+        Its status.
 
     Raises
     ------
@@ -83,7 +116,27 @@ def stat_regular(path: str | os.PathLike) -> os.stat_result:
 
 
 def open_regular(path: str | os.PathLike) -> tuple[BinaryIO, os.stat_result]:
-    """Open a regular file for binary reading without ever blocking on a FIFO; returns ``(file, fstat)``."""
+    """Open a regular file for binary reading without ever blocking on a FIFO.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    file : BinaryIO
+        The open file (the caller closes it).
+    status : os.stat_result
+        ``fstat`` of the open descriptor.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing there, or a broken symbolic link.
+    ValueError
+        Not a regular file (checked before opening and again on the open descriptor).
+    """
     stat_regular(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     fd = os.open(os.fspath(path), flags)
@@ -100,7 +153,18 @@ def open_regular(path: str | os.PathLike) -> tuple[BinaryIO, os.stat_result]:
 
 
 def read_limit() -> int:
-    """Most bytes of memory one input file may need: ``OTPIPE_MAX_READ_BYTES`` or half the physical memory."""
+    """Most bytes of memory one input file may need: ``OTPIPE_MAX_READ_BYTES`` or half the physical memory.
+
+    Returns
+    -------
+    int
+        The limit in bytes.
+
+    Raises
+    ------
+    ValueError
+        If ``OTPIPE_MAX_READ_BYTES`` is set to something other than a positive number.
+    """
     env = os.environ.get("OTPIPE_MAX_READ_BYTES")
     if env:
         try:
@@ -117,7 +181,18 @@ def read_limit() -> int:
 
 
 def human(n: float) -> str:
-    """Bytes in binary units (``1.5 GiB``)."""
+    """Bytes in binary units (``1.5 GiB``).
+
+    Parameters
+    ----------
+    n : float
+        A number of bytes.
+
+    Returns
+    -------
+    str
+        ``"512 B"``, ``"1.5 KiB"`` ... ``"2.0 TiB"``.
+    """
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -128,8 +203,21 @@ def human(n: float) -> str:
 def check_size(need: float, what: str, limit: int | None = None) -> None:
     """Refuse to read a file that needs more than :func:`read_limit` bytes of memory.
 
-    ``what`` explains the estimate (``"a (100000, 3) float64 array"``); the message is raised
-    as ``ValueError`` without the path (readers add it).
+    The message is raised without the path (readers add it).
+
+    Parameters
+    ----------
+    need : float
+        Estimated bytes of memory the file needs once read.
+    what : str
+        What the estimate is of (``"a (100000, 3) float64 array"``), for the message.
+    limit : int or None, default None
+        The limit in bytes; ``None``: :func:`read_limit`.
+
+    Raises
+    ------
+    ValueError
+        If ``need`` exceeds the limit.
     """
     limit = read_limit() if limit is None else int(limit)
     if need > limit:

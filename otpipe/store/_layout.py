@@ -14,7 +14,15 @@ DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 
 
 def put_str(h: hashlib._Hash, s: str | None) -> None:
-    """Feed ``s`` to ``h`` unambiguously (a marker byte, the length, the UTF-8 bytes; ``None`` apart)."""
+    """Feed ``s`` to ``h`` unambiguously (a marker byte, the length, the UTF-8 bytes; ``None`` apart).
+
+    Parameters
+    ----------
+    h : hashlib._Hash
+        The hash being computed.
+    s : str or None
+        The string (``None`` hashes as one distinct marker byte).
+    """
     if s is None:
         h.update(b"\x00")
         return
@@ -23,7 +31,24 @@ def put_str(h: hashlib._Hash, s: str | None) -> None:
 
 
 def measure_digest(name: str, label: str | None, points: np.ndarray, weights: np.ndarray) -> bytes:
-    """sha256 of a measure: its name, label, number of points, points and weights (as stored)."""
+    """The sha256 of a measure: its name, label, number of points, points and weights (as stored).
+
+    Parameters
+    ----------
+    name : str
+        The measure's name.
+    label : str or None
+        Its label.
+    points : numpy.ndarray
+        ``(N, D)`` points in the storage dtype.
+    weights : numpy.ndarray
+        ``(N,)`` weights in the storage dtype.
+
+    Returns
+    -------
+    bytes
+        The 32-byte digest.
+    """
     h = hashlib.sha256()
     put_str(h, name)
     put_str(h, label)
@@ -34,5 +59,16 @@ def measure_digest(name: str, label: str | None, points: np.ndarray, weights: np
 
 
 def strings(values: Any) -> np.ndarray:
-    """Zarr variable-length strings (NumPy ``StringDType``) as a fixed-width ``str`` array."""
+    """Zarr variable-length strings (NumPy ``StringDType``) as a fixed-width ``str`` array.
+
+    Parameters
+    ----------
+    values : array_like
+        The strings as Zarr returns them.
+
+    Returns
+    -------
+    numpy.ndarray
+        A NumPy ``str`` (``<U``) array of the same shape.
+    """
     return np.asarray(np.asarray(values).tolist(), dtype=str)

@@ -167,7 +167,13 @@ class Measure:
         return 1.0 if self.weights is None else float(np.sum(self.weights, dtype=np.float64))
 
     def normalized(self) -> Measure:
-        """Return a copy whose weights sum to one (the stored weights are never changed)."""
+        """Return a copy whose weights sum to one (the stored weights are never changed).
+
+        Returns
+        -------
+        Measure
+            The same points, name, label and source, with normalised weights (uniform ``1/N`` for ``None``).
+        """
         w = self.weights
         if w is None:
             w = np.full(self.n, 1.0 / self.n, dtype=self.points.dtype)
@@ -694,6 +700,16 @@ def _read_attrs(path: Path) -> dict:
 def open(path: str | os.PathLike) -> Collection:  # noqa: A001 - public API name
     """Open a complete collection for reading (and :meth:`Collection.append`).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The collection's Zarr store.
+
+    Returns
+    -------
+    Collection
+        The open collection (its structure checked, no point data read).
+
     Raises
     ------
     FileNotFoundError
@@ -724,6 +740,13 @@ class Collection:
     ``len(c)``, ``c[i]`` / ``c[name]`` (a :class:`Measure`), iteration in storage order,
     :attr:`shards` (measure ranges, one Dask task each), :meth:`read_shard`, :meth:`select`,
     :meth:`verify`, :meth:`append`. Picklable: it pickles as its path, so Dask workers reopen it.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The collection's Zarr store.
+    attrs : dict
+        Its group attributes, as read and checked by :func:`open`.
     """
 
     def __init__(self, path: Path, attrs: dict) -> None:
@@ -827,7 +850,23 @@ class Collection:
         )
 
     def index(self, name: str) -> int:
-        """Position of the measure called ``name`` (``KeyError`` if absent)."""
+        """Position of the measure called ``name``.
+
+        Parameters
+        ----------
+        name : str
+            The measure's name.
+
+        Returns
+        -------
+        int
+            Its index in storage order.
+
+        Raises
+        ------
+        KeyError
+            If no measure has that name.
+        """
         if self._index is None:
             self._index = {n: i for i, n in enumerate(self.names.tolist())}
         try:
@@ -836,7 +875,18 @@ class Collection:
             raise KeyError(f"{self.path}: no measure named {name!r}") from None
 
     def shard_of(self, i: int) -> int:
-        """Shard holding measure ``i``."""
+        """Shard holding measure ``i``.
+
+        Parameters
+        ----------
+        i : int
+            Index of the measure.
+
+        Returns
+        -------
+        int
+            Index of its shard.
+        """
         return int(np.searchsorted(self.shard_offsets, i, side="right") - 1)
 
     # -- data -------------------------------------------------------------------------------
@@ -887,7 +937,23 @@ class Collection:
         return self._measure_from_block(i, k, P, W)
 
     def read_shard(self, k: int) -> list[Measure]:
-        """All measures of shard ``k`` (reads exactly that shard's chunks)."""
+        """All measures of shard ``k`` (reads exactly that shard's chunks).
+
+        Parameters
+        ----------
+        k : int
+            Index of the shard, ``0 <= k < n_shards``.
+
+        Returns
+        -------
+        list of Measure
+            The shard's measures in storage order.
+
+        Raises
+        ------
+        IndexError
+            If ``k`` is out of range.
+        """
         if not 0 <= k < self.n_shards:
             raise IndexError(f"shard {k} out of range ({self.n_shards} shards)")
         P, W = self._shard_block(k)
@@ -898,7 +964,27 @@ class Collection:
             yield from self.read_shard(k)
 
     def select(self, label: str | Sequence[str] | None = None, names: Sequence[str] | None = None) -> CollectionView:
-        """A view of the measures with the given label(s) and/or names, in storage order."""
+        """A view of the measures with the given label(s) and/or names, in storage order.
+
+        Parameters
+        ----------
+        label : str or sequence of str, optional
+            Keep the measures with this label (or one of these labels).
+        names : sequence of str, optional
+            Keep the measures with these names.
+
+        Returns
+        -------
+        CollectionView
+            The selected measures (both filters apply when both are given).
+
+        Raises
+        ------
+        ValueError
+            If ``label`` is given and the collection has no labels.
+        KeyError
+            If a name is not in the collection.
+        """
         mask = np.ones(len(self), dtype=bool)
         if label is not None:
             labels = self.labels
@@ -917,8 +1003,22 @@ class Collection:
     def verify(self, raise_on_error: bool = False) -> bool:
         """Recompute every measure digest and the content hash from the stored data.
 
-        Returns ``True`` when everything matches. With ``raise_on_error`` a mismatch raises
-        ``ValueError`` naming the first bad measure. Reads shard by shard (bounded memory).
+        Reads shard by shard (bounded memory).
+
+        Parameters
+        ----------
+        raise_on_error : bool, default False
+            Raise on a mismatch instead of returning ``False``.
+
+        Returns
+        -------
+        bool
+            ``True`` when everything matches.
+
+        Raises
+        ------
+        ValueError
+            With ``raise_on_error``, on a mismatch, naming the first bad measure.
         """
         from otpipe.store.integrity import read_rows
 
@@ -940,7 +1040,15 @@ class Collection:
         return problem is None
 
     def info(self) -> dict:
-        """Summary for ``otpipe info``: counts, dimension, sizes, labels, dtype, hash, chunking."""
+        """Summary for ``otpipe info``: counts, dimension, sizes, labels, dtype, hash, chunking.
+
+        Returns
+        -------
+        dict
+            JSON-ready fields: ``path``, ``format``, ``n_measures``, ``n_points``, ``dim``, ``dtype``,
+            ``points_per_measure`` (min, median, max), ``labels`` (counts per label or ``None``), ``hash``, the shard
+            and chunk sizes, ``data_bytes`` and ``stored_bytes``, ``complete`` and the creation attributes.
+        """
         sizes = self.sizes
         labels = self.labels
         label_counts = None
@@ -989,12 +1097,25 @@ class Collection:
 
         Measures must have the collection's dimension and labelling and new unique names; they
         are cast to the collection's dtype (``dtype``, if given, must equal it). On any error the
-        collection is restored as it was and the error re-raised.
+        collection is restored as it was and the error re-raised. Holds the collection's lock.
+
+        Parameters
+        ----------
+        measures : iterable
+            :class:`Measure` objects (or what :func:`create` accepts as measures).
+        dtype : str, optional
+            The storage dtype, checked against the collection's.
 
         Returns
         -------
         Collection
             ``self``, reloaded.
+
+        Raises
+        ------
+        ValueError
+            On a dtype other than the collection's, or a measure that does not fit (dimension, labels, duplicate
+            name, invalid values).
         """
         attrs = _read_attrs(self.path)
         remove_stale(self.path)
@@ -1038,7 +1159,15 @@ class Collection:
 
 
 class CollectionView(_Reader):
-    """A subset of a :class:`Collection` (from :meth:`Collection.select`), in storage order."""
+    """A subset of a :class:`Collection` (from :meth:`Collection.select`), in storage order.
+
+    Parameters
+    ----------
+    base : Collection
+        The collection.
+    indices : numpy.ndarray
+        Indices of the selected measures, in storage order.
+    """
 
     def __init__(self, base: Collection, indices: np.ndarray) -> None:
         self._base = base

@@ -47,7 +47,21 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class Source:
-    """One input file: its path, the directory it was found under, name and label."""
+    """One input file: its path, the directory it was found under, name and label.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+    root : pathlib.Path
+        The directory it was found under (names with ``names="relpath"`` are relative to it).
+    fmt : str
+        Its canonical format.
+    name : str, default ""
+        The measure's name (set once names are resolved).
+    label : str or None, default None
+        The measure's label.
+    """
 
     path: Path
     root: Path
@@ -111,6 +125,11 @@ def discover(sources: Sequence[str | os.PathLike], fmt: str = "auto", follow_sym
     follow_symlinks : bool
         Read symbolic links whose target is outside the folder being ingested (refused by
         default; see the module docstring).
+
+    Returns
+    -------
+    list of Source
+        The input files, sorted and without duplicates (names and labels not set yet).
 
     Raises
     ------
@@ -341,6 +360,11 @@ def ingest(
     notes : list of str, optional
         Receives one line ``"<file>: <remark>"`` per remark on how a file was read (a text
         table's header line, an image's alpha channel), for the ingest summary.
+
+    Returns
+    -------
+    Collection
+        The collection at ``out``, opened for reading.
 
     Raises
     ------

@@ -82,10 +82,17 @@ def read_rows(
         The store (for the message).
     arr : zarr.Array
         One of its arrays, called ``name``.
+    name : str
+        The array's name (for the message).
     r0, r1 : int, optional
         Rows to read (default: all).
     holders : callable, optional
         ``holders(a, b)`` -> descriptions of the measures stored in rows ``a:b`` (for the message).
+
+    Returns
+    -------
+    numpy.ndarray
+        The rows read.
 
     Raises
     ------
@@ -166,6 +173,15 @@ def _check_csr(path: Path, offsets: np.ndarray, n_points: int, names_of) -> None
 
 def check_structure(path: Path, attrs: dict, group) -> dict[str, Any]:
     """Check a collection's structure (see the module docstring) and return its small arrays.
+
+    Parameters
+    ----------
+    path : Path
+        The store (for the messages).
+    attrs : dict
+        Its group attributes.
+    group : zarr.Group
+        The open group.
 
     Returns
     -------
@@ -318,8 +334,27 @@ def _check_chunks(path: Path, group, pts, wts, grid: int, small: dict) -> None:
 def check_block(path: Path, P: np.ndarray, W: np.ndarray, first: int, starts, sizes, names) -> None:
     """Check the data of one shard as read: finite coordinates and weights, ``w >= 0``, mass > 0.
 
-    ``starts``/``sizes``: rows (relative to the block) and sizes of its measures ``first, first+1, ...``.
-    Raises :class:`CorruptCollection` naming the first bad measure (the writer never stores such data).
+    Parameters
+    ----------
+    path : Path
+        The store (for the message).
+    P : numpy.ndarray
+        The shard's points ``(rows, D)``.
+    W : numpy.ndarray
+        The shard's weights ``(rows,)``.
+    first : int
+        Index of the shard's first measure.
+    starts : numpy.ndarray
+        Rows of the shard's measures ``first, first + 1, ...``, relative to the block.
+    sizes : numpy.ndarray
+        Their numbers of points.
+    names : numpy.ndarray
+        Their names (for the message).
+
+    Raises
+    ------
+    CorruptCollection
+        Naming the first bad measure (the writer never stores such data).
     """
     ok_w = np.isfinite(W) & (W >= 0)
     ok_p = np.isfinite(P).all(axis=1) if P.size else np.ones(len(P), dtype=bool)

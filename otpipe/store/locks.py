@@ -68,7 +68,20 @@ def stale_seconds() -> float:
 
 
 def lock_path(path: str | os.PathLike, *, inside: bool = False) -> Path:
-    """The lock file of ``path``: ``PATH.lock`` beside it (``inside``: ``PATH/.otpipe.lock``)."""
+    """The lock file of ``path``: ``PATH.lock`` beside it (``inside``: ``PATH/.otpipe.lock``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output being locked.
+    inside : bool, default False
+        Put the lock file inside ``path`` (a directory) instead of beside it.
+
+    Returns
+    -------
+    pathlib.Path
+        The lock file's path.
+    """
     p = Path(os.path.realpath(os.fspath(path)))
     return p / INSIDE_NAME if inside else p.parent / (p.name + LOCK_SUFFIX)
 
@@ -250,6 +263,23 @@ def output_lock(path: str | os.PathLike, *, inside: bool = False) -> Iterator[di
 
     Re-entrant within one thread (a command locking ``out`` may call a function that locks it
     again); another thread or process gets :class:`LockedError` naming the holder.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output being written.
+    inside : bool, default False
+        Lock file inside ``path`` instead of beside it (:func:`lock_path`).
+
+    Yields
+    ------
+    dict
+        The holder record written to the lock file (host, pid, command, start time, token).
+
+    Raises
+    ------
+    LockedError
+        If another thread or a live process holds the lock.
     """
     target = Path(os.path.realpath(os.fspath(path)))
     file = lock_path(path, inside=inside)
@@ -306,8 +336,20 @@ def _release(h: _Held) -> None:
 def locked(arg: str | Callable = "out", *, skip: tuple[str, ...] = ("dry_run",), inside: bool = False):
     """Decorator: hold :func:`output_lock` on the argument ``arg`` while the function runs.
 
-    ``arg`` names a parameter (or is a callable of the bound arguments returning the path); no lock
-    when it is ``None`` or when a parameter named in ``skip`` is true (e.g. ``dry_run``).
+    Parameters
+    ----------
+    arg : str or callable, default "out"
+        The name of the parameter holding the output path, or a callable of the bound arguments (a dict) that
+        returns it; no lock when the path is ``None``.
+    skip : tuple of str, default ("dry_run",)
+        Parameters that, when true, mean nothing is written: no lock then.
+    inside : bool, default False
+        Lock file inside the output (:func:`lock_path`).
+
+    Returns
+    -------
+    callable
+        The decorator.
     """
 
     def deco(fn):

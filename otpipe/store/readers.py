@@ -101,7 +101,25 @@ class ReaderOptions:
 
 
 def format_of(path: str | os.PathLike, fmt: str = "auto") -> str | None:
-    """Canonical format of ``path`` (``None`` when ``fmt='auto'`` and the extension is unknown)."""
+    """Canonical format of ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    fmt : str, default "auto"
+        ``"auto"`` (by extension) or a format name or alias, which wins over the extension.
+
+    Returns
+    -------
+    str or None
+        The canonical format; ``None`` when ``fmt="auto"`` and the extension is unknown.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``fmt``.
+    """
     if fmt != "auto":
         fmt = ALIASES.get(fmt, fmt)
         if fmt not in FORMATS:
@@ -115,7 +133,20 @@ QUOTE_CHARS = 40
 
 
 def quote(token: str, limit: int = QUOTE_CHARS) -> str:
-    """``token`` (file content) for a message: its first ``limit`` characters, escaped, in quotes."""
+    """``token`` (file content) for a message: its first ``limit`` characters, escaped, in quotes.
+
+    Parameters
+    ----------
+    token : str
+        The content to quote.
+    limit : int, default QUOTE_CHARS
+        Most characters shown (longer tokens are cut with an ellipsis).
+
+    Returns
+    -------
+    str
+        The quoted text, one line.
+    """
     t = escape(token[:limit])
     return f"'{t}...'" if len(token) > limit else f"'{t}'"
 

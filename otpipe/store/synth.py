@@ -42,7 +42,25 @@ MIN_DIM = {"uniform": 1, "gaussian": 1, "mixture": 1, "circle": 2, "sphere": 2, 
 
 
 def resolve_kinds(kinds: Sequence[str] | str, dim: int) -> list[str]:
-    """Expand ``mixed`` (every family valid in ``dim``) and check the families against ``dim``."""
+    """Expand ``mixed`` (every family valid in ``dim``) and check the families against ``dim``.
+
+    Parameters
+    ----------
+    kinds : str or sequence of str
+        Family names, comma-separated strings of them, or ``mixed`` / ``all``.
+    dim : int
+        The dimension.
+
+    Returns
+    -------
+    list of str
+        The families, in order, without duplicates.
+
+    Raises
+    ------
+    ValueError
+        On an unknown family, a family that needs a larger ``dim``, or no family at all.
+    """
     if isinstance(kinds, str):
         kinds = [kinds]
     out: list[str] = []
@@ -91,7 +109,28 @@ def _low_rank_gaussian(rng: np.random.Generator, mean: np.ndarray, n: int, dim: 
 
 
 def sample(kind: str, n: int, dim: int, rng: np.random.Generator, noise: float = 0.05, spread: float = 2.0) -> np.ndarray:
-    """``n`` points of family ``kind`` in ``R^dim`` (float64); centres/means in ``[-spread, spread]^dim``."""
+    """``n`` points of family ``kind`` in ``R^dim``; centres and means in ``[-spread, spread]^dim``.
+
+    Parameters
+    ----------
+    kind : str
+        The family (see the module docstring).
+    n : int
+        Number of points.
+    dim : int
+        Dimension.
+    rng : numpy.random.Generator
+        Source of randomness.
+    noise : float, default 0.05
+        Standard deviation of the noise added to shapes.
+    spread : float, default 2.0
+        Half-width of the box of random centres.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, dim)`` float64 points.
+    """
     if kind == "uniform":
         return rng.random((n, dim))
     if kind == "gaussian":
@@ -157,6 +196,11 @@ def synth_measures(
     spread : float
         Half-width of the box of random centres (shapes, Gaussian means; mixture means scaled
         by ``spread / 2``); 0 centres every measure at the origin.
+
+    Yields
+    ------
+    Measure
+        ``n_measures`` measures, deterministic in the arguments.
     """
     if n_measures < 0 or n_points < 1 or dim < 1:
         raise ValueError(f"need n_measures >= 0, n_points >= 1, dim >= 1 (got {n_measures}, {n_points}, {dim})")

@@ -64,7 +64,18 @@ def _alive_only(pid: int) -> int:
 
 
 def tmp_sibling(target: str | os.PathLike) -> Path:
-    """A fresh name ``.NAME.tmp-<host>-<pid>-<start>-<random>`` next to ``target`` (not created)."""
+    """A fresh name ``.NAME.tmp-<host>-<pid>-<start>-<random>`` next to ``target`` (not created).
+
+    Parameters
+    ----------
+    target : str or os.PathLike
+        The final path.
+
+    Returns
+    -------
+    pathlib.Path
+        The temporary path, in ``target``'s directory.
+    """
     t = Path(target)
     pid = os.getpid()
     start = max(0, _start_time(pid))
@@ -99,7 +110,18 @@ def _stale_reason(d: Path, m: re.Match, now: float) -> str | None:
 
 
 def remove_stale(target: str | os.PathLike) -> list[Path]:
-    """Delete the stale temporaries otpipe left next to ``target`` (see the module docstring)."""
+    """Delete the stale temporaries otpipe left next to ``target`` (see the module docstring).
+
+    Parameters
+    ----------
+    target : str or os.PathLike
+        The final path whose temporaries are looked for.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The temporaries removed.
+    """
     t = Path(target)
     parent = t.parent if str(t.parent) else Path(".")
     name = re.escape(t.name)
