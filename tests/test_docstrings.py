@@ -135,7 +135,8 @@ def _targets() -> dict[str, str]:
 
 def _documented_parameters(obj: object) -> list[str]:
     """Names documented under ``Parameters`` / ``Other Parameters``, and for a dataclass also under ``Attributes``."""
-    doc = numpydoc_validate.get_doc_object(obj)
+    # show_class_members=False: numpydoc would otherwise fill an absent Attributes section with class members
+    doc = numpydoc_validate.get_doc_object(obj, config={"show_class_members": False})
     sections = ["Parameters", "Other Parameters"] + (["Attributes"] if dataclasses.is_dataclass(obj) else [])
     return [n.strip() for s in sections for item in doc[s] for n in item.name.split(",")]
 
