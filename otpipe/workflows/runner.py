@@ -317,8 +317,9 @@ def load_spec(path, *, run_dir=None) -> Workflow:
             if k not in _STEP_KEYS:
                 raise _err(path, L.line("steps", i, k), f"unknown key {_show(k)} in step {i + 1} (allowed: {', '.join(sorted(_STEP_KEYS))})")
         typ = s.get("step")
-        if typ not in STEP_TYPES:
-            raise _err(path, L.line("steps", i, "step"), f"unknown step {_show(typ)} (known: {', '.join(STEP_TYPES)})")
+        known = (*api.STEPS, "report")
+        if typ not in known and typ not in STEP_TYPES:
+            raise _err(path, L.line("steps", i, "step"), f"unknown step {_show(typ)} (known: {', '.join(known)})")
         sid = s.get("id", typ.replace("-", "_") if isinstance(typ, str) else None)
         if not _is_id(sid):
             raise _err(path, L.line("steps", i, "id"), f"step id must be an identifier of at most {MAX_ID} characters "
