@@ -68,7 +68,7 @@ _LATER = frozenset({
 #: Modules whose docstrings are being completed in this same piece of work (taken off one by one as they pass).
 _TODO = frozenset({
     "otpipe._arrays", "otpipe._made", "otpipe._rundir", "otpipe._text", "otpipe.diagnostics",
-    "otpipe.engine", "otpipe.report", "otpipe.store.plot",
+    "otpipe.report", "otpipe.store.plot",
 })
 
 

@@ -44,7 +44,55 @@ def _silence(spec: ClusterSpec) -> int:
 
 @dataclass
 class ClusterSpec:
-    """How to get a Dask client (see the module docstring)."""
+    """How to get a Dask client (see the module docstring).
+
+    Parameters
+    ----------
+    scheduler : str or None, default None
+        Address of an existing scheduler (``tcp://host:8786`` or ``tls://host:8786``).
+    scheduler_file : str or None, default None
+        Scheduler file of an existing cluster (exclusive with ``scheduler``).
+    n_workers : int or None, default None
+        Workers of the local cluster; ``None``: the CPU count, at most 4.
+    threads_per_worker : int or None, default 1
+        Threads per worker of a cluster started here.
+    memory_limit : str or None, default "auto"
+        Memory limit per worker of the local cluster (Dask's syntax; ``None``: ``"auto"``).
+    cluster : {None, "local", "slurm", "pbs"}, default None
+        Kind of cluster to start (``None``: local).
+    gpus : bool, default False
+        One worker per GPU (dask-cuda), or one GPU per batch job with ``cluster="slurm"``.
+    jobs : int, default 1
+        Batch jobs kept running (``slurm``/``pbs``).
+    cores : int or None, default None
+        Cores per batch job (``None``: 1).
+    memory : str or None, default None
+        Memory per batch job (``None``: ``"4GB"``).
+    queue : str or None, default None
+        Batch queue or partition.
+    walltime : str or None, default None
+        Wall-time limit per batch job.
+    account : str or None, default None
+        Batch account to charge.
+    dashboard : bool, default False
+        Print the dashboard's address (and how to reach it).
+    tls : bool or None, default None
+        ``None``: TLS with temporary certificates for ``slurm``/``pbs``/``gpus``; ``False``: plain TCP (warned).
+    tls_ca_file : str or None, default None
+        CA certificate of a ``tls://`` scheduler.
+    tls_cert : str or None, default None
+        Client certificate of a ``tls://`` scheduler.
+    tls_key : str or None, default None
+        Client key of a ``tls://`` scheduler.
+    interface : str or None, default None
+        Network interface the scheduler of a ``slurm``/``pbs`` cluster listens on.
+    job_dir : str or None, default None
+        Folder of the batch jobs' logs and certificate files (``None``: ``./otpipe-jobs``).
+    quiet : bool, default False
+        Silence distributed's logs below ERROR.
+    extra : dict, default {}
+        Further keyword arguments of the cluster class (``LocalCluster``, ``LocalCUDACluster``, dask-jobqueue's).
+    """
 
     scheduler: str | None = None
     scheduler_file: str | None = None
@@ -70,6 +118,18 @@ class ClusterSpec:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Check the combination of settings before anything starts.
+
+        Raises
+        ------
+        ValueError
+            On contradictory or out-of-range settings (both scheduler forms, a scheduler with ``cluster``/``gpus``, an
+            unknown cluster, fewer than one worker or thread, TLS files without a scheduler, ``tls=False`` without a
+            batch or GPU cluster, a bad interface, a local cluster too large for this machine); the message names the
+            option.
+        FileNotFoundError
+            If ``scheduler_file`` does not exist.
+        """
         given = [k for k in ("scheduler", "scheduler_file") if getattr(self, k)]
         if len(given) > 1:
             raise ValueError("give either --scheduler or --scheduler-file, not both")
@@ -184,7 +244,23 @@ def _jobqueue(spec: ClusterSpec, scale: bool = True):
 
 
 def job_script(spec: ClusterSpec) -> str:
-    """The batch script that ``--cluster slurm|pbs`` would submit (nothing is submitted)."""
+    """The batch script that ``--cluster slurm|pbs`` would submit (nothing is submitted).
+
+    Parameters
+    ----------
+    spec : ClusterSpec
+        A ``slurm`` or ``pbs`` specification.
+
+    Returns
+    -------
+    str
+        The job script.
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` is invalid or not a batch cluster.
+    """
     spec.validate()
     if spec.cluster not in ("slurm", "pbs"):
         raise ValueError("job_script needs --cluster slurm or pbs")
@@ -196,7 +272,18 @@ def job_script(spec: ClusterSpec) -> str:
 
 
 def describe(client) -> str:
-    """One line: where the work runs (scheduler address, workers, threads, GPUs)."""
+    """One line: where the work runs (scheduler address, workers, threads, GPUs).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A connected client.
+
+    Returns
+    -------
+    str
+        ``"<address>: <n> workers, <t> threads[, <g> GPU workers]"``.
+    """
     info = client.scheduler_info()
     workers = info.get("workers", {})
     threads = sum(w.get("nthreads", 0) for w in workers.values())
@@ -209,6 +296,23 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
     """Yield a ``distributed.Client`` for ``spec``; clusters started here are closed on exit.
 
     An existing ``client`` is passed through untouched (and not closed).
+
+    Parameters
+    ----------
+    spec : ClusterSpec or None, default None
+        Where to run; ``None``: a local cluster with the defaults.
+    client : distributed.Client or None, default None
+        An existing client to use instead.
+
+    Yields
+    ------
+    distributed.Client
+        The client.
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` is invalid or names a cluster kind whose package is not installed.
     """
     if client is not None:
         yield client

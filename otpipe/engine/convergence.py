@@ -32,8 +32,19 @@ MAX_THRESHOLD = 1e-1
 
 
 def summarise(errors) -> dict:
-    """``{"median", "max", "n", "n_above"}`` of the finite entries of ``errors`` (NaN when there are none);
-    ``n_above``: solves above :data:`MAX_THRESHOLD`."""
+    """Median, maximum and counts of the finite entries of ``errors``.
+
+    Parameters
+    ----------
+    errors : array_like
+        Marginal errors of a run's solves, any shape (non-finite entries are skipped).
+
+    Returns
+    -------
+    dict
+        ``{"median", "max", "n", "n_above"}``: NaN median and max when no entry is finite; ``n_above`` counts the
+        solves above :data:`MAX_THRESHOLD`.
+    """
     e = np.asarray(errors, dtype=np.float64).reshape(-1)
     e = e[np.isfinite(e)]
     if e.size == 0:
@@ -43,7 +54,26 @@ def summarise(errors) -> dict:
 
 
 def message(s: dict, *, what: str, remedy: str, note: str = "", unit: str = "solves") -> str:
-    """The warning text for summary ``s`` (empty when the errors are below both thresholds)."""
+    """The warning text for summary ``s`` (empty when the errors are below both thresholds).
+
+    Parameters
+    ----------
+    s : dict
+        A summary from :func:`summarise`.
+    what : str
+        What did not converge (starts the message: ``"the distance matrix"``).
+    remedy : str
+        What to do about it.
+    note : str, default ""
+        A remark appended to the message.
+    unit : str, default "solves"
+        What the summary counts.
+
+    Returns
+    -------
+    str
+        One line with the figures, the thresholds and the remedy, or ``""``.
+    """
     if not s["n"] or not (s["median"] > MEDIAN_THRESHOLD or s["max"] > MAX_THRESHOLD):
         return ""
     return (f"{what} did not converge: marginal error median {s['median']:.2g}, max {s['max']:.2g} over {s['n']} {unit} "
@@ -51,8 +81,21 @@ def message(s: dict, *, what: str, remedy: str, note: str = "", unit: str = "sol
 
 
 def attrs(s: dict, msg: str) -> dict:
-    """Result attributes: ``marginal_error_median``, ``marginal_error_max``, ``marginal_error_threshold``,
-    ``convergence_warning`` (the warning text, or ``""``)."""
+    """Result attributes of a run's convergence.
+
+    Parameters
+    ----------
+    s : dict
+        A summary from :func:`summarise`.
+    msg : str
+        The warning text (``""`` when none).
+
+    Returns
+    -------
+    dict
+        ``marginal_error_median``, ``marginal_error_max`` (``None`` when not finite), ``marginal_error_threshold``
+        (the two thresholds) and ``convergence_warning`` (``msg``).
+    """
     def f(v):
         return None if not math.isfinite(v) else float(v)
 
@@ -65,13 +108,42 @@ def attrs(s: dict, msg: str) -> dict:
 
 
 def result_attrs(s: dict, *, what: str, remedy: str, note: str = "", unit: str = "solves") -> dict:
-    """The convergence attributes of a run (:func:`attrs`) for summary ``s``, with its :func:`message`."""
+    """The convergence attributes of a run (:func:`attrs`) for summary ``s``, with its :func:`message`.
+
+    Parameters
+    ----------
+    s : dict
+        A summary from :func:`summarise`.
+    what : str
+        What did not converge (starts the message: ``"the distance matrix"``).
+    remedy : str
+        What to do about it.
+    note : str, default ""
+        A remark appended to the message.
+    unit : str, default "solves"
+        What the summary counts.
+
+    Returns
+    -------
+    dict
+        The attributes of :func:`attrs`.
+    """
     return attrs(s, message(s, what=what, remedy=remedy, note=note, unit=unit))
 
 
 def warn(msg: str, stacklevel: int | None = None) -> None:
-    """Issue ``msg`` as a :class:`ConvergenceWarning` (nothing when empty), attributed to the first
-    caller outside the otpipe package (whatever wrappers lie between), unless ``stacklevel`` is given."""
+    """Issue ``msg`` as a :class:`ConvergenceWarning` (nothing when empty).
+
+    The warning is attributed to the first caller outside the otpipe package (whatever wrappers lie between),
+    unless ``stacklevel`` is given.
+
+    Parameters
+    ----------
+    msg : str
+        The warning text.
+    stacklevel : int or None, default None
+        ``stacklevel`` of :func:`warnings.warn`; ``None``: the first frame outside otpipe.
+    """
     if not msg:
         return
     if stacklevel is None:

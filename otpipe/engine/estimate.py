@@ -24,7 +24,13 @@ LARGE_SECONDS = 3600.0
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Torch on one thread (the workers' tasks run one thread each)."""
+    """Torch on one thread for the ``with`` block (the workers' tasks run one thread each).
+
+    Yields
+    ------
+    None
+        The previous thread count is restored on exit.
+    """
     import torch
 
     old = torch.get_num_threads()
@@ -36,7 +42,18 @@ def one_thread() -> Iterator[None]:
 
 
 def timed(fn: Callable[[], object]) -> float:
-    """Seconds ``fn()`` takes on one torch thread (after one untimed warm-up call when it is fast)."""
+    """Seconds ``fn()`` takes on one torch thread (after one untimed warm-up call when it is fast).
+
+    Parameters
+    ----------
+    fn : callable
+        A sample of the real work, called with no arguments (once, or twice when the first call takes under 0.5 s).
+
+    Returns
+    -------
+    float
+        Wall seconds of the timed call.
+    """
     with one_thread():
         t0 = time.perf_counter()
         fn()
@@ -49,7 +66,25 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def summary(units: float, seconds_per_unit: float, n_workers: int, unit: str) -> dict:
-    """``{"estimated_seconds", "estimated_cpu_seconds", "seconds_per_<unit>", "workers", "large"}``."""
+    """The estimate of a run: ``units`` of the work, each measured at ``seconds_per_unit``, on ``n_workers``.
+
+    Parameters
+    ----------
+    units : float
+        Number of units of work (pair solves, permutations, repetitions).
+    seconds_per_unit : float
+        Measured seconds per unit (:func:`timed`).
+    n_workers : int
+        Workers the run would have (at least 1 is assumed).
+    unit : str
+        Name of the unit (a key ``seconds_per_<unit>``).
+
+    Returns
+    -------
+    dict
+        ``{"estimated_seconds", "estimated_cpu_seconds", "seconds_per_<unit>", "workers", "large"}`` (``large``:
+        above :data:`LARGE_SECONDS` of wall time).
+    """
     cpu = float(units) * float(seconds_per_unit)
     wall = cpu / max(1, int(n_workers))
     return {
@@ -69,7 +104,20 @@ def line(est: dict) -> str:
 
 
 def warning_text(est: dict, advice: str) -> str:
-    """The warning for a large estimate (empty otherwise)."""
+    """The warning for a large estimate (empty otherwise).
+
+    Parameters
+    ----------
+    est : dict
+        An estimate from :func:`summary`.
+    advice : str
+        What to do about it (ends the message).
+
+    Returns
+    -------
+    str
+        The warning, or ``""`` when the estimate is not large.
+    """
     if not est.get("large"):
         return ""
     return f"this run would take about {human_seconds(est['estimated_seconds'])} on {est['workers']} worker(s): {advice}"

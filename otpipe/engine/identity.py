@@ -14,7 +14,19 @@ ALL_VERSIONS = ("otpipe", "torch", "triton", "numpy", "dask", "distributed", "za
 
 
 def jsonable(v):
-    """``v`` with numpy scalars made Python numbers, tuples made lists, dict keys made strings, anything else ``str``."""
+    """``v`` made JSON-safe: numpy scalars as Python numbers, tuples as lists, dict keys as strings.
+
+    Parameters
+    ----------
+    v : object
+        Any value (nested dicts, lists and tuples are converted recursively).
+
+    Returns
+    -------
+    object
+        The converted value; anything that is not a number, string, bool, ``None``, dict or sequence becomes its
+        ``str``.
+    """
     if isinstance(v, dict):
         return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -29,9 +41,21 @@ def jsonable(v):
 
 
 def fingerprint(content: dict, *, canonical: bool = True) -> tuple[str, dict]:
-    """``(sha256 of the canonical JSON, the JSON-safe content)`` of a run's parameters and inputs.
+    """The fingerprint of a run's parameters and inputs: the sha256 of their canonical JSON.
 
-    ``canonical=False``: ``content`` is hashed as given (it must already be JSON-safe).
+    Parameters
+    ----------
+    content : dict
+        The parameters and inputs.
+    canonical : bool, default True
+        Make ``content`` JSON-safe first (:func:`jsonable`); ``False``: hash it as given (it must be JSON-safe).
+
+    Returns
+    -------
+    fingerprint : str
+        Hex sha256 of the JSON with sorted keys.
+    content : dict
+        The JSON-safe content that was hashed.
     """
     if canonical:
         content = jsonable(content)
@@ -39,7 +63,22 @@ def fingerprint(content: dict, *, canonical: bool = True) -> tuple[str, dict]:
 
 
 def differences(stored: dict, new: dict, prefix: str = "") -> list[str]:
-    """``"key: stored a, now b"`` for every leaf that differs between two nested dicts (sorted, dotted keys)."""
+    """``"key: stored a, now b"`` for every leaf that differs between two nested dicts (sorted, dotted keys).
+
+    Parameters
+    ----------
+    stored : dict
+        The recorded content.
+    new : dict
+        The content of this run.
+    prefix : str, default ""
+        Prefix of the keys (the dotted path of a nested call).
+
+    Returns
+    -------
+    list of str
+        One line per differing leaf.
+    """
     out = []
     for k in sorted(set(stored) | set(new)):
         a, b = stored.get(k), new.get(k)
@@ -51,7 +90,24 @@ def differences(stored: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def check_same(out, attrs: dict, fp: str, content: dict) -> None:
-    """``ValueError`` naming up to four differences when the stored ``attrs`` were made with another fingerprint."""
+    """Refuse to resume a store made with another fingerprint.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The store (for the message).
+    attrs : dict
+        Its stored attributes (``fingerprint`` and ``run``).
+    fp : str
+        This run's fingerprint.
+    content : dict
+        This run's content (to name the differences).
+
+    Raises
+    ------
+    ValueError
+        Naming up to four differences, when the fingerprints differ.
+    """
     if attrs.get("fingerprint") != fp:
         diffs = differences(attrs.get("run") or {}, content)
         raise ValueError(f"cannot resume {out}: it was computed with different parameters or inputs ("
@@ -59,7 +115,18 @@ def check_same(out, attrs: dict, fp: str, content: dict) -> None:
 
 
 def versions(names=ALL_VERSIONS) -> dict:
-    """``{package: version}`` of the installed ``names`` (those not installed are left out)."""
+    """The installed versions of the packages ``names`` (those not installed are left out).
+
+    Parameters
+    ----------
+    names : sequence of str, default ALL_VERSIONS
+        Distribution names.
+
+    Returns
+    -------
+    dict
+        ``{package: version}``.
+    """
     import importlib.metadata as md
 
     out = {}

@@ -41,6 +41,22 @@ class _Keeper:
 
 
 def keep_jobs(cluster, jobs: int, every: float = 5.0) -> _Keeper:
-    """Watch ``cluster`` (a dask-jobqueue cluster scaled to ``jobs`` jobs) every ``every`` seconds
-    and resubmit lost jobs; call ``.stop()`` before closing the cluster."""
+    """Keep a batch cluster at ``jobs`` jobs: resubmit lost jobs from a watcher thread.
+
+    Call ``.stop()`` on the returned watcher before closing the cluster.
+
+    Parameters
+    ----------
+    cluster : dask_jobqueue.JobQueueCluster
+        A dask-jobqueue cluster scaled to ``jobs`` jobs.
+    jobs : int
+        The number of jobs to keep.
+    every : float, default 5.0
+        Seconds between checks.
+
+    Returns
+    -------
+    object
+        The running watcher (its ``stop()`` ends it).
+    """
     return _Keeper(cluster, jobs, every)

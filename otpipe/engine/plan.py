@@ -23,7 +23,23 @@ TILES_PER_WORKER = 12
 
 @dataclass(frozen=True)
 class Tile:
-    """One block of the matrix: rows ``r0:r1`` (source) and columns ``c0:c1`` (target)."""
+    """One block of the matrix: rows ``r0:r1`` (source) and columns ``c0:c1`` (target).
+
+    Parameters
+    ----------
+    index : int
+        Position of the tile in the plan.
+    r0 : int
+        First source row.
+    r1 : int
+        End (exclusive) of the source rows.
+    c0 : int
+        First target column.
+    c1 : int
+        End (exclusive) of the target columns.
+    diagonal : bool, default False
+        A diagonal block of a symmetric run (rows == columns): only the pairs ``i < j`` are solved.
+    """
 
     index: int
     r0: int
@@ -39,7 +55,13 @@ class Tile:
         return n * (n - 1) // 2 if self.diagonal else n * m
 
     def pairs(self) -> list[tuple[int, int]]:
-        """The ``(i, j)`` positions solved, row-major."""
+        """The ``(i, j)`` positions solved, row-major.
+
+        Returns
+        -------
+        list of tuple of int
+            ``n_pairs`` positions (``i < j`` only in a diagonal tile).
+        """
         return [
             (i, j)
             for i in range(self.r0, self.r1)
@@ -50,7 +72,25 @@ class Tile:
 
 @dataclass(frozen=True)
 class Plan:
-    """All the work of a run (see the module docstring)."""
+    """All the work of a run (see the module docstring).
+
+    Parameters
+    ----------
+    n_source : int
+        Measures of the source collection (rows).
+    n_target : int
+        Measures of the target collection (columns; ``n_source`` for a symmetric run).
+    symmetric : bool
+        One collection against itself: only blocks ``I <= J`` are computed.
+    tile : int
+        Side of the square tiles.
+    tiles : tuple of Tile
+        The tiles, one task each.
+    self_chunks_source : tuple of tuple of int
+        ``(start, end)`` ranges of source measures whose self terms one task computes.
+    self_chunks_target : tuple of tuple of int
+        The same for the target measures (empty for a symmetric run).
+    """
 
     n_source: int
     n_target: int
@@ -71,7 +111,19 @@ class Plan:
         return self.n_source + (0 if self.symmetric else self.n_target)
 
     def summary(self, self_terms: bool = True) -> dict:
-        """Counts for ``--dry-run``: pairs, tiles, solves, and the solves pair-by-pair would need."""
+        """Counts for ``--dry-run``: pairs, tiles, solves, and the solves pair-by-pair would need.
+
+        Parameters
+        ----------
+        self_terms : bool, default True
+            Whether the run solves self terms (the debiased divergences do).
+
+        Returns
+        -------
+        dict
+            ``source``, ``target``, ``symmetric``, ``tile``, ``tiles``, ``pairs``, ``self_terms``, ``self_tasks``,
+            ``solves`` and ``solves_pair_by_pair`` (three solves a pair with self terms).
+        """
         solves = self.n_pairs + (self.n_self if self_terms else 0)
         return {
             "source": self.n_source,
@@ -88,11 +140,28 @@ class Plan:
 
 
 def choose_tile(n_source: int, n_target: int, symmetric: bool, n_workers: int = 1, gpu: bool = False) -> int:
-    """Tile side aiming at ``TILES_PER_WORKER`` tiles per worker, at most :data:`MAX_AUTO_TILE`
-    (:data:`MAX_AUTO_TILE_GPU` with ``gpu``).
+    """Tile side aiming at ``TILES_PER_WORKER`` tiles per worker, at most :data:`MAX_AUTO_TILE`.
 
     ``tile = ceil(sqrt(pairs / (TILES_PER_WORKER * workers)))``: big enough that one task is
     far more work than its scheduling, small enough to balance load and checkpoint often.
+
+    Parameters
+    ----------
+    n_source : int
+        Source measures.
+    n_target : int
+        Target measures.
+    symmetric : bool
+        A symmetric run (``N (N - 1) / 2`` pairs).
+    n_workers : int, default 1
+        Workers of the cluster.
+    gpu : bool, default False
+        GPU workers: at most :data:`MAX_AUTO_TILE_GPU` instead.
+
+    Returns
+    -------
+    int
+        The tile side, at least 1 and at most the larger collection.
     """
     pairs = n_source * (n_source - 1) / 2 if symmetric else n_source * n_target
     t = math.ceil(math.sqrt(max(pairs, 1) / (TILES_PER_WORKER * max(1, n_workers))))
@@ -105,13 +174,30 @@ def _chunks(n: int, t: int) -> tuple[tuple[int, int], ...]:
 
 def make_plan(n_source: int, n_target: int | None = None, *, tile: int | None = None, n_workers: int = 1,
               gpu: bool = False) -> Plan:
-    """Cut the matrix into tiles; ``n_target=None`` means a symmetric run (one collection); ``gpu``: GPU workers
-    (larger automatic tiles).
+    """Cut the matrix into tiles.
+
+    Parameters
+    ----------
+    n_source : int
+        Source measures.
+    n_target : int or None, default None
+        Target measures; ``None``: a symmetric run (one collection against itself).
+    tile : int or None, default None
+        Tile side; ``None``: :func:`choose_tile`.
+    n_workers : int, default 1
+        Workers of the cluster (for the automatic tile).
+    gpu : bool, default False
+        GPU workers (larger automatic tiles).
+
+    Returns
+    -------
+    Plan
+        The tiles and the self-term chunks.
 
     Raises
     ------
     ValueError
-        Empty collections or a tile size below 1.
+        Empty collections, a symmetric run of fewer than 2 measures, or a tile size below 1.
     """
     symmetric = n_target is None
     m = n_source if symmetric else n_target

@@ -25,7 +25,15 @@ _GIB = 2**30
 
 
 def machine() -> tuple[int, int]:
-    """``(cores, bytes of memory)`` available to this process, as Dask counts them (cgroup limits included)."""
+    """The cores and memory available to this process, as Dask counts them (cgroup limits included).
+
+    Returns
+    -------
+    cores : int
+        CPU cores (at least 1).
+    memory : int
+        Bytes of memory.
+    """
     from dask.system import CPU_COUNT
     from distributed.system import MEMORY_LIMIT
 
@@ -33,7 +41,22 @@ def machine() -> tuple[int, int]:
 
 
 def check_local_size(n_workers: int | None, threads_per_worker: int | None) -> None:
-    """Raise ``ValueError`` when the embedded cluster asked for is more than this machine can run."""
+    """Refuse an embedded cluster that asks for more than this machine can run.
+
+    At most :data:`MAX_THREADS_PER_CORE` threads per core and :data:`MIN_WORKER_MEMORY` bytes per worker.
+
+    Parameters
+    ----------
+    n_workers : int or None
+        Workers asked for (``None`` with no thread count: nothing to check).
+    threads_per_worker : int or None
+        Threads per worker asked for.
+
+    Raises
+    ------
+    ValueError
+        Naming the limit exceeded and how to get more.
+    """
     if n_workers is None and not threads_per_worker:
         return
     cores, memory = machine()
@@ -52,12 +75,25 @@ def check_local_size(n_workers: int | None, threads_per_worker: int | None) -> N
 
 
 def check_scheduler(address: str | None, security=None, timeout: float | None = None) -> None:
-    """Raise ``ValueError`` when ``address`` accepts a connection but does not answer as a Dask scheduler;
-    plain ``tcp://`` and ``tls://`` addresses only (others are left to Dask). An address where nothing
+    """Refuse an address that accepts a connection but does not answer as a Dask scheduler.
+
+    Plain ``tcp://`` and ``tls://`` addresses only (others are left to Dask). An address where nothing
     answers passes: ``Client`` retries it for the connect timeout and reports it as before.
 
-    ``timeout``: seconds for the connection and then for the handshake (default: Dask's
-    ``distributed.comm.timeouts.connect``).
+    Parameters
+    ----------
+    address : str or None
+        The scheduler address (``None``: nothing to check).
+    security : distributed.Security, optional
+        TLS settings of a ``tls://`` address.
+    timeout : float, optional
+        Seconds for the connection and then for the handshake (default: Dask's
+        ``distributed.comm.timeouts.connect``).
+
+    Raises
+    ------
+    ValueError
+        If something answers at ``address`` without the Dask handshake.
     """
     if not address or not address.startswith(("tcp://", "tls://")):
         return

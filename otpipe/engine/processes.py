@@ -52,13 +52,25 @@ def _guarded_lines(source: str) -> list[tuple[int, int]]:
 
 
 def processes_are_safe(frame=None) -> tuple[bool, str]:
-    """``(safe, why)``: whether spawned worker processes can start without re-running this call.
+    """Whether spawned worker processes can start without re-running this call.
 
     Unsafe when ``__main__`` is re-imported by ``spawn`` (a script, or ``python -m module`` of a
     plain module) and this call runs from its top-level code outside an
     ``if __name__ == "__main__":`` block, or when ``__main__`` names a file that does not exist
-    (``python - < script``). Safe in a worker-spawning child itself never arises here; interactive
-    sessions, notebooks, ``python -c`` and package ``__main__`` modules (like ``python -m otpipe.cli``) are safe.
+    (``python - < script``). Interactive sessions, notebooks, ``python -c`` and package ``__main__`` modules (like
+    ``python -m otpipe.cli``) are safe.
+
+    Parameters
+    ----------
+    frame : frame, optional
+        The frame to start the search for the main script's top level from (default: the caller's).
+
+    Returns
+    -------
+    safe : bool
+        Whether worker processes are safe.
+    why : str
+        The reason, for messages.
     """
     main = sys.modules.get("__main__")
     if main is None:
@@ -92,8 +104,19 @@ def processes_are_safe(frame=None) -> tuple[bool, str]:
 
 
 def local_processes(n_workers: int) -> bool:
-    """``processes=`` for the embedded ``LocalCluster``: ``True`` unless :func:`processes_are_safe`
-    says no, then ``False`` with a :class:`RuntimeWarning` that says why and what to do."""
+    """``processes=`` for the embedded ``LocalCluster``.
+
+    Parameters
+    ----------
+    n_workers : int
+        Workers of the cluster (for the warning).
+
+    Returns
+    -------
+    bool
+        ``True`` unless :func:`processes_are_safe` says no, then ``False`` with a :class:`RuntimeWarning` that says
+        why and what to do.
+    """
     import warnings
 
     safe, why = processes_are_safe()
@@ -116,6 +139,13 @@ class QuietTaskErrors(WorkerPlugin):
     name = "otpipe-quiet-task-errors"
 
     def setup(self, worker) -> None:
+        """Install the filter on the ``distributed.worker`` logger of the worker (once).
+
+        Parameters
+        ----------
+        worker : distributed.Worker
+            The worker the plugin is registered on.
+        """
         lg = logging.getLogger("distributed.worker")
         if not any(isinstance(f, _NoComputeFailed) for f in lg.filters):
             lg.addFilter(_NoComputeFailed())
@@ -127,6 +157,13 @@ class IgnoreSigint(WorkerPlugin):
     name = "otpipe-ignore-sigint"
 
     def setup(self, worker) -> None:
+        """Make the worker process ignore SIGINT (from its main thread only: a threaded worker is left alone).
+
+        Parameters
+        ----------
+        worker : distributed.Worker
+            The worker the plugin is registered on.
+        """
         import signal
         import threading
 

@@ -25,7 +25,18 @@ MIN_SECONDS = 1.0
 
 
 def human_seconds(s: float) -> str:
-    """``42 s``, ``3 min 5 s``, ``2 h 14 min``, ``3.2 days``."""
+    """A duration for people: ``42 s``, ``3 min 5 s``, ``2 h 14 min``, ``3.2 days``.
+
+    Parameters
+    ----------
+    s : float
+        Seconds (negative values count as 0).
+
+    Returns
+    -------
+    str
+        The duration; ``"?"`` when ``s`` is not finite.
+    """
     if not math.isfinite(s):
         return "?"
     s = max(0.0, float(s))
@@ -62,6 +73,12 @@ class Progress:
         ``False``: nothing is written.
     stream : file, optional
         Default ``sys.stderr``; a bar only when it is a terminal.
+    every_percent : float, default EVERY_PERCENT
+        Plain mode (not a terminal): a line each time the work crosses a multiple of this percentage...
+    every_seconds : float, default EVERY_SECONDS
+        ... or when this many seconds have passed since the last line, whichever comes first.
+    min_seconds : float, default MIN_SECONDS
+        Plain mode: never a line more often than this (except the last one).
     """
 
     def __init__(self, total: int, *, desc: str, unit: str = "task", initial: int = 0, enabled: bool = True,
@@ -88,13 +105,25 @@ class Progress:
         return 100.0 * n / self.total if self.total else 100.0
 
     def set_postfix(self, text: str) -> None:
-        """Extra text after the counts (e.g. ``tiles 12/91``)."""
+        """Set the extra text after the counts (e.g. ``tiles 12/91``).
+
+        Parameters
+        ----------
+        text : str
+            The text.
+        """
         self.postfix = text
         if self._bar is not None:
             self._bar.set_postfix_str(text)
 
     def update(self, n: int = 1) -> None:
-        """``n`` more units done."""
+        """Count ``n`` more units done (and write a line or move the bar when due).
+
+        Parameters
+        ----------
+        n : int, default 1
+            Units done since the last call.
+        """
         self.n += int(n)
         if not self.enabled:
             return

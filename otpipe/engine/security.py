@@ -24,7 +24,23 @@ NO_TLS_WARNING = ("--no-tls: the scheduler and its workers talk plain TCP; anyon
 
 
 def temporary(what: str):
-    """``Security.temporary()`` (a fresh CA, certificate and key, in memory), or a one-line error."""
+    """``Security.temporary()``: a fresh CA, certificate and key, in memory.
+
+    Parameters
+    ----------
+    what : str
+        The option that asked for TLS (``"--gpus"``), for the message.
+
+    Returns
+    -------
+    distributed.Security
+        The TLS settings of a cluster started here.
+
+    Raises
+    ------
+    ValueError
+        If the ``cryptography`` package is missing (the message says how to install it or opt out).
+    """
     try:
         from distributed.security import Security
 
@@ -35,7 +51,25 @@ def temporary(what: str):
 
 
 def scheduler_address(scheduler: str | None, scheduler_file: str | None) -> str | None:
-    """The scheduler's address: ``scheduler`` itself, or the address written in ``scheduler_file``."""
+    """The scheduler's address: ``scheduler`` itself, or the address written in ``scheduler_file``.
+
+    Parameters
+    ----------
+    scheduler : str or None
+        An address.
+    scheduler_file : str or None
+        A Dask scheduler file (JSON with an ``address``).
+
+    Returns
+    -------
+    str or None
+        The address; ``None`` when neither is given.
+
+    Raises
+    ------
+    ValueError
+        If the scheduler file cannot be read as one.
+    """
     if scheduler:
         return scheduler
     if scheduler_file:
@@ -58,10 +92,35 @@ def _loopback(address: str) -> bool:
 
 
 def for_address(scheduler: str | None, scheduler_file: str | None, ca: str | None, cert: str | None, key: str | None):
-    """The ``Security`` to connect to an existing scheduler (``None``: plain TCP).
+    """The ``Security`` to connect to an existing scheduler.
 
     ``tls://`` needs ``ca`` and ``cert`` (``key`` unless inside ``cert``); certificates with a
     ``tcp://`` address are an error; a plain ``tcp://`` address beyond loopback gets a warning.
+
+    Parameters
+    ----------
+    scheduler : str or None
+        The scheduler's address.
+    scheduler_file : str or None
+        Its scheduler file.
+    ca : str or None
+        CA certificate file (``--tls-ca-file``).
+    cert : str or None
+        Client certificate file (``--tls-cert``).
+    key : str or None
+        Client key file (``--tls-key``).
+
+    Returns
+    -------
+    distributed.Security or None
+        The TLS settings of a ``tls://`` address; ``None``: plain TCP.
+
+    Raises
+    ------
+    ValueError
+        Certificates missing for ``tls://``, or given for a ``tcp://`` address or without a scheduler.
+    FileNotFoundError
+        A certificate or key file that does not exist.
     """
     address = scheduler_address(scheduler, scheduler_file)
     if address is None:
@@ -88,7 +147,18 @@ def for_address(scheduler: str | None, scheduler_file: str | None, ca: str | Non
 
 
 def check_interface(interface: str | None) -> None:
-    """A one-line error if ``interface`` is not a network interface of this host."""
+    """A one-line error if ``interface`` is not a network interface of this host.
+
+    Parameters
+    ----------
+    interface : str or None
+        The interface name (``None``: nothing to check).
+
+    Raises
+    ------
+    ValueError
+        Listing the interfaces this host has.
+    """
     if not interface:
         return
     import psutil
