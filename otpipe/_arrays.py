@@ -24,14 +24,39 @@ _ARRAY_ARGS = ("x", "y", "a", "b")
 
 
 def is_numpy_call(args: tuple, kwargs: dict) -> bool:
-    """True when none of the leading ``x, y, a, b`` arguments is a tensor (at least one is given)."""
+    """Whether a call answers in NumPy: none of its leading ``x, y, a, b`` arguments is a tensor.
+
+    Parameters
+    ----------
+    args : tuple
+        The call's positional arguments (the first four are ``x, y, a, b``).
+    kwargs : dict
+        Its keyword arguments.
+
+    Returns
+    -------
+    bool
+        ``True`` when at least one of them is given and none is a ``torch.Tensor``.
+    """
     given = list(args[:4]) + [kwargs[k] for k in _ARRAY_ARGS if k in kwargs]
     given = [v for v in given if v is not None]
     return bool(given) and not any(isinstance(v, torch.Tensor) for v in given)
 
 
 def to_numpy(obj: Any) -> Any:
-    """Tensors (also inside tuples and result dataclasses) as NumPy; 0-d tensors as NumPy scalars."""
+    """Tensors (also inside tuples and result dataclasses) as NumPy; 0-d tensors as NumPy scalars.
+
+    Parameters
+    ----------
+    obj : object
+        A tensor, a tuple, a result dataclass (its public tensor fields are converted, and its ``_numpy`` flag set),
+        or anything else (returned as it is).
+
+    Returns
+    -------
+    object
+        The converted object.
+    """
     if isinstance(obj, torch.Tensor):
         arr = obj.detach().cpu().numpy()
         return arr[()] if arr.ndim == 0 else arr
@@ -48,7 +73,18 @@ def to_numpy(obj: Any) -> Any:
 
 
 def numpy_io(fn: Callable) -> Callable:
-    """Decorator: results as NumPy when :func:`is_numpy_call` (see the module docstring)."""
+    """Decorator: results as NumPy when :func:`is_numpy_call` (see the module docstring).
+
+    Parameters
+    ----------
+    fn : callable
+        A function of the functional API.
+
+    Returns
+    -------
+    callable
+        The wrapped function.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

@@ -33,12 +33,36 @@ def _by() -> str:
 
 
 def made_attrs(kind: str) -> dict:
-    """The group attribute that marks a Zarr store as written by otpipe (``kind``: what it is)."""
+    """The group attribute that marks a Zarr store as written by otpipe.
+
+    Parameters
+    ----------
+    kind : str
+        What the store is (``"collection"``, ``"distances"``...).
+
+    Returns
+    -------
+    dict
+        ``{"otpipe_made": {"by": "otpipe <version>", "kind": kind}}``.
+    """
     return {ATTR: {"by": _by(), "kind": kind}}
 
 
 def mark_dir(path: str | os.PathLike, kind: str) -> Path:
-    """Create folder ``path`` if needed and write its ``.otpipe`` marker; returns ``path``."""
+    """Create folder ``path`` if needed and write its ``.otpipe`` marker (kept if already there).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder.
+    kind : str
+        What the folder is (recorded in the marker).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     m = p / MARKER
@@ -67,7 +91,18 @@ def _legacy_otpipe_store(attrs: dict) -> bool:
 
 
 def made_by_otpipe(path: str | os.PathLike) -> bool:
-    """Whether folder ``path`` carries an otpipe marker (``.otpipe`` file, ``otpipe_made`` or legacy attrs)."""
+    """Whether folder ``path`` carries an otpipe marker (``.otpipe`` file, ``otpipe_made`` or legacy attrs).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The path.
+
+    Returns
+    -------
+    bool
+        ``False`` for a symbolic link, a file, or a folder without a marker.
+    """
     p = Path(path)
     if p.is_symlink() or not p.is_dir():
         return False
@@ -81,9 +116,21 @@ def made_by_otpipe(path: str | os.PathLike) -> bool:
 
 
 def check_replaceable(path: str | os.PathLike, why: str = "--overwrite") -> None:
-    """Raise ``FileExistsError`` (one line) unless otpipe may delete ``path`` for ``why``.
+    """Refuse to let otpipe delete ``path`` unless it made it.
 
     Allowed: nothing at ``path``, an empty folder, or a folder :func:`made_by_otpipe`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The path.
+    why : str, default "--overwrite"
+        What wants to replace it (for the message).
+
+    Raises
+    ------
+    FileExistsError
+        One line naming ``path``: a symbolic link, a file, or a non-empty folder without an otpipe marker.
     """
     p = Path(path)
     if p.is_symlink():
@@ -104,7 +151,20 @@ def check_replaceable(path: str | os.PathLike, why: str = "--overwrite") -> None
 
 
 def remove_made(path: str | os.PathLike, why: str = "--overwrite") -> None:
-    """Delete ``path`` after :func:`check_replaceable` (nothing if absent)."""
+    """Delete ``path`` after :func:`check_replaceable` (nothing if absent).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The path.
+    why : str, default "--overwrite"
+        What wants to replace it (for the message).
+
+    Raises
+    ------
+    FileExistsError
+        If otpipe may not delete ``path``.
+    """
     check_replaceable(path, why)
     p = Path(path)
     if p.is_dir():

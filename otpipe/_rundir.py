@@ -19,7 +19,18 @@ __all__ = ["previous_step_ids", "plan_replacements", "check_run_dir", "ensure_st
 
 
 def previous_step_ids(run_dir: Path) -> set[str]:
-    """Step ids recorded by an otpipe run in ``run_dir/provenance.json`` (empty if none)."""
+    """Step ids recorded by an otpipe run in ``run_dir/provenance.json``.
+
+    Parameters
+    ----------
+    run_dir : pathlib.Path
+        The run folder.
+
+    Returns
+    -------
+    set of str
+        The ids (empty when there is no otpipe provenance file).
+    """
     doc = _provenance(Path(run_dir) / "provenance.json")
     return {s.get("id") for s in doc.get("steps", []) if isinstance(s, dict)} if doc else set()
 
@@ -41,9 +52,21 @@ def _step_dir_ok(d: Path, previous: set[str]) -> bool:
 
 
 def plan_replacements(run_dir: Path, steps: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
-    """``(lines, refusals)`` for a run of ``steps`` (``(id, type)`` pairs) in ``run_dir``.
+    """What a run of ``steps`` in ``run_dir`` would replace, and what it would refuse to touch.
 
-    ``lines``: what the run would replace; ``refusals``: one-line reasons it would refuse.
+    Parameters
+    ----------
+    run_dir : pathlib.Path
+        The run folder.
+    steps : list of tuple of str
+        The run's steps as ``(id, type)`` pairs.
+
+    Returns
+    -------
+    lines : list of str
+        What the run would replace (``"replaces <path>"``).
+    refusals : list of str
+        One-line reasons it would refuse.
     """
     run_dir = Path(run_dir)
     lines: list[str] = []
@@ -80,7 +103,25 @@ def plan_replacements(run_dir: Path, steps: list[tuple[str, str]]) -> tuple[list
 
 
 def check_run_dir(run_dir: Path, steps: list[tuple[str, str]]) -> list[str]:
-    """Raise ``FileExistsError`` (one line) if the run would touch what otpipe did not make; else the lines."""
+    """Refuse a run that would touch what otpipe did not make; else list what it replaces.
+
+    Parameters
+    ----------
+    run_dir : pathlib.Path
+        The run folder.
+    steps : list of tuple of str
+        The run's steps as ``(id, type)`` pairs.
+
+    Returns
+    -------
+    list of str
+        The lines of :func:`plan_replacements`.
+
+    Raises
+    ------
+    FileExistsError
+        One line: the first refusal (and how many more).
+    """
     lines, refused = plan_replacements(run_dir, steps)
     if refused:
         more = f" (and {len(refused) - 1} more; see otpipe run --dry-run)" if len(refused) > 1 else ""
@@ -89,7 +130,25 @@ def check_run_dir(run_dir: Path, steps: list[tuple[str, str]]) -> list[str]:
 
 
 def ensure_step_dir(d: Path, run_dir: Path) -> Path:
-    """Create (and mark) step folder ``d``, or check that otpipe made the existing one (and mark it)."""
+    """Create (and mark) step folder ``d``, or check that otpipe made the existing one (and mark it).
+
+    Parameters
+    ----------
+    d : pathlib.Path
+        The step folder.
+    run_dir : pathlib.Path
+        The run folder.
+
+    Returns
+    -------
+    pathlib.Path
+        ``d``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``d`` exists and otpipe did not make it.
+    """
     d = Path(d)
     if not _step_dir_ok(d, previous_step_ids(run_dir)):
         raise FileExistsError(f"{d} exists and was not made by otpipe (no otpipe marker): refusing to write into it")

@@ -7,7 +7,19 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def escape(s: str) -> str:
-    r"""``s`` with every non-printable character escaped (``\n``, ``\x1b``, ``\udcff``): one line, no terminal control."""
+    r"""``s`` with every non-printable character escaped: one line, no terminal control.
+
+    Parameters
+    ----------
+    s : str
+        The text.
+
+    Returns
+    -------
+    str
+        ``s`` itself when printable; else with ``\n``, ``\r``, ``\t`` named and other non-printable characters
+        as ``\xNN``, ``\uNNNN`` or ``\UNNNNNNNN``.
+    """
     if s.isprintable():
         return s
     out = []

@@ -29,8 +29,18 @@ class ConvergenceWarning(RuntimeWarning):
 
 
 def warn(msg: str, category: type[Warning] = ConvergenceWarning) -> None:
-    """``warnings.warn(msg, category)`` attributed to the first caller outside otpipe (and torch's module calls,
-    for :class:`otpipe.SamplesLoss`), whatever wrappers lie between."""
+    """``warnings.warn(msg, category)`` attributed to the first caller outside otpipe.
+
+    Frames of otpipe (and torch's module calls, for :class:`otpipe.SamplesLoss`) are skipped, whatever wrappers lie
+    between.
+
+    Parameters
+    ----------
+    msg : str
+        The warning text.
+    category : type of Warning, default ConvergenceWarning
+        The warning class.
+    """
     import os
     import sys
     import warnings

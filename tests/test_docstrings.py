@@ -67,7 +67,6 @@ _LATER = frozenset({
 
 #: Modules whose docstrings are being completed in this same piece of work (taken off one by one as they pass).
 _TODO = frozenset({
-    "otpipe._arrays", "otpipe._made", "otpipe._rundir", "otpipe._text", "otpipe.diagnostics",
     "otpipe.report", "otpipe.store.plot",
 })
 
