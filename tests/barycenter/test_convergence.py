@@ -1,5 +1,5 @@
 """Barycenters that stop at max_iter: one warning on stderr naming the groups, recorded in the
-store's attrs; ``--json``/``--dry-run``/progress; ``otpipe.group_barycenters`` in the top-level API."""
+store's attrs; ``--json``/``--dry-run``/progress; ``otpipe.api.barycenter`` without ``out`` (in memory) in the API."""
 from __future__ import annotations
 
 import json
@@ -52,10 +52,10 @@ def test_dry_run_lists_groups_and_writes_nothing(coll, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_top_level_group_barycenters(client, coll):
+def test_api_barycenter_in_memory(client, coll):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", otpipe.ConvergenceWarning)
-        res = otpipe.group_barycenters(coll, client=client, method="free", max_iter=3, seed=1, n_points=5)
+        res = otpipe.api.barycenter(coll, client=client, method="free", max_iter=3, seed=1, n_points=5)
     assert list(res) == ["g0", "g1"]
     group = [(m.points, m.weights) for m in coll if m.label == "g1"]
     local = otpipe.barycenter(group, method="free", max_iter=3, seed=1, n_points=5)

@@ -1,4 +1,4 @@
-"""``otpipe.pairwise`` from a plain script without an ``if __name__ == "__main__":`` guard: the
+"""``otpipe.distances`` from a plain script without an ``if __name__ == "__main__":`` guard: the
 embedded cluster runs its workers as threads (with a warning saying to add the guard) instead of
 ending in "Nanny failed to start"; guarded scripts keep worker processes."""
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_plain_script_without_guard_runs(tiny, tmp_path):
     import otpipe
     from otpipe.engine.cluster import ClusterSpec
     warnings.simplefilter("ignore", otpipe.ConvergenceWarning)
-    ds = otpipe.pairwise({str(tiny)!r}, cluster=ClusterSpec(n_workers=1), progress=False)
+    ds = otpipe.distances({str(tiny)!r}, cluster=ClusterSpec(n_workers=1), progress=False)
     print(repr(float(ds.divergence.values[0, 1])), repr(float(ds.attrs["diameter"])))
     """
     r = _run_script(tmp_path / "plain.py", script, tmp_path)
