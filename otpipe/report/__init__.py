@@ -30,7 +30,25 @@ _REPORTS = {"collection": "collection", "barycenter": "barycenter", "distances":
 
 
 def result_kind(path) -> str:
-    """The kind of otpipe result stored at ``path`` (a key of :data:`KINDS`); a one-line error otherwise."""
+    """The kind of otpipe result stored at ``path`` (a key of :data:`KINDS`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A result store.
+
+    Returns
+    -------
+    str
+        ``"collection"``, ``"barycenter"``, ``"distances"``, ``"two-sample"`` or ``"complexity"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``path``.
+    ValueError
+        Not an otpipe result store, or an unfinished barycenter run.
+    """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{path}: no such result")
@@ -46,8 +64,28 @@ def result_kind(path) -> str:
 
 def write_report(result, out_dir, *, title: str | None = None, max_measures: int = 30, page: str = "index.html",
                  png_names: dict | None = None):
-    """Write the report of ``result`` into ``out_dir`` (``page`` + PNGs); returns
-    :class:`~otpipe.report._page.ReportFiles` (paths, summary lines, notes)."""
+    """Write the report of ``result`` into ``out_dir``: ``page`` and its PNGs.
+
+    Parameters
+    ----------
+    result : str or os.PathLike
+        A result store (:func:`result_kind`).
+    out_dir : str or os.PathLike
+        The folder of the report (created if needed).
+    title : str or None, default None
+        Title of the page; ``None``: one naming the kind and the store.
+    max_measures : int, default 30
+        Most measures drawn (collections).
+    page : str, default "index.html"
+        File name of the page.
+    png_names : dict or None, default None
+        Figure names to file names (:meth:`~otpipe.report._page.Page.write`).
+
+    Returns
+    -------
+    otpipe.report._page.ReportFiles
+        The paths, summary lines and notes.
+    """
     kind = result_kind(result)
     module = importlib.import_module(f"{__name__}.{KINDS[kind]}")
     pg = module.build(os.fspath(result), title=title, max_measures=max_measures)

@@ -15,7 +15,21 @@ _STYLE = ("body{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:
 
 @dataclass
 class ReportFiles:
-    """What :meth:`Page.write` wrote: the page, its PNGs (in page order) and the summary lines."""
+    """What :meth:`Page.write` wrote: the page, its PNGs (in page order) and the summary lines.
+
+    Parameters
+    ----------
+    kind : str
+        The kind of result reported (``"distances"``, ``"two_sample"``...).
+    html : pathlib.Path
+        The HTML page.
+    pngs : list of pathlib.Path
+        The figures, in page order.
+    lines : list of str
+        The summary lines.
+    notes : list of str
+        The warnings shown under the summary.
+    """
 
     kind: str
     html: Path
@@ -24,13 +38,34 @@ class ReportFiles:
     notes: list[str]
 
     def as_dict(self) -> dict:
+        """The files and lines as JSON-ready values.
+
+        Returns
+        -------
+        dict
+            ``kind``, ``html``, ``pngs`` (paths as strings), ``summary`` (the lines) and ``notes``.
+        """
         return {"kind": self.kind, "html": str(self.html), "pngs": [str(p) for p in self.pngs],
                 "summary": self.lines, "notes": self.notes}
 
 
 @dataclass
 class Page:
-    """A report being built: ``summary`` lines (also printed by ``otpipe report``), then blocks in order."""
+    """A report being built: ``summary`` lines (also printed by ``otpipe report``), then blocks in order.
+
+    Parameters
+    ----------
+    title : str
+        Title of the page.
+    kind : str
+        The kind of result reported.
+    summary : list of str, default []
+        Summary lines, shown first.
+    notes : list of str, default []
+        Warnings, shown in boxes under the summary.
+    blocks : list of tuple, default []
+        The headings, paragraphs, tables and figures, in page order (added by the methods).
+    """
 
     title: str
     kind: str
@@ -39,25 +74,81 @@ class Page:
     blocks: list[tuple] = field(default_factory=list)
 
     def heading(self, text: str) -> None:
+        """Add a section heading.
+
+        Parameters
+        ----------
+        text : str
+            The heading.
+        """
         self.blocks.append(("h2", text))
 
     def paragraph(self, text: str) -> None:
+        """Add a paragraph.
+
+        Parameters
+        ----------
+        text : str
+            The paragraph's text (escaped, not HTML).
+        """
         self.blocks.append(("p", text))
 
     def note(self, text: str) -> None:
-        """A warning shown in a box under the summary (and printed by the CLI)."""
+        """Add a warning shown in a box under the summary (and printed by the CLI).
+
+        Parameters
+        ----------
+        text : str
+            The warning.
+        """
         self.notes.append(text)
 
     def table(self, header: list[str], rows: list[list], caption: str | None = None) -> None:
+        """Add a table.
+
+        Parameters
+        ----------
+        header : list of str
+            Column headers.
+        rows : list of list
+            The rows (floats shown with 4 significant digits).
+        caption : str or None, default None
+            Caption above the table.
+        """
         self.blocks.append(("table", header, rows, caption))
 
     def figure(self, name: str, fig, caption: str = "") -> None:
-        """A matplotlib figure, saved as ``<name>.png`` (closed once written)."""
+        """Add a matplotlib figure, saved as ``<name>.png`` when the page is written (and closed then).
+
+        Parameters
+        ----------
+        name : str
+            Name of the figure (its file's stem by default).
+        fig : matplotlib.figure.Figure
+            The figure.
+        caption : str, default ""
+            Caption under the figure.
+        """
         self.blocks.append(("figure", name, fig, caption))
 
     def write(self, out_dir, *, page: str = "index.html", png_names: dict | None = None) -> ReportFiles:
-        """Write the PNGs and the page into ``out_dir``; ``png_names`` maps figure names to file names
-        (``"__first__"``: the first figure's file name, the others then ``<its stem>-<name>.png``)."""
+        """Write the PNGs and the page into ``out_dir``.
+
+        Parameters
+        ----------
+        out_dir : str or os.PathLike
+            The folder (created if needed).
+        page : str, default "index.html"
+            File name of the page.
+        png_names : dict or None, default None
+            Figure names to file names (``"__first__"``: the first figure's file name, the others then
+            ``<its stem>-<name>.png``); ``None``: ``<name>.png``.
+
+        Returns
+        -------
+        ReportFiles
+            What was written.
+        """
         import matplotlib.pyplot as plt
 
         e = html.escape

@@ -13,6 +13,24 @@ __all__ = ["build"]
 
 
 def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Page:
+    """The report page of a barycenter collection.
+
+    The barycenters (images or point clouds) with their convergence flags.
+
+    Parameters
+    ----------
+    path : str
+        The barycenter collection (``otpipe barycenter``'s output).
+    title : str or None, default None
+        Title of the page; ``None``: ``"otpipe ...: <store name>"``.
+    max_measures : int, default 30
+        Not used (the signature is shared by every page builder).
+
+    Returns
+    -------
+    Page
+        The page, not written yet (:meth:`~otpipe.report._page.Page.write`).
+    """
     from otpipe.store import open as open_collection
     from otpipe.store.plot import draw_measures, pixel_grid
 

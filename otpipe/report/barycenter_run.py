@@ -17,11 +17,26 @@ def _image(res):
 
 
 def plot_barycenters(results: dict, inputs: dict, path: str | os.PathLike, *, max_inputs: int = 20) -> str:
-    """Write a PNG with one panel per group; returns its path.
+    """Write a PNG with one panel per group.
 
-    ``results``: group -> :class:`otpipe.tools.barycenters.BarycenterResult`; ``inputs``: group -> list of
-    ``(points, weights)``. Grid (image) barycenters are drawn as images with, underneath, the
-    plain pixel-wise mean of the group's inputs for comparison.
+    Grid (image) barycenters are drawn as images with, underneath, the plain pixel-wise mean of the group's inputs
+    for comparison.
+
+    Parameters
+    ----------
+    results : dict
+        Group -> :class:`otpipe.tools.barycenters.BarycenterResult`.
+    inputs : dict
+        Group -> list of ``(points, weights)``.
+    path : str or os.PathLike
+        The PNG to write.
+    max_inputs : int, default 20
+        Most inputs of a group used for the pixel-wise mean.
+
+    Returns
+    -------
+    str
+        ``path``.
     """
     import matplotlib
 

@@ -11,6 +11,24 @@ __all__ = ["build"]
 
 
 def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Page:
+    """The report page of a collection.
+
+    Its summary and a sample of measures of each label, images upright on one grid.
+
+    Parameters
+    ----------
+    path : str
+        The collection.
+    title : str or None, default None
+        Title of the page; ``None``: ``"otpipe ...: <store name>"``.
+    max_measures : int, default 30
+        Most measures drawn (sampled evenly across the labels).
+
+    Returns
+    -------
+    Page
+        The page, not written yet (:meth:`~otpipe.report._page.Page.write`).
+    """
     from otpipe.store import open as open_collection
     from otpipe.store.plot import draw_measures, pixel_grid, sample_by_label
 

@@ -16,6 +16,24 @@ __all__ = ["build", "plot_study", "kappa_table"]
 
 
 def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Page:
+    """The report page of a sample-complexity study.
+
+    The decay curves and the fitted rates with their intervals.
+
+    Parameters
+    ----------
+    path : str
+        The study's result store (``otpipe complexity``'s output).
+    title : str or None, default None
+        Title of the page; ``None``: ``"otpipe ...: <store name>"``.
+    max_measures : int, default 30
+        Not used (the signature is shared by every page builder).
+
+    Returns
+    -------
+    Page
+        The page, not written yet (:meth:`~otpipe.report._page.Page.write`).
+    """
     import xarray as xr
 
     ds = xr.open_zarr(path, consolidated=False).load()
@@ -121,7 +139,20 @@ def _rates_figure(ds, eps, dims, p, level):
 
 
 def kappa_table(ds, fmt: str = "markdown") -> str:
-    """The fitted ``kappa`` per ``(eps, d)`` with its interval and the paper's reference rates ``p/d`` and 1."""
+    """The fitted ``kappa`` per ``(eps, d)`` with its interval and the paper's reference rates ``p/d`` and 1.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A complexity study (with ``kappa``, ``kappa_low``, ``kappa_high`` over ``(eps, dim)``).
+    fmt : str, default "markdown"
+        Table format; only ``"markdown"`` is written.
+
+    Returns
+    -------
+    str
+        A Markdown table, one row per eps and two reference rows.
+    """
     p = float(ds.attrs.get("p", 1.5))
     dims = [int(d) for d in ds["dim"].values]
     head = "| eps | " + " | ".join(f"kappa (d={d})" for d in dims) + " |"
@@ -139,8 +170,23 @@ def kappa_table(ds, fmt: str = "markdown") -> str:
 
 
 def plot_study(ds, out_dir) -> list[Path]:
-    """The paper's figures: log-log ``R(N)`` per eps, one panel per d (Fig. 5, ``by_dim.png``), and per d,
-    one panel per eps with the ``+- S(N)`` band (Fig. 6, ``by_eps.png``). Returns the paths."""
+    """The paper's figures of a study, written as PNGs.
+
+    Log-log ``R(N)`` per eps, one panel per d (Fig. 5, ``by_dim.png``), and per d, one panel per eps with the
+    ``+- S(N)`` band (Fig. 6, ``by_eps.png``).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A complexity study.
+    out_dir : str or os.PathLike
+        Folder of the PNGs (created if needed).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The PNGs written.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

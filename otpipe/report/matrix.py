@@ -25,7 +25,24 @@ HIGH_MARGINAL_ERROR = 1e-2
 
 
 def nn_accuracy(S: np.ndarray, labels_source, labels_target, symmetric: bool) -> float:
-    """Fraction of sources whose nearest (other) measure by ``S`` has the same label."""
+    """Fraction of sources whose nearest (other) measure by ``S`` has the same label.
+
+    Parameters
+    ----------
+    S : numpy.ndarray
+        ``(n_source, n_target)`` dissimilarities (NaN entries are never nearest).
+    labels_source : array_like
+        Labels of the sources.
+    labels_target : array_like
+        Labels of the targets.
+    symmetric : bool
+        One collection against itself: a measure is not its own neighbour.
+
+    Returns
+    -------
+    float
+        The accuracy in ``[0, 1]``.
+    """
     S = np.array(S, dtype=float)
     if symmetric:
         np.fill_diagonal(S, np.inf)
@@ -35,7 +52,20 @@ def nn_accuracy(S: np.ndarray, labels_source, labels_target, symmetric: bool) ->
 
 
 def cluster_order(X: np.ndarray, precomputed: bool) -> np.ndarray:
-    """Leaf order of an average-linkage clustering (of a symmetric dissimilarity, or of row vectors)."""
+    """Leaf order of an average-linkage clustering (of a symmetric dissimilarity, or of row vectors).
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        A square dissimilarity matrix (``precomputed``) or row vectors ``(n, k)``; NaN entries count as the largest.
+    precomputed : bool
+        Whether ``X`` is a dissimilarity matrix (symmetrised, clipped at 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        The permutation of the rows (the identity for fewer than 3).
+    """
     n = X.shape[0]
     if n < 3:
         return np.arange(n)
@@ -53,7 +83,20 @@ def cluster_order(X: np.ndarray, precomputed: bool) -> np.ndarray:
 
 
 def classical_mds(D: np.ndarray, k: int = 2) -> np.ndarray:
-    """Classical (Torgerson) MDS: top-``k`` eigenvectors of ``-1/2 J D^2 J`` scaled by ``sqrt(lambda)``."""
+    """Classical (Torgerson) MDS: top-``k`` eigenvectors of ``-1/2 J D^2 J`` scaled by ``sqrt(lambda)``.
+
+    Parameters
+    ----------
+    D : numpy.ndarray
+        ``(n, n)`` symmetric distances.
+    k : int, default 2
+        Dimension of the embedding.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, k)`` coordinates (negative eigenvalues give 0; signs fixed so each axis's largest entry is positive).
+    """
     n = D.shape[0]
     J = np.eye(n) - 1.0 / n
     B = -0.5 * J @ (D**2) @ J
@@ -64,8 +107,28 @@ def classical_mds(D: np.ndarray, k: int = 2) -> np.ndarray:
 
 
 def convergence_summary(marginal_error, n_iter, *, symmetric: bool, threshold: float = HIGH_MARGINAL_ERROR) -> dict | None:
-    """Median / max relative marginal error of the pair solves, the share above ``threshold`` and the
-    iteration counts (off-diagonal pairs of a symmetric run); ``None`` when no solve reports one."""
+    """Convergence figures of the pair solves of a run.
+
+    Median and maximum relative marginal error of the pair solves, the share above ``threshold`` and the
+    iteration counts (off-diagonal pairs of a symmetric run).
+
+    Parameters
+    ----------
+    marginal_error : array_like
+        The matrix of marginal errors.
+    n_iter : array_like
+        The matrix of iteration counts.
+    symmetric : bool
+        One collection against itself: the diagonal is left out.
+    threshold : float, default HIGH_MARGINAL_ERROR
+        Error above which a solve counts as not converged.
+
+    Returns
+    -------
+    dict or None
+        ``pairs``, ``median``, ``max``, ``share_above``, ``threshold``, ``n_iter_median``, ``n_iter_max``; ``None``
+        when no solve reports one.
+    """
     me = np.array(marginal_error, dtype=float)
     it = np.array(n_iter, dtype=float)
     mask = np.isfinite(me)
@@ -80,7 +143,18 @@ def convergence_summary(marginal_error, n_iter, *, symmetric: bool, threshold: f
 
 
 def colorbar_label(attrs: dict) -> str:
-    """What the matrix holds, with its parameters (e.g. ``S_eps: sinkhorn, p = 2, blur = 0.05``)."""
+    """What the matrix holds, with its parameters (e.g. ``S_eps: sinkhorn, p = 2, blur = 0.05``).
+
+    Parameters
+    ----------
+    attrs : dict
+        The result's attributes (``loss`` and ``parameters``).
+
+    Returns
+    -------
+    str
+        The label.
+    """
     prm = attrs.get("parameters") or {}
     loss = attrs.get("loss") or prm.get("loss") or "divergence"
     p, blur, reach = prm.get("p"), prm.get("blur"), prm.get("reach")
@@ -119,6 +193,25 @@ def label_colors(labels) -> tuple[dict, list]:
 
 
 def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Page:
+    """The report page of a distance matrix.
+
+    The clustered heatmap with a label strip, an MDS embedding, the nearest-neighbour label accuracy and a
+    convergence summary.
+
+    Parameters
+    ----------
+    path : str
+        The result store (``otpipe distances``'s output).
+    title : str or None, default None
+        Title of the page; ``None``: ``"otpipe ...: <store name>"``.
+    max_measures : int, default 30
+        Not used (the signature is shared by every page builder).
+
+    Returns
+    -------
+    Page
+        The page, not written yet (:meth:`~otpipe.report._page.Page.write`).
+    """
     from otpipe.engine.result import open_result
 
     ds = open_result(path)

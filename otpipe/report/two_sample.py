@@ -38,7 +38,20 @@ def _tested(ds) -> np.ndarray:
 
 
 def tests_table(ds) -> tuple[list[str], list[list]]:
-    """One row per distinct test, smallest p first: groups, sizes, statistic, p, Holm and BH p, decisions."""
+    """One row per distinct test, smallest p first: groups, sizes, statistic, p, Holm and BH p, decisions.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A two-sample result.
+
+    Returns
+    -------
+    header : list of str
+        The column names.
+    rows : list of list
+        The rows.
+    """
     p, holm, bh = _var(ds, "pvalue"), _var(ds, "holm"), _var(ds, "bh")
     stat = np.asarray(ds["statistic"].values, dtype=float)
     src, tgt = [str(v) for v in ds["source"].values], [str(v) for v in ds["target"].values]
@@ -61,6 +74,24 @@ def tests_table(ds) -> tuple[list[str], list[list]]:
 
 
 def build(path: str, *, title: str | None = None, max_measures: int = 30) -> Page:
+    """The report page of two-sample tests.
+
+    A table of statistics, p-values and corrected p-values, and the figures of :func:`figures`.
+
+    Parameters
+    ----------
+    path : str
+        The result store (``otpipe two-sample``'s output).
+    title : str or None, default None
+        Title of the page; ``None``: ``"otpipe ...: <store name>"``.
+    max_measures : int, default 30
+        Not used (the signature is shared by every page builder).
+
+    Returns
+    -------
+    Page
+        The page, not written yet (:meth:`~otpipe.report._page.Page.write`).
+    """
     import xarray as xr
 
     ds = xr.open_zarr(path, consolidated=False).load()
@@ -124,7 +155,21 @@ def write_png(ds, path) -> Path:
 
 
 def figures(ds) -> list[tuple[str, object, str]]:
-    """``(name, matplotlib figure, caption)`` of a two-sample result (used by the report and by :func:`write_png`)."""
+    """``(name, matplotlib figure, caption)`` of a two-sample result (used by the report and by :func:`write_png`).
+
+    The permutation null of a single test; else ``-log10 p`` with the corrections' rejections marked and, for more
+    than one test, the sorted p-values against the Holm and Benjamini-Hochberg thresholds.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A two-sample result.
+
+    Returns
+    -------
+    list of tuple
+        ``(name, figure, caption)`` per figure.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
