@@ -210,3 +210,16 @@ def test_the_check_fires_on_a_bad_docstring(tmp_path, monkeypatch):
     assert {"SS02", "SS03", "PR01", "PR02", "RT01"} <= codes, codes
     assert [e.split(": ")[1].split()[0] for e in _errors("probe_docstrings.g")] == ["GL08"]
 
+
+
+def test_the_check_reads_dataclass_fields(tmp_path, monkeypatch):
+    (tmp_path / "probe_dataclasses.py").write_text(
+        "from dataclasses import dataclass\n\n\n"
+        "@dataclass\nclass Bare:\n    '''A result.'''\n\n    value: float | None = None\n    _cache: object = None\n\n\n"
+        "@dataclass\nclass Read:\n    '''A result.\n\n    Attributes\n    ----------\n    value : float or None\n"
+        "        The value.\n    '''\n\n    value: float | None = None\n    _cache: object = None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # numpydoc's class-member autofill must not count as documentation; a private field is not required
+    assert _errors("probe_dataclasses.Bare") == ["probe_dataclasses.Bare: PR01 Parameters ['value'] not documented"]
+    assert _errors("probe_dataclasses.Read") == []
