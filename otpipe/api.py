@@ -464,9 +464,20 @@ def report(result: PathLike, *, out: PathLike, title: str | None = None,
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered command: its function, the parameters that take collections of earlier workflow steps
-    (``inputs``, positional on the command line, in order), whether its output is a collection (``collection``:
-    valid as such an input) and whether it continues its own unfinished output (``resumable``: ``resume=True``)."""
+    """A registered command, as a workflow step.
+
+    Parameters
+    ----------
+    function : callable
+        The API function (its annotated keyword parameters are the step's params).
+    inputs : tuple of str
+        The parameters that take the collections of earlier workflow steps (positional on the command line,
+        in order).
+    collection : bool
+        Whether its output is a collection (valid as such an input).
+    resumable : bool
+        Whether it continues its own unfinished output (``resume=True``).
+    """
 
     function: Callable
     inputs: tuple[str, ...] = ()

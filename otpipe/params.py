@@ -27,7 +27,13 @@ REQUIRED = inspect.Parameter.empty
 
 @dataclass(frozen=True)
 class Range:
-    """Bounds of a number parameter: ``min <= value <= max`` (``None``: unbounded)."""
+    """Bounds of a number parameter: ``min <= value <= max``.
+
+    Parameters
+    ----------
+    min, max : float, optional
+        The bounds (``None``: unbounded).
+    """
 
     min: float | None = None
     max: float | None = None
@@ -57,8 +63,22 @@ class Listed(enum.Enum):
 class Param:
     """One keyword parameter of an API function, as its annotation and default declare it.
 
-    ``kind`` is ``"bool"``, ``"int"``, ``"float"``, ``"str"``, ``"choice"`` or ``"any"`` (not checked);
-    ``listed`` says that the parameter takes a list of such values (and how the command line spells it).
+    Parameters
+    ----------
+    name : str
+        The parameter's name (the command line's long option without dashes).
+    kind : {"bool", "int", "float", "str", "choice", "any"}
+        What one value is (``"any"``: not checked).
+    default : object
+        The default, or :data:`REQUIRED`.
+    optional : bool
+        Whether the annotation allows ``None``.
+    choices : tuple of str
+        The allowed values of a ``"choice"``.
+    range : Range, optional
+        Bounds of a number.
+    listed : Listed, optional
+        Set when the parameter takes a list of such values (and how the command line spells it).
     """
 
     name: str
@@ -80,7 +100,13 @@ class Param:
         return "--" + self.name.replace("_", "-")
 
     def type_name(self) -> str:
-        """A short description of the accepted values, for error messages."""
+        """A short description of the accepted values, for error messages.
+
+        Returns
+        -------
+        str
+            E.g. ``"an integer"`` or ``"a list of values, each a number"``.
+        """
         one = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
                "choice": "one of " + ", ".join(self.choices), "any": "a value"}[self.kind]
         return f"a list of values, each {one}" if self.listed else one

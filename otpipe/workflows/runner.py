@@ -103,8 +103,25 @@ _ADDRESS = re.compile(r"^[a-z]+://")
 
 @dataclass
 class Step:
-    """One step of a spec: ``call`` holds its function's keyword arguments (the checked params), ``argv``
-    the equivalent command line (with ``{out}`` and ``{input:ID}`` for the stores of the run)."""
+    """One step of a spec.
+
+    Parameters
+    ----------
+    type : str
+        The step (a key of :data:`otpipe.api.STEPS`, or ``"report"``).
+    id : str
+        Its identifier (the folder ``run_dir/<id>``).
+    params : dict
+        The params as the spec gives them.
+    inputs : list of str
+        Ids of the earlier steps whose outputs it reads.
+    line : int
+        Its line in the spec.
+    argv : list of str
+        The equivalent command line (with ``{out}`` and ``{input:ID}`` for the stores of the run).
+    call : dict
+        The keyword arguments of its function (the checked params).
+    """
 
     type: str
     id: str
@@ -117,6 +134,24 @@ class Step:
 
 @dataclass
 class Workflow:
+    """A validated spec (:func:`load_spec`).
+
+    Parameters
+    ----------
+    path : str
+        The spec file.
+    name : str
+        The workflow's name.
+    run_dir : pathlib.Path
+        The folder of the run.
+    cluster : dict
+        The spec's cluster settings.
+    steps : list of Step
+        The steps, in order.
+    raw : dict
+        The spec as read.
+    """
+
     path: str
     name: str
     run_dir: Path
@@ -251,7 +286,25 @@ class _SpecLoader(yaml.SafeLoader):
 
 
 def load_spec(path, *, run_dir=None) -> Workflow:
-    """Read and validate a workflow spec; nothing is computed or written. Raises ``ValueError`` naming the line."""
+    """Read and validate a workflow spec; nothing is computed or written.
+
+    Parameters
+    ----------
+    path : path
+        The YAML spec.
+    run_dir : path, optional
+        The run's folder instead of the spec's ``run_dir``.
+
+    Returns
+    -------
+    Workflow
+        The spec with its steps checked (their params converted for their functions).
+
+    Raises
+    ------
+    ValueError
+        ``"<spec> line N: ..."`` for the first problem found.
+    """
     path = str(path)
     try:
         text = Path(path).read_text()
@@ -512,6 +565,16 @@ def tree_hash(path) -> str:
     JSON files without their volatile keys (:data:`VOLATILE_KEYS`: creation times, timings, worker
     addresses, hosts, paths, versions); logs and hidden files (locks, temporary stores) are skipped.
     Re-running a step that writes the same arrays with the same parameters gives the same hash.
+
+    Parameters
+    ----------
+    path : path
+        A file or a folder.
+
+    Returns
+    -------
+    str
+        ``"sha256:<hex>"``.
     """
     return "sha256:" + _digest(Path(path), zarr_aware=True).hex()
 
@@ -641,10 +704,28 @@ def plan(wf: Workflow) -> list[str]:
 
 
 def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=None, client=None, echo=print) -> dict | None:
-    """Validate and run a workflow spec; returns the provenance dict (``None`` for a dry run).
+    """Validate and run a workflow spec.
 
-    ``resume``: keep the outputs of steps whose fingerprint (params + input hashes) and output hash
-    are unchanged since the last run in the same ``run_dir``; everything else is recomputed.
+    Parameters
+    ----------
+    path : path
+        The YAML spec.
+    dry_run : bool
+        Print the plan (``echo``) and what the run would replace; compute and write nothing.
+    resume : bool
+        Keep the outputs of steps whose fingerprint (params + input hashes) and output hash are unchanged
+        since the last run in the same ``run_dir``; everything else is recomputed.
+    run_dir : path, optional
+        The run's folder instead of the spec's ``run_dir``.
+    client : distributed.Client, optional
+        Run the distributed steps on this client (default: a cluster from the spec's ``cluster``).
+    echo : callable
+        Called with each line of progress.
+
+    Returns
+    -------
+    dict or None
+        The provenance (also written to ``run_dir/provenance.json``); ``None`` for a dry run.
     """
     wf = load_spec(path, run_dir=run_dir)
     if dry_run:
