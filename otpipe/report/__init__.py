@@ -22,7 +22,7 @@ from otpipe.engine.result import result_type, stored_attrs
 __all__ = ["write_report", "result_kind", "KINDS"]
 
 #: result kind -> module of this package that builds its page
-KINDS = {"collection": "collection", "barycenter": "barycenter", "distances": "matrix", "two-sample": "two_sample",
+KINDS = {"collection": "collection", "barycenter": "barycenter", "distances": "distances", "two-sample": "two_sample",
          "complexity": "complexity"}
 #: result type (:func:`otpipe.engine.result.result_type`) -> report kind
 _REPORTS = {"collection": "collection", "barycenter": "barycenter", "distances": "distances", "two_sample": "two-sample",

@@ -6,7 +6,7 @@ from PIL import Image
 
 from otpipe.cli import main
 from otpipe.pipelines.pairwise import pairwise
-from otpipe.report.matrix import classical_mds
+from otpipe.report.distances import classical_mds
 
 
 def test_report_files_and_accuracy(client, small, other, tmp_path, capsys):
