@@ -1,7 +1,7 @@
 """``otpipe two-sample``: permutation two-sample tests over collections, with a report plot.
 
 ``otpipe two-sample COLLECTION [OTHER] --out OUT.zarr [--by auto|measure|label|collection] ...`` writes
-the xarray Dataset of :func:`otpipe.pipelines.two_sample.many_two_sample_tests` (checkpointed:
+the xarray Dataset of :func:`otpipe.api.two_sample` (checkpointed:
 Ctrl-C keeps the finished tests, ``--resume`` continues) and a PNG next to it (``OUT.png``): the
 null histogram with the observed statistic for a single test, ``-log10 p`` with the corrections'
 rejections marked for many (``otpipe report OUT`` gives the full page).
