@@ -5,7 +5,8 @@ except during :meth:`Guard.critical` sections (a checkpoint being written), wher
 the section ends, so a checkpoint is never half written, and while the run waits for its tasks
 (:meth:`Guard.completed`), where it is checked every 0.1 s instead of being raised inside Dask. The run catches the
 ``KeyboardInterrupt``, writes what is done and raises :class:`Interrupted` with a message that
-says how to resume; ``otpipe`` prints that message and exits with status 130.
+says how to resume; ``otpipe`` prints that message and exits with status 130. :func:`interruptible` is that
+frame, for every run: the guard, and the :class:`Interrupted` that names what is saved (:func:`saved_message`).
 
 Test hook: with the module attribute :data:`STOP_AFTER` set to ``K`` (by the test suite, in its own
 process: ``tests/cli_hooks.py``), :meth:`Guard.task_done` raises ``KeyboardInterrupt`` after the
@@ -19,10 +20,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["Interrupted", "Guard", "guard", "EXIT_CODE", "resume_hint"]
+__all__ = ["Interrupted", "Guard", "guard", "interruptible", "saved_message", "EXIT_CODE", "resume_hint"]
 
 #: exit status of an interrupted command (128 + SIGINT, as shells report it)
 EXIT_CODE = 130
@@ -124,3 +125,64 @@ def resume_hint(out, api: str = "resume=True") -> str:
         cmd = "otpipe " + " ".join(shlex.quote(a) for a in args) + ("" if "--resume" in args else " --resume")
         return f"continue with: {cmd}"
     return f"continue with the same call and {api} (out={str(out)!r})"
+
+
+def saved_message(out, done: int, total: int | None, what: str) -> str:
+    """The message of a run stopped by Ctrl-C after saving its finished work.
+
+    Parameters
+    ----------
+    out : path
+        The result store the run writes.
+    done, total : int
+        Keys saved and keys of the run (``total`` unknown or 0: the count is left out).
+    what : str
+        The keys in words, plural (``"tiles"``, ``"tests"``).
+
+    Returns
+    -------
+    str
+        ``"3 of 10 tiles are saved in OUT; continue with: ..."`` (:func:`resume_hint`).
+    """
+    kept = f"{done} of {total} {what} are saved in {out}" if total else f"the finished work is saved in {out}"
+    return f"{kept}; {resume_hint(out)}"
+
+
+@contextlib.contextmanager
+def interruptible(out, *, what: str, saved: Callable[[], tuple[int, int | None] | None],
+                  first: str = "key") -> Iterator[Guard]:
+    """The Ctrl-C frame of a run that saves its work in ``out``: yields its :class:`Guard`.
+
+    A ``KeyboardInterrupt`` inside (Ctrl-C, or the :data:`STOP_AFTER` hook) becomes :class:`Interrupted` with
+    :func:`saved_message`, or ``"nothing was saved yet"`` while the store does not exist; an ``Interrupted``
+    raised inside passes unchanged, and a run with nothing to keep (``out`` is ``None``) re-raises the plain
+    ``KeyboardInterrupt``.
+
+    Parameters
+    ----------
+    out : path or None
+        The result store of the run (``None``: the run keeps nothing).
+    what : str
+        Its keys in words, plural (``"tiles"``).
+    saved : callable
+        ``saved() -> (done, total)``, read at the interrupt; ``None`` while the store is not created yet.
+    first : str
+        One key in words (``"tile"``), for ``"interrupted before the first tile of OUT"``.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager of Guard
+        The guard of the run (:meth:`Guard.critical` sections, :meth:`Guard.completed` waits).
+    """
+    with guard() as g:
+        try:
+            yield g
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            if out is None:
+                raise
+            state = saved()
+            if state is None:
+                raise Interrupted(f"nothing was saved yet (interrupted before the first {first} of {out})") from None
+            raise Interrupted(saved_message(out, *state, what)) from None

@@ -7,9 +7,12 @@ result (``write(key, result)``), then assembles the result. The engine does the 
 * :class:`Job`: the result store of a checkpointed run (:mod:`otpipe.engine.checkpoint`): what is
   already at ``out`` (refused, resumed or replaced: :meth:`Job.existing`), how many keys a dry run
   finds done (:meth:`Job.n_done`), the checkpoint to record into (:meth:`Job.checkpoint`);
+* :func:`already_complete`: a resumed run that is already complete computes nothing;
+* :func:`temporary_store`: where a run without ``out`` writes (a temporary store, removed at the end);
 * :func:`worker_count` and :func:`remaining`: the ``--dry-run`` estimate of what is left to compute;
 * :func:`session` and :func:`run_keys`: the client, progress, checkpoint flushes and Ctrl-C
-  (:class:`~otpipe.engine.interrupt.Interrupted` with the resume hint) of a run;
+  (:func:`~otpipe.engine.interrupt.interruptible`: :class:`~otpipe.engine.interrupt.Interrupted` with
+  what is saved and the resume hint) of a run;
 * :func:`execute`: the completion loop (each finished key written under the Ctrl-C guard).
 
 The fingerprint of a run is :func:`otpipe.engine.identity.fingerprint`; its convergence attributes
@@ -20,14 +23,90 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from otpipe.engine import checkpoint as _ck
 from otpipe.engine import estimate as _estimate
+from otpipe.engine.result import result_type
 
-__all__ = ["Job", "worker_count", "remaining", "session", "run_keys", "execute"]
+__all__ = ["Job", "already_complete", "temporary_store", "is_temporary", "worker_count", "remaining", "session",
+           "run_keys", "execute"]
+
+#: the temporary stores of the runs going on in this process (:func:`temporary_store`)
+_TEMPORARY: set[Path] = set()
+
+
+def already_complete(out, stored: dict | None, log: logging.Logger) -> bool:
+    """Whether the stored run to resume is already complete (then logged: nothing to compute).
+
+    Parameters
+    ----------
+    out : path
+        The result store.
+    stored : dict or None
+        Its attrs (``None``: nothing to resume).
+    log : logging.Logger
+        The pipeline's logger.
+
+    Returns
+    -------
+    bool
+        ``True`` when ``stored["complete"]``: the run opens its result instead of computing.
+    """
+    if stored is not None and stored.get("complete"):
+        log.info("%s is already complete: nothing to compute", out)
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def temporary_store(out, *, prefix: str, name: str) -> Iterator[Path]:
+    """Where a run writes its result: ``out``, or without it a temporary store removed on exit.
+
+    Parameters
+    ----------
+    out : path or None
+        The result store asked for.
+    prefix : str
+        Prefix of the temporary folder (``"otpipe-pairwise-"``).
+    name : str
+        Name of the store in it (``"result.zarr"``).
+
+    Returns
+    -------
+    contextlib.AbstractContextManager of Path
+        ``Path(out)``, or ``<temporary folder>/<name>`` (:func:`is_temporary` while it lasts): a run
+        returns its result loaded, before the folder is removed.
+    """
+    if out is not None:
+        yield Path(out)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        path = Path(d) / name
+        _TEMPORARY.add(path)
+        try:
+            yield path
+        finally:
+            _TEMPORARY.discard(path)
+
+
+def is_temporary(path) -> bool:
+    """Whether ``path`` is the temporary store of a run going on (:func:`temporary_store`).
+
+    Parameters
+    ----------
+    path : path
+        A result store.
+
+    Returns
+    -------
+    bool
+        ``True`` for a store that the user did not name (messages then say "this run").
+    """
+    return Path(path) in _TEMPORARY
 
 
 def worker_count(cluster=None, client=None) -> int:
@@ -66,14 +145,23 @@ class Job:
     chunk: int = _ck.CHUNK
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("otpipe"))
 
-    def existing(self, *, is_ours: Callable[[dict], bool], resume: bool, overwrite: bool, dry_run: bool = False,
-                 label: str | None = None) -> dict | None:
+    def existing(self, *, resume: bool, overwrite: bool, dry_run: bool = False, label: str | None = None,
+                 is_ours: Callable[[dict], bool] | None = None) -> dict | None:
         """The stored attrs to resume from (``None``: start afresh); see :func:`~otpipe.engine.checkpoint.check_existing`.
-        A dry run looks only when it resumes. ``label``: the result type in the refusals (default ``kind``)."""
+        A dry run looks only when it resumes. ``label``: the result type in the refusals (default ``kind``);
+        ``is_ours(attrs)``: whether stored attrs are a result of this run's type (default: their
+        :func:`~otpipe.engine.result.result_type` is ``kind``)."""
         if self.out is None or (dry_run and not resume):
             return None
+        if is_ours is None:
+            def is_ours(attrs: dict) -> bool:
+                return result_type(attrs) == self.kind
         return _ck.check_existing(self.out, is_ours=is_ours, what=label or self.kind, resume=resume,
                                   overwrite=overwrite, fp=self.fp, content=self.content)
+
+    def already_complete(self, stored: dict | None) -> bool:
+        """Whether the stored run is already complete (:func:`already_complete`)."""
+        return already_complete(self.out, stored, self.log)
 
     def n_done(self, stored: dict | None) -> int:
         """Keys already done in the stored run (all of them when it is complete)."""
@@ -117,29 +205,22 @@ def session(ck: _ck.Checkpoint, *, client, cluster, progress: bool, desc: str, u
     resume (a plain ``KeyboardInterrupt`` when ``ck`` is in memory only).
     """
     from otpipe.engine.cluster import open_client
-    from otpipe.engine.interrupt import Interrupted, guard, resume_hint
+    from otpipe.engine.interrupt import interruptible
     from otpipe.engine.progress import Progress
 
-    with guard() as g:
-        try:
-            with open_client(cluster, client=client) as c:
-                bar = Progress(ck.n, initial=ck.n_done, desc=desc, unit=unit, enabled=progress)
-                try:
-                    yield c, g, bar
-                    with g.critical():
-                        ck.flush()
-                except KeyboardInterrupt:
-                    with g.critical():
-                        ck.flush()  # before the cluster closes (which takes a while)
-                    raise
-                finally:
-                    bar.close()
-        except Interrupted:
-            raise
-        except KeyboardInterrupt:
-            if ck.out is None:
+    with interruptible(ck.out, what=what, saved=lambda: (ck.n_done, ck.n)) as g:
+        with open_client(cluster, client=client) as c:
+            bar = Progress(ck.n, initial=ck.n_done, desc=desc, unit=unit, enabled=progress)
+            try:
+                yield c, g, bar
+                with g.critical():
+                    ck.flush()
+            except KeyboardInterrupt:
+                with g.critical():
+                    ck.flush()  # before the cluster closes (which takes a while)
                 raise
-            raise Interrupted(f"{ck.n_done} of {ck.n} {what} are saved in {ck.out}; {resume_hint(ck.out)}") from None
+            finally:
+                bar.close()
 
 
 def run_keys(ck: _ck.Checkpoint, pending, submit, record, *, client, cluster, progress: bool, desc: str, unit: str,

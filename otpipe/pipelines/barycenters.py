@@ -23,7 +23,7 @@ import numpy as np
 from otpipe.engine import checkpoint as _ck
 from otpipe.engine import convergence as _conv
 from otpipe.engine import run as _run
-from otpipe.engine.result import result_type, tag
+from otpipe.engine.result import tag
 from otpipe.store.locks import locked
 from otpipe.tools import barycenters as _bary
 
@@ -337,10 +337,9 @@ def run_barycenter(
     out_p = Path(out)
     fields = _fields(max(sizes.values()), int(coll.dim))
     job = _run.Job(out_p, "barycenter", "groups", len(names), fields, fp, content, chunk=1, log=log)
-    stored = job.existing(is_ours=_is_ours, resume=resume, overwrite=overwrite)
+    stored = job.existing(resume=resume, overwrite=overwrite)
     png = str(plot) if plot else str(out).rstrip("/").removesuffix(".zarr") + ".png"
-    if stored is not None and stored.get("complete"):
-        log.info("%s is already complete: nothing to compute", out)
+    if job.already_complete(stored):
         done = store.open(out_p)
         results = {g: _result(methods[g], stored["barycenter"][g], done[g].points, done[g].weights, inputs[g], grid)
                    for g in names}
@@ -417,11 +416,6 @@ def _fingerprint(coll, grps: dict, params: dict) -> tuple[str, dict]:
     return _ck.fingerprint({"parameters": params,
                             "input": {"hash": str(getattr(coll, "content_hash", "")), "groups": list(grps),
                                       "members": members[:16]}})
-
-
-def _is_ours(attrs: dict) -> bool:
-    """A barycenter result: an unfinished run, or the collection it ends with."""
-    return result_type(attrs) == "barycenter"
 
 
 def _result(m: str, info: dict, points, weights, ms, grid) -> _bary.BarycenterResult:

@@ -108,10 +108,6 @@ def _fields(divergences, reps: int) -> dict:
     return f
 
 
-def _is_ours(attrs: dict) -> bool:
-    return result_type(attrs) == "complexity"
-
-
 def estimate_study(eps, dims, ns, reps: int, kw: dict, n_workers: int, n_timed: int = 200) -> dict:
     """Rough cost: one repetition per eps timed here at ``N = min(max(ns), n_timed)`` and the largest
     dimension, scaled to every cell by ``reps (N / N_timed)^2`` (a solve costs ~ N^2 per iteration)."""
@@ -165,8 +161,6 @@ def run_study(
     ``marginal_error_median``/``marginal_error_max``/``convergence_warning`` in the attrs.
     Returns the (loaded) :class:`xarray.Dataset`.
     """
-    import tempfile
-
     eps, dims, ns, reps = _check_grid(eps, dims, ns, reps, p)
     divergences = tuple(dict.fromkeys(list(divergences) + [divergence]))
     for d in divergences:
@@ -179,15 +173,11 @@ def run_study(
     cells = [(i, j, k) for i in range(len(eps)) for j in range(len(dims)) for k in range(len(ns))]
     fp, content = _ck.fingerprint({"parameters": dict(kw, divergence=divergence, reps=reps, level=level),
                                    "grid": {"eps": eps, "dims": dims, "n": ns}})
-    tmp = None
-    if out is None and not dry_run:
-        tmp = tempfile.TemporaryDirectory(prefix="otpipe-complexity-")
-        out = Path(tmp.name) / "study.zarr"
-        figures = None if figures == "auto" else figures
-    job = _run.Job(None if out is None else Path(out), "complexity", "cells", len(cells), _fields(divergences, reps),
-                   fp, content, log=log)
-    stored = job.existing(is_ours=_is_ours, resume=resume, overwrite=overwrite, dry_run=dry_run)
+    fields = _fields(divergences, reps)
     if dry_run:
+        job = _run.Job(None if out is None else Path(out), "complexity", "cells", len(cells), fields, fp, content,
+                       log=log)
+        stored = job.existing(resume=resume, overwrite=overwrite, dry_run=True)
         plan = {"cells": len(cells), "reps": reps, "solves": len(cells) * reps * len(divergences) * 3,
                 "divergences": list(divergences), "eps": eps, "dims": dims, "n": ns}
         done = job.n_done(stored)
@@ -195,9 +185,12 @@ def run_study(
             plan["cells_done"] = done
         est = estimate_study(eps, dims, ns, reps, kw, _run.worker_count(cluster, client))
         return plan | _run.remaining(est, done, len(cells))
-    try:
-        if stored is not None and stored.get("complete"):
-            log.info("%s is already complete: nothing to compute", job.out)
+    if out is None:
+        figures = None if figures == "auto" else figures
+    with _run.temporary_store(out, prefix="otpipe-complexity-", name="study.zarr") as path:
+        job = _run.Job(path, "complexity", "cells", len(cells), fields, fp, content, log=log)
+        stored = job.existing(resume=resume, overwrite=overwrite)
+        if job.already_complete(stored):
             return open_study(job.out)
         ck = job.checkpoint(stored, {**tag("complexity"), "fingerprint": fp, "run": content})
         log.info("complexity: %d cells (%d eps x %d dims x %d N) x %d repetitions, %s", len(cells), len(eps),
@@ -217,9 +210,6 @@ def run_study(
                        else job.out.parent / (job.out.name.removesuffix(".zarr") + "_figures"))
             plot_study(ds, fig_dir)
         return ds
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
 
 def _run_cells(ck, cells, eps, dims, ns, reps, kw, *, cluster, client, progress: bool) -> None:
@@ -267,7 +257,7 @@ def open_study(path):
     attrs = stored_attrs(path)
     if attrs is None:
         raise FileNotFoundError(f"no complexity result at {path}")
-    if not _is_ours(attrs):
+    if result_type(attrs) != "complexity":
         raise ValueError(f"{path} is not an otpipe complexity result")
     if not attrs.get("complete"):
         raise ValueError(f"{path} is an unfinished study: finish it with `otpipe complexity ... --resume`")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from otpipe.engine import plan as _plan
 from otpipe.engine import result as _result
 from otpipe.engine import run as _run
 from otpipe.engine.identity import check_same, fingerprint, versions
-from otpipe.engine.interrupt import Interrupted, guard, resume_hint
+from otpipe.engine.interrupt import interruptible
 from otpipe.engine.progress import Progress
 from otpipe.pipelines.tasks import (
     KERNEL_LOSSES,
@@ -385,39 +384,25 @@ def pairwise(
             summary.update(_estimate.summary(units, _seconds_per_solve(src, tgt, rp), n_workers, "solve"))
         return summary
 
-    if stored is not None and stored.get("complete"):
-        log.info("%s is already complete: nothing to compute", out)
+    if _run.already_complete(out, stored, log):
         ds = _result.open_result(out)
         ds.attrs.update(tiles_computed=0, tiles_resumed=int(stored["n_tiles"]), self_tasks_computed=0, pairs_computed=0, seconds=0.0)
         return ds
-    tmp = None
-    if out is None:
-        tmp = tempfile.TemporaryDirectory(prefix="otpipe-pairwise-")
-        out = Path(tmp.name) / "result.zarr"
-    try:
+    with _run.temporary_store(out, prefix="otpipe-pairwise-", name="result.zarr") as path:
         with open_client(spec, client=client) as c:
-            ds = _guarded(c, src, tgt, rp, fp, content, Path(out), tile, stored, overwrite, progress)
-            if tmp is not None:
-                ds = ds.load()
-            return ds
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+            ds = _guarded(c, src, tgt, rp, fp, content, path, tile, stored, overwrite, progress)
+            return ds.load() if out is None else ds
 
 
 def _guarded(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress):
-    """The run proper; Ctrl-C keeps the finished tiles and raises :class:`Interrupted`."""
+    """The run proper; Ctrl-C keeps the finished tiles and raises :class:`~otpipe.engine.interrupt.Interrupted`."""
     state = {"created": stored is not None, "done": 0, "total": None}
-    with guard() as g:
-        try:
-            return _run_tiles(c, src, tgt, rp, fp, content, out, tile, stored, overwrite, progress, g, state)
-        except KeyboardInterrupt:
-            if not state["created"]:
-                raise Interrupted(f"nothing was saved yet (interrupted before the first tile of {out})") from None
-            done = state["done"]
-            total = state["total"]
-            what = f"{done} of {total} tiles are saved in {out}" if total else f"the finished work is saved in {out}"
-            raise Interrupted(f"{what}; {resume_hint(out)}") from None
+
+    def saved():
+        return (state["done"], state["total"]) if state["created"] else None
+
+    with interruptible(out, what="tiles", first="tile", saved=saved) as g:
+        return _run_tiles(c, src, tgt, rp, fp, content, out, tile, stored, overwrite, progress, g, state)
 
 
 def _convergence(out: Path, symmetric: bool) -> dict:
@@ -643,7 +628,7 @@ def _complete(r: _Tiles, t0: float, self_computed: int, computed: int, n_done_be
         summ = _convergence(out, r.symmetric)
         remedy = ("use --tol 1e-3 (Python: tol=1e-3) for converged solves, or a larger --blur"
                   if rp.tol is None else "raise --max-iter or use a larger --blur")
-        name = "this run" if out.name == "result.zarr" and out.parent.name.startswith("otpipe-pairwise-") else str(out)
+        name = "this run" if _run.is_temporary(out) else str(out)
         conv = _conv.result_attrs(summ, what=f"the Sinkhorn solves of {name}", remedy=remedy)
     with r.g.critical():
         _result.mark_complete(

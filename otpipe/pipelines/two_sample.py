@@ -330,8 +330,7 @@ def many_two_sample_tests(
     fp, content = _fingerprint(tp, src, tgt)
     job = _run.Job(Path(out) if out is not None else None, "two_sample", "tests", tp.n_tests, _fields(tp), fp,
                    content, log=log)
-    stored = job.existing(is_ours=lambda a: result_type(a) == "two_sample", label="two-sample", resume=resume,
-                          overwrite=overwrite, dry_run=dry_run)
+    stored = job.existing(label="two-sample", resume=resume, overwrite=overwrite, dry_run=dry_run)
     if dry_run:
         summary = {"n_tests": tp.n_tests, "by": tp.by, "by_reason": tp.by_reason, "statistic": statistic,
                    "n_permutations": int(n_permutations), "source_groups": len(tp.source_groups),
@@ -342,8 +341,7 @@ def many_two_sample_tests(
         if stored is not None:
             _run.remaining(est, summary["tests_done"], tp.n_tests)
         return summary | est
-    if stored is not None and stored.get("complete"):
-        log.info("%s is already complete: nothing to compute", out)
+    if job.already_complete(stored):
         return open_result(out)
     log.info("two-sample: %s", tp.describe())
     attrs = _attrs({}, statistic=statistic, n_permutations=n_permutations, seed=seed, by=tp.by,
