@@ -18,10 +18,11 @@ on the same eps-schedule (one ``diameter`` for the whole run).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from otpipe.geometry.boxes import bounds, box_diagonal, union
 
 __all__ = ["RunParams", "bbox_task", "self_task", "cross_task", "KERNEL_LOSSES", "LOSSES"]
 
@@ -177,16 +178,10 @@ def _groups(sizes_x: list[int], sizes_y: list[int], gpu: bool = False) -> list[l
 
 
 def bbox_task(path: str, indices) -> tuple[np.ndarray, np.ndarray]:
-    """Per-coordinate ``(min, max)`` of the points with positive weight of the given measures."""
-    lo = hi = None
-    for x, w in _read(path, indices, normalize=False):
-        x = np.asarray(x, dtype=np.float64)[w > 0]
-        if len(x) == 0:
-            continue
-        a, b = x.min(axis=0), x.max(axis=0)
-        lo = a if lo is None else np.minimum(lo, a)
-        hi = b if hi is None else np.maximum(hi, b)
-    return lo, hi
+    """Per-coordinate ``(min, max)`` (float64) of the points with positive weight of the given measures
+    (``(None, None)`` when there is none)."""
+    box = union(bounds(np.asarray(x, dtype=np.float64)[w > 0]) for x, w in _read(path, indices, normalize=False))
+    return (None, None) if box is None else box
 
 
 def self_task(path: str, indices, prm: RunParams) -> dict:
@@ -298,9 +293,4 @@ def cross_task(
 
 def diameter_from_boxes(boxes, blur: float) -> float:
     """Bounding-box diagonal from per-task ``(min, max)`` pairs (``blur`` if every point coincides)."""
-    los = [lo for lo, hi in boxes if lo is not None]
-    his = [hi for lo, hi in boxes if hi is not None]
-    if not los:
-        return float(blur)
-    d = float(np.linalg.norm(np.max(his, axis=0) - np.min(los, axis=0)))
-    return d if d > 0 and math.isfinite(d) else float(blur)
+    return box_diagonal(union(boxes), float(blur))

@@ -7,11 +7,12 @@ at the top (largest ``y``), so a digit reads as it did in its file.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from otpipe.geometry.boxes import lattice
 
 __all__ = ["PixelGrid", "pixel_grid", "to_image", "sample_by_label", "draw_measures", "plot_collection"]
 
@@ -29,36 +30,21 @@ class PixelGrid:
     height: int
 
 
-def _spacing(values: np.ndarray) -> float | None:
-    """The lattice step of sorted unique coordinates (all differences integer multiples of it), or None."""
-    d = np.diff(values)
-    d = d[d > 1e-9 * max(1.0, float(np.abs(values).max(initial=0.0)))]
-    if len(d) == 0:
-        return 1.0
-    h = float(d.min())
-    k = d / h
-    return h if np.allclose(k, np.round(k), atol=1e-4) else None
-
-
 def pixel_grid(point_sets) -> PixelGrid | None:
     """The common pixel lattice of 2-D point sets (one spacing in x and y, one origin), or ``None``
-    when they are not on one lattice (point clouds) or it would exceed :data:`MAX_SIDE` pixels."""
+    when they are not on one lattice (point clouds) or it would exceed :data:`MAX_SIDE` pixels.
+
+    The lattice is :func:`otpipe.geometry.boxes.lattice`'s (the one the fixed-support barycenters find);
+    points that all coincide are one pixel of side 1.
+    """
     pts = [np.asarray(p, dtype=float) for p in point_sets]
     if not pts or any(p.ndim != 2 or p.shape[1] != 2 or len(p) == 0 for p in pts):
         return None
-    allp = np.concatenate(pts)
-    ux, uy = np.unique(allp[:, 0]), np.unique(allp[:, 1])
-    hx, hy = _spacing(ux), _spacing(uy)
-    if hx is None or hy is None:
+    found = lattice(np.concatenate(pts), empty_spacing=1.0, max_side=MAX_SIDE)
+    if found is None:
         return None
-    if len(ux) > 1 and len(uy) > 1 and not math.isclose(hx, hy, rel_tol=1e-4):
-        return None
-    h = hx if len(ux) > 1 else hy
-    lo = allp.min(0)
-    size = np.round((allp.max(0) - lo) / h).astype(int) + 1
-    if size.max() > MAX_SIDE:
-        return None
-    return PixelGrid((float(lo[0]), float(lo[1])), float(h), int(size[0]), int(size[1]))
+    lo, h, (width, height) = found
+    return PixelGrid((float(lo[0]), float(lo[1])), float(h), int(width), int(height))
 
 
 def to_image(points, weights, grid: PixelGrid) -> np.ndarray:
