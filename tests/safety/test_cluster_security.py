@@ -117,7 +117,7 @@ run_dir: {tmp_path / 'run'}
 cluster: {{scheduler: '{address}', tls_ca_file: '{f['ca']}', tls_cert: '{f['cert']}', tls_key: '{f['key']}'}}
 steps:
   - {{step: synth, id: shapes, params: {{n_measures: 4, n_points: 10}}}}
-  - {{step: distances, id: d, inputs: [shapes], params: {{no_progress: true}}}}
+  - {{step: distances, id: d, inputs: [shapes]}}
 """)
     code, err = cli("run", spec)
     assert code == 0, err
