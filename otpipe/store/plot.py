@@ -22,7 +22,19 @@ MAX_SIDE = 2048
 
 @dataclass(frozen=True)
 class PixelGrid:
-    """A 2-D lattice: points ``origin + spacing * (i, j)``, ``i < width`` (x), ``j < height`` (y)."""
+    """A 2-D lattice: points ``origin + spacing * (i, j)``, ``i < width`` (x), ``j < height`` (y).
+
+    Parameters
+    ----------
+    origin : tuple of float
+        The lattice point ``(x, y)`` of pixel ``(0, 0)`` (the lower left).
+    spacing : float
+        The step in x and y.
+    width : int
+        Pixels along x.
+    height : int
+        Pixels along y.
+    """
 
     origin: tuple[float, float]
     spacing: float
@@ -31,11 +43,21 @@ class PixelGrid:
 
 
 def pixel_grid(point_sets) -> PixelGrid | None:
-    """The common pixel lattice of 2-D point sets (one spacing in x and y, one origin), or ``None``
-    when they are not on one lattice (point clouds) or it would exceed :data:`MAX_SIDE` pixels.
+    """The common pixel lattice of 2-D point sets (one spacing in x and y, one origin).
 
     The lattice is :func:`otpipe.geometry.boxes.lattice`'s (the one the fixed-support barycenters find);
     points that all coincide are one pixel of side 1.
+
+    Parameters
+    ----------
+    point_sets : sequence of array_like
+        Non-empty ``(N_k, 2)`` point sets.
+
+    Returns
+    -------
+    PixelGrid or None
+        The lattice; ``None`` when there are no sets, a set is empty or not ``(N, 2)``, the points are not on one
+        lattice (point clouds), or the lattice would exceed :data:`MAX_SIDE` pixels a side.
     """
     pts = [np.asarray(p, dtype=float) for p in point_sets]
     if not pts or any(p.ndim != 2 or p.shape[1] != 2 or len(p) == 0 for p in pts):
@@ -48,7 +70,22 @@ def pixel_grid(point_sets) -> PixelGrid | None:
 
 
 def to_image(points, weights, grid: PixelGrid) -> np.ndarray:
-    """``(height, width)`` array of the weights on ``grid``; row 0 is the top (largest ``y``)."""
+    """The weights of a measure as an image on ``grid``; row 0 is the top (largest ``y``).
+
+    Parameters
+    ----------
+    points : array_like
+        ``(N, 2)`` points on the lattice.
+    weights : array_like
+        ``(N,)`` weights (points on one pixel add up).
+    grid : PixelGrid
+        The lattice.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height, width)`` float64 image.
+    """
     p = np.asarray(points, dtype=float)
     ij = np.round((p - np.asarray(grid.origin)) / grid.spacing).astype(int)
     img = np.zeros((grid.height, grid.width))
@@ -57,9 +94,26 @@ def to_image(points, weights, grid: PixelGrid) -> np.ndarray:
 
 
 def sample_by_label(n: int, labels, n_max: int) -> list[int]:
-    """Up to ``n_max`` of ``n`` indices with every label represented by the same number of measures
-    (evenly spaced within each label, in label order; the first ``n_max`` labels if there are more);
-    without labels, ``n_max`` evenly spaced indices."""
+    """Up to ``n_max`` of ``n`` indices with every label represented by the same number of measures.
+
+    Each label (compared as ``str``, in natural order: integers numerically first) gives ``n_max // n_labels``
+    (at least 1) of its indices, evenly spaced, or all of them when it has fewer; the list is cut at ``n_max``
+    (the first ``n_max`` labels when there are more). Without labels, ``n_max`` evenly spaced indices.
+
+    Parameters
+    ----------
+    n : int
+        Number of measures.
+    labels : array_like or None
+        One label per measure, or ``None``.
+    n_max : int
+        Most indices returned.
+
+    Returns
+    -------
+    list of int
+        The indices (all of them when ``n <= n_max``).
+    """
     if n <= n_max:
         return list(range(n))
     if labels is None:
@@ -79,12 +133,38 @@ def _natural_sorted(values) -> list[str]:
 
 def draw_measures(measures, titles, *, grid: PixelGrid | None = None, suptitle: str = "", cols: int | None = None,
                   rows_by=None):
-    """A matplotlib figure with one panel per ``(points, weights)``: images (greyscale, ink dark,
-    upright, all on ``grid``, the common lattice found by :func:`pixel_grid` when ``None``), 1-D
-    measures as weighted histograms, 2-D/3-D clouds as scatter plots with marker area ~ weight.
+    """A matplotlib figure with one panel per ``(points, weights)``.
 
-    ``rows_by``: one key per measure; the measures of each distinct key (e.g. a label) form one column
-    (or one row, whichever gives the wider picture).
+    With a grid, every measure is drawn as an image on it (greyscale, ink dark, upright); without one, 1-D
+    measures as weighted histograms, 2-D clouds as scatter plots and clouds of 3 or more dimensions as 3-D scatter
+    plots of their first three coordinates (marker area ~ weight). Uses matplotlib's ``Agg`` backend.
+
+    Parameters
+    ----------
+    measures : sequence of tuple
+        ``(points, weights)`` per panel.
+    titles : sequence of str
+        One title per panel.
+    grid : PixelGrid or None, default None
+        The common lattice of images; ``None``: found by :func:`pixel_grid` (point clouds when there is none).
+    suptitle : str, default ""
+        Title of the figure.
+    cols : int or None, default None
+        Panels per row of a plain grid (default: ``min(len(measures), 8)``); not used when ``rows_by`` sets the
+        layout.
+    rows_by : sequence or None, default None
+        One key per measure (e.g. its label): the measures of each distinct key form one column (or one row,
+        when there are fewer keys than measures per key: the wider picture); more than 20 keys: a plain grid.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (the caller saves and closes it).
+
+    Raises
+    ------
+    ValueError
+        If there are no measures.
     """
     import matplotlib
 
@@ -146,7 +226,30 @@ def _layout(n: int, cols: int | None, rows_by) -> list[tuple[int, int]]:
 
 
 def plot_collection(collection, out: str | os.PathLike, *, max_measures: int = 30, title: str | None = None) -> str:
-    """Write a PNG of a sample of ``collection`` (:func:`sample_by_label`); returns its path."""
+    """Write a PNG of a sample of ``collection`` (:func:`sample_by_label`).
+
+    Parameters
+    ----------
+    collection : Collection
+        The collection (not empty).
+    out : str or os.PathLike
+        The PNG to write.
+    max_measures : int, default 30
+        Most measures drawn.
+    title : str or None, default None
+        Title of the figure; ``None``: the collection's folder name. When only a sample is drawn, ``" (k of n)"``
+        is appended.
+
+    Returns
+    -------
+    str
+        ``out`` as a string.
+
+    Raises
+    ------
+    ValueError
+        If the collection is empty.
+    """
     import matplotlib.pyplot as plt
 
     n = len(collection)
