@@ -31,18 +31,62 @@ GROUP = "_checkpoint"
 
 
 class Field:
-    """One per-task array: ``shape`` after the task axis, dtype, fill value, and how many tasks have it."""
+    """One per-task array: ``shape`` after the task axis, dtype, fill value, and how many tasks have it.
+
+    Parameters
+    ----------
+    shape : tuple of int, default ()
+        The shape of one task's value (the array is ``(rows, *shape)``).
+    dtype : str, default "float64"
+        The array's dtype.
+    fill : scalar, default numpy.nan
+        The value of the rows of tasks not done.
+    rows : int or None, default None
+        Rows of the array: tasks ``t < rows`` have the field (:meth:`Checkpoint.record` skips the others);
+        ``None``: every task.
+    """
 
     def __init__(self, shape: tuple = (), dtype: str = "float64", fill=np.nan, rows: int | None = None):
         self.shape, self.dtype, self.fill, self.rows = tuple(int(s) for s in shape), dtype, fill, rows
 
 
 def check_existing(out: Path, *, is_ours, what: str, resume: bool, overwrite: bool, fp: str, content: dict) -> dict | None:
-    """What to do with ``out`` before a run: the stored attrs to resume from, or ``None`` to start
-    afresh (the caller then removes an old result of ours with :func:`remove`); refuses to clobber
-    anything else (a symbolic link, a file, a store otpipe did not make: :mod:`otpipe._made`).
+    """What to do with ``out`` before a run: resume from its stored attrs, or start afresh.
 
-    ``is_ours(attrs) -> bool`` tells whether stored attrs belong to a ``what`` result.
+    With ``None`` the caller starts afresh (removing an old result of ours with :func:`remove`); anything
+    else (a symbolic link, a file, a store otpipe did not make: :mod:`otpipe._made`) is refused.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The result store of the run.
+    is_ours : callable
+        ``is_ours(attrs) -> bool``: whether stored attrs belong to a ``what`` result.
+    what : str
+        The kind of result, as named in the error messages.
+    resume : bool
+        Continue the run stored at ``out``: its stored fingerprint must be ``fp``
+        (:func:`otpipe.engine.identity.check_same`).
+    overwrite : bool
+        Replace an existing result of ours (or an empty folder).
+    fp : str
+        The fingerprint of this run's parameters.
+    content : dict
+        The parameters the fingerprint is made of (named in the message of a mismatch).
+
+    Returns
+    -------
+    dict or None
+        The stored attrs when resuming; ``None`` when ``out`` does not exist or is to be replaced.
+
+    Raises
+    ------
+    ValueError
+        If both ``resume`` and ``overwrite`` are given, ``resume`` finds no ``what`` result at ``out``, or its
+        fingerprint differs.
+    FileExistsError
+        If ``out`` is a symbolic link, exists without ``overwrite`` or ``resume``, or is neither an empty folder
+        nor a ``what`` result.
     """
     from otpipe._made import check_replaceable
 
@@ -71,14 +115,34 @@ def check_existing(out: Path, *, is_ours, what: str, resume: bool, overwrite: bo
 
 
 def remove(out: Path) -> None:
-    """Remove the otpipe result store at ``out`` (only what otpipe made: :func:`otpipe._made.remove_made`)."""
+    """Remove the otpipe result store at ``out`` (only what otpipe made: :func:`otpipe._made.remove_made`).
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The result store.
+    """
     from otpipe._made import remove_made
 
     remove_made(out)
 
 
 class Checkpoint:
-    """The per-task rows of a run (see the module docstring); ``out=None``: in memory only."""
+    """The per-task rows of a run (see the module docstring); ``out=None``: in memory only.
+
+    The constructor only allocates the rows (every task not done); :meth:`create` and :meth:`load` open a store.
+
+    Parameters
+    ----------
+    out : pathlib.Path or None
+        The result store holding the ``_checkpoint`` group; ``None``: nothing is written.
+    n : int
+        Number of tasks.
+    fields : dict of str to Field
+        The per-task arrays, by name.
+    chunk : int, default CHUNK
+        Tasks per chunk of the stored arrays (at most ``n``).
+    """
 
     def __init__(self, out: Path | None, n: int, fields: dict[str, Field], *, chunk: int = CHUNK):
         self.out = None if out is None else Path(out)
@@ -97,9 +161,28 @@ class Checkpoint:
     @classmethod
     def create(cls, out: Path, attrs: dict, n: int, fields: dict[str, Field], *, kind: str,
                chunk: int = CHUNK) -> Checkpoint:
-        """A new store at ``out`` (which must not exist) with ``attrs``, otpipe's marker for ``kind``
-        (:func:`otpipe._made.made_attrs`) and empty rows; ``chunk`` tasks per chunk (1: every task is
-        its own region of the store, written alone)."""
+        """A new store at ``out`` (which must not exist) with ``attrs``, ``complete = False`` and empty rows.
+
+        Parameters
+        ----------
+        out : pathlib.Path
+            The store to create (its parent folders are made).
+        attrs : dict
+            The run's attributes (parameters, fingerprint).
+        n : int
+            Number of tasks.
+        fields : dict of str to Field
+            The per-task arrays, by name.
+        kind : str
+            The kind of result, written as otpipe's marker (:func:`otpipe._made.made_attrs`).
+        chunk : int, default CHUNK
+            Tasks per chunk (1: every task is its own region of the store, written alone).
+
+        Returns
+        -------
+        Checkpoint
+            The checkpoint of the new store, no task done.
+        """
         import zarr
 
         from otpipe._made import made_attrs
@@ -119,7 +202,29 @@ class Checkpoint:
 
     @classmethod
     def load(cls, out: Path, n: int, fields: dict[str, Field], *, chunk: int = CHUNK) -> Checkpoint:
-        """The rows stored at ``out`` (an unfinished run); ``chunk`` as given to :meth:`create`."""
+        """The rows stored at ``out`` (an unfinished run).
+
+        Parameters
+        ----------
+        out : pathlib.Path
+            The store of the unfinished run.
+        n : int
+            Number of tasks.
+        fields : dict of str to Field
+            The per-task arrays, by name (those the store lacks keep their fill value).
+        chunk : int, default CHUNK
+            As given to :meth:`create`.
+
+        Returns
+        -------
+        Checkpoint
+            The stored rows, ``done`` marks and notes (of tasks done).
+
+        Raises
+        ------
+        ValueError
+            If ``out`` has no ``_checkpoint`` group.
+        """
         import zarr
 
         self = cls(out, n, fields, chunk=chunk)
@@ -137,11 +242,21 @@ class Checkpoint:
     # ---- rows ----------------------------------------------------------------------------------
     @property
     def n_done(self) -> int:
+        """Number of tasks done."""
         return int(self.done.sum())
 
     def record(self, t: int, note=None, **values) -> None:
-        """Task ``t`` finished with ``values`` (one per field; a field whose ``rows`` excludes ``t`` is
-        skipped) and an optional JSON-able ``note``."""
+        """Task ``t`` finished with ``values`` and an optional note (kept in memory until :meth:`flush`).
+
+        Parameters
+        ----------
+        t : int
+            The task.
+        note : object, optional
+            A JSON-able note (e.g. the warnings the task raised).
+        **values
+            One value per field name; ``None``, or a field whose ``rows`` excludes ``t``, is skipped.
+        """
         for k, v in values.items():
             if v is None or t >= self.data[k].shape[0]:
                 continue
@@ -153,7 +268,14 @@ class Checkpoint:
         self._dirty.add(t // self._chunk)
 
     def due(self) -> bool:
-        """Whether a flush is due (changes older than :data:`FLUSH_SECONDS`)."""
+        """Whether a flush is due (changes older than :data:`FLUSH_SECONDS`).
+
+        Returns
+        -------
+        bool
+            True when there are unwritten changes, a store, and :data:`FLUSH_SECONDS` have passed since the
+            last flush.
+        """
         return bool(self._dirty) and self.out is not None and time.monotonic() - self._last >= FLUSH_SECONDS
 
     def flush(self) -> None:
@@ -183,7 +305,18 @@ class Checkpoint:
 
 
 def finalise(out: Path, ds) -> None:
-    """Write ``ds`` into the store at ``out``, then ``complete = True``, then drop ``_checkpoint``."""
+    """Write ``ds`` into the store at ``out``, then ``complete = True``, then drop ``_checkpoint``.
+
+    Arrays left by an interrupted finalisation are removed first; the attrs written are those of ``ds`` plus the
+    markers written at creation.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The store made by :meth:`Checkpoint.create`.
+    ds : xarray.Dataset
+        The result.
+    """
     import warnings
 
     import zarr

@@ -52,7 +52,13 @@ class Guard:
 
     @contextlib.contextmanager
     def critical(self) -> Iterator[None]:
-        """A section that SIGINT does not interrupt (the interrupt is raised when it ends)."""
+        """A section that SIGINT does not interrupt (the interrupt is raised when it ends).
+
+        Yields
+        ------
+        None
+            Control, for the body of the ``with`` block.
+        """
         self._depth += 1
         try:
             yield
@@ -74,8 +80,23 @@ class Guard:
             raise KeyboardInterrupt
 
     def completed(self, futures, poll: float = 0.1) -> Iterator:
-        """The ``futures`` in order of completion, waiting in this thread (SIGINT is checked every
-        ``poll`` seconds, never raised inside Dask's client code)."""
+        """The ``futures`` in order of completion, waiting in this thread.
+
+        SIGINT is deferred while waiting and checked before and after each future is handed out and every
+        ``poll`` seconds, so it is never raised inside Dask's client code.
+
+        Parameters
+        ----------
+        futures : iterable of distributed.Future
+            The futures to wait for.
+        poll : float, default 0.1
+            Seconds between checks while no future is ready.
+
+        Yields
+        ------
+        distributed.Future
+            Each future once it has finished (done, failed or cancelled).
+        """
         from distributed import as_completed
 
         ac = as_completed(list(futures))
@@ -96,8 +117,16 @@ class Guard:
 
 @contextlib.contextmanager
 def guard() -> Iterator[Guard]:
-    """Install the SIGINT handler of a :class:`Guard` (main thread only, and only over Python's
-    default handler); restore the previous handler on exit."""
+    """Install the SIGINT handler of a :class:`Guard`; restore the previous handler on exit.
+
+    The handler is installed only in the main thread and only over Python's default handler; elsewhere the
+    guard is returned without it (its :meth:`Guard.critical` sections then defer nothing).
+
+    Yields
+    ------
+    Guard
+        The SIGINT state of the run.
+    """
     g = Guard()
     installed = False
     previous = None
@@ -114,7 +143,21 @@ def guard() -> Iterator[Guard]:
 
 
 def resume_hint(out, api: str = "resume=True") -> str:
-    """How to continue an interrupted run: the same ``otpipe`` command with ``--resume`` (or ``api``)."""
+    """How to continue an interrupted run: the same ``otpipe`` command with ``--resume`` (or ``api``).
+
+    Parameters
+    ----------
+    out : path
+        The result store of the run.
+    api : str, default "resume=True"
+        The argument that resumes a run started from Python (not from the ``otpipe`` command).
+
+    Returns
+    -------
+    str
+        ``"continue with: otpipe ... --resume"`` (the command line, ``--overwrite`` dropped), or
+        ``"continue with the same call and resume=True (out='OUT')"``.
+    """
     import shlex
 
     argv = list(sys.argv)
@@ -166,12 +209,12 @@ def interruptible(out, *, what: str, saved: Callable[[], tuple[int, int | None] 
         Its keys in words, plural (``"tiles"``).
     saved : callable
         ``saved() -> (done, total)``, read at the interrupt; ``None`` while the store is not created yet.
-    first : str
+    first : str, default "key"
         One key in words (``"tile"``), for ``"interrupted before the first tile of OUT"``.
 
-    Returns
-    -------
-    contextlib.AbstractContextManager of Guard
+    Yields
+    ------
+    Guard
         The guard of the run (:meth:`Guard.critical` sections, :meth:`Guard.completed` waits).
     """
     with guard() as g:

@@ -65,7 +65,19 @@ def tag(kind: str) -> dict:
 
 
 def stored_attrs(path) -> dict | None:
-    """The attrs of the Zarr group at ``path`` (``None`` when there is none)."""
+    """The attrs of the Zarr group at ``path`` (``None`` when there is none).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A folder that may hold a Zarr v3 group.
+
+    Returns
+    -------
+    dict or None
+        The group's attributes, read from its ``zarr.json`` (``{}`` when it has none); ``None`` when there is no
+        readable ``zarr.json``.
+    """
     try:
         return json.loads((Path(path) / "zarr.json").read_text()).get("attributes") or {}
     except (OSError, ValueError, AttributeError):
@@ -103,12 +115,39 @@ def result_type(attrs: dict | None) -> str | None:
 
 
 def is_result(path) -> bool:
-    """Whether ``path`` holds an otpipe distance-matrix result (complete or not)."""
+    """Whether ``path`` holds an otpipe distance-matrix result (complete or not).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The store.
+
+    Returns
+    -------
+    bool
+        True when its type (:func:`result_type`) is ``"distances"``.
+    """
     return result_type(stored_attrs(path)) == "distances"
 
 
 def pairwise_attrs(path) -> dict:
-    """The attrs of the pairwise result at ``path`` (``ValueError`` if it is not an otpipe result)."""
+    """The attrs of the pairwise result at ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The store.
+
+    Returns
+    -------
+    dict
+        A copy of its attributes.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not an otpipe distance-matrix result.
+    """
     attrs = stored_attrs(path)
     if result_type(attrs) != "distances":
         raise ValueError(f"{path} is not an otpipe pairwise result")
@@ -131,7 +170,32 @@ def create(
 ) -> None:
     """Write the empty template (metadata and coordinates only; ``compute=False``).
 
-    ``overwrite`` replaces an existing otpipe result; anything else at ``path`` is refused.
+    The matrices are filled with NaN (``n_iter`` with 0) and chunked ``(tile, tile)``; every checkpoint marker is
+    false; the attrs are ``attrs`` plus the type tag, ``complete=False``, ``created``, ``tile`` and ``n_tiles``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The store to write.
+    names_source, names_target : sequence of str
+        The measure names, the coordinates of ``source`` and ``target``.
+    labels_source, labels_target : sequence, optional
+        Their labels, stored as ``source_label`` / ``target_label`` when given.
+    tile : int
+        The tile size (the chunk size of the matrices and self terms).
+    n_tiles : int
+        Number of tiles (markers of ``tile_done``).
+    n_self_source, n_self_target : int
+        Number of self-term chunks of each side (markers of ``self_done_source`` / ``self_done_target``).
+    attrs : dict
+        The run's attributes (parameters, fingerprint, versions, content hashes).
+    overwrite : bool, default False
+        Replace an existing otpipe result (or an empty folder); anything else at ``path`` is refused.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is false, or it is neither an otpipe result nor an empty folder.
     """
     import dask.array as da
     import xarray as xr
@@ -175,7 +239,19 @@ def _now() -> str:
 
 
 def load_state(path) -> dict:
-    """Checkpoints of a stored run: ``tile_done``, ``self_done_*``, the self terms and the attrs."""
+    """Checkpoints of a stored run: ``tile_done``, ``self_done_*``, the self terms and the attrs.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The result store.
+
+    Returns
+    -------
+    dict
+        ``attrs`` (dict), the boolean arrays ``tile_done``, ``self_done_source``, ``self_done_target`` and the
+        arrays ``self_source``, ``self_target``.
+    """
     import zarr
 
     g = zarr.open_group(str(path), mode="r", use_consolidated=False)
@@ -218,7 +294,20 @@ def forget(path) -> None:
 
 
 def write_tile(path, tile, out: dict, symmetric: bool) -> None:
-    """Write one tile's arrays (and their mirror for an off-diagonal symmetric tile), then its marker."""
+    """Write one tile's arrays (and their mirror for an off-diagonal symmetric tile), then its marker.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The result store.
+    tile : Tile
+        The tile: its rows ``r0:r1``, columns ``c0:c1``, ``index`` and ``diagonal``.
+    out : dict
+        One ``(r1 - r0, c1 - c0)`` array per matrix variable (``divergence``, ``ot``, ``n_iter``,
+        ``marginal_error``).
+    symmetric : bool
+        Whether the run is symmetric (target = source): an off-diagonal tile is also written transposed.
+    """
     st = ("source", "target")
     _region_write(
         path,
@@ -235,9 +324,22 @@ def write_tile(path, tile, out: dict, symmetric: bool) -> None:
 
 
 def write_self(path, which: str, chunk: int, r0: int, r1: int, values, mirror: bool = False) -> None:
-    """Write the self terms of measures ``r0:r1`` (``which``: "source" or "target"), then the chunk marker.
+    """Write the self terms of measures ``r0:r1``, then the chunk marker.
 
-    ``mirror`` (symmetric runs): the same values go to ``self_target`` too.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The result store.
+    which : {"source", "target"}
+        The side.
+    chunk : int
+        The index of the self-term chunk (its ``self_done_{which}`` marker).
+    r0, r1 : int
+        The measures of the chunk.
+    values : array_like
+        The ``r1 - r0`` self terms.
+    mirror : bool, default False
+        Symmetric runs: the same values go to ``self_target`` too.
     """
     v = np.asarray(values, dtype=np.float64)
     _region_write(path, {f"self_{which}": ((which,), v)}, {which: slice(r0, r1)})
@@ -255,7 +357,15 @@ def update_attrs(path, **attrs) -> None:
 
 
 def mark_complete(path, **attrs) -> None:
-    """Set ``complete=True`` (last step of a run) and consolidate the metadata."""
+    """Set ``complete=True`` (last step of a run) and consolidate the metadata.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The result store.
+    **attrs
+        Attributes merged in first, with ``completed`` (the time, UTC).
+    """
     import zarr
 
     update_attrs(path, **attrs, completed=_now())
@@ -277,6 +387,20 @@ def open_result(path, *, require_complete: bool = True, bookkeeping: bool = Fals
 
     The checkpoint variables (:data:`BOOKKEEPING`, dims ``tile``, ``source_chunk``, ``target_chunk``)
     stay in the store but are dropped from the Dataset unless ``bookkeeping=True``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The result store.
+    require_complete : bool, default True
+        Refuse a run that has not finished.
+    bookkeeping : bool, default False
+        Keep the checkpoint variables.
+
+    Returns
+    -------
+    xarray.Dataset
+        The result (consolidated metadata read when it is complete).
 
     Raises
     ------

@@ -75,9 +75,9 @@ def temporary_store(out, *, prefix: str, name: str) -> Iterator[Path]:
     name : str
         Name of the store in it (``"result.zarr"``).
 
-    Returns
-    -------
-    contextlib.AbstractContextManager of Path
+    Yields
+    ------
+    pathlib.Path
         ``Path(out)``, or ``<temporary folder>/<name>`` (:func:`is_temporary` while it lasts): a run
         returns its result loaded, before the folder is removed.
     """
@@ -110,7 +110,20 @@ def is_temporary(path) -> bool:
 
 
 def worker_count(cluster=None, client=None) -> int:
-    """Workers a dry run plans for: the client's, else the cluster spec's ``n_workers``, else up to 4 local cores."""
+    """Workers a dry run plans for: the client's, else the cluster spec's ``n_workers``, else up to 4 local cores.
+
+    Parameters
+    ----------
+    cluster : ClusterSpec or None, default None
+        The cluster the run would start (its ``n_workers``).
+    client : distributed.Client or None, default None
+        A running client: its workers count when it has any.
+
+    Returns
+    -------
+    int
+        The number of workers (at least 1).
+    """
     n = getattr(cluster, "n_workers", None) or max(1, min(os.cpu_count() or 1, 4))
     if client is not None:
         n = len(client.scheduler_info().get("workers", {})) or n
@@ -118,7 +131,23 @@ def worker_count(cluster=None, client=None) -> int:
 
 
 def remaining(est: dict, done: int, total: int) -> dict:
-    """Scale an estimate (:func:`otpipe.engine.estimate.summary`) to the ``total - done`` keys left; ``large`` again."""
+    """Scale an estimate (:func:`otpipe.engine.estimate.summary`) to the ``total - done`` keys left; ``large`` again.
+
+    Parameters
+    ----------
+    est : dict
+        The estimate of the whole run; modified in place.
+    done : int
+        Keys already done.
+    total : int
+        Keys of the run.
+
+    Returns
+    -------
+    dict
+        ``est``, its ``estimated_seconds`` and ``estimated_cpu_seconds`` times ``1 - done / max(1, total)`` and
+        ``large`` recomputed (more than :data:`otpipe.engine.estimate.LARGE_SECONDS`).
+    """
     for k in ("estimated_seconds", "estimated_cpu_seconds"):
         est[k] *= 1.0 - done / max(1, total)
     est["large"] = est["estimated_seconds"] > _estimate.LARGE_SECONDS
@@ -129,10 +158,26 @@ def remaining(est: dict, done: int, total: int) -> dict:
 class Job:
     """The result store of a checkpointed run of ``n`` keys.
 
-    ``out``: the store (``None``: in memory only); ``kind``: its result type (the marker of
-    :func:`otpipe._made.made_attrs`); ``what``: the keys in words (``"cells"``); ``fields``: the
-    per-key rows (:class:`~otpipe.engine.checkpoint.Field`); ``fp``, ``content``: the run's
-    fingerprint; ``chunk``: keys per checkpoint chunk; ``log``: the pipeline's logger.
+    Parameters
+    ----------
+    out : pathlib.Path or None
+        The store (``None``: in memory only).
+    kind : str
+        Its result type (the marker of :func:`otpipe._made.made_attrs`).
+    what : str
+        The keys in words, plural (``"cells"``).
+    n : int
+        Number of keys.
+    fields : dict of str to Field
+        The per-key rows (:class:`~otpipe.engine.checkpoint.Field`).
+    fp : str
+        The run's fingerprint.
+    content : dict
+        What the fingerprint is made of (named when a resume finds other parameters).
+    chunk : int, default CHUNK
+        Keys per checkpoint chunk (:data:`~otpipe.engine.checkpoint.CHUNK`).
+    log : logging.Logger, default the ``otpipe`` logger
+        The pipeline's logger.
     """
 
     out: Path | None
@@ -148,9 +193,27 @@ class Job:
     def existing(self, *, resume: bool, overwrite: bool, dry_run: bool = False, label: str | None = None,
                  is_ours: Callable[[dict], bool] | None = None) -> dict | None:
         """The stored attrs to resume from (``None``: start afresh); see :func:`~otpipe.engine.checkpoint.check_existing`.
-        A dry run looks only when it resumes. ``label``: the result type in the refusals (default ``kind``);
-        ``is_ours(attrs)``: whether stored attrs are a result of this run's type (default: their
-        :func:`~otpipe.engine.result.result_type` is ``kind``)."""
+
+        Parameters
+        ----------
+        resume : bool
+            Continue the stored run.
+        overwrite : bool
+            Replace an existing result of this type.
+        dry_run : bool, default False
+            A dry run looks at ``out`` only when it resumes.
+        label : str or None, default None
+            The result type named in the refusals (default ``kind``).
+        is_ours : callable or None, default None
+            ``is_ours(attrs) -> bool``: whether stored attrs are a result of this run's type (default: their
+            :func:`~otpipe.engine.result.result_type` is ``kind``).
+
+        Returns
+        -------
+        dict or None
+            The stored attrs when resuming; ``None`` with no ``out``, for a dry run that does not resume, or when
+            the run starts afresh.
+        """
         if self.out is None or (dry_run and not resume):
             return None
         if is_ours is None:
@@ -160,11 +223,33 @@ class Job:
                                   overwrite=overwrite, fp=self.fp, content=self.content)
 
     def already_complete(self, stored: dict | None) -> bool:
-        """Whether the stored run is already complete (:func:`already_complete`)."""
+        """Whether the stored run is already complete (:func:`already_complete`).
+
+        Parameters
+        ----------
+        stored : dict or None
+            The attrs returned by :meth:`existing`.
+
+        Returns
+        -------
+        bool
+            ``True`` when ``stored["complete"]`` (then logged).
+        """
         return already_complete(self.out, stored, self.log)
 
     def n_done(self, stored: dict | None) -> int:
-        """Keys already done in the stored run (all of them when it is complete)."""
+        """Keys already done in the stored run (all of them when it is complete).
+
+        Parameters
+        ----------
+        stored : dict or None
+            The attrs returned by :meth:`existing` (``None``: nothing stored).
+
+        Returns
+        -------
+        int
+            0 without ``stored``, ``n`` when it is complete, else the keys its checkpoint marks done.
+        """
         if stored is None:
             return 0
         if stored.get("complete"):
@@ -172,8 +257,21 @@ class Job:
         return _ck.Checkpoint.load(self.out, self.n, self.fields, chunk=self.chunk).n_done
 
     def checkpoint(self, stored: dict | None, attrs: dict) -> _ck.Checkpoint:
-        """The checkpoint to record into: in memory (no ``out``), a new store with ``attrs`` (replacing an
-        old result of ours), or the stored one (``stored``: the attrs of an unfinished run)."""
+        """The checkpoint to record into: in memory, a new store, or the stored one.
+
+        Parameters
+        ----------
+        stored : dict or None
+            The attrs of an unfinished run to resume (:meth:`existing`); ``None``: start afresh.
+        attrs : dict
+            The attributes of a new store.
+
+        Returns
+        -------
+        Checkpoint
+            In memory without ``out``; with ``stored``, the stored one (loaded, the resume logged); else a new
+            store with ``attrs`` at ``out`` (an old result of ours there is removed first).
+        """
         if self.out is None:
             return _ck.Checkpoint(None, self.n, self.fields, chunk=self.chunk)
         if stored is None:
@@ -185,8 +283,20 @@ class Job:
 
 
 def execute(g, futures: dict, write: Callable[[object, object], None]) -> None:
-    """Wait for ``futures`` (``{future: key}``) through the guard ``g``; ``write(key, result)`` each one as
-    it finishes (under ``g.critical()``: a Ctrl-C never splits a region write), then count it done."""
+    """Wait for ``futures`` through the guard ``g`` and write each result as it finishes.
+
+    Each write runs under ``g.critical()`` (a Ctrl-C never splits a region write); the future is then released
+    and counted done (:meth:`~otpipe.engine.interrupt.Guard.task_done`).
+
+    Parameters
+    ----------
+    g : Guard
+        The run's guard (:func:`~otpipe.engine.interrupt.guard`).
+    futures : dict
+        ``{future: key}``.
+    write : callable
+        ``write(key, result)``: writes a finished key into its region of the result.
+    """
     for f in g.completed(futures):
         res = f.result()
         with g.critical():
@@ -203,6 +313,29 @@ def session(ck: _ck.Checkpoint, *, client, cluster, progress: bool, desc: str, u
     end, and on Ctrl-C before the cluster is closed, ``ck`` is flushed; a Ctrl-C then raises
     :class:`~otpipe.engine.interrupt.Interrupted` saying how many ``what`` are saved and how to
     resume (a plain ``KeyboardInterrupt`` when ``ck`` is in memory only).
+
+    Parameters
+    ----------
+    ck : Checkpoint
+        The run's checkpoint.
+    client : distributed.Client or None
+        An existing client (left open), else one is opened on ``cluster`` (:func:`otpipe.engine.cluster.open_client`).
+    cluster : ClusterSpec or None
+        Where to run without ``client``.
+    progress : bool
+        Show the progress bar (on stderr).
+    desc : str
+        The progress bar's label.
+    unit : str
+        The progress bar's unit.
+    what : str
+        The keys in words, plural, for the Ctrl-C message.
+
+    Yields
+    ------
+    tuple
+        ``(client, guard, bar)``: the ``distributed.Client``, the :class:`~otpipe.engine.interrupt.Guard` and the
+        :class:`~otpipe.engine.progress.Progress` bar (starting at ``ck.n_done`` of ``ck.n``).
     """
     from otpipe.engine.cluster import open_client
     from otpipe.engine.interrupt import interruptible
@@ -230,7 +363,20 @@ def run_keys(ck: _ck.Checkpoint, pending, submit, record, *, client, cluster, pr
     ``submit(client, key) -> future`` starts the task of a key; ``record(key, result)`` stores its
     result in ``ck``. Progress on stderr (``desc``, ``unit``); checkpoint flushes at most every
     :data:`~otpipe.engine.checkpoint.FLUSH_SECONDS`; Ctrl-C as in :func:`session` (the pending tasks
-    are cancelled).
+    are cancelled). Nothing is started when no key is pending.
+
+    Parameters
+    ----------
+    ck : Checkpoint
+        The run's checkpoint.
+    pending : iterable
+        The keys to run.
+    submit : callable
+        ``submit(client, key) -> future``: starts the task of a key.
+    record : callable
+        ``record(key, result)``: stores a finished key's result in ``ck``.
+    client, cluster, progress, desc, unit, what
+        As for :func:`session`.
     """
     pending = list(pending)
     if not pending:
