@@ -72,8 +72,31 @@ def _check_grid(eps, dims, ns, reps, p):
 
 
 def summarise(ds, divergence: str, *, level: float = 0.95):
-    """Add ``mean``, ``std`` ``(eps, dim, n)`` and ``kappa[_low|_high]`` ``(eps, dim)`` for ``divergence``
-    (and ``kappa_<name>`` for every divergence in ``ds``); returns the dataset."""
+    """Add ``mean``, ``std`` ``(eps, dim, n)`` and ``kappa[_low|_high]`` ``(eps, dim)`` for ``divergence``.
+
+    ``mean`` = ``R(N)`` and ``std`` = ``S(N)`` (``ddof=1``) over the repetitions; ``kappa`` is the decay rate of
+    ``R(N) ~ N^-kappa`` fitted in log-log (:func:`otpipe.tools.complexity.fit_rate`), with its confidence interval.
+    Every divergence in ``ds`` also gets ``kappa_<name>`` (+ ``_low``/``_high``).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The raw values, ``(eps, dim, n, rep)`` per divergence; modified in place.
+    divergence : str
+        The divergence of ``mean``, ``std`` and ``kappa`` (one computed in ``ds``).
+    level : float, default 0.95
+        Confidence level of the interval on ``kappa``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ds``, with the new variables and the attrs ``divergence`` and ``confidence_level``.
+
+    Raises
+    ------
+    ValueError
+        If ``divergence`` is not in ``ds``.
+    """
     import xarray as xr
 
     names = [k for k in cx.DIVERGENCES if k in ds]
@@ -109,8 +132,29 @@ def _fields(divergences, reps: int) -> dict:
 
 
 def estimate_study(eps, dims, ns, reps: int, kw: dict, n_workers: int, n_timed: int = 200) -> dict:
-    """Rough cost: one repetition per eps timed here at ``N = min(max(ns), n_timed)`` and the largest
-    dimension, scaled to every cell by ``reps (N / N_timed)^2`` (a solve costs ~ N^2 per iteration)."""
+    """Rough cost of a study: one repetition per eps timed here, scaled to every cell.
+
+    The timed repetition has ``N_timed = min(max(ns), n_timed)`` points in the largest dimension; a cell
+    ``(eps, d, N)`` costs ``reps (N / N_timed)^2`` times its eps's time (a solve costs ~ N^2 per iteration).
+
+    Parameters
+    ----------
+    eps, dims, ns : sequence
+        The grid of the study.
+    reps : int
+        Repetitions per cell.
+    kw : dict
+        The keyword arguments of :func:`otpipe.tools.complexity.cell_values`.
+    n_workers : int
+        Workers the run would have.
+    n_timed : int, default 200
+        Most points of the timed repetition.
+
+    Returns
+    -------
+    dict
+        :func:`otpipe.engine.estimate.summary` (without ``seconds_per_unit``) and ``timed``, the timings in words.
+    """
     nt = min(max(ns), n_timed)
     d = max(dims)
     per_eps = [_estimate.timed(lambda e=e: cx.cell_values(e, d, nt, 1, **kw)) for e in eps]
@@ -159,7 +203,64 @@ def run_study(
     return the plan and a cost estimate (a dict) without computing. A run whose solves end with
     large marginal errors warns (:mod:`otpipe.engine.convergence`) and records
     ``marginal_error_median``/``marginal_error_max``/``convergence_warning`` in the attrs.
-    Returns the (loaded) :class:`xarray.Dataset`.
+
+    Parameters
+    ----------
+    out : str or os.PathLike or None, default None
+        The Zarr store to write; ``None``: a temporary store, the result returned in memory.
+    eps : sequence of float, default (0.01, 0.1, 1.0, 10.0)
+        Temperatures (positive, distinct).
+    dims : sequence of int, default (2, 3, 5)
+        Dimensions ``d`` (at least 1, distinct).
+    ns : sequence of int, default (10, 30, 100, 300, 1000)
+        Points per sample ``N`` (at least 2, distinct).
+    reps : int, default 100
+        Repetitions per cell (at least 2).
+    p : float, default 1.5
+        Exponent of the cost ``|x - y|^p``.
+    divergence : str, default "sinkhorn"
+        The divergence of ``mean``, ``std`` and ``kappa`` (:func:`summarise`); always computed.
+    divergences : sequence of str, default ("sinkhorn", "transport")
+        The divergences computed (keys of :data:`otpipe.tools.complexity.DIVERGENCES`).
+    distribution : str, default "uniform"
+        The distribution sampled (:data:`otpipe.tools.complexity.DISTRIBUTIONS`).
+    seed : int, default 0
+        Seed of the study.
+    tol : float, default 1e-4
+        Marginal-error tolerance of the solves.
+    scaling : float, default 0.7
+        Ratio of successive blurs in the eps-scaling.
+    max_iter : int or None, default None
+        Cap on the updates per solve (``None``: the solver's default).
+    dtype : str, default "float64"
+        Dtype of the computation.
+    level : float, default 0.95
+        Confidence level of the interval on ``kappa``.
+    overwrite : bool, default False
+        Replace an existing complexity result at ``out``.
+    resume : bool, default False
+        Continue the unfinished study at ``out``.
+    figures : str or os.PathLike or None, default "auto"
+        Directory of the PNG figures (see above).
+    cluster : ClusterSpec or None, default None
+        Where to run (``None``: a local cluster).
+    client : distributed.Client or None, default None
+        An existing client to use instead.
+    progress : bool, default False
+        Show the cells done on stderr.
+    dry_run : bool, default False
+        Return the plan and a cost estimate without computing.
+
+    Returns
+    -------
+    xarray.Dataset or dict
+        The study (loaded); with ``dry_run``, the plan (``cells``, ``reps``, ``solves``, the grid, ``cells_done``
+        when resuming) merged with the estimate of what is left (:func:`estimate_study`).
+
+    Raises
+    ------
+    ValueError
+        On an invalid grid, an unknown divergence or distribution.
     """
     eps, dims, ns, reps = _check_grid(eps, dims, ns, reps, p)
     divergences = tuple(dict.fromkeys(list(divergences) + [divergence]))
@@ -248,7 +349,25 @@ def _assemble(ck, eps, dims, ns, reps, kw, divergence, level, fp, content):
 
 
 def open_study(path):
-    """Open a finished complexity result (loaded ``xarray.Dataset``)."""
+    """Open a finished complexity result.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The result store.
+
+    Returns
+    -------
+    xarray.Dataset
+        The study, loaded in memory.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no store at ``path``.
+    ValueError
+        If it is not a complexity result, or an unfinished one.
+    """
     import warnings
 
     import xarray as xr

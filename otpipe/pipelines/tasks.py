@@ -41,7 +41,38 @@ BATCH_MAX_GPU = 8192
 
 @dataclass(frozen=True)
 class RunParams:
-    """Everything a task needs to reproduce one solve (recorded in the result's attrs)."""
+    """Everything a task needs to reproduce one solve (recorded in the result's attrs).
+
+    Parameters
+    ----------
+    loss : str, default "sinkhorn"
+        One of :data:`LOSSES`: the Sinkhorn divergence, or a kernel loss of :data:`KERNEL_LOSSES`.
+    p : float, default 2.0
+        Exponent of the cost ``|x - y|^p / p`` (Sinkhorn, Hausdorff).
+    blur : float, default 0.05
+        Final temperature ``eps = blur^p`` (Sinkhorn, Hausdorff); the kernel width ``sigma`` of ``"gaussian"`` and
+        ``"laplacian"``.
+    reach : float or None, default None
+        Unbalanced OT with marginal penalties of strength ``reach^p``; ``None``: balanced (weights normalised).
+    scaling : float, default 0.5
+        Ratio of successive ``blur`` values in the eps-scaling.
+    tol : float or None, default None
+        Marginal-error tolerance at the final ``eps`` (``None``: the fixed schedule).
+    max_iter : int or None, default None
+        Cap on the updates when ``tol`` is set.
+    backend : str, default "auto"
+        Reduction backend of the solver or kernel loss.
+    cost : str or None, default None
+        Cost convention (:func:`otpipe.solvers.sinkhorn.solve`).
+    diameter : float or None, default None
+        First temperature ``diameter^p`` of the schedule, one for the whole run.
+    dtype : str, default "float64"
+        The dtype the measures are solved in.
+    gpu : bool, default False
+        The run has GPU workers (larger batches: :data:`BATCH_ENTRIES_GPU`, :data:`BATCH_MAX_GPU`).
+    device : str, default "cpu"
+        Where a task computes (``"cpu"``, ``"cuda"``; ``"auto"``: CUDA when ``gpu``, else the CPU).
+    """
 
     loss: str = "sinkhorn"
     p: float = 2.0
@@ -68,6 +99,13 @@ class RunParams:
         return self.loss == "sinkhorn"
 
     def as_dict(self) -> dict:
+        """The fields as a dict (:func:`dataclasses.asdict`).
+
+        Returns
+        -------
+        dict
+            ``{field name: value}``.
+        """
         return asdict(self)
 
 
@@ -178,14 +216,41 @@ def _groups(sizes_x: list[int], sizes_y: list[int], gpu: bool = False) -> list[l
 
 
 def bbox_task(path: str, indices) -> tuple[np.ndarray, np.ndarray]:
-    """Per-coordinate ``(min, max)`` (float64) of the points with positive weight of the given measures
-    (``(None, None)`` when there is none)."""
+    """Per-coordinate ``(min, max)`` (float64) of the points with positive weight of the given measures.
+
+    Parameters
+    ----------
+    path : str
+        The collection store.
+    indices : iterable of int
+        The measures.
+
+    Returns
+    -------
+    tuple
+        ``(min, max)``, two ``(D,)`` arrays; ``(None, None)`` when no point has positive weight.
+    """
     box = union(bounds(np.asarray(x, dtype=np.float64)[w > 0]) for x, w in _read(path, indices, normalize=False))
     return (None, None) if box is None else box
 
 
 def self_task(path: str, indices, prm: RunParams) -> dict:
-    """Self terms ``OT_eps(a_i, a_i)`` of the measures ``indices`` (padded batches, one schedule)."""
+    """Self terms ``OT_eps(a_i, a_i)`` of the measures ``indices`` (padded batches, one schedule).
+
+    Parameters
+    ----------
+    path : str
+        The collection store.
+    indices : iterable of int
+        The measures.
+    prm : RunParams
+        The solve's parameters.
+
+    Returns
+    -------
+    dict
+        ``(len(indices),)`` arrays: ``value`` (the self terms), ``n_iter``, ``marginal_error``.
+    """
     from otpipe.solvers.sinkhorn import solve_symmetric
 
     meas = _read(path, indices, prm.normalize)
@@ -232,10 +297,28 @@ def cross_task(
     self terms (Sinkhorn), combined as ``S_ij = OT_ij - (self_i + self_j) / 2`` (``+ eps/2 (m_i - m_j)^2``
     with ``reach``: the unbalanced mass term).
 
+    Parameters
+    ----------
+    src_path : str
+        The source collection store.
+    rows : iterable of int
+        The source measures of the tile.
+    tgt_path : str
+        The target collection store (not read when ``diagonal``).
+    cols : iterable of int
+        The target measures of the tile.
+    prm : RunParams
+        The solve's parameters.
+    diagonal : bool, default False
+        Rows and columns are the same measures.
+    self_rows, self_cols : array_like, optional
+        The self terms of the rows and columns (Sinkhorn only).
+
     Returns
     -------
-    dict of ``(len(rows), len(cols))`` arrays: ``divergence``, ``ot`` (the cross term
-    ``OT_eps(a_i, b_j)``, Sinkhorn only, else NaN), ``n_iter``, ``marginal_error``.
+    dict
+        ``(len(rows), len(cols))`` arrays: ``divergence``, ``ot`` (the cross term ``OT_eps(a_i, b_j)``, Sinkhorn
+        only, else NaN), ``n_iter``, ``marginal_error`` (NaN for kernel losses).
     """
     import torch
 
