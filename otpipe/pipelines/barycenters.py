@@ -63,7 +63,28 @@ def _group_fixed(collection, indices, lambdas, grid, kw):
 
 
 class DaskTerms:
-    """:class:`otpipe.tools.barycenters.Terms` computed on Dask workers, chunks of measures per task."""
+    """:class:`otpipe.tools.barycenters.Terms` computed on Dask workers, chunks of measures per task.
+
+    The measures are cut into at most ``n_chunks`` consecutive chunks, one task each per call; workers keep no
+    state (each chunk's Sinkhorn potentials come back with its result and warm-start its next task).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The client the tasks are submitted to.
+    collection : Collection
+        The collection holding the measures (opened on the workers).
+    indices : sequence of int
+        The measures ``beta_k`` of the group.
+    lambdas : array_like
+        Their barycentric weights ``lambda_k``.
+    opts : dict
+        The solver options of the barycenter (:mod:`otpipe.tools.barycenters`).
+    n_chunks : int
+        Tasks per call (at least 1, at most one per measure).
+    guard : Guard or None, default None
+        Wait for the tasks through it (:meth:`otpipe.engine.interrupt.Guard.completed`: Ctrl-C is taken safely).
+    """
 
     def __init__(self, client, collection, indices, lambdas, opts: dict, n_chunks: int, guard=None):
         n_chunks = max(1, min(len(indices), n_chunks))
@@ -73,6 +94,25 @@ class DaskTerms:
         self.warm = [[None] * len(idx) for idx, _ in self.chunks]
 
     def cross(self, X, a, grad_weights, tol=None):
+        """``sum_k lambda_k OT_eps(alpha, beta_k)`` and its gradients, summed over the chunks' tasks.
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            The barycenter's points ``(n, D)``.
+        a : numpy.ndarray
+            Its weights ``(n,)``.
+        grad_weights : bool
+            Also return the gradient with respect to ``a``.
+        tol : float or None, default None
+            Tolerance of the Sinkhorn solves; ``None``: the options'.
+
+        Returns
+        -------
+        tuple
+            ``(value, grad_X, grad_a, info)``: ``grad_a`` is ``None`` unless ``grad_weights``; ``info`` the
+            :class:`~otpipe.tools.barycenters.InnerInfo` of every solve.
+        """
         opts = self.opts if tol is None else dict(self.opts, tol=tol)
         futs = [self.client.submit(_chunk_cross, self.collection, idx, lam, X, a, opts, grad_weights, w, pure=False)
                 for (idx, lam), w in zip(self.chunks, self.warm)]
@@ -87,6 +127,13 @@ class DaskTerms:
         return value, gX, ga, info
 
     def self_constant(self):
+        """``sum_k lambda_k OT_eps(beta_k, beta_k) / 2`` (constant part of the objective), one task per chunk.
+
+        Returns
+        -------
+        float
+            The constant.
+        """
         futs = [self.client.submit(_chunk_self, self.collection, idx, lam, self.opts, pure=False) for idx, lam in self.chunks]
         return float(sum(self._gather(futs)))
 
@@ -149,7 +196,38 @@ def _method(method, ms, grid, p):
 
 def plan_barycenters(collection, *, group_by: str = "label", groups=None, weights=None, method: str = "auto",
                      n_points: int | None = None, p: float = 2, grid: float | None = None) -> dict:
-    """What a run would do (``--dry-run``): the groups, their sizes and the method of each; computes nothing."""
+    """What a run would do (``--dry-run``): the groups, their sizes and the method of each; computes nothing.
+
+    Parameters
+    ----------
+    collection : Collection or str or os.PathLike
+        The collection, or its store.
+    group_by : {"label", "none"}, default "label"
+        One group per label, or one group of every measure.
+    groups : list of str or None, default None
+        Only these groups.
+    weights : array_like or None, default None
+        Barycentric weights (a single group only), validated.
+    method : {"auto", "free", "fixed"}, default "auto"
+        The method asked for (``"auto"``: fixed support for inputs on a common grid when ``p == 2``).
+    n_points : int or None, default None
+        Support size of a free-support barycenter (default: the largest input).
+    p : float, default 2
+        Exponent of the cost.
+    grid : float or None, default None
+        Grid spacing of the fixed support (``None``: detected).
+
+    Returns
+    -------
+    dict
+        ``{"groups": {group: {"measures", "points", "method", "support"}}, "n_groups"}`` (``support``: the
+        free support's size, or ``"grid"``).
+
+    Raises
+    ------
+    ValueError
+        On an unknown group, ``group_by`` or method, weights with several groups, or invalid inputs.
+    """
     from otpipe import store
 
     coll = collection if hasattr(collection, "names") else store.open(collection)
@@ -192,10 +270,53 @@ def group_barycenters(
     Dask. Groups that stop at ``max_iter`` without converging are named in one
     :class:`~otpipe.engine.convergence.ConvergenceWarning`.
 
+    Parameters
+    ----------
+    collection : Collection or str or os.PathLike
+        The collection, or its store.
+    group_by : {"label", "none"}, default "label"
+        One group per label (in natural order), or one group ``"all"`` of every measure.
+    groups : list of str or None, default None
+        Only these groups.
+    weights : array_like or None, default None
+        One barycentric weight per measure, summing to one (a single group only); default uniform.
+    method : {"auto", "free", "fixed"}, default "auto"
+        Free support, fixed support (images on a common pixel grid), or ``"auto"``: fixed when the inputs lie on
+        a common grid and ``p == 2``, free otherwise.
+    n_points : int or None, default None
+        Support size of a free-support barycenter (default: the largest input).
+    init : {"sample", "mean"}, default "sample"
+        Starting positions of a free-support barycenter.
+    p : float, default 2
+        Exponent of the cost.
+    blur, tol, max_iter : float, float, int, optional
+        The method's temperature, stopping tolerance and iteration cap (``None``: the method's defaults).
+    seed : int, default 0
+        Seed of the random starting positions.
+    grid : float or None, default None
+        Grid spacing of the fixed support (``None``: detected).
+    debiased : bool, default True
+        Fixed support: the debiased barycenter.
+    learn_weights : bool, default False
+        Free support: also optimise the barycenter's weights.
+    cluster : ClusterSpec or None, default None
+        Where to run (``None``: a local cluster).
+    client : distributed.Client or None, default None
+        An existing client to use instead.
+    progress : bool, default False
+        Show the groups done on stderr.
+    chunks_per_worker : int, default 2
+        Free support: tasks per worker of each iteration's terms (:class:`DaskTerms`).
+
     Returns
     -------
     dict
         ``{group: BarycenterResult}`` in group order.
+
+    Raises
+    ------
+    ValueError
+        On an unknown group, ``group_by`` or method, weights with several groups, or invalid inputs.
     """
     from otpipe import store
 
@@ -323,6 +444,40 @@ def run_barycenter(
     keeps the finished groups and raises :class:`~otpipe.engine.interrupt.Interrupted`;
     ``resume=True`` computes only the missing groups (same parameters and input required; a
     finished store resumes without computing).
+
+    Parameters
+    ----------
+    collection : Collection or str or os.PathLike
+        The collection, or its store.
+    out : str or os.PathLike
+        The store of the barycenters (a collection, one measure per group, named and labelled by the group).
+    group_by, groups, weights, method, n_points, init, p, blur, tol, max_iter, seed, grid, debiased, learn_weights
+        As for :func:`group_barycenters`.
+    overwrite : bool, default False
+        Replace an existing barycenter result at ``out``.
+    resume : bool, default False
+        Continue the unfinished run at ``out``.
+    plot : str or os.PathLike or None, default None
+        The PNG of the barycenters and their inputs (default: ``out`` with ``.png`` for ``.zarr``).
+    spec : ClusterSpec or None, default None
+        Where to run (``None``: a local cluster).
+    client : distributed.Client or None, default None
+        An existing client to use instead.
+    chunks_per_worker : int, default 2
+        Free support: tasks per worker of each iteration's terms (:class:`DaskTerms`).
+    progress : bool, default False
+        Show the groups done on stderr.
+
+    Returns
+    -------
+    dict
+        ``{"out", "plot", "groups", "convergence_warning"}``: the paths written, ``{group: {"method", "n_iter",
+        "converged", "n_measures", "n_points"}}`` and the warning (empty when every group converged).
+
+    Raises
+    ------
+    ValueError
+        On an unknown group, ``group_by`` or method, weights with several groups, or invalid inputs.
     """
     from otpipe import store
 

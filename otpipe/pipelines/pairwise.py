@@ -102,7 +102,30 @@ def _input(obj) -> _Input:
 def resolve_run(collection, other=None, **params):
     """Validate inputs and parameters; return ``(source, target_or_None, RunParams)``.
 
-    Raises ``FileNotFoundError``/``ValueError`` with a one-line message on bad input.
+    Parameters
+    ----------
+    collection : str or os.PathLike or Collection
+        The source collection (a store path, a :class:`otpipe.store.Collection` or a ``select`` view).
+    other : str or os.PathLike or Collection, optional
+        The target collection (``N x M`` run); it must have the source's dimension.
+    **params
+        The loss and solver parameters of :func:`pairwise` (``loss``, ``p``, ``blur``, ``reach``, ``diameter``,
+        ``scaling``, ``tol``, ``max_iter``, ``backend``, ``cost``, ``dtype``, ``device``); absent ones take
+        :func:`pairwise`'s defaults, ``dtype`` ``None``: float64 if a collection is stored in float64, else
+        float32. Kernel losses refuse ``reach``, ``tol``, ``max_iter`` and ``diameter``.
+
+    Returns
+    -------
+    tuple
+        ``(source, target, params)``: the inputs as the tasks see them (path, measure indices, names, labels,
+        content hash; ``target`` is ``None`` without ``other``) and the :class:`~otpipe.pipelines.tasks.RunParams`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a store path does not exist.
+    ValueError
+        With a one-line message on any other bad input or parameter.
     """
     from otpipe.solvers.sinkhorn import SinkhornParams
 
@@ -309,8 +332,9 @@ def pairwise(
         (``--gpus``, ``--cluster slurm --gpus``: every task then requests ``GPU=1``, runs on such a worker
         and solves large padded batches on its GPU with the Triton kernels), else ``cpu``.
     client : distributed.Client, optional
-        Use this client; otherwise one is opened from ``cluster`` (a
-        :class:`~otpipe.engine.cluster.ClusterSpec`; default: an embedded ``LocalCluster``).
+        Use this client; otherwise one is opened from ``cluster``.
+    cluster : otpipe.engine.cluster.ClusterSpec, optional
+        Where to run without ``client`` (default: an embedded ``LocalCluster``).
     out : path, optional
         Result store (Zarr). Without it the result is computed in a temporary store and returned in memory.
     tile : int, optional

@@ -80,7 +80,35 @@ def two_sample_test_distributed(
     spec: ClusterSpec | None = None,
     **loss_params,
 ) -> _t.TwoSampleResult:
-    """:func:`otpipe.two_sample_test` with the permutation blocks as Dask tasks (same result for the same seed)."""
+    """:func:`otpipe.two_sample_test` with the permutation blocks as Dask tasks (same result for the same seed).
+
+    The observed statistic is one task and each permutation block another, on one broadcast copy of the
+    prepared test.
+
+    Parameters
+    ----------
+    x, y : array_like
+        The two samples, ``(n, D)`` and ``(m, D)``.
+    statistic : {"sinkhorn", "mmd", "energy"}, default "sinkhorn"
+        The test statistic.
+    n_permutations : int, default 999
+        Number of random permutations.
+    seed : int or sequence of int, default 0
+        Entropy of the permutations (block ``k`` draws from ``SeedSequence(seed, spawn_key=(k,))``).
+    block_size : int, default DEFAULT_BLOCK_SIZE
+        Permutations per block (per Dask task); the null sample is a function of ``(seed, block_size)``.
+    client : distributed.Client or None, default None
+        An existing client to use.
+    spec : ClusterSpec or None, default None
+        Where to run without ``client`` (``None``: a local cluster).
+    **loss_params
+        As in :func:`otpipe.two_sample_test`.
+
+    Returns
+    -------
+    TwoSampleResult
+        ``statistic``, ``pvalue``, ``null_distribution``, ``marginal_error`` (the largest of every solve).
+    """
     plan = _t.make_plan(x, y, statistic=statistic, n_permutations=n_permutations, seed=seed,
                         block_size=block_size, **loss_params)
     with open_client(spec, client=client) as c:
@@ -197,7 +225,32 @@ class TestPlan:
 
 def plan_tests(src, tgt=None, *, by: str = "auto", statistic: str = "sinkhorn", n_permutations: int = 999,
                seed: int = 0, block_size: int = _t.DEFAULT_BLOCK_SIZE, **loss_params) -> TestPlan:
-    """Validate the input and list the tests (nothing is computed). ``tgt=None``: within ``src``."""
+    """Validate the input and list the tests (nothing is computed). ``tgt=None``: within ``src``.
+
+    Parameters
+    ----------
+    src : Collection
+        The source collection.
+    tgt : Collection or None, default None
+        The target collection; ``None``: the tests between the groups of ``src`` (pairs ``i < j``).
+    by : {"auto", "measure", "label", "collection"}, default "auto"
+        The groups (see the module docstring).
+    statistic, n_permutations, seed, block_size, **loss_params
+        As in :func:`otpipe.two_sample_test`; validated here once.
+
+    Returns
+    -------
+    TestKeys
+        The groups, the ``(i, j)`` pairs in flat test order, the groups' sample sizes, the test keywords and the
+        seed entropy.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``by``, ``by="label"`` without labels, ``by="collection"`` with one collection, different
+        dimensions, a group of fewer than 2 points, fewer than 2 groups in one collection, or invalid test
+        parameters.
+    """
     same = tgt is None
     by, why = resolve_by(by, src, tgt)
     if by == "collection" and same:
@@ -296,9 +349,9 @@ def many_two_sample_tests(
         The groups; ``auto``: ``label`` when every collection has labels, else ``measure``.
     statistic, n_permutations, seed, block_size, **loss_params
         As in :func:`otpipe.two_sample_test`.
-    client, cluster
+    client, cluster, spec
         A ``distributed.Client``, or a :class:`~otpipe.engine.cluster.ClusterSpec` to start one
-        (``spec`` is the older name of ``cluster``).
+        (``spec`` is the older name of ``cluster``; ``cluster`` wins when both are given).
     out : path, optional
         Result store (Zarr), written with checkpoints; without it the result is only returned.
     resume, overwrite : bool
@@ -437,8 +490,19 @@ def _assemble(tp: TestPlan, src, tgt, ck: _ck.Checkpoint, params: dict, attrs: d
 
 
 def open_result(path):
-    """Open a two-sample result store as an ``xarray.Dataset`` (loaded), with scipy's variable names:
-    stores of otpipe 0.1 (``p_value``, ``null``) are renamed on reading.
+    """Open a two-sample result store as an ``xarray.Dataset`` (loaded), with scipy's variable names.
+
+    Stores of otpipe 0.1 (``p_value``, ``null``) are renamed on reading.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The result store.
+
+    Returns
+    -------
+    xarray.Dataset
+        The result, loaded in memory.
 
     Raises
     ------
@@ -493,7 +557,28 @@ def _attrs(params: dict, *, statistic, n_permutations, seed, by, block_size, src
 
 @locked("out", skip=())
 def write_result(ds, out, *, overwrite: bool = False) -> Path:
-    """Write ``ds`` to the Zarr store ``out`` atomically (temporary sibling, then rename)."""
+    """Write ``ds`` to the Zarr store ``out`` atomically (temporary sibling, then rename).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The result; otpipe's two-sample marker is added to its attrs.
+    out : str or os.PathLike
+        The store to write (its parent folders are made).
+    overwrite : bool, default False
+        Replace an existing Zarr store at ``out`` (one otpipe made).
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` exists without ``overwrite``, or is not a Zarr store, a symbolic link, or a store otpipe did
+        not make.
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"output exists: {out} (use --overwrite)")
