@@ -8,7 +8,7 @@ written), and so is each public method, classmethod, staticmethod and property t
 docstring, whose ``Parameters`` section numpydoc matches against the constructor's signature).
 
 Not checked: ``otpipe.cli``, whose Click commands carry their ``--help`` text in their docstrings (help for a person
-at a terminal, not API documentation); the modules in ``_LATER`` below (see there).
+at a terminal, not API documentation). Every other module of the package is.
 
 The error codes (``numpydoc.validate.ERROR_MSGS``), chosen as projects adopting numpydoc validation choose them
 (numpy, scikit-learn, xarray run the same tool with a selected set):
@@ -51,25 +51,6 @@ CODES = frozenset({"GL08", "SS01", "SS02", "SS03", "SS04", "PR01", "PR02", "RT01
 
 #: packages not walked: Click commands, whose docstrings are their ``--help`` text
 EXCLUDED = ("otpipe.cli",)
-
-#: Modules being restructured while this check was written, checked once that work has landed: remove a module (or
-#: package: its modules with it) from this set when its docstrings pass, ``docstring_errors(include_later=True)``.
-_LATER = frozenset({
-    "otpipe.pipelines",  # the package and every module in it
-    "otpipe.engine.run",
-    "otpipe.engine.result",
-    "otpipe.engine.interrupt",
-    "otpipe.engine.checkpoint",
-})
-
-#: Modules whose docstrings are being completed in this same piece of work (taken off one by one as they pass).
-_TODO = frozenset({
-    "otpipe.store.plot",
-})
-
-
-def _later(module: str) -> bool:
-    return any(module == m or module.startswith(m + ".") for m in _LATER | _TODO)
 
 
 def _modules() -> list[ModuleType]:
@@ -157,13 +138,8 @@ def _errors(dotted: str) -> list[str]:
     return errors
 
 
-def docstring_errors(include_later: bool = False) -> dict[str, list[str]]:
-    """Validate every public object of otpipe.
-
-    Parameters
-    ----------
-    include_later : bool, default False
-        Also validate the modules of ``_LATER``.
+def docstring_errors() -> dict[str, list[str]]:
+    """Validate every public object of otpipe (outside ``EXCLUDED``).
 
     Returns
     -------
@@ -172,8 +148,6 @@ def docstring_errors(include_later: bool = False) -> dict[str, list[str]]:
     """
     found: dict[str, list[str]] = {}
     for dotted, home in sorted(_targets().items()):
-        if _later(home) and not include_later:
-            continue
         errors = _errors(dotted)
         if errors:
             found.setdefault(home, []).extend(errors)
