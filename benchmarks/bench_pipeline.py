@@ -43,7 +43,7 @@ def main() -> None:
 
     from otpipe import store
     from otpipe.engine.cluster import ClusterSpec, open_client
-    from otpipe.engine.plan import make_plan
+    from otpipe.engine.tiling import make_tiling
     from otpipe.pipelines.pairwise import pairwise
     from otpipe.pipelines.tasks import RunParams, cross_task, self_task
 
@@ -73,7 +73,7 @@ def main() -> None:
     torch.set_num_threads(1)  # like a Dask worker
 
     # the same tiles in one process
-    pl = make_plan(n, tile=tile)
+    pl = make_tiling(n, tile=tile)
     rp = RunParams(blur=0.05, diameter=D, dtype="float32")
     path = str(coll.path)
     t = time.perf_counter()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from otpipe._made import check_replaceable, made_by_otpipe, mark_dir
 
-__all__ = ["previous_step_ids", "plan_replacements", "check_run_dir", "ensure_step_dir"]
+__all__ = ["previous_step_ids", "list_replacements", "check_run_dir", "ensure_step_dir"]
 
 
 def previous_step_ids(run_dir: Path) -> set[str]:
@@ -51,7 +51,7 @@ def _step_dir_ok(d: Path, previous: set[str]) -> bool:
     return not any(d.iterdir())
 
 
-def plan_replacements(run_dir: Path, steps: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+def list_replacements(run_dir: Path, steps: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
     """What a run of ``steps`` in ``run_dir`` would replace, and what it would refuse to touch.
 
     Parameters
@@ -115,14 +115,14 @@ def check_run_dir(run_dir: Path, steps: list[tuple[str, str]]) -> list[str]:
     Returns
     -------
     list of str
-        The lines of :func:`plan_replacements`.
+        The lines of :func:`list_replacements`.
 
     Raises
     ------
     FileExistsError
         One line: the first refusal (and how many more).
     """
-    lines, refused = plan_replacements(run_dir, steps)
+    lines, refused = list_replacements(run_dir, steps)
     if refused:
         more = f" (and {len(refused) - 1} more; see otpipe run --dry-run)" if len(refused) > 1 else ""
         raise FileExistsError(refused[0] + more)

@@ -148,13 +148,13 @@ def ingest(
     """
     from otpipe.store.collection import DEFAULT_SHARD_POINTS
     from otpipe.store.ingest import ingest as ingest_files
-    from otpipe.store.ingest import plan
+    from otpipe.store.ingest import list_sources
     from otpipe.store.readers import ReaderOptions
 
     sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     if dry_run:
-        found = plan(sources, fmt=format, labels=labels, manifest=manifest, names=names,
-                     follow_symlinks=follow_symlinks)
+        found = list_sources(sources, fmt=format, labels=labels, manifest=manifest, names=names,
+                             follow_symlinks=follow_symlinks)
         rows = [{"file": str(s.path), "name": s.name, "label": s.label, "format": s.fmt} for s in found]
         return {"out": str(out), "n_measures": len(rows), "files": rows}
     opts = ReaderOptions(weight_column=weight_column, columns=_strings(columns), invert=invert, threshold=threshold,
@@ -352,12 +352,12 @@ def barycenter(
         With ``out``: the summary (``out``, ``plot``, per group method, sizes, iterations, convergence);
         without: ``{group: BarycenterResult}``; with ``dry_run``: the plan.
     """
-    from otpipe.pipelines.barycenters import group_barycenters, plan_barycenters, run_barycenter
+    from otpipe.pipelines.barycenters import describe_barycenters, group_barycenters, run_barycenter
 
     common = dict(group_by=group_by, groups=_strings(groups), weights=_numbers(weights, float, "weights"),
                   method=method, n_points=n_points, p=p, grid=grid)
     if dry_run:
-        return plan_barycenters(collection, **common)
+        return describe_barycenters(collection, **common)
     solver = dict(init=init, blur=blur, tol=tol, max_iter=max_iter, seed=seed, debiased=not biased,
                   learn_weights=learn_weights, client=client, progress=progress)
     if out is None:

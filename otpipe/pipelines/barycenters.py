@@ -27,7 +27,7 @@ from otpipe.engine.result import tag
 from otpipe.store.locks import locked
 from otpipe.tools import barycenters as _bary
 
-__all__ = ["run_barycenter", "group_barycenters", "plan_barycenters", "DaskTerms"]
+__all__ = ["run_barycenter", "group_barycenters", "describe_barycenters", "DaskTerms"]
 
 log = logging.getLogger("otpipe.barycenter")
 
@@ -194,8 +194,8 @@ def _method(method, ms, grid, p):
     return method
 
 
-def plan_barycenters(collection, *, group_by: str = "label", groups=None, weights=None, method: str = "auto",
-                     n_points: int | None = None, p: float = 2, grid: float | None = None) -> dict:
+def describe_barycenters(collection, *, group_by: str = "label", groups=None, weights=None, method: str = "auto",
+                         n_points: int | None = None, p: float = 2, grid: float | None = None) -> dict:
     """What a run would do (``--dry-run``): the groups, their sizes and the method of each; computes nothing.
 
     Parameters

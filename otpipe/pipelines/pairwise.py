@@ -10,7 +10,7 @@ result store (region writes of whole chunks) and marks it done, so a killed run 
 the unfinished tiles only, and a killed worker's tiles are simply recomputed by Dask.
 
 On the run engine (:mod:`otpipe.engine.run`): the keys are the self-term chunks and the tiles of
-the plan (:mod:`otpipe.engine.plan`), their tasks :func:`~otpipe.pipelines.tasks.self_task` and
+the tiling (:mod:`otpipe.engine.tiling`), their tasks :func:`~otpipe.pipelines.tasks.self_task` and
 :func:`~otpipe.pipelines.tasks.cross_task`, their regions written by :mod:`otpipe.engine.result`.
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ import numpy as np
 
 from otpipe.engine import convergence as _conv
 from otpipe.engine import estimate as _estimate
-from otpipe.engine import plan as _plan
 from otpipe.engine import result as _result
 from otpipe.engine import run as _run
+from otpipe.engine import tiling as _tiling
 from otpipe.engine.identity import check_same, fingerprint, versions
 from otpipe.engine.interrupt import interruptible
 from otpipe.engine.progress import Progress
@@ -396,7 +396,7 @@ def pairwise(
     if dry_run:
         t = int(stored["tile"]) if stored else tile
         n_workers = _run.worker_count(spec, client)
-        pl = _plan.make_plan(src.n, None if tgt is None else tgt.n, tile=t, n_workers=n_workers, gpu=bool(spec.gpus))
+        pl = _tiling.make_tiling(src.n, None if tgt is None else tgt.n, tile=t, n_workers=n_workers, gpu=bool(spec.gpus))
         summary = pl.summary(rp.self_terms)
         if stored is not None:
             done = _result.load_state(out)["tile_done"][: len(pl.tiles)]
@@ -449,7 +449,7 @@ def _convergence(out: Path, symmetric: bool) -> dict:
 
 @dataclass
 class _Tiles:
-    """What the phases of one pairwise run share: the client, the Ctrl-C guard, the inputs, the plan of its keys."""
+    """What the phases of one pairwise run share: the client, the Ctrl-C guard, the inputs, the tiling of its keys."""
 
     c: object
     g: object
@@ -484,7 +484,7 @@ class _Tiles:
 
 
 def _layout(c, src, tgt, rp, tile, stored):
-    """``(run parameters for the workers' device, GPU workers?, the plan of tiles and self-term chunks)``."""
+    """``(run parameters for the workers' device, GPU workers?, the tiling: tiles and self-term chunks)``."""
     from dataclasses import replace
 
     workers = c.scheduler_info().get("workers", {})
@@ -495,9 +495,9 @@ def _layout(c, src, tgt, rp, tile, stored):
     symmetric = tgt is None
     if stored is not None:
         tile = int(stored["tile"])
-    pl = _plan.make_plan(src.n, None if symmetric else tgt.n, tile=tile, n_workers=max(1, len(workers)), gpu=gpu)
+    pl = _tiling.make_tiling(src.n, None if symmetric else tgt.n, tile=tile, n_workers=max(1, len(workers)), gpu=gpu)
     log.info(
-        "plan: %d x %d %s, tile %d: %d tiles, %d pairs, %d self terms",
+        "tiling: %d x %d %s, tile %d: %d tiles, %d pairs, %d self terms",
         pl.n_source, pl.n_target, "symmetric" if symmetric else "cross", pl.tile, len(pl.tiles), pl.n_pairs,
         pl.n_self if rp.self_terms else 0,
     )
@@ -611,7 +611,7 @@ def _tiles(r: _Tiles, state: dict, run: dict, progress: bool) -> tuple[int, int,
 
 
 def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress, g, run):
-    """Plan the keys, make (or resume) the store, compute the self terms then the tiles, then mark the result complete."""
+    """Tile the matrix, make (or resume) the store, compute the self terms then the tiles, then mark the result complete."""
     from dataclasses import replace
 
     t0 = time.perf_counter()

@@ -57,7 +57,7 @@ from otpipe.engine.result import result_type, stored_attrs, tag
 from otpipe.store.locks import locked
 from otpipe.tools import two_sample as _t
 
-__all__ = ["two_sample_test_distributed", "many_two_sample_tests", "open_result", "write_result", "plan_tests", "BY"]
+__all__ = ["two_sample_test_distributed", "many_two_sample_tests", "open_result", "write_result", "two_sample_keys", "BY"]
 
 log = logging.getLogger("otpipe.two_sample")
 
@@ -109,16 +109,16 @@ def two_sample_test_distributed(
     TwoSampleResult
         ``statistic``, ``pvalue``, ``null_distribution``, ``marginal_error`` (the largest of every solve).
     """
-    plan = _t.make_plan(x, y, statistic=statistic, n_permutations=n_permutations, seed=seed,
+    prep = _t.prepare_test(x, y, statistic=statistic, n_permutations=n_permutations, seed=seed,
                         block_size=block_size, **loss_params)
     with open_client(spec, client=client) as c:
-        [pf] = c.scatter([plan], broadcast=True)
+        [pf] = c.scatter([prep], broadcast=True)
         obs = c.submit(_observed_task, pf, pure=False)
-        futs = [c.submit(_block_task, pf, k, pure=False) for k in range(plan.n_blocks)]
+        futs = [c.submit(_block_task, pf, k, pure=False) for k in range(prep.n_blocks)]
         blocks = c.gather(futs)
         obs, err = obs.result()
     err = max([err] + [e for _, e in blocks])
-    return _t.finish(plan, obs, [b for b, _ in blocks], marginal_error=err)
+    return _t.finish(prep, obs, [b for b, _ in blocks], marginal_error=err)
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,14 +166,14 @@ def _worker_threads() -> None:
         torch.set_num_threads(1)
 
 
-def _block_task(plan, k):
+def _block_task(prep, k):
     _worker_threads()
-    return _t.run_block(plan, k, errors=True)
+    return _t.run_block(prep, k, errors=True)
 
 
-def _observed_task(plan):
+def _observed_task(prep):
     _worker_threads()
-    return _t.observed(plan, errors=True)
+    return _t.observed(prep, errors=True)
 
 
 def _pair_task(src, src_idx, tgt, tgt_idx, kw: dict, entropy: list, keep_null: bool):
@@ -196,7 +196,7 @@ def _open(c):
 
 
 @dataclass
-class TestPlan:
+class TestKeys:
     """The tests of a run: groups, the ``(i, j)`` pairs (flat test order) and their sample sizes."""
 
     by: str
@@ -223,8 +223,8 @@ class TestPlan:
                 f"{self.kw['n_permutations']} permutations each")
 
 
-def plan_tests(src, tgt=None, *, by: str = "auto", statistic: str = "sinkhorn", n_permutations: int = 999,
-               seed: int = 0, block_size: int = _t.DEFAULT_BLOCK_SIZE, **loss_params) -> TestPlan:
+def two_sample_keys(src, tgt=None, *, by: str = "auto", statistic: str = "sinkhorn", n_permutations: int = 999,
+                    seed: int = 0, block_size: int = _t.DEFAULT_BLOCK_SIZE, **loss_params) -> TestKeys:
     """Validate the input and list the tests (nothing is computed). ``tgt=None``: within ``src``.
 
     Parameters
@@ -269,14 +269,14 @@ def plan_tests(src, tgt=None, *, by: str = "auto", statistic: str = "sinkhorn", 
         raise ValueError(f"need at least 2 groups to test (by={by!r}), the collection has {len(sg)}")
     pairs = [(i, j) for i in range(len(sg)) for j in range(len(tg)) if not same or i < j]
     # validate the parameters once, here, with a clear error (not in a worker)
-    _t.make_plan(np.zeros((2, src.dim)), np.ones((2, src.dim)), statistic=statistic,
+    _t.prepare_test(np.zeros((2, src.dim)), np.ones((2, src.dim)), statistic=statistic,
                  n_permutations=n_permutations, seed=seed, block_size=block_size, **loss_params)
     kw = dict(statistic=statistic, n_permutations=n_permutations, block_size=block_size, **loss_params)
-    return TestPlan(by, why, sg, tg, pairs, s_sizes, t_sizes, same, len(pairs) <= MAX_STORED_NULLS, kw,
+    return TestKeys(by, why, sg, tg, pairs, s_sizes, t_sizes, same, len(pairs) <= MAX_STORED_NULLS, kw,
                     _t.seed_entropy(seed))
 
 
-def estimate_cost(tp: TestPlan, src, tgt, n_workers: int) -> dict:
+def estimate_cost(tp: TestKeys, src, tgt, n_workers: int) -> dict:
     """Time one block of permutations of a median-sized test here; scale to every test by ``(n + m)^2``."""
     tgt_ = src if tgt is None else tgt
     tot = np.array([tp.source_sizes[i] + tp.target_sizes[j] for i, j in tp.pairs], dtype=np.float64)
@@ -285,16 +285,16 @@ def estimate_cost(tp: TestPlan, src, tgt, n_workers: int) -> dict:
     kw = dict(tp.kw)
     b = min(int(kw["block_size"]), int(kw["n_permutations"]))
     kw.update(n_permutations=b, block_size=b)
-    plan = _t.make_plan(_points(src, tp.source_groups[i][1]), _points(tgt_, tp.target_groups[j][1]),
+    prep = _t.prepare_test(_points(src, tp.source_groups[i][1]), _points(tgt_, tp.target_groups[j][1]),
                         seed=tp.entropy + [i, j], **kw)
-    per_perm = _estimate.timed(lambda: (_t.observed(plan), _t.run_block(plan, 0))) / (b + 1)
+    per_perm = _estimate.timed(lambda: (_t.observed(prep), _t.run_block(prep, 0))) / (b + 1)
     units = float(((tot / tot[k]) ** 2).sum()) * (int(tp.kw["n_permutations"]) + 1)
     est = _estimate.summary(units, per_perm, n_workers, "permutation")
     est["timed_test"] = f"{tp.source_groups[i][0]} vs {tp.target_groups[j][0]} ({int(tot[k])} points pooled)"
     return est
 
 
-def _fingerprint(tp: TestPlan, src, tgt) -> tuple[str, dict]:
+def _fingerprint(tp: TestKeys, src, tgt) -> tuple[str, dict]:
     def side(coll, groups):
         names = hashlib.sha256(json.dumps([[g, list(map(int, idx))] for g, idx in groups]).encode()).hexdigest()[:16]
         return {"hash": str(coll.content_hash), "groups": len(groups), "grouping": names}
@@ -310,7 +310,7 @@ def _is_result(path: Path) -> bool:
     return result_type(stored_attrs(path)) == "two_sample"
 
 
-def _fields(tp: TestPlan) -> dict:
+def _fields(tp: TestKeys) -> dict:
     return {"statistic": _ck.Field(), "pvalue": _ck.Field(), "marginal_error": _ck.Field(),
             "null_distribution": _ck.Field((int(tp.kw["n_permutations"]),), rows=int(tp.keep_null))}
 
@@ -378,7 +378,7 @@ def many_two_sample_tests(
     spec = cluster if cluster is not None else spec
     src = _open(collection)
     tgt = _open(other) if other is not None else None
-    tp = plan_tests(src, tgt, by=by, statistic=statistic, n_permutations=n_permutations, seed=seed,
+    tp = two_sample_keys(src, tgt, by=by, statistic=statistic, n_permutations=n_permutations, seed=seed,
                     block_size=block_size, **loss_params)
     fp, content = _fingerprint(tp, src, tgt)
     job = _run.Job(Path(out) if out is not None else None, "two_sample", "tests", tp.n_tests, _fields(tp), fp,
@@ -409,7 +409,7 @@ def many_two_sample_tests(
     return ds
 
 
-def _run_tests(tp: TestPlan, src, tgt, ck: _ck.Checkpoint, *, client, spec, progress: bool) -> dict:
+def _run_tests(tp: TestKeys, src, tgt, ck: _ck.Checkpoint, *, client, spec, progress: bool) -> dict:
     """Run the tests not yet done; record each in ``ck`` (written to its store, if any)."""
     tgt_ = src if tgt is None else tgt
     params: dict = {}
@@ -430,7 +430,7 @@ def _run_tests(tp: TestPlan, src, tgt, ck: _ck.Checkpoint, *, client, spec, prog
     return params
 
 
-def _assemble(tp: TestPlan, src, tgt, ck: _ck.Checkpoint, params: dict, attrs: dict):
+def _assemble(tp: TestKeys, src, tgt, ck: _ck.Checkpoint, params: dict, attrs: dict):
     """The result Dataset from the per-test arrays (mirrored for one collection)."""
     import xarray as xr
 

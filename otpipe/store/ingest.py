@@ -40,7 +40,7 @@ from otpipe.store.collection import DEFAULT_SHARD_POINTS, Collection, Measure, c
 from otpipe.store.locks import locked
 from otpipe.store.readers import FORMATS, ReaderOptions, format_of, read_file
 
-__all__ = ["Source", "discover", "ingest"]
+__all__ = ["Source", "discover", "list_sources", "ingest"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -256,7 +256,7 @@ def _name(src: Source, names: str) -> str:
     return safe_name(rel.with_suffix("").as_posix())
 
 
-def plan(
+def list_sources(
     sources: Sequence[str | os.PathLike],
     *,
     fmt: str = "auto",
@@ -266,6 +266,26 @@ def plan(
     follow_symlinks: bool = False,
 ) -> list[Source]:
     """Discover the inputs and assign unique names and labels (reads no data).
+
+    Parameters
+    ----------
+    sources : sequence of path-like
+        Files, folders or glob patterns.
+    fmt : str
+        ``auto`` (by extension) or one of ``npy, npz, csv, xyz, ply, image``.
+    labels : {"none", "parent"}
+        ``parent``: the label of a file is the name of its directory.
+    manifest : path-like, optional
+        CSV with columns ``file``, ``label`` and optionally ``name``.
+    names : {"stem", "relpath"}
+        Measure names from file stems, or paths relative to the source directory without extension.
+    follow_symlinks : bool
+        Follow symbolic links that leave the ingested folder.
+
+    Returns
+    -------
+    list of Source
+        One per input file, in ingest order, with its unique name and its label.
 
     Raises
     ------
@@ -382,7 +402,7 @@ def ingest(
     options = options or ReaderOptions()
     if append and exists:
         coll = open(out)
-        p = plan(sources, fmt=fmt, labels=labels, manifest=manifest, names=names, follow_symlinks=follow_symlinks)
+        p = list_sources(sources, fmt=fmt, labels=labels, manifest=manifest, names=names, follow_symlinks=follow_symlinks)
         existing = set(coll.names.tolist())
         for s in p:
             if s.name in existing:
@@ -392,6 +412,6 @@ def ingest(
             what = "has labels" if has_labels else "has no labels"
             raise ValueError(f"{out}: collection {what}; use the same labelling (--labels/--manifest) when appending")
         return coll.append(_measures(p, options, str(coll.dtype), notes), dtype=dtype)
-    p = plan(sources, fmt=fmt, labels=labels, manifest=manifest, names=names, follow_symlinks=follow_symlinks)
+    p = list_sources(sources, fmt=fmt, labels=labels, manifest=manifest, names=names, follow_symlinks=follow_symlinks)
     dt = dtype or "float32"
     return create(out, _measures(p, options, dt, notes), overwrite=overwrite, shard_points=shard_points, dtype=dt)

@@ -168,12 +168,12 @@ def seed_entropy(seed) -> list[int]:
 
 
 # --------------------------------------------------------------------------------------------
-# the plan: everything a permutation block needs (small, picklable)
+# the prepared test: everything a permutation block needs (small, picklable)
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
-class _Plan:
+class _PreparedTest:
     z: np.ndarray  # pooled sample (n + m, D), float64
     n: int
     statistic: str
@@ -192,8 +192,8 @@ class _Plan:
         return math.ceil(self.n_permutations / self.block_size)
 
 
-def make_plan(x, y, *, statistic: str = "sinkhorn", n_permutations: int = 999, seed=0,
-              block_size: int = DEFAULT_BLOCK_SIZE, **loss_params) -> _Plan:
+def prepare_test(x, y, *, statistic: str = "sinkhorn", n_permutations: int = 999, seed=0,
+                 block_size: int = DEFAULT_BLOCK_SIZE, **loss_params) -> _PreparedTest:
     """Validate the input and fix everything the permutation blocks need (see :func:`two_sample_test`)."""
     if statistic not in STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}: use one of {', '.join(STATISTICS)}")
@@ -255,7 +255,7 @@ def make_plan(x, y, *, statistic: str = "sinkhorn", n_permutations: int = 999, s
                     raise ValueError(f"sigma must be positive and finite, got {s}")
                 sigmas.append(s)
         params.update(kernel="gaussian", sigma=sigma if isinstance(sigma, str) else raw, bandwidths=list(sigmas))
-    return _Plan(z, n, statistic, n_permutations, block_size, entropy, params, sigmas)
+    return _PreparedTest(z, n, statistic, n_permutations, block_size, entropy, params, sigmas)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,14 +263,14 @@ def make_plan(x, y, *, statistic: str = "sinkhorn", n_permutations: int = 999, s
 # --------------------------------------------------------------------------------------------
 
 
-def block_permutations(plan: _Plan, k: int) -> np.ndarray:
+def block_permutations(prep: _PreparedTest, k: int) -> np.ndarray:
     """The permutations of block ``k``: ``(b, n + m)`` int64, from ``SeedSequence(entropy, spawn_key=(k,))``."""
-    start = k * plan.block_size
-    b = min(plan.block_size, plan.n_permutations - start)
-    if not 0 <= k < plan.n_blocks:
-        raise ValueError(f"block {k} out of range 0..{plan.n_blocks - 1}")
-    rng = np.random.default_rng(np.random.SeedSequence(plan.entropy, spawn_key=(k,)))
-    N = plan.z.shape[0]
+    start = k * prep.block_size
+    b = min(prep.block_size, prep.n_permutations - start)
+    if not 0 <= k < prep.n_blocks:
+        raise ValueError(f"block {k} out of range 0..{prep.n_blocks - 1}")
+    rng = np.random.default_rng(np.random.SeedSequence(prep.entropy, spawn_key=(k,)))
+    N = prep.z.shape[0]
     return rng.permuted(np.broadcast_to(np.arange(N), (b, N)), axis=1)
 
 
@@ -279,17 +279,17 @@ def _cdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
 
 
-def _pooled_kernels(plan: _Plan) -> list[torch.Tensor]:
-    z = torch.from_numpy(plan.z)
-    if plan.statistic == "energy":
+def _pooled_kernels(prep: _PreparedTest) -> list[torch.Tensor]:
+    z = torch.from_numpy(prep.z)
+    if prep.statistic == "energy":
         return [_cdist(z, z)]
     d2 = _cdist(z, z).square_()
-    return [torch.exp(-d2 / (2.0 * s * s)) for s in plan.sigmas]
+    return [torch.exp(-d2 / (2.0 * s * s)) for s in prep.sigmas]
 
 
-def _kernel_stats(plan: _Plan, K: torch.Tensor, perms: np.ndarray) -> np.ndarray:
+def _kernel_stats(prep: _PreparedTest, K: torch.Tensor, perms: np.ndarray) -> np.ndarray:
     """Kernel statistic of each split, via the indicator identities of the module docstring."""
-    n, m, N = plan.n, plan.m, plan.z.shape[0]
+    n, m, N = prep.n, prep.m, prep.z.shape[0]
     s = torch.zeros(perms.shape[0], N, dtype=K.dtype)
     s.scatter_(1, torch.from_numpy(np.ascontiguousarray(perms[:, :n])), 1.0)
     r = K.sum(1)
@@ -298,7 +298,7 @@ def _kernel_stats(plan: _Plan, K: torch.Tensor, perms: np.ndarray) -> np.ndarray
     total = r.sum()
     sxx, sxy = sKs, sK1 - sKs
     syy = total - 2.0 * sK1 + sKs
-    if plan.statistic == "energy":  # V-statistic, zero diagonal
+    if prep.statistic == "energy":  # V-statistic, zero diagonal
         out = 2.0 * sxy / (n * m) - sxx / n**2 - syy / m**2
     else:  # unbiased MMD^2: remove the diagonal k(z, z) of each part
         diag = torch.diagonal(K)
@@ -308,16 +308,16 @@ def _kernel_stats(plan: _Plan, K: torch.Tensor, perms: np.ndarray) -> np.ndarray
     return out.numpy()
 
 
-def _sinkhorn_stats(plan: _Plan, perms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sinkhorn_stats(prep: _PreparedTest, perms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``S_eps`` of each split and the marginal error of its (cross) solve."""
     import warnings
 
     from otpipe.tools.losses import sinkhorn_divergence
 
-    z = torch.from_numpy(plan.z)
+    z = torch.from_numpy(prep.z)
     idx = torch.from_numpy(np.ascontiguousarray(perms))
-    xb, yb = z[idx[:, : plan.n]], z[idx[:, plan.n:]]
-    pr = plan.params
+    xb, yb = z[idx[:, : prep.n]], z[idx[:, prep.n:]]
+    pr = prep.params
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # convergence is reported per test (marginal_error)
         r = sinkhorn_divergence(
@@ -329,37 +329,37 @@ def _sinkhorn_stats(plan: _Plan, perms: np.ndarray) -> tuple[np.ndarray, np.ndar
             r.marginal_error.detach().cpu().numpy().astype(np.float64))
 
 
-def split_statistics(plan: _Plan, perms: np.ndarray, *, errors: bool = False):
+def split_statistics(prep: _PreparedTest, perms: np.ndarray, *, errors: bool = False):
     """Raw statistic of each split ``perms (b, n + m)``: ``(b, n_bandwidths)`` for MMD, ``(b, 1)`` otherwise.
 
     ``errors=True``: also the largest marginal error of the splits' solves (``nan`` for kernel statistics).
     """
     perms = np.asarray(perms)
-    if plan.statistic == "sinkhorn":
-        val, err = _sinkhorn_stats(plan, perms)
+    if prep.statistic == "sinkhorn":
+        val, err = _sinkhorn_stats(prep, perms)
         return (val[:, None], float(err.max())) if errors else val[:, None]
-    out = np.stack([_kernel_stats(plan, K, perms) for K in _pooled_kernels(plan)], axis=1)
+    out = np.stack([_kernel_stats(prep, K, perms) for K in _pooled_kernels(prep)], axis=1)
     return (out, math.nan) if errors else out
 
 
-def run_block(plan: _Plan, k: int, *, errors: bool = False):
+def run_block(prep: _PreparedTest, k: int, *, errors: bool = False):
     """Raw statistics of the permutations of block ``k`` (the unit of work of the distributed runner);
     ``errors=True``: ``(statistics, largest marginal error)``."""
-    return split_statistics(plan, block_permutations(plan, k), errors=errors)
+    return split_statistics(prep, block_permutations(prep, k), errors=errors)
 
 
-def observed(plan: _Plan, *, errors: bool = False):
+def observed(prep: _PreparedTest, *, errors: bool = False):
     """Raw statistic of the observed split (identity permutation), shape ``(n_bandwidths,)``;
     ``errors=True``: ``(statistic, marginal error)``."""
-    res = split_statistics(plan, np.arange(plan.z.shape[0])[None, :], errors=errors)
+    res = split_statistics(prep, np.arange(prep.z.shape[0])[None, :], errors=errors)
     return (res[0][0], res[1]) if errors else res[0]
 
 
-def finish(plan: _Plan, obs: np.ndarray, blocks: Sequence[np.ndarray], marginal_error: float | None = None) -> TwoSampleResult:
+def finish(prep: _PreparedTest, obs: np.ndarray, blocks: Sequence[np.ndarray], marginal_error: float | None = None) -> TwoSampleResult:
     """Assemble the observed value and the blocks (in block order) into a :class:`TwoSampleResult`."""
     raw = np.concatenate(list(blocks), axis=0)
-    if raw.shape[0] != plan.n_permutations:
-        raise ValueError(f"expected {plan.n_permutations} permuted statistics, got {raw.shape[0]}")
+    if raw.shape[0] != prep.n_permutations:
+        raise ValueError(f"expected {prep.n_permutations} permuted statistics, got {raw.shape[0]}")
     obs = np.asarray(obs, dtype=np.float64).reshape(-1)
     if raw.shape[1] == 1:
         stat, null = float(obs[0]), raw[:, 0].astype(np.float64)
@@ -369,11 +369,11 @@ def finish(plan: _Plan, obs: np.ndarray, blocks: Sequence[np.ndarray], marginal_
         sd = np.where(sd > 0, sd, 1.0)
         std = (allv - mu) / sd
         stat, null = float(std[0].max()), std[1:].max(1)
-    p = (1.0 + float(np.count_nonzero(null >= stat))) / (1.0 + plan.n_permutations)
-    params = dict(plan.params, n_permutations=plan.n_permutations)
-    if plan.statistic != "sinkhorn" or marginal_error is None or not math.isfinite(marginal_error):
+    p = (1.0 + float(np.count_nonzero(null >= stat))) / (1.0 + prep.n_permutations)
+    params = dict(prep.params, n_permutations=prep.n_permutations)
+    if prep.statistic != "sinkhorn" or marginal_error is None or not math.isfinite(marginal_error):
         marginal_error = None
-    return TwoSampleResult(stat, p, null, plan.n_permutations, params, plan.statistic, marginal_error)
+    return TwoSampleResult(stat, p, null, prep.n_permutations, params, prep.statistic, marginal_error)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,12 +415,12 @@ def two_sample_test(
     TwoSampleResult
         ``statistic``, ``pvalue``, ``null_distribution`` (scipy's names), ``marginal_error``.
     """
-    plan = make_plan(x, y, statistic=statistic, n_permutations=n_permutations, seed=seed,
+    prep = prepare_test(x, y, statistic=statistic, n_permutations=n_permutations, seed=seed,
                      block_size=block_size, **loss_params)
-    blocks = [run_block(plan, k, errors=True) for k in range(plan.n_blocks)]
-    obs, err = observed(plan, errors=True)
+    blocks = [run_block(prep, k, errors=True) for k in range(prep.n_blocks)]
+    obs, err = observed(prep, errors=True)
     err = max([err] + [e for _, e in blocks])
-    return finish(plan, obs, [b for b, _ in blocks], marginal_error=err)
+    return finish(prep, obs, [b for b, _ in blocks], marginal_error=err)
 
 
 # --------------------------------------------------------------------------------------------

@@ -694,8 +694,8 @@ def _step_output_hash(wf: Workflow, step: Step) -> str | None:
     return tree_hash(d)
 
 
-def plan(wf: Workflow) -> list[str]:
-    """Human-readable plan: one line per step with its command line."""
+def dry_run_lines(wf: Workflow) -> list[str]:
+    """What a dry run prints: one line per step with its command line."""
     lines = [f"workflow {wf.name!r}: {len(wf.steps)} steps -> {wf.run_dir}"]
     for s in wf.steps:
         cmd = "built-in run report (index.html)" if s.type == "report" else "otpipe " + " ".join(_resolve_argv(wf, s))
@@ -729,9 +729,9 @@ def run_workflow(path, *, dry_run: bool = False, resume: bool = False, run_dir=N
     """
     wf = load_spec(path, run_dir=run_dir)
     if dry_run:
-        for line in plan(wf):
+        for line in dry_run_lines(wf):
             echo(line)
-        lines, refused = _rundir.plan_replacements(wf.run_dir, [(s.id, s.type) for s in wf.steps])
+        lines, refused = _rundir.list_replacements(wf.run_dir, [(s.id, s.type) for s in wf.steps])
         for line in lines + [f"refused: {r}" for r in refused]:
             echo(f"  {line}")
         echo("dry run: nothing computed, nothing written")

@@ -7,7 +7,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 import otpipe
-from otpipe.tools.two_sample import block_permutations, make_plan, two_sample_test
+from otpipe.tools.two_sample import block_permutations, prepare_test, two_sample_test
 
 
 def _energy(x, y):
@@ -37,8 +37,8 @@ def test_energy_statistic_and_null_are_direct_formulas(xy):
     x, y = xy
     r = two_sample_test(x, y, statistic="energy", n_permutations=30, seed=5, block_size=7)
     assert r.statistic == pytest.approx(_energy(x, y), rel=1e-12)
-    plan = make_plan(x, y, statistic="energy", n_permutations=30, seed=5, block_size=7)
-    perms = np.concatenate([block_permutations(plan, k) for k in range(plan.n_blocks)])
+    prep = prepare_test(x, y, statistic="energy", n_permutations=30, seed=5, block_size=7)
+    perms = np.concatenate([block_permutations(prep, k) for k in range(prep.n_blocks)])
     # the permutations are those of SeedSequence(seed, spawn_key=(k,)), re-drawn here independently
     rng = np.random.default_rng(np.random.SeedSequence(5, spawn_key=(2,)))
     assert np.array_equal(perms[14:21], rng.permuted(np.tile(np.arange(22), (7, 1)), axis=1))
@@ -57,8 +57,8 @@ def test_mmd_unbiased_with_median_bandwidth(xy):
     r = two_sample_test(x, y, statistic="mmd", n_permutations=20, seed=1)
     assert r.params["bandwidths"] == [pytest.approx(med)]
     assert r.statistic == pytest.approx(_mmd_u(x, y, med), rel=1e-10)
-    plan = make_plan(x, y, statistic="mmd", n_permutations=20, seed=1)
-    perms = block_permutations(plan, 0)
+    prep = prepare_test(x, y, statistic="mmd", n_permutations=20, seed=1)
+    perms = block_permutations(prep, 0)
     np.testing.assert_allclose(r.null_distribution, [_mmd_u(*_split(x, y, p), med) for p in perms], rtol=1e-9, atol=1e-14)
     # unbiased: identical samples still give a negative-or-zero mean; a fixed bandwidth is honoured
     r2 = two_sample_test(x, y, statistic="mmd", n_permutations=5, seed=1, sigma=0.7)
@@ -77,8 +77,8 @@ def test_mmd_several_bandwidths_is_max_of_standardised(xy):
     x, y = xy
     sig = [0.3, 1.0, 3.0]
     r = two_sample_test(x, y, statistic="mmd", n_permutations=40, seed=2, sigma=sig)
-    plan = make_plan(x, y, statistic="mmd", n_permutations=40, seed=2, sigma=sig)
-    perms = np.concatenate([np.arange(22)[None], block_permutations(plan, 0)])
+    prep = prepare_test(x, y, statistic="mmd", n_permutations=40, seed=2, sigma=sig)
+    perms = np.concatenate([np.arange(22)[None], block_permutations(prep, 0)])
     raw = np.array([[_mmd_u(*_split(x, y, p), s) for s in sig] for p in perms])
     std = (raw - raw.mean(0)) / raw.std(0)
     assert r.statistic == pytest.approx(std[0].max(), rel=1e-8)
@@ -95,8 +95,8 @@ def test_sinkhorn_statistic_matches_direct_divergences(xy):
     direct = lambda a, b: float(otpipe.sinkhorn_divergence(  # noqa: E731
         torch.tensor(a), torch.tensor(b), blur=0.3, diameter=diam, backend=r.params["backend"]))
     assert r.statistic == pytest.approx(direct(x, y), rel=1e-9)
-    plan = make_plan(x, y, statistic="sinkhorn", n_permutations=12, seed=4, block_size=5, blur=0.3)
-    perms = np.concatenate([block_permutations(plan, k) for k in range(plan.n_blocks)])
+    prep = prepare_test(x, y, statistic="sinkhorn", n_permutations=12, seed=4, block_size=5, blur=0.3)
+    perms = np.concatenate([block_permutations(prep, k) for k in range(prep.n_blocks)])
     np.testing.assert_allclose(r.null_distribution, [direct(*_split(x, y, p)) for p in perms], rtol=1e-9, atol=1e-12)
 
 

@@ -125,7 +125,7 @@ def _precisions(tf32: bool, fp64: bool) -> tuple[int, int]:
     return (1 if tf32 else acc), acc
 
 
-def _plan(op: TritonOperator, mode: int, nch: int = 1) -> tuple[dict, tuple[int, int]]:
+def _launch_config(op: TritonOperator, mode: int, nch: int = 1) -> tuple[dict, tuple[int, int]]:
     """Compile-time parameters and ``(num_warps, num_stages)`` of a reduction (``nch``: MEAN/GRAD channels).
 
     Float32 ``p = 2`` products come from ``tl.dot`` tiles for ``DOT_MIN_D <= D <= DOT_MAX_D`` and, in every
@@ -217,7 +217,7 @@ def _reduce(op: TritonOperator, h: torch.Tensor, eps: float, mode: int, om: floa
         acc = torch.empty(B, N, nch, dtype=dt, device=dev)
     if B * N == 0:
         return out, acc, s
-    const, (warps, stages) = _plan(op, mode, nch)
+    const, (warps, stages) = _launch_config(op, mode, nch)
     bn = const["BLOCK_N"]
     blocks = op.blocks
     if blocks is None:
@@ -528,7 +528,7 @@ class TritonOperator:
         M = yp.shape[2]
         f = torch.empty(B, N, dtype=xp.dtype, device=xp.device)
         g = torch.empty(B, M, dtype=xp.dtype, device=xp.device)
-        const, (warps, stages) = _plan(self, _k.LSE)
+        const, (warps, stages) = _launch_config(self, _k.LSE)
         for key in ("BLOCK_K", "MODE", "ACC_DOT", "ACC_PREC"):
             del const[key]
         bn = const["BLOCK_N"]

@@ -1,4 +1,4 @@
-"""The plan of a pairwise run: which blocks ``(I, J)`` of the matrix each Dask task computes.
+"""The tiling of a pairwise run: which blocks ``(I, J)`` of the matrix each Dask task computes.
 
 The ``N x M`` matrix is cut into square blocks of ``tile`` rows and columns; one block is one
 task. A symmetric run (one collection against itself) only computes blocks ``I <= J`` (and in a
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Tile", "Plan", "make_plan", "choose_tile"]
+__all__ = ["Tile", "Tiling", "make_tiling", "choose_tile"]
 
 #: largest tile side chosen automatically (a tile then holds at most 4096 pairs)
 MAX_AUTO_TILE = 64
@@ -28,7 +28,7 @@ class Tile:
     Parameters
     ----------
     index : int
-        Position of the tile in the plan.
+        Position of the tile in the tiling.
     r0 : int
         First source row.
     r1 : int
@@ -71,7 +71,7 @@ class Tile:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Tiling:
     """All the work of a run (see the module docstring).
 
     Parameters
@@ -172,8 +172,8 @@ def _chunks(n: int, t: int) -> tuple[tuple[int, int], ...]:
     return tuple((s, min(s + t, n)) for s in range(0, n, t))
 
 
-def make_plan(n_source: int, n_target: int | None = None, *, tile: int | None = None, n_workers: int = 1,
-              gpu: bool = False) -> Plan:
+def make_tiling(n_source: int, n_target: int | None = None, *, tile: int | None = None, n_workers: int = 1,
+                gpu: bool = False) -> Tiling:
     """Cut the matrix into tiles.
 
     Parameters
@@ -191,7 +191,7 @@ def make_plan(n_source: int, n_target: int | None = None, *, tile: int | None = 
 
     Returns
     -------
-    Plan
+    Tiling
         The tiles and the self-term chunks.
 
     Raises
@@ -218,7 +218,7 @@ def make_plan(n_source: int, n_target: int | None = None, *, tile: int | None = 
                 continue
             diag = symmetric and bi == bj  # (a 1x1 diagonal block solves nothing but writes S_ii = 0)
             tiles.append(Tile(len(tiles), r0, r1, c0, c1, diag))
-    return Plan(
+    return Tiling(
         n_source=n_source,
         n_target=m,
         symmetric=symmetric,

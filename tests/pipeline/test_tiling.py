@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from otpipe.engine.plan import choose_tile, make_plan
+from otpipe.engine.tiling import choose_tile, make_tiling
 
 
 @pytest.mark.parametrize("n,tile", [(2, 1), (7, 3), (10, 10), (13, 4), (64, None)])
 def test_symmetric_cover(n, tile):
-    pl = make_plan(n, tile=tile)
+    pl = make_tiling(n, tile=tile)
     seen = [p for t in pl.tiles for p in t.pairs()]
     assert sorted(seen) == [(i, j) for i in range(n) for j in range(i + 1, n)]
     assert pl.n_pairs == n * (n - 1) // 2
@@ -19,7 +19,7 @@ def test_symmetric_cover(n, tile):
 
 @pytest.mark.parametrize("n,m,tile", [(1, 1, 1), (5, 9, 2), (12, 3, 5)])
 def test_cross_cover(n, m, tile):
-    pl = make_plan(n, m, tile=tile)
+    pl = make_tiling(n, m, tile=tile)
     seen = sorted(p for t in pl.tiles for p in t.pairs())
     assert seen == [(i, j) for i in range(n) for j in range(m)]
     assert pl.summary()["self_terms"] == n + m
@@ -29,6 +29,6 @@ def test_auto_tile_and_errors():
     assert choose_tile(200, 200, True, 2) == 29  # ceil(sqrt(19900 / 24))
     assert choose_tile(10_000, 10_000, True, 4) == 64
     with pytest.raises(ValueError, match="tile"):
-        make_plan(5, tile=0)
+        make_tiling(5, tile=0)
     with pytest.raises(ValueError, match="at least 2"):
-        make_plan(1)
+        make_tiling(1)
