@@ -50,7 +50,7 @@ BAD = {
     "weights shape": (dict(x=x0, y=y0, a=torch.ones(4, dtype=torch.float64) / 4), "shape"),
     "batch mismatch": (dict(x=torch.rand(2, 5, 2), y=torch.rand(3, 4, 2)), "batch size mismatch"),
     # issue 21 item 17: torch's own "Tensor.item() cannot be called on meta tensors" came from deep inside
-    # (one meta and one real tensor: "x is on cpu but y is on meta", tests/kernels/test_choose.py)
+    # (one meta and one real tensor: "x is on cpu but y is on meta", tests/geometry/test_choose.py)
     "meta points": (dict(x=torch.empty(5, 2, dtype=torch.float64, device="meta"),
                          y=torch.empty(4, 2, dtype=torch.float64, device="meta")), r"x is a meta tensor \(shape and dtype only, no values\)"),
 }

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ..pipeline.conftest import make_measures
+from ..pipelines.conftest import make_measures
 
 HOLD = """
 import sys

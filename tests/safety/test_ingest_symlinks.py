@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from otpipe import store
-from otpipe.store.ingest import ingest, plan
+from otpipe.store.ingest import ingest, list_sources
 
 from ..store.conftest import run_otpipe
 
@@ -67,7 +67,7 @@ def test_follow_symlinks_reads_outside_files(tree, how):
 
 
 def test_links_inside_the_folder_are_read(tree):
-    names = sorted(s.name for s in plan([tree / "data"]))
+    names = sorted(s.name for s in list_sources([tree / "data"]))
     assert names == ["a", "b", "inside"]
     c = ingest([tree / "data"], tree / "o.zarr")
     np.testing.assert_array_equal(c["inside"].points, np.zeros((4, 2)) + 3)

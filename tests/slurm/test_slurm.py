@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ..pipeline.conftest import make_measures
+from ..pipelines.conftest import make_measures
 
 pytestmark = pytest.mark.slurm
 

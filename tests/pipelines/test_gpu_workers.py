@@ -5,7 +5,7 @@ advertising ``GPU=1`` (as dask-cuda's workers and
 ``--cluster slurm --gpus`` jobs do) and one not: every task of a run must land on the first, and the
 result must equal a plain run's. The tasks compute on ``device="cpu"`` here, through the same code as on a
 GPU (measures moved to the device once, large padded batches gathered there); the Triton variant of that
-path runs under Triton's interpreter in ``tests/kernels/test_triton.py``.
+path runs under Triton's interpreter in ``tests/geometry/test_triton.py``.
 """
 from __future__ import annotations
 
