@@ -212,32 +212,31 @@ def plot_study(ds, out_dir) -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
 
-    cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(1, len(dims), figsize=(4.6 * len(dims), 4.2), squeeze=False)
-    for j, d in enumerate(dims):
-        series = [(f"eps={e:g}, kappa={float(ds['kappa'].values[i, j]):.2f}", (mean[i, j], std[i, j]),
-                   cmap(i / max(1, len(eps) - 1) * 0.9)) for i, e in enumerate(eps)]
-        _panel(axes[0, j], series, f"d = {d}  (p/d = {p / d:.2f})")
-    axes[0, 0].set_ylabel(f"R(N) = E {name}  (band: +- S(N))")
-    fig.suptitle(f"Sample complexity, influence of eps ({ds.attrs.get('distribution', '')}, p = {p:g}, "
-                 f"{ds.sizes['rep']} reps)")
-    fig.tight_layout()
-    paths.append(out_dir / "by_dim.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    def _figure(file, panels_over_dim, cmap, shade, width, line_label, title, suptitle):
+        # one panel per d (panels_over_dim) or per eps, one line per value of the other axis in each panel;
+        # line_label(value) names a line, title(value) a panel, the line's colour is cmap(position * shade)
+        panels, lines = (dims, eps) if panels_over_dim else (eps, dims)
+        cmap = plt.get_cmap(cmap)
+        fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.2), squeeze=False)
+        for a, pv in enumerate(panels):
+            series = []
+            for b, lv in enumerate(lines):
+                i, j = (b, a) if panels_over_dim else (a, b)
+                series.append((f"{line_label(lv)}, kappa={float(ds['kappa'].values[i, j]):.2f}",
+                               (mean[i, j], std[i, j]), cmap(b / max(1, len(lines) - 1) * shade)))
+            _panel(axes[0, a], series, title(pv))
+        axes[0, 0].set_ylabel(f"R(N) = E {name}  (band: +- S(N))")
+        fig.suptitle(suptitle)
+        fig.tight_layout()
+        paths.append(out_dir / file)
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
 
-    cmap = plt.get_cmap("plasma")
-    fig, axes = plt.subplots(1, len(eps), figsize=(4.2 * len(eps), 4.2), squeeze=False)
-    for i, e in enumerate(eps):
-        series = [(f"d={d}, kappa={float(ds['kappa'].values[i, j]):.2f}", (mean[i, j], std[i, j]),
-                   cmap(j / max(1, len(dims) - 1) * 0.85)) for j, d in enumerate(dims)]
-        _panel(axes[0, i], series, f"eps = {e:g}")
-    axes[0, 0].set_ylabel(f"R(N) = E {name}  (band: +- S(N))")
-    fig.suptitle("Sample complexity, influence of the dimension")
-    fig.tight_layout()
-    paths.append(out_dir / "by_eps.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    _figure("by_dim.png", True, "viridis", 0.9, 4.6, lambda e: f"eps={e:g}", lambda d: f"d = {d}  (p/d = {p / d:.2f})",
+            f"Sample complexity, influence of eps ({ds.attrs.get('distribution', '')}, p = {p:g}, "
+            f"{ds.sizes['rep']} reps)")
+    _figure("by_eps.png", False, "plasma", 0.85, 4.2, lambda d: f"d={d}", lambda e: f"eps = {e:g}",
+            "Sample complexity, influence of the dimension")
     (out_dir / "kappa.md").write_text(kappa_table(ds) + "\n")
     paths.append(out_dir / "kappa.md")
     return paths
