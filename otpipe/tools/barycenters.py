@@ -18,7 +18,7 @@ For input measures ``beta_k`` and barycentric weights ``lambda_k >= 0`` with ``s
   Stopping rule (all at one iteration): largest displacement ``< tol * diameter`` (the first-order condition
   ``grad_{x_i} F / a_i ~ 0``), objective change ``< tol**2 * diameter**p``, inner solves within
   ``sinkhorn_tol`` (and, learned weights, the L1 change of a plain mirror step ``< tol``); otherwise a
-  ``RuntimeWarning`` with the reason (``BarycenterResult.reason``).
+  :class:`~otpipe.diagnostics.ConvergenceWarning` with the reason (``BarycenterResult.reason``).
 * **Fixed support** (Benamou et al. 2015, iterative Bregman projections, log domain) on a common
   support with cost ``C``: ``v_k = b_k / K^T u_k``, ``a = d * prod_k (K v_k)^lambda_k``,
   ``u_k = a / K v_k``; with ``debiased=True`` (Janati et al. 2020) ``d`` solves the
@@ -42,6 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from otpipe.diagnostics import ConvergenceWarning
 from otpipe.geometry.boxes import bounds, box_diagonal, lattice
 
 __all__ = [
@@ -595,7 +596,8 @@ def free_support_barycenter(
         within ``sinkhorn_tol``, and (``learn_weights``) the L1 change of a plain mirror step
         ``step sum_i a_i |g_i - <a, g>| / diameter^p < tol`` (``g = grad_a F``), all at the same iteration.
     max_iter : int
-        Cap on the outer iterations; stopping there without convergence gives a ``RuntimeWarning``.
+        Cap on the outer iterations; stopping there without convergence gives a
+        :class:`~otpipe.diagnostics.ConvergenceWarning`.
     step : float, default 1.0
         ``tau`` of the step ``x_i <- x_i - tau grad_{x_i} F / a_i`` (1: the Brenier-map step).
     seed : int, default 0
@@ -634,7 +636,7 @@ def free_support_barycenter(
                   f"{tol * diameter:.3g} = tol * diameter), objective change {run.dF:.3g} (tolerance "
                   f"{tol**2 * diameter**p:.3g}), inner marginal error {run.info.err:.3g} (sinkhorn_tol "
                   f"{sinkhorn_tol:.3g})")
-        warnings.warn(f"free-support barycenter stopped at {reason}; raise max_iter, or loosen tol", RuntimeWarning,
+        warnings.warn(f"free-support barycenter stopped at {reason}; raise max_iter, or loosen tol", ConvergenceWarning,
                       stacklevel=2)
     n = len(run.X)
     params = dict(opts, method="free", n_points=n, init=init if isinstance(init, str) else "given", seed=seed,
@@ -841,7 +843,7 @@ def _learn_weights(X, a, terms: Terms, opts: dict, const: float, lam, *, tol: fl
                   f"(sinkhorn_tol {sinkhorn_tol:.3g})")
     if not converged:
         warnings.warn(f"free-support barycenter (learned weights) stopped {'at ' if reason.startswith('max_iter') else 'after '}"
-                      f"{reason}; raise max_iter (or sinkhorn_max_iter), or loosen tol", RuntimeWarning, stacklevel=3)
+                      f"{reason}; raise max_iter (or sinkhorn_max_iter), or loosen tol", ConvergenceWarning, stacklevel=3)
     params = dict(opts, method="free", n_points=n, init=init if isinstance(init, str) else "given", seed=seed, step=step,
                   learn_weights=True, outer_tol=tol, outer_max_iter=max_iter, lambdas=np.asarray(lam).tolist(),
                   inner_updates=updates, evaluations=evaluations, last_inner_error=cur["info"].err, weight_gap=gap)
@@ -992,7 +994,7 @@ def fixed_support_barycenter(
         at one iteration, and their estimated distance to the fixed point ``e rho / (1 - rho)`` (``rho``: observed
         contraction rate) too.
     max_iter : int, default 10000
-        Cap on the iterations; a ``RuntimeWarning`` when it is reached first.
+        Cap on the iterations; a :class:`~otpipe.diagnostics.ConvergenceWarning` when it is reached first.
 
     Returns
     -------
@@ -1063,7 +1065,7 @@ def fixed_support_barycenter(
         warnings.warn(
             f"fixed-support barycenter stopped at max_iter={max_iter} without converging: marginal gap / change "
             f"{hist[-1]:.3g} (tol {tol:g}); raise max_iter or blur, or loosen tol",
-            RuntimeWarning,
+            ConvergenceWarning,
             stacklevel=2,
         )
     params = dict(method=method, p=p, blur=blur, debiased=debiased, tol=tol, max_iter=max_iter, lambdas=lam.tolist())

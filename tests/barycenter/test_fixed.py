@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from otpipe.diagnostics import ConvergenceWarning
 from otpipe.tools.barycenters import fixed_support_barycenter
 
 
@@ -67,13 +68,13 @@ def test_stopping_rule_means_converged():
     S = np.linspace(0, 1, 40)[:, None]
     h = rng.uniform(0.2, 1, 40)
     h /= h.sum()
-    with pytest.warns(RuntimeWarning, match="max_iter=3000"):
+    with pytest.warns(ConvergenceWarning, match="max_iter=3000"):
         r = fixed_support_barycenter(np.stack([h, h]), support=S, blur=0.1, tol=1e-6, max_iter=3000)
     assert not r.converged and r.history[-1] < 1e-5 and np.abs(r.weights - h).max() > 1e-2
     A = rng.uniform(0, 1, (3, 40))
     A /= A.sum(1, keepdims=True)
     r = fixed_support_barycenter(A, support=S, blur=0.15, debiased=False, tol=1e-9)
     assert r.converged and r.history[-1] < 1e-9
-    with pytest.warns(RuntimeWarning, match="max_iter=3"):
+    with pytest.warns(ConvergenceWarning, match="max_iter=3"):
         short = fixed_support_barycenter(A, support=S, blur=0.15, debiased=False, tol=1e-9, max_iter=3)
     assert not short.converged

@@ -9,6 +9,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import otpipe
+from otpipe.diagnostics import ConvergenceWarning
 from otpipe.solvers.sinkhorn import solve_symmetric
 from otpipe.tools.barycenters import free_support_barycenter
 
@@ -92,7 +93,7 @@ def test_copies_of_one_measure_give_that_measure():
 
 def test_max_iter_warns_with_the_displacement_and_the_remedy():
     x, y = _gaussians(60)
-    with pytest.warns(RuntimeWarning, match=r"max_iter=3 without converging: largest displacement .* raise max_iter"):
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=3 without converging: largest displacement .* raise max_iter"):
         r = free_support_barycenter([x, y], [0.3, 0.7], blur=0.1, max_iter=3)
     assert not r.converged and r.n_iter == 3 and len(r.displacement) == 3
 
