@@ -1048,7 +1048,7 @@ def fixed_support_barycenter(
         raise ValueError("blur must be positive")
     with np.errstate(divide="ignore"):
         logb = torch.as_tensor(np.log(B))
-    # thousands of tiny kernel calls: intra-op threads only add synchronisation (13x slower
+    # thousands of tiny torch calls: intra-op threads only add synchronisation (13x slower
     # measured on a loaded 2-core machine), so small problems run single-threaded
     n_threads = torch.get_num_threads()
     small = logb.numel() < _SMALL_IBP and n_threads > 1
