@@ -30,7 +30,13 @@ def _run_measured(*args) -> tuple[int, str, float]:
             rc = e.code if isinstance(e.code, int) else 1
         else:
             rc = 0
-        print("PEAK_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+        # VmHWM is this process's own high-water mark; ru_maxrss would carry the forking pytest's over exec
+        try:
+            hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")]
+            peak = int(hwm[0].split()[1])
+        except (OSError, IndexError):
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print("PEAK_KIB", peak, file=sys.stderr)
         sys.exit(rc)
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
