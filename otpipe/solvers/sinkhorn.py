@@ -30,6 +30,7 @@ import torch
 from otpipe._arrays import numpy_io, short, to_numpy
 from otpipe.geometry.backends import STRATEGIES, choose_backend, get_backend
 from otpipe.problems.measures import Pair, log_weights, validate_pair
+from otpipe.solvers import fused
 from otpipe.solvers.loop import (  # noqa: F401 - re-exported: the solver's parameters and schedule
     DEFAULT_MAX_ITER,
     STAGE_TOL,
@@ -292,8 +293,9 @@ def check_balance(P: Pair, rho: float | None) -> None:
 def run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool,
                  init: dict | None = None) -> RunOutput:
     """Shared engine of :func:`solve`, :func:`solve_symmetric` and the divergences: the multiscale driver
-    (:func:`otpipe.solvers.multiscale.run_multiscale`) when the backend name resolves to that solver strategy,
-    else :func:`otpipe.solvers.loop.run_full` on the operator backend (same output dict).
+    (:func:`otpipe.solvers.multiscale.run_multiscale`) or the fused loop (:func:`otpipe.solvers.fused.run_fused`;
+    ``auto`` picks it for small CPU problems, :func:`otpipe.solvers.fused.eligible`) when the backend name resolves
+    to that solver strategy, else :func:`otpipe.solvers.loop.run_full` on the operator backend (same output).
 
     Parameters
     ----------
@@ -312,15 +314,20 @@ def run_problems(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, sel
         The backend, schedule and each problem's :class:`~otpipe.solvers.output.Solution`.
     """
     B, N, M, _ = P.shape
-    # a solver strategy (``multiscale``) is chosen like a backend but runs its own driver over operator backends
-    if choose_backend(prm.backend, B, N, M, device=P.x.device, dtype=P.x.dtype,
-                      converging=prm.tol is not None) in STRATEGIES:
+    # a solver strategy (``multiscale``, ``fused``) is chosen like a backend but runs its own driver
+    name = choose_backend(prm.backend, B, N, M, device=P.x.device, dtype=P.x.dtype, converging=prm.tol is not None)
+    kw = dict(cross=cross, self_x=self_x, self_y=self_y)
+    if name == "fused" or (name not in STRATEGIES and prm.backend == "auto" and fused.eligible(P, prm, **kw, init=init)):
+        if init:
+            raise ValueError("init= (warm start) is not supported by the fused backend: pass another backend")
+        return fused.run_fused(P, prm, **kw)
+    if name in STRATEGIES:
         if init:
             raise ValueError("init= (warm start) is not supported by the multiscale backend: pass another backend")
         from otpipe.solvers.multiscale import run_multiscale
 
-        return run_multiscale(P, prm, cross=cross, self_x=self_x, self_y=self_y)
-    return run_full(P, prm, cross=cross, self_x=self_x, self_y=self_y, init=init)
+        return run_multiscale(P, prm, **kw)
+    return run_full(P, prm, **kw, init=init)
 
 
 def _warm_start(init, P: Pair, prm: SinkhornParams, key: str) -> dict | None:

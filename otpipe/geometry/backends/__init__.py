@@ -13,8 +13,9 @@ The solver only ever talks to operators, so a new backend is one new file here. 
 ``tensorized`` (dense), ``chunked`` (dense over blocks of rows, bounded memory, any device), ``cpu`` (compiled
 C++), ``triton`` (CUDA) and ``keops`` (pykeops, only when asked for by name: :func:`choose_backend` never picks
 it). A backend name may also be a solver strategy (:data:`STRATEGIES`): ``multiscale`` (block-sparse on
-clusters, :mod:`otpipe.solvers.multiscale`) runs on the ``cpu`` / ``triton`` kernels and is chosen, validated and
-dispatched like a backend, but it is no operator: :func:`get_backend` serves it the native operator of the points'
+clusters, :mod:`otpipe.solvers.multiscale`) runs on the ``cpu`` / ``triton`` kernels, ``fused`` (the whole loop of
+small problems in one compiled call, :mod:`otpipe.solvers.fused`) on the ``cpu`` kernels; they are chosen, validated
+and dispatched like a backend (``auto`` picks ``fused`` in the Sinkhorn solves, not here), but they are no operator: :func:`get_backend` serves it the native operator of the points'
 device (:mod:`otpipe.geometry.backends.native`) for full reductions.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ BACKENDS = {
     "triton": "otpipe.geometry.backends.triton",
 }
 #: solver strategies accepted wherever a backend name is (dispatched by :func:`otpipe.solvers.sinkhorn.run_problems`)
-STRATEGIES = ("multiscale",)
+STRATEGIES = ("multiscale", "fused")
 _ALIASES = {"online": "keops", "dense": "tensorized"}
 
 _warned_triton = False
@@ -94,11 +95,11 @@ def _check_serves(name: str, dev: str, dtype) -> None:
 
     import torch
 
-    if dtype is not None and name in ("cpu", "triton", "multiscale") and dtype not in (torch.float32, torch.float64):
+    if dtype is not None and name in ("cpu", "triton", "multiscale", "fused") and dtype not in (torch.float32, torch.float64):
         raise ValueError(f"backend {name!r} computes in float32 or float64, got {str(dtype).replace('torch.', '')} "
                          "points: convert them, or use backend='tensorized'")
-    if name == "cpu" and dev != "cpu":
-        raise ValueError(f"backend 'cpu' runs on CPU tensors, but the points are on a {dev} device: use "
+    if name in ("cpu", "fused") and dev != "cpu":
+        raise ValueError(f"backend {name!r} runs on CPU tensors, but the points are on a {dev} device: use "
                          "backend='triton' (or 'auto') for CUDA tensors, or move the points to the CPU")
     if name == "triton" and dev != "cuda":
         if dev == "cpu" and os.environ.get("TRITON_INTERPRET", "") in ("1", "true", "True"):

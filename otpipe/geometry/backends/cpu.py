@@ -26,6 +26,7 @@ inputs that require grad fall back to the tensorized computation (by blocks of r
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -42,9 +43,13 @@ import torch
 from otpipe.geometry.backends import _libcache
 from otpipe.geometry.costs import Cost
 
-__all__ = ["operator", "available", "CpuOperator", "Blocks", "build_error", "block_mask", "warn_unavailable"]
+__all__ = ["operator", "available", "CpuOperator", "Blocks", "build_error", "block_mask", "warn_unavailable",
+           "fused_loop"]
 
-_SOURCE = Path(__file__).parent / "_cpu" / "softmin.cpp"
+_DIR = Path(__file__).parent / "_cpu"
+#: the translation units of the library (``poly.h`` holds their shared numerics)
+_SOURCES = (_DIR / "softmin.cpp", _DIR / "loop.cpp")
+_HEADERS = (_DIR / "poly.h",)
 _FLAGS = (
     "-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast",
     "-fPIC", "-shared", "-std=c++17",
@@ -88,7 +93,8 @@ def _cache_dir() -> Path:
 def _library_path(cxx: str) -> Path:
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
     key = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), " ".join(_FLAGS).encode(), version.encode(), _cpu_signature().encode()):
+    parts = [f.read_bytes() for f in (*_SOURCES, *_HEADERS)]
+    for part in (*parts, " ".join(_FLAGS).encode(), version.encode(), _cpu_signature().encode()):
         key.update(part)
         key.update(b"\0")
     return _cache_dir() / f"softmin-{key.hexdigest()[:20]}.so"
@@ -98,9 +104,29 @@ def _builder(cxx: str):
     """``build(out)``: compile the kernel library to the path ``out`` (see :mod:`otpipe.geometry.backends._libcache`)."""
 
     def build(out: str) -> None:
-        proc = subprocess.run([cxx, *_FLAGS, str(_SOURCE), "-o", out], capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cxx} failed:\n{proc.stderr[-4000:]}")
+        # the translation units compile in parallel (one compiler process each), then link
+        cflags = [f for f in _FLAGS if f != "-shared"]
+        objs = [f"{out}.{src.stem}.o" for src in _SOURCES]
+        procs = [subprocess.Popen([cxx, *cflags, "-c", str(src), "-o", obj], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for src, obj in zip(_SOURCES, objs)]
+        try:
+            errors = []
+            for proc in procs:
+                _, err = proc.communicate(timeout=600)
+                if proc.returncode != 0:
+                    errors.append(err[-4000:])
+            if errors:
+                raise RuntimeError(f"{cxx} failed:\n" + "\n".join(errors))
+            proc = subprocess.run([cxx, *_FLAGS, *objs, "-o", out], capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{cxx} failed to link:\n{proc.stderr[-4000:]}")
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+            for obj in objs:
+                with contextlib.suppress(OSError):
+                    os.unlink(obj)
 
     return build
 
@@ -117,6 +143,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn.restype = c_int
     lib.otp_block_mask.argtypes = [p, p, p, p, p, p, p, i64, p, p, p, p, p, p, p, i64, i64, dbl, dbl, dbl, c_int, p]
     lib.otp_block_mask.restype = c_int
+    for name in ("otp_sinkhorn_loop_f32", "otp_sinkhorn_loop_f64"):
+        fn = getattr(lib, name)
+        fn.argtypes = [p, p, p, p, p, p, p, p, i64, i64, i64, i64, dbl, dbl, p, p, i64, c_int, c_int, dbl, dbl, dbl,
+                       dbl, i64, i64, i64, c_int, p, p, p, p, p]
+        fn.restype = c_int
     for name in ("otp_exp_f32", "otp_log_f32", "otp_exp_f64", "otp_log_f64"):
         getattr(lib, name).argtypes = [p, p, i64]
         getattr(lib, name).restype = None
@@ -279,6 +310,95 @@ def _reduce(x: torch.Tensor, yT: torch.Tensor, h: torch.Tensor, c: float, p: flo
     if rc != 0:
         raise RuntimeError(f"otpipe cpu kernel rejected its arguments (code {rc})")
     return lse, acc
+
+
+def _leading(w: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` int64: one past the last positive weight of each row of ``w`` (at least 1)."""
+    idx = torch.arange(1, w.shape[-1] + 1, dtype=torch.int64)
+    return torch.where(w > 0, idx, torch.zeros((), dtype=torch.int64)).amax(-1).clamp(min=1).contiguous()
+
+
+def fused_loop(x: torch.Tensor, y: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor | None, la: torch.Tensor,
+               lb: torch.Tensor | None, cost: Cost, schedule, damping, *, converging: dict | None = None,
+               rho: float | None = None, threads: int | None = None) -> tuple:
+    """The whole Sinkhorn loop of a batch of small problems in one compiled call (``_cpu/loop.cpp``).
+
+    One problem per thread; each computes its cost matrix once and runs the eps-scaling, then the extrapolation,
+    with the updates of :mod:`otpipe.solvers.loop` on that problem alone. ``y is None``: the symmetric problems
+    ``OT_eps(a, a)`` (one potential).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(B, N, D)`` rows, float32 or float64, contiguous, on the CPU.
+    y : torch.Tensor or None
+        ``(B, M, D)`` columns, same dtype; ``None``: symmetric problems.
+    a, b : torch.Tensor
+        ``(B, N)`` / ``(B, M)`` weights (``b`` unused when symmetric); points after the last positive weight are
+        padding, skipped by the loop.
+    la, lb : torch.Tensor
+        Their log-weights (:func:`otpipe.problems.measures.log_weights`).
+    cost : Cost
+        The ground cost.
+    schedule : sequence of float
+        The temperatures.
+    damping : sequence of float
+        The damping factor of each temperature (1 when balanced).
+    converging : dict or None, default None
+        ``None``: the fixed schedule. Else the converging mode's ``tol``, ``stage_tol``, ``overrelax``,
+        ``max_iter``, ``stall`` and ``plain_first`` (:func:`otpipe.solvers.loop.iterate`).
+    rho : float or None, default None
+        KL penalty strength (the unbalanced translation of the converging updates); ``None``: balanced.
+    threads : int or None, default None
+        OpenMP threads (default ``torch.get_num_threads()``).
+
+    Returns
+    -------
+    f, g : torch.Tensor
+        ``(B, N)`` / ``(B, M)`` potentials after the loop (``g is f`` when symmetric).
+    fe, ge : torch.Tensor
+        The extrapolated potentials, one parallel update further (``ge is fe`` when symmetric).
+    n_iter : torch.Tensor
+        ``(B,)`` int64 updates counted as :func:`otpipe.solvers.loop.iterate` counts them.
+
+    Raises
+    ------
+    RuntimeError
+        If the kernel rejects its arguments.
+    """
+    lib = _load()
+    sym = y is None
+    dt = x.dtype
+    B, N, D = x.shape
+    x = _prep(x, dt)
+    a, la = _prep(a, dt), _prep(la, dt)
+    if sym:
+        y, b, lb, M = x, a, la, N
+    else:
+        y, b, lb = _prep(y, dt), _prep(b, dt), _prep(lb, dt)
+        M = y.shape[1]
+    nx = _leading(a)
+    ny = nx if sym else _leading(b)
+    eps = torch.tensor([float(e) for e in schedule], dtype=torch.float64)
+    damp = torch.tensor([float(d) for d in damping], dtype=torch.float64)
+    f = torch.empty(B, N, dtype=dt)
+    fe = torch.empty(B, N, dtype=dt)
+    g = f if sym else torch.empty(B, M, dtype=dt)
+    ge = fe if sym else torch.empty(B, M, dtype=dt)
+    n_iter = torch.empty(B, dtype=torch.int64)
+    if B == 0:
+        return f, g, fe, ge, n_iter
+    cv = converging or {}
+    fn = lib.otp_sinkhorn_loop_f32 if dt == torch.float32 else lib.otp_sinkhorn_loop_f64
+    rc = fn(_ptr(x), _ptr(y), _ptr(a), _ptr(b), _ptr(la), _ptr(lb), _ptr(nx), _ptr(ny), B, N, M, D,
+            float(cost.scale), float(cost.p), _ptr(eps), _ptr(damp), len(eps), int(sym), int(converging is not None),
+            float(cv.get("tol", 0.0)), float(cv.get("stage_tol", 0.0)), float(cv.get("overrelax", 1.0)),
+            float(rho) if rho is not None else 0.0, int(cv.get("max_iter", 0)), int(cv.get("stall", 0)),
+            int(cv.get("plain_first", 0)), int(threads or torch.get_num_threads()), _ptr(f),
+            None if sym else _ptr(g), _ptr(fe), None if sym else _ptr(ge), _ptr(n_iter))
+    if rc != 0:
+        raise RuntimeError(f"otpipe cpu fused loop rejected its arguments (code {rc})")
+    return f, g, fe, ge, n_iter
 
 
 def block_mask(row: tuple, col: tuple, cost: Cost, thr: float) -> torch.Tensor:

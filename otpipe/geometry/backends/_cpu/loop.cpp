@@ -1,0 +1,406 @@
+// otpipe fused Sinkhorn loop: the whole eps-scaling of a batch of small problems in one call.
+//
+// One problem per thread (OpenMP, dynamic schedule over the batch). Each problem computes its cost matrix once
+// (W_ij = r_ij^p, without the scale: the arithmetic of softmin.cpp's first pass) into a thread-local buffer that
+// stays in cache, then runs, with no Python between updates, exactly the updates of otpipe/solvers/loop.py and
+// otpipe/problems/problems.py on that problem alone:
+//
+//   softmin   T(h)_i = -eps * log sum_j exp(h_j - c W_ij),  c = scale / eps   (tiles of TILE columns, running max in
+//             double, exp_cut below CUT: softmin.cpp's reduction)
+//   init      f = d T_xy(lb), g = d T_yx(la)                   (symmetric: f = d T(la))
+//   fixed     per temperature: (f, g) <- ((f + d T_xy(lb + g/eps)) / 2, (g + d T_yx(la + f/eps)) / 2)
+//   converging  per temperature, alternating over-relaxed updates with the stopping and stall rules of
+//             loop.iterate (its branch for problems under ANDERSON_MIN_POINTS), a problem alone
+//   extrapolation  fe = d T_xy(lb + g/eps), ge = d T_yx(la + f/eps) on every row and column, padding included
+//
+// Padding: rows i >= nx[b] and columns j >= ny[b] have zero weight (log-weight -1e30): their terms are exactly 0
+// in every sum (exp_cut), so the loop skips them; the extrapolation computes their potentials from coordinates.
+// The caller checks sizes and dtypes (otpipe/geometry/backends/cpu.py, fused_loop).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <omp.h>
+#include <vector>
+
+#include "poly.h"
+
+namespace {
+
+using namespace otp;
+
+template <typename T> struct Loop {
+  const T* x;   // (B, N, D)
+  const T* y;   // (B, M, D) (== x when symmetric)
+  const T* a;   // (B, N) weights
+  const T* b;   // (B, M)
+  const T* la;  // (B, N) log-weights (-1e30 at zero weights)
+  const T* lb;  // (B, M)
+  const int64_t* nx;  // (B,) rows 0..nx[b) carry every positive weight
+  const int64_t* ny;  // (B,)
+  int64_t B, N, M, D;
+  double scale, p;
+  const double* eps;   // (K,) temperatures
+  const double* damp;  // (K,) damping factors 1 / (1 + eps / rho) (1: balanced)
+  int64_t K;
+  int symmetric;
+  int converging;
+  double tol, stage_tol, overrelax, rho;  // rho <= 0: balanced
+  int64_t max_iter, stall, plain_first;
+  T* f;   // (B, N) potentials after the loop
+  T* g;   // (B, M)
+  T* fe;  // (B, N) extrapolated
+  T* ge;  // (B, M)
+  int64_t* n_iter;  // (B,)
+};
+
+constexpr int R = 4;
+constexpr double LOG_ZERO = -1e30;  // log-weight of padding (otpipe.problems.measures.log_weights)
+// row strides are multiples of a 512-bit vector of T
+template <typename T> OTP_INLINE int64_t pad(int64_t n) {
+  constexpr int64_t VEC = 64 / sizeof(T);
+  return (n + VEC - 1) / VEC * VEC;
+}  // rows reduced together (they share each load of h; four independent sums)
+
+// lse_i = log sum_j exp(h_j - c W_ij) for rows i0..i0+R of W (row stride m; rows past n repeat the last one):
+// softmin.cpp's arithmetic (tiles of TILE columns, running max in double, exp_cut), R rows at a time.
+// Writes the running max and sum of each row (the log is taken for all rows at once by the caller).
+template <typename T>
+OTP_INLINE void lse_rows(const T* W, int64_t i0, int64_t n, int64_t m, const T* h, T c, T (*s)[Traits<T>::TILE],
+                         double* mx_out, double* sum_out) {
+  constexpr int TILE = Traits<T>::TILE;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  const T* w[R];
+  for (int r = 0; r < R; ++r) w[r] = W + std::min<int64_t>(i0 + r, n - 1) * m;
+  double run_m[R], run_s[R];
+  for (int r = 0; r < R; ++r) run_m[r] = -std::numeric_limits<double>::infinity(), run_s[r] = 0.0;
+  for (int64_t j0 = 0; j0 < m; j0 += TILE) {
+    const int nt = (int)std::min<int64_t>(TILE, m - j0);
+    const T* hj = h + j0;
+    const T *w0 = w[0] + j0, *w1 = w[1] + j0, *w2 = w[2] + j0, *w3 = w[3] + j0;
+    T *s0 = s[0], *s1 = s[1], *s2 = s[2], *s3 = s[3];
+    T m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+#pragma omp simd reduction(max : m0, m1, m2, m3)
+    for (int j = 0; j < nt; ++j) {
+      const T hv = hj[j];
+      const T v0 = hv - c * w0[j], v1 = hv - c * w1[j], v2 = hv - c * w2[j], v3 = hv - c * w3[j];
+      s0[j] = v0, s1[j] = v1, s2[j] = v2, s3[j] = v3;
+      m0 = std::max(m0, v0), m1 = std::max(m1, v1), m2 = std::max(m2, v2), m3 = std::max(m3, v3);
+    }
+    const T mt[R] = {m0, m1, m2, m3};
+    T mm[R];
+    for (int r = 0; r < R; ++r) {
+      if (mt[r] > ninf && (double)mt[r] > run_m[r]) {
+        if (run_s[r] != 0.0) run_s[r] *= std::exp(run_m[r] - (double)mt[r]);
+        run_m[r] = (double)mt[r];
+      }
+      mm[r] = (T)run_m[r];
+    }
+    T t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0);
+    const T q0 = mm[0], q1 = mm[1], q2 = mm[2], q3 = mm[3];
+#pragma omp simd reduction(+ : t0, t1, t2, t3)
+    for (int j = 0; j < nt; ++j) {
+      t0 += exp_cut<T>(s0[j] - q0);
+      t1 += exp_cut<T>(s1[j] - q1);
+      t2 += exp_cut<T>(s2[j] - q2);
+      t3 += exp_cut<T>(s3[j] - q3);
+    }
+    run_s[0] += (double)t0, run_s[1] += (double)t1, run_s[2] += (double)t2, run_s[3] += (double)t3;
+  }
+  for (int r = 0; r < R && i0 + r < n; ++r) mx_out[i0 + r] = run_m[r], sum_out[i0 + r] = run_s[r];
+}
+
+// W (n x m, row stride ld >= m, zeros past m) = r^p between rows of X (n x D) and rows of Y (m x D), softmin.cpp's arithmetic
+template <typename T, int PK>
+void cost_rows(const T* X, int64_t n, const T* Y, int64_t m, int64_t D, T hp, T* W, int64_t ld) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T* xi = X + i * D;
+    T* wi = W + i * ld;
+    for (int64_t j = m; j < ld; ++j) wi[j] = T(0);
+    for (int64_t j = 0; j < m; ++j) {
+      const T* yj = Y + j * D;
+      T q = T(0);
+      for (int64_t k = 0; k < D; ++k) {
+        T dk = xi[k] - yj[k];
+        q += dk * dk;
+      }
+      wi[j] = power_of<T, PK>(q, hp);
+    }
+  }
+}
+
+template <typename T>
+void cost_matrix(int pk, const T* X, int64_t n, const T* Y, int64_t m, int64_t D, T hp, T* W, int64_t ld) {
+  if (pk == 2) cost_rows<T, 2>(X, n, Y, m, D, hp, W, ld);
+  else if (pk == 1) cost_rows<T, 1>(X, n, Y, m, D, hp, W, ld);
+  else if (pk == 3) cost_rows<T, 3>(X, n, Y, m, D, hp, W, ld);
+  else cost_rows<T, 0>(X, n, Y, m, D, hp, W, ld);
+}
+
+// scratch of one thread: a tile of exponents per row, the running max and sum of every row
+template <typename T> struct Scr {
+  alignas(64) T s[R][Traits<T>::TILE];
+  std::vector<double> mx, sm;
+};
+
+// out_i = d * (-eps) * lse_i(h - c W_i.) for the n rows of W (n x m, m a multiple of the vector width: the columns
+// past the problem's carry h = -1e30, exactly 0 in every sum, and no loop has a scalar remainder)
+template <typename T>
+void softmin(const T* W, int64_t n, int64_t m, const T* h, double eps, double scale, T d, T* out, Scr<T>& sc) {
+  const T c = (T)(scale / eps);
+  const T ne = (T)(-eps);
+  double* mx = sc.mx.data();
+  double* sm = sc.sm.data();
+  for (int64_t i0 = 0; i0 < n; i0 += R) lse_rows<T>(W, i0, n, m, h, c, sc.s, mx, sm);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = d * (ne * (T)(mx[i] + log_poly(sm[i])));
+}
+
+// h_j = l_j + v_j / eps  (torch divides by a scalar as a product with its reciprocal)
+template <typename T> OTP_INLINE void offsets(const T* l, const T* v, double eps, int64_t m, T* h) {
+  const T r = (T)(1.0 / eps);
+#pragma omp simd
+  for (int64_t j = 0; j < m; ++j) h[j] = l[j] + v[j] * r;
+}
+
+// marginal error sum_i w_i |expm1(min((old_i - new_i) / eps, 80))| / sum_i w_i (problems.rel_error)
+template <typename T> double rel_error(const T* w, const T* old_, const T* new_, double eps, int64_t n) {
+  const T r = (T)(1.0 / eps);
+  double num = 0.0, den = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    T e = std::min((old_[i] - new_[i]) * r, T(80));
+    num += (double)(w[i] * std::fabs(std::expm1(e)));
+    den += (double)w[i];
+  }
+  return num / den;
+}
+
+// log sum_i exp(l_i - v_i / rho) (the unbalanced translation)
+template <typename T> double lse_shift(const T* l, const T* v, double rho, int64_t n) {
+  double mx = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, (double)l[i] - (double)v[i] / rho);
+  double s = 0.0;
+  for (int64_t i = 0; i < n; ++i) s += std::exp((double)l[i] - (double)v[i] / rho - mx);
+  return mx + std::log(s);
+}
+
+// potentials at padding rows from coordinates: out_i = d (-eps) lse_j(h_j - c r(x_i, y_j)^p), rows i0..n1
+template <typename T>
+void softmin_coords(int pk, const T* X, int64_t i0, int64_t i1, const T* Y, int64_t m, int64_t D, T hp, const T* h,
+                    double eps, double scale, T d, T* out, T* wrow, Scr<T>& s) {
+  for (int64_t i = i0; i < i1; ++i) {
+    cost_matrix<T>(pk, X + i * D, 1, Y, m, D, hp, wrow, pad<T>(m));
+    T one;
+    softmin<T>(wrow, 1, pad<T>(m), h, eps, scale, d, &one, s);
+    out[i] = one;
+  }
+}
+
+template <typename T> struct Work {
+  std::vector<T> W, WT, hx, hy, tf, tg, wrow;
+  Scr<T> s;
+  void size(int64_t N, int64_t M) {
+    W.resize((size_t)(N * pad<T>(M)));
+    WT.resize((size_t)(M * pad<T>(N)));
+    hx.assign((size_t)pad<T>(N), (T)LOG_ZERO);
+    hy.assign((size_t)pad<T>(M), (T)LOG_ZERO);
+    tf.resize((size_t)N);
+    tg.resize((size_t)M);
+    s.mx.resize((size_t)std::max(N, M));
+    s.sm.resize((size_t)std::max(N, M));
+    wrow.resize((size_t)pad<T>(std::max(N, M)));
+  }
+};
+
+template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<T>& w) {
+  const int64_t N = L.N, M = L.M, D = L.D;
+  const int64_t n = L.nx[bi], m = L.symmetric ? n : L.ny[bi];
+  const T hp = (T)(0.5 * L.p);
+  const T* X = L.x + bi * N * D;
+  const T* Y = L.y + bi * M * D;
+  const T* a = L.a + bi * N;
+  const T* b = L.symmetric ? a : L.b + bi * M;
+  const T* la = L.la + bi * N;
+  const T* lb = L.symmetric ? la : L.lb + bi * M;
+  T* f = L.f + bi * N;
+  T* g = L.symmetric ? nullptr : L.g + bi * M;
+  T* W = w.W.data();
+  T* WT = w.WT.data();
+  Scr<T>& s = w.s;
+  const double scale = L.scale;
+  const int64_t np = pad<T>(n), mp = pad<T>(m);  // row strides (and h lengths): W is n x mp, WT is m x np
+  cost_matrix<T>(pk, X, n, Y, m, D, hp, W, mp);
+  if (!L.symmetric) {
+    for (int64_t j = 0; j < m; ++j) {
+      for (int64_t i = 0; i < n; ++i) WT[j * np + i] = W[i * mp + j];
+      for (int64_t i = n; i < np; ++i) WT[j * np + i] = T(0);
+    }
+  }
+  T* hx = w.hx.data();
+  T* hy = w.hy.data();
+  for (int64_t i = n; i < np; ++i) hx[i] = (T)LOG_ZERO;
+  for (int64_t j = m; j < mp; ++j) hy[j] = (T)LOG_ZERO;
+  const int64_t K = L.K;
+
+  // init at the first temperature (problems.init)
+  {
+    const double e0 = L.eps[0];
+    const T d0 = (T)L.damp[0];
+    std::copy(lb, lb + m, hy);
+    std::copy(la, la + n, hx);
+    softmin<T>(W, n, mp, L.symmetric ? hx : hy, e0, scale, d0, f, s);
+    if (!L.symmetric) softmin<T>(WT, m, np, hx, e0, scale, d0, g, s);
+  }
+  int64_t iters = K;
+  if (!L.converging) {
+    for (int64_t k = 0; k < K; ++k) {  // averaged_step at every temperature
+      const double e = L.eps[k];
+      const T d = (T)L.damp[k];
+      if (L.symmetric) {
+        offsets<T>(la, f, e, n, hx);
+        softmin<T>(W, n, np, hx, e, scale, d, w.tf.data(), s);
+        for (int64_t i = 0; i < n; ++i) f[i] = T(0.5) * (f[i] + w.tf[i]);
+      } else {
+        offsets<T>(lb, g, e, m, hy);
+        offsets<T>(la, f, e, n, hx);
+        softmin<T>(W, n, mp, hy, e, scale, d, w.tf.data(), s);
+        softmin<T>(WT, m, np, hx, e, scale, d, w.tg.data(), s);
+        for (int64_t i = 0; i < n; ++i) f[i] = T(0.5) * (f[i] + w.tf[i]);
+        for (int64_t j = 0; j < m; ++j) g[j] = T(0.5) * (g[j] + w.tg[j]);
+      }
+    }
+  } else {
+    // loop.iterate, the branch for problems under ANDERSON_MIN_POINTS, on this problem alone
+    const int64_t cap = L.max_iter;
+    int64_t cnt = 0, nit = 0;
+    const int64_t last = K - 1;
+    for (int64_t k = 0; k < K; ++k) {
+      const double e = L.eps[k];
+      const T d = (T)L.damp[k];
+      const double target = k == last ? L.tol : std::max(L.tol, L.stage_tol);
+      double best = INFINITY, ref = INFINITY;
+      int64_t best_at = 0, stage = 0;
+      bool plain = false, met_final = false;
+      while (cnt < cap - (last - k) || stage == 0) {
+        ++cnt;
+        ++stage;
+        const T omega = (plain || stage <= L.plain_first) ? T(1) : (T)L.overrelax;
+        double err;
+        if (L.symmetric) {
+          offsets<T>(la, f, e, n, hx);
+          softmin<T>(W, n, np, hx, e, scale, d, w.tf.data(), s);
+          err = rel_error<T>(a, f, w.tf.data(), e, n);
+          for (int64_t i = 0; i < n; ++i) f[i] = T(0.5) * (f[i] + w.tf[i]);
+        } else {
+          offsets<T>(lb, g, e, m, hy);
+          softmin<T>(W, n, mp, hy, e, scale, d, w.tf.data(), s);
+          const double ef = rel_error<T>(a, f, w.tf.data(), e, n);
+          if (omega == T(1)) for (int64_t i = 0; i < n; ++i) f[i] = w.tf[i];
+          else for (int64_t i = 0; i < n; ++i) f[i] = f[i] + omega * (w.tf[i] - f[i]);
+          offsets<T>(la, f, e, n, hx);
+          softmin<T>(WT, m, np, hx, e, scale, d, w.tg.data(), s);
+          const double eg = rel_error<T>(b, g, w.tg.data(), e, m);
+          if (omega == T(1)) for (int64_t j = 0; j < m; ++j) g[j] = w.tg[j];
+          else for (int64_t j = 0; j < m; ++j) g[j] = g[j] + omega * (w.tg[j] - g[j]);
+          if (L.rho > 0) {
+            const double c = 0.5 * L.rho * (lse_shift<T>(la, f, L.rho, n) - lse_shift<T>(lb, g, L.rho, m));
+            const T ct = (T)c;
+            for (int64_t i = 0; i < n; ++i) f[i] = f[i] + ct;
+            for (int64_t j = 0; j < m; ++j) g[j] = g[j] - ct;
+          }
+          err = std::max(ef, eg);
+        }
+        if (err > 10.0 * best) plain = true;
+        if (err < (k < last ? 0.5 : 0.9) * ref) ref = err, best_at = stage;
+        best = std::min(best, err);
+        const bool met = err <= target;
+        if (k == last) {
+          if (!met_final) nit = met ? cnt - 1 : cnt;
+          met_final = met_final || met;
+        }
+        if (met || stage - best_at > (k < last ? L.stall : 4 * L.stall)) break;
+      }
+    }
+    iters = nit;
+  }
+  L.n_iter[bi] = iters;
+
+  // extrapolation from the final potentials, every row and column (padding from coordinates)
+  const double e = L.eps[K - 1];
+  const T d = (T)L.damp[K - 1];
+  T* fe = L.fe + bi * N;
+  if (L.symmetric) {
+    offsets<T>(la, f, e, n, hx);
+    softmin<T>(W, n, np, hx, e, scale, d, fe, s);
+    softmin_coords<T>(pk, X, n, N, X, n, D, hp, hx, e, scale, d, fe, w.wrow.data(), s);
+    for (int64_t i = n; i < N; ++i) f[i] = fe[i];
+  } else {
+    T* ge = L.ge + bi * M;
+    offsets<T>(lb, g, e, m, hy);
+    offsets<T>(la, f, e, n, hx);
+    softmin<T>(W, n, mp, hy, e, scale, d, fe, s);
+    softmin<T>(WT, m, np, hx, e, scale, d, ge, s);
+    softmin_coords<T>(pk, X, n, N, Y, m, D, hp, hy, e, scale, d, fe, w.wrow.data(), s);
+    softmin_coords<T>(pk, Y, m, M, X, n, D, hp, hx, e, scale, d, ge, w.wrow.data(), s);
+    for (int64_t i = n; i < N; ++i) f[i] = fe[i];
+    for (int64_t j = m; j < M; ++j) g[j] = ge[j];
+  }
+}
+
+template <typename T> int run_loop(const Loop<T>& L, int nthreads) {
+  if (L.B < 0 || L.N < 1 || L.M < 1 || L.D < 1 || L.K < 1 || !(L.p > 0)) return 1;
+  if (L.symmetric && L.N != L.M) return 1;
+  for (int64_t bi = 0; bi < L.B; ++bi) {
+    if (L.nx[bi] < 1 || L.nx[bi] > L.N) return 2;
+    if (!L.symmetric && (L.ny[bi] < 1 || L.ny[bi] > L.M)) return 2;
+  }
+  const int pk = L.p == 2.0 ? 2 : L.p == 1.0 ? 1 : L.p == 1.5 ? 3 : 0;
+  if (nthreads < 1) nthreads = 1;
+  if (nthreads > L.B) nthreads = (int)std::max<int64_t>(1, L.B);
+#pragma omp parallel num_threads(nthreads)
+  {
+    Work<T> w;
+    w.size(L.N, L.M);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t bi = 0; bi < L.B; ++bi) solve_one<T>(L, bi, pk, w);
+  }
+  return 0;
+}
+
+template <typename T>
+int entry(const T* x, const T* y, const T* a, const T* b, const T* la, const T* lb, const int64_t* nx,
+          const int64_t* ny, int64_t B, int64_t N, int64_t M, int64_t D, double scale, double p, const double* eps,
+          const double* damp, int64_t K, int symmetric, int converging, double tol, double stage_tol,
+          double overrelax, double rho, int64_t max_iter, int64_t stall, int64_t plain_first, int nthreads, T* f,
+          T* g, T* fe, T* ge, int64_t* n_iter) {
+  Loop<T> L{x, y, a, b, la, lb, nx, ny, B, N, M, D, scale, p, eps, damp, K, symmetric, converging, tol, stage_tol,
+            overrelax, rho, max_iter, stall, plain_first, f, g, fe, ge, n_iter};
+  return run_loop<T>(L, nthreads);
+}
+
+}  // namespace
+
+extern "C" {
+
+int otp_sinkhorn_loop_f32(const float* x, const float* y, const float* a, const float* b, const float* la,
+                          const float* lb, const int64_t* nx, const int64_t* ny, int64_t B, int64_t N, int64_t M,
+                          int64_t D, double scale, double p, const double* eps, const double* damp, int64_t K,
+                          int symmetric, int converging, double tol, double stage_tol, double overrelax, double rho,
+                          int64_t max_iter, int64_t stall, int64_t plain_first, int nthreads, float* f, float* g,
+                          float* fe, float* ge, int64_t* n_iter) {
+  return entry<float>(x, y, a, b, la, lb, nx, ny, B, N, M, D, scale, p, eps, damp, K, symmetric, converging, tol,
+                      stage_tol, overrelax, rho, max_iter, stall, plain_first, nthreads, f, g, fe, ge, n_iter);
+}
+
+int otp_sinkhorn_loop_f64(const double* x, const double* y, const double* a, const double* b, const double* la,
+                          const double* lb, const int64_t* nx, const int64_t* ny, int64_t B, int64_t N, int64_t M,
+                          int64_t D, double scale, double p, const double* eps, const double* damp, int64_t K,
+                          int symmetric, int converging, double tol, double stage_tol, double overrelax, double rho,
+                          int64_t max_iter, int64_t stall, int64_t plain_first, int nthreads, double* f, double* g,
+                          double* fe, double* ge, int64_t* n_iter) {
+  return entry<double>(x, y, a, b, la, lb, nx, ny, B, N, M, D, scale, p, eps, damp, K, symmetric, converging, tol,
+                       stage_tol, overrelax, rho, max_iter, stall, plain_first, nthreads, f, g, fe, ge, n_iter);
+}
+
+}  // extern "C"

@@ -1,0 +1,179 @@
+"""The fused solver strategy: the whole Sinkhorn loop of a batch of small problems in one compiled call.
+
+Many small problems (digits, patients, shapes: tens to a few hundred points) spend most of a general solve
+between the reductions: one Python step, a kernel call and padding per update. Here each problem is solved
+by one thread of the compiled CPU kernel (:func:`otpipe.geometry.backends.cpu.fused_loop`): its cost matrix
+computed once and kept in cache, the eps-scaling, the converging mode's stopping rules and the extrapolation
+with no Python in between, padding skipped. The updates are those of :func:`otpipe.solvers.loop.iterate` on
+each problem alone, so values equal the general path's to float rounding (the fixed schedule: the batched
+general path's; with ``tol``: each problem solved alone, where the batched general path keeps every element
+updating until the whole batch meets the tolerance). The final update runs again through the operators
+when a gradient is needed.
+
+``backend="auto"`` picks it on CPU tensors for problems of at most :data:`FUSED_MAX_ENTRIES` point pairs
+(:func:`eligible`), and, with ``tol``, only where the general path would not mix the updates (fewer than
+:data:`otpipe.solvers.loop.ANDERSON_MIN_POINTS` points per iterated potential); ``backend="fused"`` asks for it.
+"""
+from __future__ import annotations
+
+import torch
+
+from otpipe.geometry.backends import cpu
+from otpipe.problems.measures import Pair, log_weights
+from otpipe.problems.problems import CrossProblem, SymmetricProblem, damping, rel_error
+from otpipe.solvers.loop import (
+    ANDERSON_MIN_POINTS,
+    DEFAULT_MAX_ITER,
+    OVERRELAX,
+    STAGE_TOL,
+    STALL_ITERS,
+    SinkhornParams,
+    backend_and_schedule,
+    needs_grad,
+)
+from otpipe.solvers.output import RunOutput, Solution
+
+__all__ = ["run_fused", "eligible", "unsupported", "FUSED_MAX_ENTRIES", "PLAIN_FIRST"]
+
+#: largest problem (``N * M`` point pairs, padded) that ``auto`` sends to the fused loop: its cost matrix (and the
+#: transposed copy) then take at most 1 MiB (float64) per thread, in the core's L2 cache
+FUSED_MAX_ENTRIES = 256 * 256
+#: plain (not over-relaxed) updates after each change of temperature in the converging mode (as in
+#: :func:`otpipe.solvers.loop.iterate`)
+PLAIN_FIRST = 5
+
+
+def _state_sizes(P: Pair, cross: bool, self_x: bool, self_y: bool) -> list[int]:
+    """Points of each requested problem's iterated potential (``g`` of the cross problem, ``f`` of a self one)."""
+    _, N, M, _ = P.shape
+    return [n for n, want in ((M, cross), (N, self_x), (M, self_y)) if want]
+
+
+def unsupported(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool,
+                init: dict | None = None) -> str | None:
+    """Why the fused loop cannot run these problems (``None``: it can).
+
+    Parameters
+    ----------
+    P : Pair
+        The validated measures.
+    prm : SinkhornParams
+        Solver parameters.
+    cross, self_x, self_y : bool
+        Which of ``OT_eps(a, b)``, ``OT_eps(a, a)``, ``OT_eps(b, b)`` run.
+    init : dict or None, default None
+        Warm-start potentials.
+
+    Returns
+    -------
+    str or None
+        The reason, one clause; ``None`` when supported.
+    """
+    if P.x.device.type != "cpu":
+        return f"it runs on CPU tensors, the points are on {P.x.device.type}"
+    if P.x.dtype not in (torch.float32, torch.float64):
+        return f"it computes in float32 or float64, got {str(P.x.dtype).replace('torch.', '')}"
+    if init:
+        return "it has no warm start (init=)"
+    if prm.tol is not None and max(_state_sizes(P, cross, self_x, self_y)) >= ANDERSON_MIN_POINTS:
+        return (f"with tol= it runs the plain converging updates, which the solver uses below {ANDERSON_MIN_POINTS} "
+                "points per measure (above, it mixes them)")
+    if not cpu.available():
+        return f"the compiled CPU kernels are unavailable ({cpu.build_error()})"
+    return None
+
+
+def eligible(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool,
+             init: dict | None = None) -> bool:
+    """Whether ``backend="auto"`` runs these problems in the fused loop.
+
+    Parameters
+    ----------
+    P : Pair
+        The validated measures.
+    prm : SinkhornParams
+        Solver parameters.
+    cross, self_x, self_y : bool
+        Which of ``OT_eps(a, b)``, ``OT_eps(a, a)``, ``OT_eps(b, b)`` run.
+    init : dict or None, default None
+        Warm-start potentials.
+
+    Returns
+    -------
+    bool
+        ``True`` for small problems (:data:`FUSED_MAX_ENTRIES`) that :func:`unsupported` accepts.
+    """
+    _, N, M, _ = P.shape
+    big = max(N, M) if (self_x or self_y) else 0
+    if N * M > FUSED_MAX_ENTRIES or big * big > FUSED_MAX_ENTRIES:
+        return False
+    return unsupported(P, prm, cross=cross, self_x=self_x, self_y=self_y, init=init) is None
+
+
+def run_fused(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool) -> RunOutput:
+    """Counterpart of :func:`otpipe.solvers.loop.run_full` in the fused loop: same inputs and output.
+
+    Parameters
+    ----------
+    P : Pair
+        The validated, batched measures (CPU, float32 or float64).
+    prm : SinkhornParams
+        The solver parameters.
+    cross, self_x, self_y : bool
+        Which of ``OT_eps(a, b)`` (``"xy"``), ``OT_eps(a, a)`` (``"xx"``), ``OT_eps(b, b)`` (``"yy"``) to solve.
+
+    Returns
+    -------
+    RunOutput
+        Backend ``"fused"``, the schedule, and each problem's :class:`~otpipe.solvers.output.Solution`.
+
+    Raises
+    ------
+    ValueError
+        When the fused loop cannot run these problems (:func:`unsupported`).
+    """
+    why = unsupported(P, prm, cross=cross, self_x=self_x, self_y=self_y)
+    if why is not None:
+        raise ValueError(f"backend 'fused' cannot solve these problems: {why}; use backend='auto'")
+    _, schedule = backend_and_schedule(P, prm, symmetric_only=not cross)
+    rho, cost = prm.rho, prm.cost
+    damps = [damping(e, rho) for e in schedule]
+    eps, d = schedule[-1], damps[-1]
+    conv = None
+    if prm.tol is not None:
+        conv = dict(tol=prm.tol, stage_tol=STAGE_TOL, overrelax=OVERRELAX, stall=STALL_ITERS, plain_first=PLAIN_FIRST,
+                    max_iter=prm.max_iter if prm.max_iter is not None else DEFAULT_MAX_ITER)
+    x, y, a, b = P.x, P.y, P.a, P.b
+    xd, yd, ad, bd = x.detach(), y.detach(), a.detach(), b.detach()
+    la, lb = log_weights(ad), log_weights(bd)
+    grad_x, grad_y = needs_grad(x), needs_grad(y)
+    out = RunOutput("fused", schedule, eps)
+    if cross:
+        with torch.no_grad():
+            f, g, fe, ge, n_it = cpu.fused_loop(xd, yd, ad, bd, la, lb, cost, schedule, damps, converging=conv,
+                                                rho=rho)
+            op_xy = cpu.operator(xd, yd, cost)
+            pb = CrossProblem(op_xy, op_xy.transpose(), ad, bd)
+            pb.f, pb.g = f, g
+        if grad_x or grad_y:
+            op_g = cpu.operator(x, yd, cost) if grad_x else pb.op_xy
+            op_gt = cpu.operator(y, xd, cost) if grad_y else pb.op_yx
+            fe, ge, err = pb.extrapolate(eps, d, op_g, op_gt)
+        else:
+            err = torch.maximum(rel_error(ad, f, fe, eps), rel_error(bd, g, ge, eps))
+        out.solutions["xy"] = Solution(fe, ge, err, n_it, pb)
+    for name, want, pts, w, lw, needs in (("xx", self_x, x, ad, la, grad_x), ("yy", self_y, y, bd, lb, grad_y)):
+        if not want:
+            continue
+        ptsd = pts.detach()
+        with torch.no_grad():
+            f, _, fe, _, n_it = cpu.fused_loop(ptsd, None, w, None, lw, None, cost, schedule, damps, converging=conv,
+                                               rho=rho)
+            pb = SymmetricProblem(cpu.operator(ptsd, ptsd, cost), w)
+            pb.f = f
+        if needs:
+            fe, err = pb.extrapolate(eps, d, cpu.operator(pts, ptsd, cost))
+        else:
+            err = rel_error(w, f, fe, eps)
+        out.solutions[name] = Solution(fe, None, err, n_it, pb)
+    return out
