@@ -55,60 +55,60 @@ template <typename T> struct Loop {
   int64_t* n_iter;  // (B,)
 };
 
-constexpr int R = 4;
 constexpr double LOG_ZERO = -1e30;  // log-weight of padding (otpipe.problems.measures.log_weights)
-// row strides are multiples of a 512-bit vector of T
-template <typename T> OTP_INLINE int64_t pad(int64_t n) {
-  constexpr int64_t VEC = 64 / sizeof(T);
-  return (n + VEC - 1) / VEC * VEC;
-}  // rows reduced together (they share each load of h; four independent sums)
+// lanes of a 512-bit vector of T: the row block of the reductions, and the multiple of every row stride
+template <typename T> constexpr int64_t vec() { return 64 / sizeof(T); }
+template <typename T> OTP_INLINE int64_t pad(int64_t n) { return (n + vec<T>() - 1) / vec<T>() * vec<T>(); }
 
-// lse_i = log sum_j exp(h_j - c W_ij) for rows i0..i0+R of W (row stride m; rows past n repeat the last one):
-// softmin.cpp's arithmetic (tiles of TILE columns, running max in double, exp_cut), R rows at a time.
-// Writes the running max and sum of each row (the log is taken for all rows at once by the caller).
+// out_i = d * (-eps) * log sum_j exp(h_j - c A_ji), i < n, j < m, from the matrix stored column by column:
+// A_ji = At[j * ld + i] (ld a multiple of the vector width, >= n). The vector lanes are rows: a block of rows
+// streams the columns twice (their max, then the sum of exp_cut(s - max): softmin.cpp's terms, the sum in T over
+// tiles of TILE columns, accumulated in double), with no horizontal reduction and no per-row scalar code.
 template <typename T>
-OTP_INLINE void lse_rows(const T* W, int64_t i0, int64_t n, int64_t m, const T* h, T c, T (*s)[Traits<T>::TILE],
-                         double* mx_out, double* sum_out) {
+void softmin(const T* At, int64_t n, int64_t ld, int64_t m, const T* h, double eps, double scale, T d, T* out) {
+  constexpr int64_t V = vec<T>();
   constexpr int TILE = Traits<T>::TILE;
-  const T ninf = -std::numeric_limits<T>::infinity();
-  const T* w[R];
-  for (int r = 0; r < R; ++r) w[r] = W + std::min<int64_t>(i0 + r, n - 1) * m;
-  double run_m[R], run_s[R];
-  for (int r = 0; r < R; ++r) run_m[r] = -std::numeric_limits<double>::infinity(), run_s[r] = 0.0;
-  for (int64_t j0 = 0; j0 < m; j0 += TILE) {
-    const int nt = (int)std::min<int64_t>(TILE, m - j0);
-    const T* hj = h + j0;
-    const T *w0 = w[0] + j0, *w1 = w[1] + j0, *w2 = w[2] + j0, *w3 = w[3] + j0;
-    T *s0 = s[0], *s1 = s[1], *s2 = s[2], *s3 = s[3];
-    T m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
-#pragma omp simd reduction(max : m0, m1, m2, m3)
-    for (int j = 0; j < nt; ++j) {
-      const T hv = hj[j];
-      const T v0 = hv - c * w0[j], v1 = hv - c * w1[j], v2 = hv - c * w2[j], v3 = hv - c * w3[j];
-      s0[j] = v0, s1[j] = v1, s2[j] = v2, s3[j] = v3;
-      m0 = std::max(m0, v0), m1 = std::max(m1, v1), m2 = std::max(m2, v2), m3 = std::max(m3, v3);
+  const T c = (T)(scale / eps);
+  const T ne = (T)(-eps);
+  for (int64_t i0 = 0; i0 < n; i0 += V) {
+    alignas(64) T mx[V];
+    for (int64_t v = 0; v < V; ++v) mx[v] = -std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < m; ++j) {
+      const T hj = h[j];
+      const T* a = At + j * ld + i0;
+#pragma omp simd aligned(mx : 64)
+      for (int64_t v = 0; v < V; ++v) mx[v] = std::max(mx[v], hj - c * a[v]);
     }
-    const T mt[R] = {m0, m1, m2, m3};
-    T mm[R];
-    for (int r = 0; r < R; ++r) {
-      if (mt[r] > ninf && (double)mt[r] > run_m[r]) {
-        if (run_s[r] != 0.0) run_s[r] *= std::exp(run_m[r] - (double)mt[r]);
-        run_m[r] = (double)mt[r];
+    alignas(64) double acc[V];
+    for (int64_t v = 0; v < V; ++v) acc[v] = 0.0;
+    for (int64_t j0 = 0; j0 < m; j0 += TILE) {
+      const int64_t j1 = std::min<int64_t>(m, j0 + TILE);
+      alignas(64) T t[V];
+      for (int64_t v = 0; v < V; ++v) t[v] = T(0);
+      for (int64_t j = j0; j < j1; ++j) {
+        const T hj = h[j];
+        const T* a = At + j * ld + i0;
+#pragma omp simd aligned(mx, t : 64)
+        for (int64_t v = 0; v < V; ++v) t[v] += exp_cut<T>((hj - c * a[v]) - mx[v]);
       }
-      mm[r] = (T)run_m[r];
+      for (int64_t v = 0; v < V; ++v) acc[v] += (double)t[v];
     }
-    T t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0);
-    const T q0 = mm[0], q1 = mm[1], q2 = mm[2], q3 = mm[3];
-#pragma omp simd reduction(+ : t0, t1, t2, t3)
-    for (int j = 0; j < nt; ++j) {
-      t0 += exp_cut<T>(s0[j] - q0);
-      t1 += exp_cut<T>(s1[j] - q1);
-      t2 += exp_cut<T>(s2[j] - q2);
-      t3 += exp_cut<T>(s3[j] - q3);
-    }
-    run_s[0] += (double)t0, run_s[1] += (double)t1, run_s[2] += (double)t2, run_s[3] += (double)t3;
+    alignas(64) T res[V];
+#pragma omp simd aligned(mx, acc, res : 64)
+    for (int64_t v = 0; v < V; ++v) res[v] = d * (ne * (T)((double)mx[v] + log_poly(acc[v])));
+    const int64_t nv = std::min<int64_t>(V, n - i0);
+    for (int64_t v = 0; v < nv; ++v) out[i0 + v] = res[v];
   }
-  for (int r = 0; r < R && i0 + r < n; ++r) mx_out[i0 + r] = run_m[r], sum_out[i0 + r] = run_s[r];
+}
+
+// one row stored contiguously: out = d * (-eps) * log sum_j exp(h_j - c w_j) (padding points' potentials)
+template <typename T> T softmin_row(const T* w, int64_t m, const T* h, double eps, double scale, T d) {
+  const T c = (T)(scale / eps);
+  T mx = -std::numeric_limits<T>::infinity();
+  for (int64_t j = 0; j < m; ++j) mx = std::max(mx, h[j] - c * w[j]);
+  double acc = 0.0;
+  for (int64_t j = 0; j < m; ++j) acc += (double)exp_cut<T>((h[j] - c * w[j]) - mx);
+  return d * ((T)(-eps) * (T)((double)mx + std::log(acc)));
 }
 
 // W (n x m, row stride ld >= m, zeros past m) = r^p between rows of X (n x D) and rows of Y (m x D), softmin.cpp's arithmetic
@@ -136,25 +136,6 @@ void cost_matrix(int pk, const T* X, int64_t n, const T* Y, int64_t m, int64_t D
   else if (pk == 1) cost_rows<T, 1>(X, n, Y, m, D, hp, W, ld);
   else if (pk == 3) cost_rows<T, 3>(X, n, Y, m, D, hp, W, ld);
   else cost_rows<T, 0>(X, n, Y, m, D, hp, W, ld);
-}
-
-// scratch of one thread: a tile of exponents per row, the running max and sum of every row
-template <typename T> struct Scr {
-  alignas(64) T s[R][Traits<T>::TILE];
-  std::vector<double> mx, sm;
-};
-
-// out_i = d * (-eps) * lse_i(h - c W_i.) for the n rows of W (n x m, m a multiple of the vector width: the columns
-// past the problem's carry h = -1e30, exactly 0 in every sum, and no loop has a scalar remainder)
-template <typename T>
-void softmin(const T* W, int64_t n, int64_t m, const T* h, double eps, double scale, T d, T* out, Scr<T>& sc) {
-  const T c = (T)(scale / eps);
-  const T ne = (T)(-eps);
-  double* mx = sc.mx.data();
-  double* sm = sc.sm.data();
-  for (int64_t i0 = 0; i0 < n; i0 += R) lse_rows<T>(W, i0, n, m, h, c, sc.s, mx, sm);
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) out[i] = d * (ne * (T)(mx[i] + log_poly(sm[i])));
 }
 
 // h_j = l_j + v_j / eps  (torch divides by a scalar as a product with its reciprocal)
@@ -185,21 +166,18 @@ template <typename T> double lse_shift(const T* l, const T* v, double rho, int64
   return mx + std::log(s);
 }
 
-// potentials at padding rows from coordinates: out_i = d (-eps) lse_j(h_j - c r(x_i, y_j)^p), rows i0..n1
+// potentials at padding rows from coordinates: out_i = d (-eps) lse_j(h_j - c r(x_i, y_j)^p), rows i0..i1
 template <typename T>
 void softmin_coords(int pk, const T* X, int64_t i0, int64_t i1, const T* Y, int64_t m, int64_t D, T hp, const T* h,
-                    double eps, double scale, T d, T* out, T* wrow, Scr<T>& s) {
+                    double eps, double scale, T d, T* out, T* wrow) {
   for (int64_t i = i0; i < i1; ++i) {
-    cost_matrix<T>(pk, X + i * D, 1, Y, m, D, hp, wrow, pad<T>(m));
-    T one;
-    softmin<T>(wrow, 1, pad<T>(m), h, eps, scale, d, &one, s);
-    out[i] = one;
+    cost_matrix<T>(pk, X + i * D, 1, Y, m, D, hp, wrow, m);
+    out[i] = softmin_row<T>(wrow, m, h, eps, scale, d);
   }
 }
 
 template <typename T> struct Work {
   std::vector<T> W, WT, hx, hy, tf, tg, wrow;
-  Scr<T> s;
   void size(int64_t N, int64_t M) {
     W.resize((size_t)(N * pad<T>(M)));
     WT.resize((size_t)(M * pad<T>(N)));
@@ -207,8 +185,6 @@ template <typename T> struct Work {
     hy.assign((size_t)pad<T>(M), (T)LOG_ZERO);
     tf.resize((size_t)N);
     tg.resize((size_t)M);
-    s.mx.resize((size_t)std::max(N, M));
-    s.sm.resize((size_t)std::max(N, M));
     wrow.resize((size_t)pad<T>(std::max(N, M)));
   }
 };
@@ -227,7 +203,6 @@ template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<
   T* g = L.symmetric ? nullptr : L.g + bi * M;
   T* W = w.W.data();
   T* WT = w.WT.data();
-  Scr<T>& s = w.s;
   const double scale = L.scale;
   const int64_t np = pad<T>(n), mp = pad<T>(m);  // row strides (and h lengths): W is n x mp, WT is m x np
   cost_matrix<T>(pk, X, n, Y, m, D, hp, W, mp);
@@ -249,8 +224,9 @@ template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<
     const T d0 = (T)L.damp[0];
     std::copy(lb, lb + m, hy);
     std::copy(la, la + n, hx);
-    softmin<T>(W, n, mp, L.symmetric ? hx : hy, e0, scale, d0, f, s);
-    if (!L.symmetric) softmin<T>(WT, m, np, hx, e0, scale, d0, g, s);
+    if (L.symmetric) softmin<T>(W, n, np, n, hx, e0, scale, d0, f);
+    else softmin<T>(WT, n, np, m, hy, e0, scale, d0, f);
+    if (!L.symmetric) softmin<T>(W, m, mp, n, hx, e0, scale, d0, g);
   }
   int64_t iters = K;
   if (!L.converging) {
@@ -259,13 +235,13 @@ template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<
       const T d = (T)L.damp[k];
       if (L.symmetric) {
         offsets<T>(la, f, e, n, hx);
-        softmin<T>(W, n, np, hx, e, scale, d, w.tf.data(), s);
+        softmin<T>(W, n, np, n, hx, e, scale, d, w.tf.data());
         for (int64_t i = 0; i < n; ++i) f[i] = T(0.5) * (f[i] + w.tf[i]);
       } else {
         offsets<T>(lb, g, e, m, hy);
         offsets<T>(la, f, e, n, hx);
-        softmin<T>(W, n, mp, hy, e, scale, d, w.tf.data(), s);
-        softmin<T>(WT, m, np, hx, e, scale, d, w.tg.data(), s);
+        softmin<T>(WT, n, np, m, hy, e, scale, d, w.tf.data());
+        softmin<T>(W, m, mp, n, hx, e, scale, d, w.tg.data());
         for (int64_t i = 0; i < n; ++i) f[i] = T(0.5) * (f[i] + w.tf[i]);
         for (int64_t j = 0; j < m; ++j) g[j] = T(0.5) * (g[j] + w.tg[j]);
       }
@@ -289,17 +265,17 @@ template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<
         double err;
         if (L.symmetric) {
           offsets<T>(la, f, e, n, hx);
-          softmin<T>(W, n, np, hx, e, scale, d, w.tf.data(), s);
+          softmin<T>(W, n, np, n, hx, e, scale, d, w.tf.data());
           err = rel_error<T>(a, f, w.tf.data(), e, n);
           for (int64_t i = 0; i < n; ++i) f[i] = T(0.5) * (f[i] + w.tf[i]);
         } else {
           offsets<T>(lb, g, e, m, hy);
-          softmin<T>(W, n, mp, hy, e, scale, d, w.tf.data(), s);
+          softmin<T>(WT, n, np, m, hy, e, scale, d, w.tf.data());
           const double ef = rel_error<T>(a, f, w.tf.data(), e, n);
           if (omega == T(1)) for (int64_t i = 0; i < n; ++i) f[i] = w.tf[i];
           else for (int64_t i = 0; i < n; ++i) f[i] = f[i] + omega * (w.tf[i] - f[i]);
           offsets<T>(la, f, e, n, hx);
-          softmin<T>(WT, m, np, hx, e, scale, d, w.tg.data(), s);
+          softmin<T>(W, m, mp, n, hx, e, scale, d, w.tg.data());
           const double eg = rel_error<T>(b, g, w.tg.data(), e, m);
           if (omega == T(1)) for (int64_t j = 0; j < m; ++j) g[j] = w.tg[j];
           else for (int64_t j = 0; j < m; ++j) g[j] = g[j] + omega * (w.tg[j] - g[j]);
@@ -332,17 +308,17 @@ template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<
   T* fe = L.fe + bi * N;
   if (L.symmetric) {
     offsets<T>(la, f, e, n, hx);
-    softmin<T>(W, n, np, hx, e, scale, d, fe, s);
-    softmin_coords<T>(pk, X, n, N, X, n, D, hp, hx, e, scale, d, fe, w.wrow.data(), s);
+    softmin<T>(W, n, np, n, hx, e, scale, d, fe);
+    softmin_coords<T>(pk, X, n, N, X, n, D, hp, hx, e, scale, d, fe, w.wrow.data());
     for (int64_t i = n; i < N; ++i) f[i] = fe[i];
   } else {
     T* ge = L.ge + bi * M;
     offsets<T>(lb, g, e, m, hy);
     offsets<T>(la, f, e, n, hx);
-    softmin<T>(W, n, mp, hy, e, scale, d, fe, s);
-    softmin<T>(WT, m, np, hx, e, scale, d, ge, s);
-    softmin_coords<T>(pk, X, n, N, Y, m, D, hp, hy, e, scale, d, fe, w.wrow.data(), s);
-    softmin_coords<T>(pk, Y, m, M, X, n, D, hp, hx, e, scale, d, ge, w.wrow.data(), s);
+    softmin<T>(WT, n, np, m, hy, e, scale, d, fe);
+    softmin<T>(W, m, mp, n, hx, e, scale, d, ge);
+    softmin_coords<T>(pk, X, n, N, Y, m, D, hp, hy, e, scale, d, fe, w.wrow.data());
+    softmin_coords<T>(pk, Y, m, M, X, n, D, hp, hx, e, scale, d, ge, w.wrow.data());
     for (int64_t i = n; i < N; ++i) f[i] = fe[i];
     for (int64_t j = m; j < M; ++j) g[j] = ge[j];
   }
