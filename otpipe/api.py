@@ -197,8 +197,10 @@ def distances(
 
     Parameters
     ----------
-    collection, other : path or otpipe.store.Collection
-        The source collection and the optional target collection.
+    collection, other : path or otpipe.store.Collection or list of measures
+        The source collection and the optional target collection: stores, or measures held in memory (a list of
+        ``(N, D)`` arrays, ``(points, weights)`` pairs or :class:`otpipe.store.Measure`), which are solved in this
+        process (batched small-problem solves, no store, no cluster; :func:`otpipe.tools.matrix.distance_matrix`).
     out : path, optional
         Result store (Zarr), checkpointed per tile; without it the result is computed in a temporary store.
     loss, p, blur, reach, scaling, tol, max_iter, diameter, cost, backend, dtype, tile
@@ -215,12 +217,48 @@ def distances(
         The matrix ``divergence (source, target)``, ``n_iter``, ``marginal_error`` and the self terms; with
         ``dry_run`` the plan.
     """
+    if _in_memory(collection) or (other is not None and _in_memory(other)):
+        given = [k for k, v in dict(out=out, tile=tile, resume=resume, overwrite=overwrite, verify=verify,
+                                    dry_run=dry_run, cluster=cluster, client=client).items() if v not in (None, False)]
+        if given:
+            raise ValueError(f"measures given in memory are solved in this process: {', '.join(given)} "
+                             f"{'applies' if len(given) == 1 else 'apply'} to collection stores only "
+                             "(otpipe.store.create makes one)")
+        return _matrix_dataset(collection, other, loss=loss, p=p, blur=blur, reach=reach, scaling=scaling, tol=tol,
+                               max_iter=max_iter, diameter=diameter, cost=cost, backend=backend,
+                               dtype=dtype or "float64")
     from otpipe.pipelines.pairwise import pairwise
 
     return pairwise(collection, other, out=out, loss=loss, p=p, blur=blur, reach=reach, scaling=scaling, tol=tol,
                     max_iter=max_iter, diameter=diameter, cost=cost, backend=backend, dtype=dtype, tile=tile,
                     resume=resume, overwrite=overwrite, verify=verify, dry_run=dry_run, cluster=cluster,
                     client=client, progress=progress)
+
+
+def _in_memory(obj) -> bool:
+    """Measures given as a list or tuple (not a store path or a Collection)."""
+    return isinstance(obj, (list, tuple))
+
+
+def _matrix_dataset(collection, other, **kw):
+    """:func:`otpipe.tools.matrix.distance_matrix` as an xarray Dataset (the result store's variable names)."""
+    import numpy as np
+    import xarray as xr
+
+    from otpipe.tools.matrix import distance_matrix
+
+    r = distance_matrix(collection, other, **kw)
+    n, m = r["divergence"].shape
+    st = ("source", "target")
+    data = {k: (st, r[k]) for k in ("divergence", "ot", "n_iter", "marginal_error")}
+    if r["self_source"] is not None:
+        data["self_source"] = (("source",), r["self_source"])
+        data["self_target"] = (("target",), r["self_target"])
+    params = {k: v for k, v in kw.items() if v is not None}
+    attrs = {"loss": kw["loss"], "symmetric": r["symmetric"], "parameters": params, "in_memory": True}
+    if r["diameter"] is not None:
+        attrs["diameter"] = r["diameter"]
+    return xr.Dataset(data, coords={"source": np.arange(n), "target": np.arange(m)}, attrs=attrs)
 
 
 @locked("out")  # one writer per result store, the PNG included

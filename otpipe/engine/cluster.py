@@ -345,6 +345,10 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
             from otpipe.engine.processes import IgnoreSigint
 
             c.register_plugin(IgnoreSigint())  # Ctrl-C: the client saves and closes, workers stay quiet
+        if spec.cluster in (None, "local", "slurm", "pbs"):
+            from otpipe.engine.processes import ComputeThreads
+
+            c.register_plugin(ComputeThreads())  # compute threads = task slots: no oversubscribed cores
         if spec.cluster in ("slurm", "pbs"):
             c.wait_for_workers(1)
             watcher = _jobs.keep_jobs(cluster, spec.jobs)

@@ -396,7 +396,8 @@ def pairwise(
     if dry_run:
         t = int(stored["tile"]) if stored else tile
         n_workers = _run.worker_count(spec, client)
-        pl = _tiling.make_tiling(src.n, None if tgt is None else tgt.n, tile=t, n_workers=n_workers, gpu=bool(spec.gpus))
+        pl = _tiling.make_tiling(src.n, None if tgt is None else tgt.n, tile=t, n_workers=n_workers, gpu=bool(spec.gpus),
+                                 pair_cost=_pair_cost(src, tgt, rp, bool(spec.gpus)))
         summary = pl.summary(rp.self_terms)
         if stored is not None:
             done = _result.load_state(out)["tile_done"][: len(pl.tiles)]
@@ -483,6 +484,26 @@ class _Tiles:
         self.where[where] = self.where.get(where, 0) + 1
 
 
+#: temperatures assumed by the tile cost model before the run's diameter is known
+_GUESS_TEMPERATURES = 12
+
+
+def _pair_cost(src: _Input, tgt: _Input | None, rp: RunParams, gpu: bool) -> float:
+    """Estimated seconds of one pair's solve (:func:`otpipe.engine.tiling.pair_seconds`), for the tile size."""
+    from otpipe.solvers.loop import n_temperatures
+
+    other = src if tgt is None else tgt
+    n = float(np.mean(src.sizes)) if src.sizes is not None and len(src.sizes) else 1.0
+    m = float(np.mean(other.sizes)) if other.sizes is not None and len(other.sizes) else 1.0
+    if not rp.self_terms:
+        k = 0  # a kernel loss: a few passes, no eps-scaling
+    elif rp.diameter is not None:
+        k = n_temperatures(rp.diameter, rp.blur, rp.scaling)
+    else:
+        k = _GUESS_TEMPERATURES
+    return _tiling.pair_seconds(n, m, src.dim, k, converging=rp.tol is not None, gpu=gpu)
+
+
 def _layout(c, src, tgt, rp, tile, stored):
     """``(run parameters for the workers' device, GPU workers?, the tiling: tiles and self-term chunks)``."""
     from dataclasses import replace
@@ -495,7 +516,8 @@ def _layout(c, src, tgt, rp, tile, stored):
     symmetric = tgt is None
     if stored is not None:
         tile = int(stored["tile"])
-    pl = _tiling.make_tiling(src.n, None if symmetric else tgt.n, tile=tile, n_workers=max(1, len(workers)), gpu=gpu)
+    pl = _tiling.make_tiling(src.n, None if symmetric else tgt.n, tile=tile, n_workers=max(1, len(workers)), gpu=gpu,
+                             pair_cost=_pair_cost(src, tgt, rp, gpu))
     log.info(
         "tiling: %d x %d %s, tile %d: %d tiles, %d pairs, %d self terms",
         pl.n_source, pl.n_target, "symmetric" if symmetric else "cross", pl.tile, len(pl.tiles), pl.n_pairs,
@@ -548,31 +570,37 @@ def _create(r: _Tiles, fp: str, content: dict, overwrite: bool) -> None:
     )
 
 
-def _self_terms(r: _Tiles, state: dict) -> int:
-    """Phase 2: the self terms not stored yet, one key per chunk of measures; returns the tasks computed."""
+def _self_futures(r: _Tiles, state: dict) -> dict:
+    """Phase 2: the self terms not stored yet, one key per chunk of measures: ``{future: (which, k, r0, r1)}``."""
     keys = [(which, k, r0, r1)
             for which, chunks in [("source", r.pl.self_chunks_source)]
             + ([] if r.symmetric else [("target", r.pl.self_chunks_target)])
             for k, (r0, r1) in enumerate(chunks) if not state[f"self_done_{which}"][k]]
     inputs = {"source": r.src, "target": r.tgt}
-    futures = {r.submit(f"self-{which}", k, self_task, inputs[which].path, inputs[which].indices[r0:r1], r.rp):
-               (which, k, r0, r1) for which, k, r0, r1 in keys}
-
-    def write(key, done):
-        which, k, r0, r1 = key
-        where, res = done
-        _result.write_self(r.out, which, k, r0, r1, res["value"], mirror=r.symmetric)
-        r.ran(where)
-
-    if futures:
-        log.info("self terms: %d tasks", len(futures))
-        _run.execute(r.g, futures, write)
-    return len(futures)
+    return {r.submit(f"self-{which}", k, self_task, inputs[which].path, inputs[which].indices[r0:r1], r.rp):
+            (which, k, r0, r1) for which, k, r0, r1 in keys}
 
 
-def _tiles(r: _Tiles, state: dict, run: dict, progress: bool) -> tuple[int, int, int]:
-    """Phase 3: the tiles not stored yet, one key each; ``(computed now, done before, pairs done before)``."""
+def _tile_task(src_path, rows, tgt_path, cols, rp, *, diagonal, self_rows=None, self_cols=None):
+    """:func:`cross_task` with self terms given as arrays or as the results of their self tasks (futures that
+    Dask resolves on the worker: a tile starts as soon as its two chunks of self terms exist, no round trip
+    through the client between the phases)."""
+    def values(v):
+        return v[1]["value"] if isinstance(v, tuple) else v
+
+    return cross_task(src_path, rows, tgt_path, cols, rp, diagonal=diagonal, self_rows=values(self_rows),
+                      self_cols=values(self_cols))
+
+
+def _compute(r: _Tiles, state: dict, run: dict, progress: bool) -> tuple[int, int, int, int]:
+    """Phases 2 and 3 in one submission: the missing self terms, then the tiles not stored yet (each depends on
+    the self-term chunks of its rows and columns); every result is written as it finishes. Returns ``(self tasks
+    computed, tiles computed now, tiles done before, pairs done before)``."""
     pl, rp = r.pl, r.rp
+    self_futs = _self_futures(r, state) if rp.self_terms else {}
+    by_chunk = {(which, k): f for f, (which, k, _, _) in self_futs.items()}
+    if self_futs:
+        log.info("self terms: %d tasks", len(self_futs))
     tile_done = state["tile_done"]
     pending = [t for t in pl.tiles if not tile_done[t.index]]
     n_done_before = len(pl.tiles) - len(pending)
@@ -582,22 +610,33 @@ def _tiles(r: _Tiles, state: dict, run: dict, progress: bool) -> tuple[int, int,
     bar = Progress(pl.n_pairs, initial=pairs_before, unit="pair", desc="distances", enabled=progress)
     bar.set_postfix(f"tiles {n_done_before}/{len(pl.tiles)}")
     ss, st = state["self_source"], state["self_target"]
-    futures = {}
+    side = "source" if r.symmetric else "target"
+
+    def selfs(which, k, lo, hi, stored):
+        return by_chunk.get((which, k), stored[lo:hi])
+
+    futures = dict(self_futs)
     for t in pending:
         kw = dict(diagonal=t.diagonal)
         if rp.self_terms:
-            kw.update(self_rows=ss[t.r0 : t.r1], self_cols=st[t.c0 : t.c1])
-        futures[r.submit("tile", t.index, cross_task, r.src.path, r.src.indices[t.r0 : t.r1], r.tgt_.path,
+            kw.update(self_rows=selfs("source", t.r0 // pl.tile, t.r0, t.r1, ss),
+                      self_cols=selfs(side, t.c0 // pl.tile, t.c0, t.c1, ss if r.symmetric else st))
+        futures[r.submit("tile", t.index, _tile_task, r.src.path, r.src.indices[t.r0 : t.r1], r.tgt_.path,
                          r.tgt_.indices[t.c0 : t.c1], rp, **kw)] = t
     computed = 0
 
-    def write(t, done):
+    def write(key, done):
         nonlocal computed
         where, res = done
+        r.ran(where)
+        if isinstance(key, tuple):  # a chunk of self terms
+            which, k, r0, r1 = key
+            _result.write_self(r.out, which, k, r0, r1, res["value"], mirror=r.symmetric)
+            return
+        t = key
         _result.write_tile(r.out, t, res, r.symmetric)
         computed += 1
         run["done"] = n_done_before + computed
-        r.ran(where)
         log.debug("tile %d (%d:%d x %d:%d, %d pairs) from %s", t.index, t.r0, t.r1, t.c0, t.c1, t.n_pairs, where)
         bar.set_postfix(f"tiles {n_done_before + computed}/{len(pl.tiles)}")
         bar.update(t.n_pairs)
@@ -607,7 +646,7 @@ def _tiles(r: _Tiles, state: dict, run: dict, progress: bool) -> tuple[int, int,
             _run.execute(r.g, futures, write)
     finally:
         bar.close()
-    return computed, n_done_before, pairs_before
+    return len(self_futs), computed, n_done_before, pairs_before
 
 
 def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, progress, g, run):
@@ -630,13 +669,7 @@ def _run_tiles(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite,
         run["created"] = True
     rp = r.rp
     state = _result.load_state(out)
-    self_computed = 0
-    if rp.self_terms:
-        self_computed = _self_terms(r, state)
-        state = _result.load_state(out)
-        if not r.symmetric and not np.isfinite(state["self_target"]).all():
-            raise RuntimeError("self terms missing after the self-term phase")
-    computed, n_done_before, pairs_before = _tiles(r, state, run, progress)
+    self_computed, computed, n_done_before, pairs_before = _compute(r, state, run, progress)
     _complete(r, t0, self_computed, computed, n_done_before, pairs_before)
     return _result.open_result(out)
 

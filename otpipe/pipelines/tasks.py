@@ -7,7 +7,7 @@ solved one at a time, where ``backend="auto"`` picks a linear-memory (online) re
 Tasks return small NumPy arrays only.
 
 Devices: a task computes on ``RunParams.device`` (``"cpu"``, or ``"cuda"`` on GPU workers: the worker's
-GPU). It moves its measures there once, as one concatenated array (:class:`_Measures`), and cuts each
+GPU). It moves its measures there once, as one concatenated array (:func:`_stack`), and cuts each
 padded batch out of it with one gather on the device. On GPU workers (``RunParams.gpu``) batches are
 much larger (:data:`BATCH_ENTRIES_GPU`, :data:`BATCH_MAX_GPU`): the Triton kernels need no ``N x M``
 memory and a GPU is only busy with thousands of small problems at a time.
@@ -24,7 +24,10 @@ import numpy as np
 
 from otpipe.geometry.boxes import bounds, box_diagonal, union
 
-__all__ = ["RunParams", "bbox_task", "self_task", "cross_task", "KERNEL_LOSSES", "LOSSES"]
+__all__ = ["RunParams", "bbox_task", "self_task", "cross_task", "apply_task_threads", "KERNEL_LOSSES", "LOSSES"]
+
+#: set by the engine in worker processes (:class:`otpipe.engine.processes.ComputeThreads`): compute threads per task
+TASK_THREADS_ENV = "OTPIPE_TASK_THREADS"
 
 KERNEL_LOSSES = ("energy", "gaussian", "laplacian", "hausdorff")
 LOSSES = ("sinkhorn",) + KERNEL_LOSSES
@@ -136,6 +139,21 @@ def _read(path: str, indices, normalize: bool) -> list[tuple[np.ndarray, np.ndar
     return out
 
 
+def apply_task_threads() -> None:
+    """Give this thread the compute threads its worker allots to a task (``$OTPIPE_TASK_THREADS``, if set).
+
+    OpenMP's thread count is a setting of each thread: the engine publishes the count in the worker's environment
+    and each task applies it in its own thread (once: later calls find it set).
+    """
+    import os
+
+    import torch
+
+    v = os.environ.get(TASK_THREADS_ENV)
+    if v and v.isdigit() and int(v) >= 1 and torch.get_num_threads() != int(v):
+        torch.set_num_threads(int(v))
+
+
 def _device(prm: RunParams):
     """The torch device of the task: ``prm.device`` (``"auto"``, e.g. a task run outside :func:`pairwise` for a
     cost estimate: CUDA on GPU runs, else the CPU); a CUDA device must exist on this worker."""
@@ -149,38 +167,13 @@ def _device(prm: RunParams):
     return dev
 
 
-class _Measures:
-    """The measures of one task on the compute device, concatenated: padded batches by one gather each.
+def _stack(measures: list[tuple[np.ndarray, np.ndarray]], prm: RunParams, device):
+    """The measures of one task on the compute device, concatenated (:class:`otpipe.problems.measures.Stack`)."""
+    import torch
 
-    ``batch(idx)`` equals :func:`otpipe.problems.measures.pad_batch` of the measures ``idx`` (padding points at the
-    measure's first point with zero weight), in ``prm.dtype`` on ``device``.
-    """
+    from otpipe.problems.measures import Stack
 
-    def __init__(self, measures: list[tuple[np.ndarray, np.ndarray]], prm: RunParams, device):
-        import torch
-
-        self.sizes = np.array([len(x) for x, _ in measures], dtype=np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
-        dt = np.dtype(prm.dtype)
-        pts = np.concatenate([np.asarray(x, dtype=dt).reshape(len(x), -1) for x, _ in measures])
-        w = np.concatenate([np.asarray(w, dtype=dt).reshape(-1) for _, w in measures])
-        self.device = device
-        self.points = torch.from_numpy(np.ascontiguousarray(pts)).to(device)
-        self.weights = torch.from_numpy(np.ascontiguousarray(w)).to(device)
-
-    def batch(self, idx):
-        """``x (B, Nmax, D)``, ``a (B, Nmax)`` of the measures ``idx`` (a list of positions)."""
-        import torch
-
-        idx = np.asarray(idx, dtype=np.int64)
-        n = self.sizes[idx]
-        j = np.arange(int(n.max()), dtype=np.int64)
-        valid = j[None, :] < n[:, None]
-        gather = self.starts[idx][:, None] + np.where(valid, j[None, :], 0)
-        g = torch.from_numpy(gather).to(self.device)
-        keep = torch.from_numpy(valid).to(self.device)
-        w = self.weights[g]
-        return self.points[g], torch.where(keep, w, torch.zeros((), dtype=w.dtype, device=w.device))
+    return Stack(measures, getattr(torch, prm.dtype), device)
 
 
 def _solver_kw(prm: RunParams) -> dict:
@@ -253,13 +246,14 @@ def self_task(path: str, indices, prm: RunParams) -> dict:
     """
     from otpipe.solvers.sinkhorn import solve_symmetric
 
+    apply_task_threads()
     meas = _read(path, indices, prm.normalize)
     n = len(meas)
     value = np.empty(n)
     n_iter = np.empty(n, dtype=np.int64)
     err = np.empty(n)
     sizes = [len(x) for x, _ in meas]
-    on_dev = _Measures(meas, prm, _device(prm))
+    on_dev = _stack(meas, prm, _device(prm))
     for g in _groups(sizes, sizes, prm.gpu):
         X, A = on_dev.batch(g)
         r = solve_symmetric(X, A, **_solver_kw(prm))
@@ -324,6 +318,7 @@ def cross_task(
 
     from otpipe.solvers.sinkhorn import solve
 
+    apply_task_threads()
     rows, cols = list(rows), list(cols)
     src = _read(src_path, rows, prm.normalize)
     tgt = src if diagonal else _read(tgt_path, cols, prm.normalize)
@@ -338,8 +333,8 @@ def cross_task(
     sx = [len(src[i][0]) for i, _ in pairs]
     sy = [len(tgt[j][0]) for _, j in pairs]
     dev = _device(prm)
-    src_dev = _Measures(src, prm, dev)
-    tgt_dev = src_dev if diagonal else _Measures(tgt, prm, dev)
+    src_dev = _stack(src, prm, dev)
+    tgt_dev = src_dev if diagonal else _stack(tgt, prm, dev)
     with torch.no_grad():
         for g in _groups(sx, sy, prm.gpu):
             ii = [pairs[k][0] for k in g]

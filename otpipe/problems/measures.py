@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Pair", "as_points", "as_weights", "validate_pair", "pad_batch", "log_weights", "reject_meta"]
+__all__ = ["Pair", "as_points", "as_weights", "validate_pair", "pad_batch", "log_weights", "reject_meta", "Stack"]
 
 #: log-weight given to zero-weight (padding) points: finite, so that online reductions never
 #: see ``-inf - (-inf)``, and far below any real exponent.
@@ -297,3 +297,62 @@ def pad_batch(
         X[k, n:] = x[0]
         A[k, :n] = w
     return X, A
+
+
+class Stack:
+    """Measures concatenated into one array on a device: padded batches cut out by one gather each.
+
+    ``batch(idx)`` equals :func:`pad_batch` of the measures ``idx`` (padding points at the measure's first point with
+    zero weight) without validating each measure again (the caller has: a store, or :func:`pad_batch`'s checks).
+
+    Parameters
+    ----------
+    measures : sequence of tuple
+        ``(points (N_k, D), weights (N_k,))`` NumPy arrays or tensors.
+    dtype : torch.dtype
+        The dtype of the batches.
+    device : torch.device or str, default "cpu"
+        Where the batches live.
+    """
+
+    def __init__(self, measures, dtype: torch.dtype, device="cpu"):
+        import numpy as np
+
+        def arr(v):
+            return v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)
+
+        self.sizes = np.array([len(x) for x, _ in measures], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        npdt = torch.empty((), dtype=dtype).numpy().dtype
+        pts = np.concatenate([arr(x).astype(npdt, copy=False).reshape(len(x), -1) for x, _ in measures])
+        w = np.concatenate([arr(w).astype(npdt, copy=False).reshape(-1) for _, w in measures])
+        self.device = torch.device(device)
+        self.points = torch.from_numpy(np.ascontiguousarray(pts)).to(self.device)
+        self.weights = torch.from_numpy(np.ascontiguousarray(w)).to(self.device)
+
+    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, Nmax, D)``, ``a (B, Nmax)`` of the measures ``idx`` (positions in the stack).
+
+        Parameters
+        ----------
+        idx : sequence of int
+            The measures of the batch.
+
+        Returns
+        -------
+        x : torch.Tensor
+            ``(B, Nmax, D)`` points, padding at each measure's first point.
+        a : torch.Tensor
+            ``(B, Nmax)`` weights, zero on padding.
+        """
+        import numpy as np
+
+        idx = np.asarray(idx, dtype=np.int64)
+        n = self.sizes[idx]
+        j = np.arange(int(n.max()), dtype=np.int64)
+        valid = j[None, :] < n[:, None]
+        gather = self.starts[idx][:, None] + np.where(valid, j[None, :], 0)
+        g = torch.from_numpy(gather).to(self.device)
+        keep = torch.from_numpy(valid).to(self.device)
+        w = self.weights[g]
+        return self.points[g], torch.where(keep, w, torch.zeros((), dtype=w.dtype, device=w.device))
