@@ -258,6 +258,15 @@ def _matrix_dataset(collection, other, **kw):
     attrs = {"loss": kw["loss"], "symmetric": r["symmetric"], "parameters": params, "in_memory": True}
     if r["diameter"] is not None:
         attrs["diameter"] = r["diameter"]
+    if kw["loss"] == "sinkhorn":  # convergence honesty, as the runs on stores: summary in the attrs, one warning
+        from otpipe.engine import convergence as conv
+
+        err = r["marginal_error"][np.triu_indices(n, 1)] if r["symmetric"] else r["marginal_error"]
+        remedy = ("use tol=1e-3 for converged solves, or a larger blur" if kw["tol"] is None
+                  else "raise max_iter or use a larger blur")
+        attrs.update(conv.result_attrs(conv.summarise(err, kw["tol"]), what="the Sinkhorn solves of this matrix",
+                                       remedy=remedy))
+        conv.warn(attrs["convergence_warning"])
     return xr.Dataset(data, coords={"source": np.arange(n), "target": np.arange(m)}, attrs=attrs)
 
 

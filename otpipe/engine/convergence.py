@@ -31,26 +31,29 @@ MAX_THRESHOLD = 1e-1
 
 
 
-def summarise(errors) -> dict:
+def summarise(errors, tol: float | None = None) -> dict:
     """Median, maximum and counts of the finite entries of ``errors``.
 
     Parameters
     ----------
     errors : array_like
         Marginal errors of a run's solves, any shape (non-finite entries are skipped).
+    tol : float or None, default None
+        The tolerance the solves ran to (converging mode); ``None``: the fixed schedule.
 
     Returns
     -------
     dict
-        ``{"median", "max", "n", "n_above"}``: NaN median and max when no entry is finite; ``n_above`` counts the
-        solves above :data:`MAX_THRESHOLD`.
+        ``{"median", "max", "n", "n_above", "tol", "n_above_tol"}``: NaN median and max when no entry is finite;
+        ``n_above`` counts the solves above :data:`MAX_THRESHOLD`, ``n_above_tol`` those above ``tol`` (0 without it).
     """
     e = np.asarray(errors, dtype=np.float64).reshape(-1)
     e = e[np.isfinite(e)]
     if e.size == 0:
-        return {"median": math.nan, "max": math.nan, "n": 0, "n_above": 0}
+        return {"median": math.nan, "max": math.nan, "n": 0, "n_above": 0, "tol": tol, "n_above_tol": 0}
     return {"median": float(np.median(e)), "max": float(e.max()), "n": int(e.size),
-            "n_above": int(np.count_nonzero(e > MAX_THRESHOLD))}
+            "n_above": int(np.count_nonzero(e > MAX_THRESHOLD)), "tol": tol,
+            "n_above_tol": 0 if tol is None else int(np.count_nonzero(e > tol))}
 
 
 def message(s: dict, *, what: str, remedy: str, note: str = "", unit: str = "solves") -> str:
@@ -72,8 +75,14 @@ def message(s: dict, *, what: str, remedy: str, note: str = "", unit: str = "sol
     Returns
     -------
     str
-        One line with the figures, the thresholds and the remedy, or ``""``.
+        One line with the figures, the thresholds (the converging mode: the count above ``tol``) and the remedy, or
+        ``""``.
     """
+    if s.get("tol") is not None:  # the converging mode: the requested tolerance is the criterion
+        if not s.get("n_above_tol"):
+            return ""
+        return (f"{what}: {s['n_above_tol']} of {s['n']} {unit} stopped above tol={s['tol']:g} (marginal error median "
+                f"{s['median']:.2g}, max {s['max']:.2g}); {remedy}" + (f"; {note}" if note else ""))
     if not s["n"] or not (s["median"] > MEDIAN_THRESHOLD or s["max"] > MAX_THRESHOLD):
         return ""
     return (f"{what} did not converge: marginal error median {s['median']:.2g}, max {s['max']:.2g} over {s['n']} {unit} "
@@ -94,17 +103,22 @@ def attrs(s: dict, msg: str) -> dict:
     -------
     dict
         ``marginal_error_median``, ``marginal_error_max`` (``None`` when not finite), ``marginal_error_threshold``
-        (the two thresholds) and ``convergence_warning`` (``msg``).
+        (the two thresholds) and ``convergence_warning`` (``msg``); in the converging mode also
+        ``marginal_error_tol`` and ``solves_above_tol``.
     """
     def f(v):
         return None if not math.isfinite(v) else float(v)
 
-    return {
+    out = {
         "marginal_error_median": f(s["median"]),
         "marginal_error_max": f(s["max"]),
         "marginal_error_threshold": {"median": MEDIAN_THRESHOLD, "max": MAX_THRESHOLD},
         "convergence_warning": msg,
     }
+    if s.get("tol") is not None:
+        out["marginal_error_tol"] = float(s["tol"])
+        out["solves_above_tol"] = int(s["n_above_tol"])
+    return out
 
 
 def result_attrs(s: dict, *, what: str, remedy: str, note: str = "", unit: str = "solves") -> dict:

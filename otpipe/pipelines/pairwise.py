@@ -430,7 +430,7 @@ def _guarded(c, src, tgt, rp, fp, content, out: Path, tile, stored, overwrite, p
         return _run_tiles(c, src, tgt, rp, fp, content, out, tile, stored, overwrite, progress, g, state)
 
 
-def _convergence(out: Path, symmetric: bool) -> dict:
+def _convergence(out: Path, symmetric: bool, tol: float | None = None) -> dict:
     """Summary of the cross solves' marginal errors (``i < j`` for a symmetric run), read from the store."""
     import zarr
 
@@ -445,7 +445,7 @@ def _convergence(out: Path, symmetric: bool) -> dict:
             rows = np.arange(r0, r0 + block.shape[0])[:, None]
             block = np.where(np.arange(m)[None, :] > rows, block, np.nan)
         parts.append(block[np.isfinite(block)])
-    return _conv.summarise(np.concatenate(parts) if parts else np.array([]))
+    return _conv.summarise(np.concatenate(parts) if parts else np.array([]), tol)
 
 
 @dataclass
@@ -682,7 +682,7 @@ def _complete(r: _Tiles, t0: float, self_computed: int, computed: int, n_done_be
     log.info("tasks per worker: %s", ", ".join(f"{w}: {n}" for w, n in sorted(r.where.items())) or "none")
     conv = {}
     if rp.self_terms:
-        summ = _convergence(out, r.symmetric)
+        summ = _convergence(out, r.symmetric, rp.tol)
         remedy = ("use --tol 1e-3 (Python: tol=1e-3) for converged solves, or a larger --blur"
                   if rp.tol is None else "raise --max-iter or use a larger --blur")
         name = "this run" if _run.is_temporary(out) else str(out)

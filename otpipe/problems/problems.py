@@ -296,6 +296,24 @@ class CrossProblem:
         return f, g, err
 
 
+    def final_error(self, eps, d):
+        """The marginal error :meth:`extrapolate` would report from the current potentials (no state change).
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B,)`` the error, detached.
+        """
+        return self.extrapolate(eps, d, self.op_xy, self.op_yx)[2].detach()
+
+
 class SymmetricProblem:
     """The symmetric problem ``OT_eps(a, a)``: one potential ``f = g``, symmetric averaged updates.
 
@@ -439,3 +457,20 @@ class SymmetricProblem:
         """
         f = d * op.softmin(eps, self.la + self.f / eps)
         return f, rel_error(self.a, self.f.detach(), f.detach(), eps)
+
+    def final_error(self, eps, d):
+        """The marginal error :meth:`extrapolate` would report from the current potential (no state change).
+
+        Parameters
+        ----------
+        eps : float
+            Temperature.
+        d : float
+            Damping factor.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B,)`` the error, detached.
+        """
+        return self.extrapolate(eps, d, self.op)[1].detach()

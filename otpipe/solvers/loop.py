@@ -379,6 +379,10 @@ def iterate(problems, schedule, rho, tol, max_iter, overrelax=None) -> list[torc
                     ref[j], best_at[j] = emax, stage  # progress since the last checkpoint
                 best[j] = min(best[j], emax)
                 met = err <= target
+                if k == last and bool(met.any()):
+                    # the error reported is that of the final update (``extrapolate``): it must meet tol too (an
+                    # over-relaxed last step can leave it ~2x the step's own error)
+                    met = met & (pb.final_error(eps, d) <= target)
                 if k == last:
                     # the plan after n - 1 updates met the tolerance
                     n_iter[j] = torch.where(

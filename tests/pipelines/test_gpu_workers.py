@@ -76,7 +76,7 @@ def test_gathered_batches_equal_pad_batch():
     meas = [(rng.normal(size=(int(n), 3)).astype(np.float32), rng.random(int(n)) + 0.1) for n in (5, 1, 9, 4)]
     for dtype in ("float32", "float64"):
         prm = tasks.RunParams(dtype=dtype, gpu=True, device="cpu")
-        on = tasks._Measures(meas, prm, tasks._device(prm))
+        on = tasks._stack(meas, prm, tasks._device(prm))
         for idx in ([0, 1, 2, 3], [2], [3, 1, 1]):
             X, A = on.batch(idx)
             Xr, Ar = pad_batch([torch.from_numpy(meas[k][0]) for k in idx],

@@ -127,9 +127,10 @@ def test_auto_picks_the_fused_loop_for_small_cpu_problems_only():
     assert otpipe.sinkhorn_divergence(x, y, a, b, full_output=True).backend == "fused"
     assert solve(x[0], y[0], a[0], b[0], tol=1e-3).backend == "fused"
     # above the size limit, the general path
-    n = int(fused.FUSED_MAX_ENTRIES**0.5) + 1
+    n = int(fused.max_entries(2) ** 0.5) + 1
     big = torch.rand(1, n, 2, dtype=torch.float64)
     assert solve(big, big + 0.1).backend != "fused"
+    assert solve(big[:, :, :1].expand(1, n, 5).contiguous(), big[:, :, :1].expand(1, n, 5) + 0.1).backend == "fused"
     # with tol, problems that the general path mixes (Anderson) keep the general path; a warm start too
     from otpipe.solvers.loop import ANDERSON_MIN_POINTS
 

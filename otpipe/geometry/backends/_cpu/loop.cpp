@@ -60,34 +60,46 @@ constexpr double LOG_ZERO = -1e30;  // log-weight of padding (otpipe.problems.me
 template <typename T> constexpr int64_t vec() { return 64 / sizeof(T); }
 template <typename T> OTP_INLINE int64_t pad(int64_t n) { return (n + vec<T>() - 1) / vec<T>() * vec<T>(); }
 
-// out_i = d * (-eps) * log sum_j exp(h_j - c A_ji), i < n, j < m, from the matrix stored column by column:
-// A_ji = At[j * ld + i] (ld a multiple of the vector width, >= n). The vector lanes are rows: a block of rows
-// streams the columns twice (their max, then the sum of exp_cut(s - max): softmin.cpp's terms, the sum in T over
-// tiles of TILE columns, accumulated in double), with no horizontal reduction and no per-row scalar code.
+// columns per chunk of the online reduction: V rows x CHUNK columns of the matrix stay in L1 between its passes
+constexpr int64_t CHUNK = 64;
+
+// out_i = d * (-eps) * log sum_j exp(h_j - c A_ij), i < n, j < m, from the matrix packed by blocks of V rows:
+// A_ij = P[(i / V) * m * V + j * V + i % V] (each block's V x m panel contiguous, lanes past n zero). The vector
+// lanes are rows; a block streams its panel by chunks of CHUNK columns: the chunk's max (the running max of each row grows, its sum rescaled
+// in double), then the sum of exp_cut(s - max) (softmin.cpp's terms) over the chunk in T, added in double. The
+// matrix is read once from memory per reduction (the second pass over a chunk hits L1); no horizontal reduction,
+// no per-row scalar code.
 template <typename T>
-void softmin(const T* At, int64_t n, int64_t ld, int64_t m, const T* h, double eps, double scale, T d, T* out) {
+void softmin(const T* P, int64_t n, int64_t m, const T* h, double eps, double scale, T d, T* out) {
   constexpr int64_t V = vec<T>();
-  constexpr int TILE = Traits<T>::TILE;
   const T c = (T)(scale / eps);
   const T ne = (T)(-eps);
   for (int64_t i0 = 0; i0 < n; i0 += V) {
     alignas(64) T mx[V];
-    for (int64_t v = 0; v < V; ++v) mx[v] = -std::numeric_limits<T>::infinity();
-    for (int64_t j = 0; j < m; ++j) {
-      const T hj = h[j];
-      const T* a = At + j * ld + i0;
-#pragma omp simd aligned(mx : 64)
-      for (int64_t v = 0; v < V; ++v) mx[v] = std::max(mx[v], hj - c * a[v]);
-    }
+    alignas(64) T cm[V];
     alignas(64) double acc[V];
-    for (int64_t v = 0; v < V; ++v) acc[v] = 0.0;
-    for (int64_t j0 = 0; j0 < m; j0 += TILE) {
-      const int64_t j1 = std::min<int64_t>(m, j0 + TILE);
+    for (int64_t v = 0; v < V; ++v) mx[v] = -std::numeric_limits<T>::infinity(), acc[v] = 0.0;
+    for (int64_t j0 = 0; j0 < m; j0 += CHUNK) {
+      const int64_t j1 = std::min<int64_t>(m, j0 + CHUNK);
+      for (int64_t v = 0; v < V; ++v) cm[v] = mx[v];
+      for (int64_t j = j0; j < j1; ++j) {
+        const T hj = h[j];
+        const T* a = P + i0 * m + j * V;
+#pragma omp simd aligned(cm : 64)
+        for (int64_t v = 0; v < V; ++v) cm[v] = std::max(cm[v], hj - c * a[v]);
+      }
+#pragma omp simd aligned(mx, cm, acc : 64)
+      for (int64_t v = 0; v < V; ++v) {
+        // a larger max rescales the sum so far (exactly 0 -> 0 when it was empty: exp_cut(-inf) = 0)
+        const double r = exp_cut<double>((double)mx[v] - (double)cm[v]);
+        acc[v] = cm[v] > mx[v] ? acc[v] * r : acc[v];
+        mx[v] = cm[v] > mx[v] ? cm[v] : mx[v];
+      }
       alignas(64) T t[V];
       for (int64_t v = 0; v < V; ++v) t[v] = T(0);
       for (int64_t j = j0; j < j1; ++j) {
         const T hj = h[j];
-        const T* a = At + j * ld + i0;
+        const T* a = P + i0 * m + j * V;
 #pragma omp simd aligned(mx, t : 64)
         for (int64_t v = 0; v < V; ++v) t[v] += exp_cut<T>((hj - c * a[v]) - mx[v]);
       }
@@ -179,8 +191,8 @@ void softmin_coords(int pk, const T* X, int64_t i0, int64_t i1, const T* Y, int6
 template <typename T> struct Work {
   std::vector<T> W, WT, hx, hy, tf, tg, wrow;
   void size(int64_t N, int64_t M) {
-    W.resize((size_t)(N * pad<T>(M)));
-    WT.resize((size_t)(M * pad<T>(N)));
+    W.resize((size_t)(pad<T>(N) * M));
+    WT.resize((size_t)(pad<T>(M) * N));
     hx.assign((size_t)pad<T>(N), (T)LOG_ZERO);
     hy.assign((size_t)pad<T>(M), (T)LOG_ZERO);
     tf.resize((size_t)N);
@@ -204,13 +216,19 @@ template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<
   T* W = w.W.data();
   T* WT = w.WT.data();
   const double scale = L.scale;
-  const int64_t np = pad<T>(n), mp = pad<T>(m);  // row strides (and h lengths): W is n x mp, WT is m x np
-  cost_matrix<T>(pk, X, n, Y, m, D, hp, W, mp);
-  if (!L.symmetric) {
-    for (int64_t j = 0; j < m; ++j) {
-      for (int64_t i = 0; i < n; ++i) WT[j * np + i] = W[i * mp + j];
-      for (int64_t i = n; i < np; ++i) WT[j * np + i] = T(0);
-    }
+  // the cost matrix once, packed for both reductions: W by blocks of V rows (the f update: sums over j), WT by
+  // blocks of V columns (the g update: sums over i)
+  constexpr int64_t V = vec<T>();
+  const int64_t np = pad<T>(n), mp = pad<T>(m);
+  std::fill(W + (np - V) * m, W + np * m, T(0));
+  if (!L.symmetric) std::fill(WT + (mp - V) * n, WT + mp * n, T(0));
+  T* wrow = w.wrow.data();
+  for (int64_t i = 0; i < n; ++i) {
+    cost_matrix<T>(pk, X + i * D, 1, Y, m, D, hp, wrow, m);
+    T* px = W + (i / V) * m * V + (i % V);
+    for (int64_t j = 0; j < m; ++j) px[j * V] = wrow[j];
+    if (!L.symmetric)
+      for (int64_t j = 0; j < m; ++j) WT[(j / V) * n * V + i * V + (j % V)] = wrow[j];
   }
   T* hx = w.hx.data();
   T* hy = w.hy.data();
@@ -224,9 +242,9 @@ template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<
     const T d0 = (T)L.damp[0];
     std::copy(lb, lb + m, hy);
     std::copy(la, la + n, hx);
-    if (L.symmetric) softmin<T>(W, n, np, n, hx, e0, scale, d0, f);
-    else softmin<T>(WT, n, np, m, hy, e0, scale, d0, f);
-    if (!L.symmetric) softmin<T>(W, m, mp, n, hx, e0, scale, d0, g);
+    if (L.symmetric) softmin<T>(W, n, n, hx, e0, scale, d0, f);
+    else softmin<T>(W, n, m, hy, e0, scale, d0, f);
+    if (!L.symmetric) softmin<T>(WT, m, n, hx, e0, scale, d0, g);
   }
   int64_t iters = K;
   if (!L.converging) {
@@ -235,13 +253,13 @@ template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<
       const T d = (T)L.damp[k];
       if (L.symmetric) {
         offsets<T>(la, f, e, n, hx);
-        softmin<T>(W, n, np, n, hx, e, scale, d, w.tf.data());
+        softmin<T>(W, n, n, hx, e, scale, d, w.tf.data());
         for (int64_t i = 0; i < n; ++i) f[i] = T(0.5) * (f[i] + w.tf[i]);
       } else {
         offsets<T>(lb, g, e, m, hy);
         offsets<T>(la, f, e, n, hx);
-        softmin<T>(WT, n, np, m, hy, e, scale, d, w.tf.data());
-        softmin<T>(W, m, mp, n, hx, e, scale, d, w.tg.data());
+        softmin<T>(W, n, m, hy, e, scale, d, w.tf.data());
+        softmin<T>(WT, m, n, hx, e, scale, d, w.tg.data());
         for (int64_t i = 0; i < n; ++i) f[i] = T(0.5) * (f[i] + w.tf[i]);
         for (int64_t j = 0; j < m; ++j) g[j] = T(0.5) * (g[j] + w.tg[j]);
       }
@@ -265,17 +283,17 @@ template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<
         double err;
         if (L.symmetric) {
           offsets<T>(la, f, e, n, hx);
-          softmin<T>(W, n, np, n, hx, e, scale, d, w.tf.data());
+          softmin<T>(W, n, n, hx, e, scale, d, w.tf.data());
           err = rel_error<T>(a, f, w.tf.data(), e, n);
           for (int64_t i = 0; i < n; ++i) f[i] = T(0.5) * (f[i] + w.tf[i]);
         } else {
           offsets<T>(lb, g, e, m, hy);
-          softmin<T>(WT, n, np, m, hy, e, scale, d, w.tf.data());
+          softmin<T>(W, n, m, hy, e, scale, d, w.tf.data());
           const double ef = rel_error<T>(a, f, w.tf.data(), e, n);
           if (omega == T(1)) for (int64_t i = 0; i < n; ++i) f[i] = w.tf[i];
           else for (int64_t i = 0; i < n; ++i) f[i] = f[i] + omega * (w.tf[i] - f[i]);
           offsets<T>(la, f, e, n, hx);
-          softmin<T>(W, m, mp, n, hx, e, scale, d, w.tg.data());
+          softmin<T>(WT, m, n, hx, e, scale, d, w.tg.data());
           const double eg = rel_error<T>(b, g, w.tg.data(), e, m);
           if (omega == T(1)) for (int64_t j = 0; j < m; ++j) g[j] = w.tg[j];
           else for (int64_t j = 0; j < m; ++j) g[j] = g[j] + omega * (w.tg[j] - g[j]);
@@ -290,7 +308,23 @@ template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<
         if (err > 10.0 * best) plain = true;
         if (err < (k < last ? 0.5 : 0.9) * ref) ref = err, best_at = stage;
         best = std::min(best, err);
-        const bool met = err <= target;
+        bool met = err <= target;
+        if (k == last && met) {
+          // the error reported is that of the final update (the extrapolation below): it must meet tol too
+          double rep;
+          if (L.symmetric) {
+            offsets<T>(la, f, e, n, hx);
+            softmin<T>(W, n, n, hx, e, scale, d, w.tf.data());
+            rep = rel_error<T>(a, f, w.tf.data(), e, n);
+          } else {
+            offsets<T>(lb, g, e, m, hy);
+            offsets<T>(la, f, e, n, hx);
+            softmin<T>(W, n, m, hy, e, scale, d, w.tf.data());
+            softmin<T>(WT, m, n, hx, e, scale, d, w.tg.data());
+            rep = std::max(rel_error<T>(a, f, w.tf.data(), e, n), rel_error<T>(b, g, w.tg.data(), e, m));
+          }
+          met = rep <= target;
+        }
         if (k == last) {
           if (!met_final) nit = met ? cnt - 1 : cnt;
           met_final = met_final || met;
@@ -308,15 +342,15 @@ template <typename T> void solve_one(const Loop<T>& L, int64_t bi, int pk, Work<
   T* fe = L.fe + bi * N;
   if (L.symmetric) {
     offsets<T>(la, f, e, n, hx);
-    softmin<T>(W, n, np, n, hx, e, scale, d, fe);
+    softmin<T>(W, n, n, hx, e, scale, d, fe);
     softmin_coords<T>(pk, X, n, N, X, n, D, hp, hx, e, scale, d, fe, w.wrow.data());
     for (int64_t i = n; i < N; ++i) f[i] = fe[i];
   } else {
     T* ge = L.ge + bi * M;
     offsets<T>(lb, g, e, m, hy);
     offsets<T>(la, f, e, n, hx);
-    softmin<T>(WT, n, np, m, hy, e, scale, d, fe);
-    softmin<T>(W, m, mp, n, hx, e, scale, d, ge);
+    softmin<T>(W, n, m, hy, e, scale, d, fe);
+    softmin<T>(WT, m, n, hx, e, scale, d, ge);
     softmin_coords<T>(pk, X, n, N, Y, m, D, hp, hy, e, scale, d, fe, w.wrow.data());
     softmin_coords<T>(pk, Y, m, M, X, n, D, hp, hx, e, scale, d, ge, w.wrow.data());
     for (int64_t i = n; i < N; ++i) f[i] = fe[i];
