@@ -266,6 +266,40 @@ def _exactness(ms, S, pairs, prm, dtype):
 
 # ---------------------------------------------------------------------------------------------- one row
 
+def _ott(ms, pairs, blur, S, args, tmp, name, log):
+    """OTT-JAX's vmap over padded pairs (benchmarks/ott_matrix.py in ``--ott-python``), same pairs, 20 iterations."""
+    import json
+
+    import numpy as np
+
+    nmax = max(len(p) for p, _ in ms)
+    dim = ms[0][0].shape[1]
+    X = np.zeros((len(ms), nmax, dim), dtype=np.float32)
+    W = np.zeros((len(ms), nmax), dtype=np.float32)
+    for k, (p, w) in enumerate(ms):
+        X[k, : len(p)] = p
+        X[k, len(p):] = p[0]
+        W[k, : len(p)] = w
+    path = tmp / f"ott-{name[0]}.npz"
+    np.savez(path, X=X, W=W, pairs=np.asarray(pairs, dtype=np.int64), eps=blur**2, iters=args.ott_iters,
+             chunk=args.ott_chunk)
+    proc = subprocess.run([args.ott_python, str(HERE / "ott_matrix.py"), str(path)], capture_output=True, text=True,
+                          timeout=3600)
+    if proc.returncode != 0:
+        log(f"[{name}] OTT-JAX failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        return None
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    v = np.asarray(r["values"])
+    ref = np.array([S[i, j] for i, j in pairs])
+    rel = np.abs(v - ref) / np.maximum(np.abs(ref), 1e-12)
+    out = dict(t=r["seconds"], t_compile=r["compile_seconds"], rate=len(pairs) / r["seconds"],
+               rel_median=float(np.median(rel)), jax=r.get("jax"))
+    log(f"[{name}] OTT-JAX vmap ({args.ott_iters} iterations, chunks of {args.ott_chunk}): {r['seconds']:.2f} s "
+        f"({out['rate']:.0f} pairs/s; compile {r['compile_seconds']:.1f} s apart); median |OTT - otpipe| / |otpipe| "
+        f"{out['rel_median']:.2g}")
+    return out
+
+
 def run_row(name, measures, diameter, blur, args, tmp, log):
     import numpy as np
     import torch
@@ -298,6 +332,20 @@ def run_row(name, measures, diameter, blur, args, tmp, log):
     log(f"[{name}] otpipe matrix {t_mat:.2f} s ({n_pairs / t_mat:.0f} pairs/s), cluster start {t_start:.1f} s; attrs "
         f"diameter={attrs.get('diameter')}, dtype={attrs.get('dtype')}, tile={attrs.get('tile')}")
 
+    # the same matrix in memory: otpipe.distances on the list of measures, in this process (no store, no cluster)
+    import warnings as _w
+
+    import otpipe
+
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        otpipe.distances(ms[: min(n, 8)], dtype="float32", **prm)  # warm-up
+        t = time.perf_counter()
+        S_mem = otpipe.distances(ms, dtype="float32", **prm).divergence.values
+        t_mem = time.perf_counter() - t
+    mem_diff = float(np.max(np.abs(S_mem - S)))
+    log(f"[{name}] otpipe in memory {t_mem:.2f} s ({n_pairs / t_mem:.0f} pairs/s); max |S_mem - S| {mem_diff:.1e}")
+
     t_one, t_ones, v_one = _single_solve(ms, N, prm, dtype, args.repeats, rng)
     log(f"[{name}] single solve {N}x{N}: {', '.join(f'{t:.2f}' for t in t_ones)} s (S_eps {v_one:.4g})")
 
@@ -306,6 +354,8 @@ def run_row(name, measures, diameter, blur, args, tmp, log):
     g_done, g_t, g_vals, pad_diff = _geomloss(ms, all_pairs, prm, dtype, args.geomloss_budget, args.geomloss_entries, rng)
     g_rate = g_done / g_t
     log(f"[{name}] GeomLoss batched: {g_done} pairs in {g_t:.2f} s ({g_rate:.0f} pairs/s); padding check max diff {pad_diff:.2e}")
+
+    ott = _ott(ms, all_pairs, blur, S, args, tmp, name, log) if args.ott_python else None
 
     sel = rng.choice(len(all_pairs), size=min(args.check_pairs, len(all_pairs)), replace=False)
     chk = [all_pairs[k] for k in sel]
@@ -320,7 +370,7 @@ def run_row(name, measures, diameter, blur, args, tmp, log):
                 dim=ms[0][0].shape[1], point_pairs=point_pairs, N=N, t_mat=t_mat, t_start=t_start, t_one=t_one,
                 t_ones=t_ones, g_done=g_done, g_t=g_t, g_rate=g_rate, pad_diff=pad_diff, maxdiff=maxdiff,
                 n_check=len(chk), smax=smax, g_vs=g_vs, n_common=len(common), load0=load0, load1=_uptime(),
-                diameter=float(diameter), tile=attrs.get("tile"), blur=blur,
+                diameter=float(diameter), tile=attrs.get("tile"), blur=blur, t_mem=t_mem, mem_diff=mem_diff, ott=ott,
                 me=(attrs.get("me_median", float("nan")), attrs.get("me_max", float("nan"))))
 
 
@@ -341,6 +391,10 @@ def main() -> None:
     ap.add_argument("--geomloss-budget", type=float, default=60.0,
                     help="seconds of GeomLoss per row; pairs in random order, the rate extrapolated")
     ap.add_argument("--geomloss-entries", type=int, default=2**24, help="cost entries per GeomLoss batch (B*N*M)")
+    ap.add_argument("--ott-python", default=None,
+                    help="a Python with ott-jax: adds OTT-JAX's vmap over padded pairs (benchmarks/ott_matrix.py)")
+    ap.add_argument("--ott-iters", type=int, default=20, help="OTT-JAX: Sinkhorn iterations a solve (issue 23: 20)")
+    ap.add_argument("--ott-chunk", type=int, default=2048, help="OTT-JAX: pairs per vmap call")
     ap.add_argument("--out", default=None, help="also write the markdown report here")
     args = ap.parse_args()
     rows = args.row or ["a"]
@@ -389,9 +443,9 @@ def main() -> None:
         f"Load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end.",
         f"Command: `python benchmarks/bench_matrix.py {' '.join(sys.argv[1:])}`",
         "",
-        "| row | pairs | otpipe matrix s | pairs/s | single solve (N x N) s | ratio | GeomLoss s (pairs timed) | "
-        "GeomLoss pairs/s | otpipe/GeomLoss speed | max abs diff (pairs) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| row | pairs | otpipe matrix s | pairs/s | single solve (N x N) s | ratio | in memory s (ratio) | "
+        "GeomLoss s (pairs timed) | GeomLoss pairs/s | otpipe/GeomLoss speed | max abs diff (pairs) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         rate = r["pairs"] / r["t_mat"]
@@ -399,7 +453,7 @@ def main() -> None:
         g_note = "" if r["g_done"] == r["pairs"] else f" extrapolated ({r['g_done']} in {r['g_t']:.1f} s)"
         lines.append(
             f"| {r['row']} | {r['pairs']:,} | {r['t_mat']:.2f} | {rate:,.0f} | {r['t_one']:.2f} ({r['N']:,}) | "
-            f"**{r['t_mat'] / r['t_one']:.1f}x** | {g_total:.1f}{g_note} | {_rate(r['g_rate'])} | {rate / r['g_rate']:.2g}x | "
+            f"**{r['t_mat'] / r['t_one']:.1f}x** | {r['t_mem']:.2f} ({r['t_mem'] / r['t_one']:.1f}x) | {g_total:.1f}{g_note} | {_rate(r['g_rate'])} | {rate / r['g_rate']:.2g}x | "
             f"{r['maxdiff']:.1e} ({r['n_check']}) |")
     lines += ["", "Per row:"]
     for r in results:
@@ -408,8 +462,20 @@ def main() -> None:
             f"- {r['row']}: {r['n']} measures of {lo}-{hi} points (mean {mean:.1f}) in D = {r['dim']}; "
             f"{r['point_pairs']:.3e} point pairs -> single solve N = {r['N']:,} (times {', '.join(f'{t:.2f}' for t in r['t_ones'])} s, best kept); "
             f"blur {r['blur']}, diameter {r['diameter']:.4g}; otpipe marginal error median {r['me'][0]:.1e}, max {r['me'][1]:.1e}; otpipe tile {r['tile']}, cluster start {r['t_start']:.1f} s (excluded); "
+            f"in memory (otpipe.distances on the list, this process): max diff to the store's matrix {r['mem_diff']:.1e}; "
             f"GeomLoss zero-weight padding vs unpadded: max diff {r['pad_diff']:.1e}; GeomLoss vs pair-by-pair otpipe on "
             f"{r['n_common']} checked pairs: max diff {r['g_vs']:.1e}; max |S| {r['smax']:.3g}; load {r['load0']} -> {r['load1']}.")
+    if any(r.get("ott") for r in results):
+        lines += ["", "OTT-JAX (`jax.jit(jax.vmap(sinkhorn_divergence))` over zero-padded pairs, same pairs, "
+                  f"{args.ott_iters} iterations a solve, chunks of {args.ott_chunk}, compilation timed apart):", ""]
+        for r in results:
+            o = r.get("ott")
+            if o:
+                rate = r["pairs"] / r["t_mat"]
+                lines.append(f"- {r['row']}: {o['t']:.2f} s ({o['rate']:,.0f} pairs/s; compile {o['t_compile']:.1f} s); "
+                             f"otpipe matrix {rate / o['rate']:.1f}x faster, in memory "
+                             f"{r['pairs'] / r['t_mem'] / o['rate']:.1f}x; median relative difference to otpipe's values "
+                             f"{o['rel_median']:.2g} (jax {o['jax']})")
     lines += ["", "Notes: " + "; ".join(notes) + ".",
               "Ratio = otpipe matrix time / single-solve time (the matrix costs Rx its arithmetic); N^2 = sum over pairs "
               "i<j of n_i n_j (self terms not counted); the single solve is debiased S_eps (3 problems) with the same "

@@ -65,7 +65,7 @@ if [ "$SMOKE" = 1 ]; then   # no GPU: the GPU tests' code dry-run at small sizes
     TESTS=(tests/geometry/test_triton.py -k "gpu_agrees or fuses or pipeline_tasks or multiscale_on_triton")
     PYTEST_MARK=()
 else
-    TESTS=(tests/geometry tests/solvers/test_multiscale_device.py tests/pipelines/test_gpu_workers.py tests/test_package.py)   # every gpu-marked test
+    TESTS=(tests/geometry tests/solvers/test_multiscale_device.py tests/solvers/test_fused.py tests/pipelines/test_gpu_workers.py tests/test_package.py)   # every gpu-marked test
     PYTEST_MARK=(-m gpu)
 fi
 timeout $((100 * K)) "$PY" -m pytest -q -p no:cacheprovider --continue-on-collection-errors "${PYTEST_MARK[@]}" "${TESTS[@]}" > "$OUT/pytest.log" 2>&1

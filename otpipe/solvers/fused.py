@@ -8,11 +8,14 @@ with no Python in between, padding skipped. The updates are those of :func:`otpi
 each problem alone, so values equal the general path's to float rounding (the fixed schedule: the batched
 general path's; with ``tol``: each problem solved alone, where the batched general path keeps every element
 updating until the whole batch meets the tolerance). The final update runs again through the operators
-when a gradient is needed.
+when a gradient is needed. On CUDA tensors one Triton program solves one problem
+(:func:`otpipe.geometry.backends.triton.fused_loop`: the cost tile and the potentials on chip for the whole
+schedule), for the fixed schedule and measures of at most 128 points.
 
 ``backend="auto"`` picks it on CPU tensors for problems of at most :func:`max_entries` point pairs (128 x 128
-in D <= 3, 1024 x 1024 above; :func:`eligible`), and, with ``tol``, only where the general path would not mix the updates (fewer than
-:data:`otpipe.solvers.loop.ANDERSON_MIN_POINTS` points per iterated potential); ``backend="fused"`` asks for it.
+in D <= 3, 1024 x 1024 above; :func:`eligible`), and, with ``tol``, only where the general path would not mix
+the updates (fewer than :data:`otpipe.solvers.loop.ANDERSON_MIN_POINTS` points per iterated potential); on CUDA
+tensors wherever the Triton program applies; ``backend="fused"`` asks for it.
 """
 from __future__ import annotations
 
@@ -75,12 +78,26 @@ def unsupported(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self
     str or None
         The reason, one clause; ``None`` when supported.
     """
-    if P.x.device.type != "cpu":
-        return f"it runs on CPU tensors, the points are on {P.x.device.type}"
     if P.x.dtype not in (torch.float32, torch.float64):
         return f"it computes in float32 or float64, got {str(P.x.dtype).replace('torch.', '')}"
     if init:
         return "it has no warm start (init=)"
+    if P.x.device.type == "cuda":
+        from otpipe.geometry.backends import triton_error
+
+        why = triton_error()
+        if why is not None:
+            return f"on CUDA it needs Triton ({why})"
+        if prm.tol is not None:
+            return "on CUDA it runs the fixed schedule only (tol=None)"
+        _, N, M, _ = P.shape
+        from otpipe.geometry.backends.triton import FUSED_MAX_POINTS
+
+        if max(N, M) > FUSED_MAX_POINTS:
+            return f"on CUDA it takes measures of at most {FUSED_MAX_POINTS} points (one program per problem)"
+        return None
+    if P.x.device.type != "cpu":
+        return f"it runs on CPU or CUDA tensors, the points are on {P.x.device.type}"
     if prm.tol is not None and max(_state_sizes(P, cross, self_x, self_y)) >= ANDERSON_MIN_POINTS:
         return (f"with tol= it runs the plain converging updates, which the solver uses below {ANDERSON_MIN_POINTS} "
                 "points per measure (above, it mixes them)")
@@ -127,10 +144,19 @@ def eligible(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y:
     """
     _, N, M, D = P.shape
     big = max(N, M) if (self_x or self_y) else 0
-    limit = max_entries(D)
+    limit = max_entries(D) if P.x.device.type == "cpu" else max(N, M, 1) ** 2  # CUDA: unsupported() sizes it
     if N * M > limit or big * big > limit:
         return False
     return unsupported(P, prm, cross=cross, self_x=self_x, self_y=self_y, init=init) is None
+
+
+def _kernels(device: torch.device):
+    """The module with ``fused_loop`` and ``operator`` for the points' device: compiled CPU or Triton."""
+    if device.type == "cuda":
+        from otpipe.geometry.backends import triton
+
+        return triton
+    return cpu
 
 
 def run_fused(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y: bool) -> RunOutput:
@@ -169,18 +195,19 @@ def run_fused(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y
     x, y, a, b = P.x, P.y, P.a, P.b
     xd, yd, ad, bd = x.detach(), y.detach(), a.detach(), b.detach()
     la, lb = log_weights(ad), log_weights(bd)
+    kern = _kernels(P.x.device)
     grad_x, grad_y = needs_grad(x), needs_grad(y)
     out = RunOutput("fused", schedule, eps)
     if cross:
         with torch.no_grad():
-            f, g, fe, ge, n_it = cpu.fused_loop(xd, yd, ad, bd, la, lb, cost, schedule, damps, converging=conv,
-                                                rho=rho)
-            op_xy = cpu.operator(xd, yd, cost)
+            f, g, fe, ge, n_it = kern.fused_loop(xd, yd, ad, bd, la, lb, cost, schedule, damps, converging=conv,
+                                                 rho=rho)
+            op_xy = kern.operator(xd, yd, cost)
             pb = CrossProblem(op_xy, op_xy.transpose(), ad, bd)
             pb.f, pb.g = f, g
         if grad_x or grad_y:
-            op_g = cpu.operator(x, yd, cost) if grad_x else pb.op_xy
-            op_gt = cpu.operator(y, xd, cost) if grad_y else pb.op_yx
+            op_g = kern.operator(x, yd, cost) if grad_x else pb.op_xy
+            op_gt = kern.operator(y, xd, cost) if grad_y else pb.op_yx
             fe, ge, err = pb.extrapolate(eps, d, op_g, op_gt)
         else:
             err = torch.maximum(rel_error(ad, f, fe, eps), rel_error(bd, g, ge, eps))
@@ -190,12 +217,12 @@ def run_fused(P: Pair, prm: SinkhornParams, *, cross: bool, self_x: bool, self_y
             continue
         ptsd = pts.detach()
         with torch.no_grad():
-            f, _, fe, _, n_it = cpu.fused_loop(ptsd, None, w, None, lw, None, cost, schedule, damps, converging=conv,
-                                               rho=rho)
-            pb = SymmetricProblem(cpu.operator(ptsd, ptsd, cost), w)
+            f, _, fe, _, n_it = kern.fused_loop(ptsd, None, w, None, lw, None, cost, schedule, damps, converging=conv,
+                                                rho=rho)
+            pb = SymmetricProblem(kern.operator(ptsd, ptsd, cost), w)
             pb.f = f
         if needs:
-            fe, err = pb.extrapolate(eps, d, cpu.operator(pts, ptsd, cost))
+            fe, err = pb.extrapolate(eps, d, kern.operator(pts, ptsd, cost))
         else:
             err = rel_error(w, f, fe, eps)
         out.solutions[name] = Solution(fe, None, err, n_it, pb)

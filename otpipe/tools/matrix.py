@@ -26,9 +26,12 @@ __all__ = ["distance_matrix", "as_measures", "LOSSES", "BATCH_PAIRS"]
 LOSSES = ("sinkhorn", "energy", "gaussian", "laplacian", "hausdorff")
 #: most pairs solved in one padded batch
 BATCH_PAIRS = 4096
-#: most cost-matrix entries (B * Nmax * Mmax) of one padded batch (the fused loop needs no N x M memory per
-#: batch, but a general backend's dense fallback would)
-BATCH_ENTRIES = 2**24
+#: most cost-matrix entries (B * Nmax * Mmax) of one padded batch. The backends that ``auto`` picks need no
+#: ``N x M`` memory (the compiled kernels stream); large batches let the reductions of big measures use every
+#: thread (the ``cpu`` kernel runs one thread below 2^26 pairs a call: 5,000-point pairs one at a time ran on one
+#: core of two); the dense backends asked for by name (``tensorized``, ``chunked``) get :data:`DENSE_BATCH_ENTRIES`
+BATCH_ENTRIES = 2**28
+DENSE_BATCH_ENTRIES = 2**24
 
 
 def as_measures(measures, name: str = "measures", dtype: torch.dtype = torch.float64) -> list[tuple]:
@@ -93,12 +96,12 @@ def as_measures(measures, name: str = "measures", dtype: torch.dtype = torch.flo
     return out
 
 
-def _groups(sizes_x: np.ndarray, sizes_y: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
-    """Consecutive groups of ``order`` (pairs sorted by size) within :data:`BATCH_PAIRS` and :data:`BATCH_ENTRIES`."""
+def _groups(sizes_x: np.ndarray, sizes_y: np.ndarray, order: np.ndarray, entries: int = BATCH_ENTRIES) -> list:
+    """Consecutive groups of ``order`` (pairs sorted by size) within :data:`BATCH_PAIRS` and ``entries``."""
     groups, cur, nmax, mmax = [], [], 0, 0
     for k in order:
         n2, m2 = max(nmax, int(sizes_x[k])), max(mmax, int(sizes_y[k]))
-        if cur and (len(cur) >= BATCH_PAIRS or (len(cur) + 1) * n2 * m2 > BATCH_ENTRIES):
+        if cur and (len(cur) >= BATCH_PAIRS or (len(cur) + 1) * n2 * m2 > entries):
             groups.append(np.array(cur))
             cur, n2, m2 = [], int(sizes_x[k]), int(sizes_y[k])
         cur.append(int(k))
@@ -180,6 +183,7 @@ def distance_matrix(measures, other=None, *, loss: str = "sinkhorn", p: float = 
     if sinkhorn:
         SinkhornParams.make(p, blur, reach, diameter, scaling, tol, max_iter, backend, cost)  # one clear error
     n, m = len(src), len(tgt)
+    entries = DENSE_BATCH_ENTRIES if backend in ("tensorized", "dense", "chunked") else BATCH_ENTRIES
     sx = np.array([len(x) for x, _ in src])
     sy = np.array([len(x) for x, _ in tgt])
 
@@ -189,7 +193,7 @@ def distance_matrix(measures, other=None, *, loss: str = "sinkhorn", p: float = 
     def selfs(stack, sizes):
         vals = np.empty(len(sizes))
         order = np.argsort(sizes, kind="stable")
-        for g in _groups(sizes, sizes, order):
+        for g in _groups(sizes, sizes, order, entries):
             X, A = stack.batch(g)
             vals[g] = solve_symmetric(X, A, **kw).value.double().numpy()
         return vals
@@ -209,7 +213,7 @@ def distance_matrix(measures, other=None, *, loss: str = "sinkhorn", p: float = 
     px, py = sx[ii], sy[jj]
     order = np.lexsort((py, px))  # sizes sorted: padding wastes little
     with torch.no_grad():
-        for g in _groups(px, py, order):
+        for g in _groups(px, py, order, entries):
             gi, gj = ii[g], jj[g]
             X, A = stack_s.batch(gi)
             Y, B = stack_t.batch(gj)

@@ -7,8 +7,13 @@ batch meets ``tol``); symmetric problems, unbalanced ones, both cost conventions
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # the Triton program runs in the interpreter on CPU tensors
 
 import otpipe
 from otpipe.geometry.backends import cpu
@@ -163,3 +168,51 @@ def test_threads_do_not_change_the_numbers():
     two = cpu.fused_loop(x, y, a, b, la, lb, make_cost(2.0, None), sched, damps, threads=2)
     for u, v in zip(one, two):
         assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("p", [2.0, 1.0, 1.5, 1.3])
+def test_triton_program_equals_the_cpu_kernel(dtype, p):
+    """One Triton program per problem (run by Triton's interpreter on CPU tensors here; on the GPU by
+    benchmarks/gpu_check.sh): the same potentials as the compiled CPU loop, padding included."""
+    pytest.importorskip("triton", reason="the Triton fused loop needs Triton (pip install triton)")
+    from otpipe.geometry.backends import _triton_programs
+    from otpipe.geometry.backends import triton as tb
+    from otpipe.geometry.costs import make_cost
+    from otpipe.problems.measures import log_weights
+
+    if not _triton_programs.INTERPRETED and not torch.cuda.is_available():
+        pytest.skip("Triton kernels were defined without TRITON_INTERPRET=1 and there is no CUDA device")
+    x, y, a, b = _batch(dtype, B=3, N=23, M=31)
+    dev = "cuda" if not _triton_programs.INTERPRETED else "cpu"
+    la, lb = log_weights(a), log_weights(b)
+    cost = make_cost(p, None)
+    sched, damps = [4.0**p, 1.0, 0.25**p, 0.05**p], [1.0, 1.0, 1.0, 1.0]
+    ref = cpu.fused_loop(x, y, a, b, la, lb, cost, sched, damps)
+    got = tb.fused_loop(*(t.to(dev) for t in (x, y, a, b, la, lb)), cost, sched, damps)
+    pos_a, pos_b = a > 0, b > 0
+    for u, v, keep in zip(got[:4], ref[:4], (pos_a, pos_b, None, None)):
+        u = u.cpu()
+        if keep is not None:  # after the loop: the points with weight (padding's values are a convention)
+            u, v = u[keep], v[keep]
+        _close(u, v, dtype)
+    assert torch.equal(got[4].cpu(), ref[4])
+    sym = tb.fused_loop(x.to(dev), None, a.to(dev), None, la.to(dev), None, cost, sched, damps)
+    _close(sym[2].cpu(), cpu.fused_loop(x, None, a, None, la, None, cost, sched, damps)[2], dtype)
+    with pytest.raises(ValueError, match="fixed schedule only"):
+        tb.fused_loop(x, y, a, b, la, lb, cost, sched, damps, converging={"tol": 1e-3})
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_auto_on_cuda_runs_one_program_per_problem_with_the_cpu_numbers(dtype):
+    x, y, a, b = _batch(dtype, B=64)
+    r_cpu = otpipe.sinkhorn_divergence(x, y, a, b, blur=0.05, full_output=True)
+    r_gpu = otpipe.sinkhorn_divergence(*(t.cuda() for t in (x, y, a, b)), blur=0.05, full_output=True)
+    assert r_gpu.backend == "fused" and r_gpu.value.device.type == "cuda"
+    _close(r_gpu.value.cpu(), r_cpu.value, dtype)
+    xg = x.cuda().requires_grad_(True)
+    otpipe.sinkhorn_divergence(xg, y.cuda(), a.cuda(), b.cuda(), blur=0.05).sum().backward()
+    xc = x.clone().requires_grad_(True)
+    otpipe.sinkhorn_divergence(xc, y, a, b, blur=0.05, backend="cpu").sum().backward()
+    _close(xg.grad.cpu(), xc.grad, dtype)

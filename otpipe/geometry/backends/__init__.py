@@ -14,7 +14,8 @@ The solver only ever talks to operators, so a new backend is one new file here. 
 C++), ``triton`` (CUDA) and ``keops`` (pykeops, only when asked for by name: :func:`choose_backend` never picks
 it). A backend name may also be a solver strategy (:data:`STRATEGIES`): ``multiscale`` (block-sparse on
 clusters, :mod:`otpipe.solvers.multiscale`) runs on the ``cpu`` / ``triton`` kernels, ``fused`` (the whole loop of
-small problems in one compiled call, :mod:`otpipe.solvers.fused`) on the ``cpu`` kernels; they are chosen, validated
+small problems in one compiled call, :mod:`otpipe.solvers.fused`) on the ``cpu`` kernels or one Triton program per
+problem; they are chosen, validated
 and dispatched like a backend (``auto`` picks ``fused`` in the Sinkhorn solves, not here), but they are no operator: :func:`get_backend` serves it the native operator of the points'
 device (:mod:`otpipe.geometry.backends.native`) for full reductions.
 """
@@ -98,7 +99,9 @@ def _check_serves(name: str, dev: str, dtype) -> None:
     if dtype is not None and name in ("cpu", "triton", "multiscale", "fused") and dtype not in (torch.float32, torch.float64):
         raise ValueError(f"backend {name!r} computes in float32 or float64, got {str(dtype).replace('torch.', '')} "
                          "points: convert them, or use backend='tensorized'")
-    if name in ("cpu", "fused") and dev != "cpu":
+    if name == "fused" and dev not in ("cpu", "cuda"):
+        raise ValueError(f"backend 'fused' runs on CPU or CUDA tensors, but the points are on a {dev} device")
+    if name == "cpu" and dev != "cpu":
         raise ValueError(f"backend {name!r} runs on CPU tensors, but the points are on a {dev} device: use "
                          "backend='triton' (or 'auto') for CUDA tensors, or move the points to the CPU")
     if name == "triton" and dev != "cuda":

@@ -38,8 +38,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["reduce_program", "both_program", "kernel_apply_program", "kernel_grad_program", "LSE", "MEAN", "COST", "GRAD",
-           "INTERPRETED"]
+__all__ = ["reduce_program", "both_program", "kernel_apply_program", "kernel_grad_program", "fused_loop_program", "LSE",
+           "MEAN", "COST", "GRAD", "INTERPRETED"]
 
 #: reduction modes (host side)
 LSE, MEAN, COST, GRAD = 0, 1, 2, 3
@@ -378,6 +378,80 @@ def kernel_grad_program(x_ptr, y_ptr, v_ptr, acc_ptr, work_ptr, rows_ptr, cptr_p
     if ACC_DOT:
         acc = Xc * sw[:, None] - acc
     tl.store(acc_ptr + (b64 * N + rows[:, None]) * D + kk[None, :], acc, mask=rmask[:, None] & kmask[None, :])
+
+
+@triton.jit
+def _fused_softmin(W, h, c, e, AXIS: tl.constexpr):
+    """``-e log sum exp(h - c W)`` over ``AXIS`` of the ``(BLOCK_N, BLOCK_M)`` tile (``h`` broadcast along the other
+    axis; entries outside the problem carry ``h = -inf`` and contribute exactly 0)."""
+    if AXIS == 1:
+        s = h[None, :] - c * W
+        mx = tl.max(s, 1)
+        return -e * (mx + tl.log(tl.sum(tl.exp(s - mx[:, None]), 1)))
+    else:
+        s = h[:, None] - c * W
+        mx = tl.max(s, 0)
+        return -e * (mx + tl.log(tl.sum(tl.exp(s - mx[None, :]), 0)))
+
+
+@triton.jit
+def fused_loop_program(x_ptr, y_ptr, la_ptr, lb_ptr, eps_ptr, damp_ptr, f_ptr, g_ptr, fe_ptr, ge_ptr, N, M, K, scale,
+                       hp, D: tl.constexpr, PK: tl.constexpr, SYM: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_M: tl.constexpr):
+    """The whole fixed eps-scaling of one small problem (``N <= BLOCK_N``, ``M <= BLOCK_M``): one program per
+    problem, the cost tile ``W = r^p`` computed once and kept on chip, the averaged updates of every temperature,
+    then the extrapolation (:func:`otpipe.geometry.backends.triton.fused_loop`). ``x (B, N, D)``, ``y (B, M, D)``
+    row-major; log-weights ``(B, N)`` / ``(B, M)``; temperatures and damping ``(K,)`` in the points' dtype.
+    ``PK``: 2 (p = 2), 1 (p = 1), 3 (p = 3/2), 0 (any p, ``hp = p / 2``). ``SYM``: ``y`` is ``x``, one potential."""
+    b = tl.program_id(0).to(tl.int64)
+    rows = tl.arange(0, BLOCK_N)
+    cols = tl.arange(0, BLOCK_M)
+    rmask = rows < N
+    cmask = cols < M
+    xb = x_ptr + b * N * D
+    yb = y_ptr + b * M * D
+    W = tl.zeros((BLOCK_N, BLOCK_M), x_ptr.dtype.element_ty)
+    for d in range(D):
+        xk = tl.load(xb + rows * D + d, mask=rmask, other=0.0)
+        yk = tl.load(yb + cols * D + d, mask=cmask, other=0.0)
+        dk = xk[:, None] - yk[None, :]
+        W += dk * dk
+    if PK == 1:
+        W = tl.sqrt(W)
+    elif PK == 3:
+        W = tl.sqrt(W) * tl.sqrt(tl.sqrt(W))
+    elif PK == 0:
+        W = tl.where(W > 0, tl.exp(hp * tl.log(tl.where(W > 0, W, 1.0))), 0.0)
+    la = tl.load(la_ptr + b * N + rows, mask=rmask, other=float("-inf"))
+    lb = tl.load(lb_ptr + b * M + cols, mask=cmask, other=float("-inf"))
+    e = tl.load(eps_ptr)
+    d = tl.load(damp_ptr)
+    c = scale / e
+    f = d * _fused_softmin(W, lb, c, e, 1)
+    g = f
+    if not SYM:
+        g = d * _fused_softmin(W, la, c, e, 0)
+    for k in range(K):
+        e = tl.load(eps_ptr + k)
+        d = tl.load(damp_ptr + k)
+        c = scale / e
+        if SYM:
+            ft = d * _fused_softmin(W, la + f / e, c, e, 1)
+            f = 0.5 * (f + ft)
+        else:
+            ft = d * _fused_softmin(W, lb + g / e, c, e, 1)
+            gt = d * _fused_softmin(W, la + f / e, c, e, 0)
+            f = 0.5 * (f + ft)
+            g = 0.5 * (g + gt)
+    if SYM:
+        fe = d * _fused_softmin(W, la + f / e, c, e, 1)
+    else:
+        fe = d * _fused_softmin(W, lb + g / e, c, e, 1)
+        ge = d * _fused_softmin(W, la + f / e, c, e, 0)
+        tl.store(g_ptr + b * M + cols, g, mask=cmask)
+        tl.store(ge_ptr + b * M + cols, ge, mask=cmask)
+    tl.store(f_ptr + b * N + rows, f, mask=rmask)
+    tl.store(fe_ptr + b * N + rows, fe, mask=rmask)
 
 
 #: whether these kernels run in Triton's interpreter (``TRITON_INTERPRET=1`` when they were defined)

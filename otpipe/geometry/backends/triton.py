@@ -59,13 +59,16 @@ import torch
 from otpipe.geometry.costs import Cost
 
 try:
-    import triton as _triton  # noqa: F401
+    import triton as _triton
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("the 'triton' backend needs Triton: pip install triton (and a CUDA GPU)") from exc
 
 from otpipe.geometry.backends import _triton_programs as _k
 
-__all__ = ["operator", "TritonOperator", "ALLOW_TF32"]
+__all__ = ["operator", "TritonOperator", "ALLOW_TF32", "fused_loop", "FUSED_MAX_POINTS"]
+
+#: most points per measure of the fused loop's one-program-per-problem kernel (its cost tile stays on chip)
+FUSED_MAX_POINTS = 128
 
 #: TF32 tensor cores for the float32 ``<x, y>`` tiles (``p = 2``, ``DOT_MIN_D <= D <= DOT_MAX_D``); module doc
 ALLOW_TF32 = False
@@ -685,3 +688,81 @@ def operator(x: torch.Tensor, y: torch.Tensor, cost: Cost, blocks=None, tf32: bo
         The operator.
     """
     return TritonOperator(x, y, cost, blocks, tf32=tf32)
+
+
+def fused_loop(x: torch.Tensor, y: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor | None, la: torch.Tensor,
+               lb: torch.Tensor | None, cost: Cost, schedule, damping, *, converging: dict | None = None,
+               rho: float | None = None, threads: int | None = None) -> tuple:
+    """The whole fixed eps-scaling of a batch of small problems in one launch: one Triton program per problem.
+
+    Same contract as :func:`otpipe.geometry.backends.cpu.fused_loop` (the fixed schedule only): each program
+    computes its ``r^p`` tile once, keeps it and the potentials on chip for every temperature, and writes the
+    potentials after the loop and after the extrapolation.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(B, N, D)`` rows, float32 or float64 (CUDA; CPU under ``TRITON_INTERPRET=1``), ``N <=``
+        :data:`FUSED_MAX_POINTS`.
+    y : torch.Tensor or None
+        ``(B, M, D)`` columns; ``None``: symmetric problems.
+    a, b : torch.Tensor
+        Weights (unused: the log-weights carry the padding).
+    la, lb : torch.Tensor
+        Log-weights (:func:`otpipe.problems.measures.log_weights`).
+    cost : Cost
+        The ground cost.
+    schedule : sequence of float
+        The temperatures.
+    damping : sequence of float
+        The damping factor of each temperature.
+    converging : dict or None, default None
+        Must be ``None`` (the converging mode runs on the general path on GPUs).
+    rho : float or None, default None
+        Not used by the fixed schedule.
+    threads : int or None, default None
+        Not used (the signature is the CPU kernel's).
+
+    Returns
+    -------
+    f, g, fe, ge : torch.Tensor
+        Potentials after the loop and extrapolated (``g is f``, ``ge is fe`` when symmetric).
+    n_iter : torch.Tensor
+        ``(B,)`` int64, the number of temperatures.
+
+    Raises
+    ------
+    ValueError
+        On the converging mode, measures above :data:`FUSED_MAX_POINTS` points, or points the backend cannot take.
+    """
+    if converging is not None:
+        raise ValueError("the Triton fused loop runs the fixed schedule only (tol=None)")
+    sym = y is None
+    _check_points(x, x if sym else y)
+    B, N, D = x.shape
+    M = N if sym else y.shape[1]
+    if max(N, M) > FUSED_MAX_POINTS:
+        raise ValueError(f"the Triton fused loop takes measures of at most {FUSED_MAX_POINTS} points, got {max(N, M)}")
+    dt = x.dtype
+    dev = x.device
+    xc = x.detach().contiguous()
+    yc = xc if sym else y.detach().to(dt).contiguous()
+    lac = la.detach().to(dt).contiguous()
+    lbc = lac if sym else lb.detach().to(dt).contiguous()
+    eps = torch.tensor([float(e) for e in schedule], dtype=dt, device=dev)
+    damp = torch.tensor([float(v) for v in damping], dtype=dt, device=dev)
+    f = torch.empty(B, N, dtype=dt, device=dev)
+    fe = torch.empty(B, N, dtype=dt, device=dev)
+    g = f if sym else torch.empty(B, M, dtype=dt, device=dev)
+    ge = fe if sym else torch.empty(B, M, dtype=dt, device=dev)
+    n_iter = torch.full((B,), len(eps), dtype=torch.int64, device=dev)
+    if B == 0:
+        return f, g, fe, ge, n_iter
+    p = float(cost.p)
+    pk = 2 if p == 2.0 else 1 if p == 1.0 else 3 if p == 1.5 else 0
+    bn = max(16, _triton.next_power_of_2(N))
+    bm = bn if sym else max(16, _triton.next_power_of_2(M))
+    _k.fused_loop_program[(B,)](xc, yc, lac, lbc, eps, damp, f, g, fe, ge, N, M, len(eps), float(cost.scale),
+                                0.5 * p, D=D, PK=pk, SYM=sym, BLOCK_N=bn, BLOCK_M=bm,
+                                num_warps=8 if bn * bm > 4096 else 4)
+    return f, g, fe, ge, n_iter
