@@ -501,7 +501,21 @@ def report(result: PathLike, *, out: PathLike, title: str | None = None,
     """
     from otpipe.report import write_report
 
+    _check_report_out(Path(result), Path(out))
     return write_report(result, Path(out), title=title, max_measures=max_measures)
+
+
+def _check_report_out(result: Path, out: Path) -> None:
+    """A report never writes into a store: not into the input, not inside it, not into any other Zarr store."""
+    res, dst = result.resolve(), out.resolve()
+    if dst == res or res in dst.parents:
+        raise ValueError(f"--out {out} is {'the input' if dst == res else 'inside the input'} {result}: the report "
+                         f"would write its page and PNGs into the store; choose another folder (e.g. "
+                         f"{result.with_suffix('.report')})")
+    for folder in (dst, *dst.parents):
+        if (folder / "zarr.json").is_file() or (folder / ".zgroup").is_file():
+            raise ValueError(f"--out {out} is {'' if folder == dst else 'inside '}a Zarr store ({folder}): the report "
+                             "writes a plain folder; choose another one")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
 
     setup_logging(quiet)
     spec = client_from_options(kw)
-    outp = Path(out)
+    outp = Path(out) if out is not None else None  # without --out: the result in memory, no PNG (a dry run: a plan)
     t0 = time.perf_counter()
     res = api.two_sample(collection, other, out=outp, statistic=statistic, by=by, n_permutations=n_permutations,
                          seed=seed, block_size=block_size, p=p, blur=blur, scaling=scaling, tol=tol, backend=backend,
@@ -91,7 +91,7 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
         return
     ds = res
     n_tests = int(ds.attrs["n_tests"])
-    summary = {"out": str(outp), "n_tests": n_tests, "by": ds.attrs.get("by"), "statistic": statistic,
+    summary = {"out": None if outp is None else str(outp), "n_tests": n_tests, "by": ds.attrs.get("by"), "statistic": statistic,
                "n_permutations": int(n_permutations), "seconds": round(time.perf_counter() - t0, 3)}
     pv = ds["pvalue"].values
     if n_tests == 1:
@@ -102,13 +102,13 @@ def two_sample(collection, other, out, statistic, by, n_permutations, seed, bloc
     for k in ("marginal_error_median", "marginal_error_max", "convergence_warning"):
         if k in ds.attrs:
             summary[k] = ds.attrs[k]
-    if not no_plot:
+    if not no_plot and outp is not None:
         summary["plot"] = str(outp.with_suffix(".png"))
     if as_json:
         echo_json(summary)
     elif not quiet:
         msg = (f"{n_tests} test(s) ({statistic}, {n_permutations} permutations, by {summary['by']}) "
-               f"in {summary['seconds']:.1f} s -> {outp}")
+               f"in {summary['seconds']:.1f} s -> " + (str(outp) if outp is not None else "not stored (pass --out to keep it)"))
         if n_tests == 1:
             msg += f"; p = {summary['pvalue']:.4g}"
         else:

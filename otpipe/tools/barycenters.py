@@ -662,8 +662,11 @@ def _free_setup(measures, lambdas, n_points, init, weights_init, learn_weights, 
         diameter = bbox_diameter(list(ys) + [X])
     if blur is None:
         blur = 0.02 * diameter
-    if not (blur > 0 and diameter > 0 and step > 0 and tol > 0 and max_iter >= 1):
-        raise ValueError("blur, diameter, step and tol must be positive and max_iter >= 1")
+    for name, v in (("blur", blur), ("diameter", diameter), ("step", step), ("tol", tol)):
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {v}")
+    if not max_iter >= 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if sinkhorn_tol is None:
         sinkhorn_tol = LEARN_WEIGHTS_SINKHORN_TOL if learn_weights else SINKHORN_TOL_FACTOR * tol
     if not sinkhorn_tol > 0:

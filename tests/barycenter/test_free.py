@@ -137,3 +137,15 @@ def test_agrees_with_pot_free_support():
 def test_bad_input(measures, weights, message):
     with pytest.raises(ValueError, match=message):
         otpipe.barycenter(measures, weights)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"blur": -1.0}, "blur must be a positive finite number, got -1.0"),
+    ({"step": 0.0}, "step must be a positive finite number, got 0.0"),
+    ({"tol": float("nan")}, "tol must be a positive finite number, got nan"),
+    ({"max_iter": 0}, "max_iter must be >= 1, got 0"),
+])
+def test_bad_parameter_is_named(kw, message):
+    ms = [np.zeros((3, 2)), np.ones((3, 2))]
+    with pytest.raises(ValueError, match=message):
+        otpipe.barycenter(ms, **kw)

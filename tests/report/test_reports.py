@@ -200,3 +200,23 @@ def test_cli_report_forms_and_errors(coll, tmp_path, capsys):
                        capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip() == f"Error: {tmp_path / 'nothing'}: no such result", r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_report_never_writes_into_a_store(coll, tmp_path, capsys):
+    from pathlib import Path
+
+    from otpipe.cli import main
+
+    src = Path(coll.path)
+    before = sorted(p.name for p in src.iterdir())
+    other = tmp_path / "other.zarr"
+    store.create(other, [store.Measure(np.zeros((2, 2)), None, "m0", None)])
+    cases = [(src, "is the input"), (src / "sub", "is inside the input"), (other, "is a Zarr store")]
+    for out, says in cases:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main(["report", str(src), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 1 and says in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in src.iterdir()) == before and not (src / "sub").exists()
+    assert not (other / "index.html").exists()

@@ -148,7 +148,7 @@ def test_files_of_another_user_are_not_loaded(tmp_path, what):
     assert not marker.exists() and _answer(lib) == 42 and b.calls == 1
 
 
-def test_cpu_backend_never_loads_a_planted_kernel(tmp_path, monkeypatch):
+def test_cpu_backend_never_loads_a_planted_kernel(tmp_path, monkeypatch, capfd):
     """The issue's case end to end: OTPIPE_CACHE_DIR writable by every user, ``softmin-<key>.so`` planted."""
     from otpipe.geometry.backends import cpu
 
@@ -173,6 +173,9 @@ def test_cpu_backend_never_loads_a_planted_kernel(tmp_path, monkeypatch):
         assert cpu.available(), cpu.build_error()
     assert not marker.exists()
     assert sorted(os.listdir(shared / "cpu")) == sorted([target.name, target.name + ".sha256"])
+    # the build said so, in one line (a first run on a machine waits for it)
+    err = capfd.readouterr().err
+    assert err.count("otpipe: compiling the CPU kernels for this machine (once") == 1
 
 
 def test_two_libraries_in_one_process_are_each_themselves(tmp_path):

@@ -34,3 +34,21 @@ X, Y = rng.normal(size=(10, 2)), rng.normal(size=(12, 2))
 def test_bad_input_is_a_clear_error(x, y, kw, match):
     with pytest.raises(ValueError, match=match):
         two_sample_test(x, y, **{"n_permutations": 9, **kw})
+
+
+def test_cli_without_out_plans_and_runs_in_memory(tmp_path, capsys):
+    """``otpipe two-sample A B`` without --out: --dry-run prints the plan; a run keeps the result in memory."""
+    from otpipe import store
+    from otpipe.cli import main
+
+    for name, shift in (("a", 0.0), ("b", 3.0)):
+        store.create(tmp_path / f"{name}.zarr", [store.Measure(rng.normal(size=(12, 2)) + shift, None, f"m{k}", None)
+                                                 for k in range(3)])
+    a, b = str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
+    main(["two-sample", a, b, "--by", "collection", "--dry-run", "--statistic", "energy"])
+    assert "plan: 1 test(s)" in capsys.readouterr().out
+    main(["two-sample", a, b, "--by", "collection", "--statistic", "energy", "--n-permutations", "19",
+          "--no-progress", "--n-workers", "1"])
+    out = capsys.readouterr().out
+    assert "1 test(s)" in out and "not stored (pass --out to keep it)" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zarr", "b.zarr"]

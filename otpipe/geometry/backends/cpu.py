@@ -34,6 +34,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -104,6 +105,9 @@ def _builder(cxx: str):
     """``build(out)``: compile the kernel library to the path ``out`` (see :mod:`otpipe.geometry.backends._libcache`)."""
 
     def build(out: str) -> None:
+        # a first run on a machine waits for this: say so, once (one line on stderr)
+        sys.stderr.write(f"otpipe: compiling the CPU kernels for this machine (once, ~20 s; cached in {_cache_dir()})\n")
+        sys.stderr.flush()
         # the translation units compile in parallel (one compiler process each), then link
         cflags = [f for f in _FLAGS if f != "-shared"]
         objs = [f"{out}.{src.stem}.o" for src in _SOURCES]
