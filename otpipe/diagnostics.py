@@ -17,7 +17,13 @@ Thresholds of the functional API (``sinkhorn_divergence``, ``SamplesLoss``):
 """
 from __future__ import annotations
 
-__all__ = ["FIXED_SCHEDULE_MAX_ERROR", "ConvergenceWarning", "warn"]
+import contextlib
+import contextvars
+
+__all__ = ["FIXED_SCHEDULE_MAX_ERROR", "ConvergenceWarning", "warn", "quiet"]
+
+#: set by :func:`quiet` in the current thread (context): :func:`warn` then says nothing
+_QUIET = contextvars.ContextVar("otpipe_quiet_warnings", default=False)
 
 #: relative L1 marginal error above which a fixed-schedule (``tol=None``) solve of the functional API warns
 FIXED_SCHEDULE_MAX_ERROR = 2.0
@@ -45,6 +51,8 @@ def warn(msg: str, category: type[Warning] = ConvergenceWarning) -> None:
     import sys
     import warnings
 
+    if _QUIET.get():
+        return
     pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
     skip = [pkg]
     torch_mod = sys.modules.get("torch")
@@ -54,3 +62,23 @@ def warn(msg: str, category: type[Warning] = ConvergenceWarning) -> None:
     while f is not None and os.path.abspath(f.f_code.co_filename).startswith(tuple(skip)):
         f, level = f.f_back, level + 1
     warnings.warn(msg, category, stacklevel=level)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Within this block, in this thread only, :func:`warn` says nothing.
+
+    For the tasks of a distributed run, which record every solve's marginal error and summarise them once (a
+    worker's warning would print raw, once per batch). A context variable, not ``warnings.catch_warnings``
+    (process-wide, so not safe with several task threads).
+
+    Yields
+    ------
+    None
+        Nothing; the block runs quietly.
+    """
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)

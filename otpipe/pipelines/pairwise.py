@@ -684,7 +684,9 @@ def _complete(r: _Tiles, t0: float, self_computed: int, computed: int, n_done_be
     if rp.self_terms:
         summ = _convergence(out, r.symmetric, rp.tol)
         remedy = ("use --tol 1e-3 (Python: tol=1e-3) for converged solves, or a larger --blur"
-                  if rp.tol is None else "raise --max-iter or use a larger --blur")
+                  if rp.tol is None else "raise --max-iter or use a larger --blur"
+                  + (", or --dtype float64 (float32 potentials stall at their rounding floor at small blur)"
+                     if rp.dtype == "float32" else ""))
         name = "this run" if _run.is_temporary(out) else str(out)
         conv = _conv.result_attrs(summ, what=f"the Sinkhorn solves of {name}", remedy=remedy)
     with r.g.critical():

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from otpipe.diagnostics import quiet
 from otpipe.geometry.boxes import bounds, box_diagonal, union
 
 __all__ = ["RunParams", "bbox_task", "self_task", "cross_task", "apply_task_threads", "KERNEL_LOSSES", "LOSSES"]
@@ -256,13 +257,14 @@ def self_task(path: str, indices, prm: RunParams) -> dict:
     sizes = [len(x) for x, _ in meas]
     on_dev = _stack(meas, prm, _device(prm))
     order = np.argsort(sizes, kind="stable")  # sorted by size: padding wastes little
-    for gg in _groups([sizes[k] for k in order], [sizes[k] for k in order], prm.gpu):
-        g = order[gg]
-        X, A = on_dev.batch(g)
-        r = solve_symmetric(X, A, **_solver_kw(prm))
-        value[g] = r.value.detach().cpu().double().numpy()
-        n_iter[g] = r.n_iter.cpu().numpy()
-        err[g] = r.marginal_error.detach().cpu().double().numpy()
+    with quiet():  # the run summarises the marginal errors once
+        for gg in _groups([sizes[k] for k in order], [sizes[k] for k in order], prm.gpu):
+            g = order[gg]
+            X, A = on_dev.batch(g)
+            r = solve_symmetric(X, A, **_solver_kw(prm))
+            value[g] = r.value.detach().cpu().double().numpy()
+            n_iter[g] = r.n_iter.cpu().numpy()
+            err[g] = r.marginal_error.detach().cpu().double().numpy()
     return {"value": value, "n_iter": n_iter, "marginal_error": err}
 
 
@@ -341,7 +343,7 @@ def cross_task(
     dev = _device(prm)
     src_dev = _stack(src, prm, dev)
     tgt_dev = src_dev if diagonal else _stack(tgt, prm, dev)
-    with torch.no_grad():
+    with torch.no_grad(), quiet():  # the run summarises the marginal errors once
         for g in _groups(sx, sy, prm.gpu):
             ii = [pairs[k][0] for k in g]
             jj = [pairs[k][1] for k in g]
