@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import click
 
@@ -169,9 +170,26 @@ def ingest(sources, out, dry_run, as_json, quiet, **kw):
 @click.option("--verify", is_flag=True, help="Recompute the content hash from the data (reads everything).")
 @quiet_option
 def info(store, as_json, verify, quiet):
-    """Summarise a collection: counts, dimension, sizes, labels, dtype, hash, chunking."""
+    """Summarise a collection (counts, dimension, sizes, labels, dtype, hash, chunking) or a result store."""
+    from otpipe.engine.result import describe
     from otpipe.store.collection import open as _open
 
+    r = describe(store) if Path(store).exists() else None
+    if r is not None:  # a result: what it holds, not a refusal
+        if as_json:
+            click.echo(json.dumps(r, indent=2, default=str))
+        elif not quiet:
+            lines = [f"result      {r['path']}  ({r['type']}{'' if r.get('complete', True) else ', unfinished'})"]
+            for name, a in r["arrays"].items():
+                dims = f" ({', '.join(a['dims'])})" if a["dims"] else ""
+                lines.append(f"  {name:<22} {' x '.join(map(str, a['shape'])) or 'scalar'}{dims}  {a['dtype']}")
+            if r.get("parameters"):
+                lines.append("parameters  " + ", ".join(f"{k}={v}" for k, v in r["parameters"].items() if v is not None))
+            for k, v in r.items():
+                if k not in ("path", "type", "arrays", "parameters"):
+                    lines.append(f"{k:<11} {v}" if len(k) < 12 else f"{k}: {v}")
+            click.echo("\n".join(lines))
+        return
     c = _open(store)
     d = c.info()
     if verify:

@@ -305,7 +305,8 @@ class Checkpoint:
 
 
 def finalise(out: Path, ds) -> None:
-    """Write ``ds`` into the store at ``out``, then ``complete = True``, then drop ``_checkpoint``.
+    """Write ``ds`` into the store at ``out``, then ``complete = True``, then drop ``_checkpoint`` and consolidate
+    the metadata.
 
     Arrays left by an interrupted finalisation are removed first; the attrs written are those of ``ds`` plus the
     markers written at creation.
@@ -334,3 +335,6 @@ def finalise(out: Path, ds) -> None:
         body.to_zarr(out, mode="a", consolidated=False)
     zarr.open_group(str(out), mode="r+").attrs.update({"complete": True})
     shutil.rmtree(out / GROUP, ignore_errors=True)
+    with warnings.catch_warnings():  # "consolidated metadata is not in the Zarr v3 spec": known, harmless
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(out))  # xr.open_zarr then reads it without a warning

@@ -29,7 +29,8 @@ import numpy as np
 from otpipe._made import check_replaceable, made_attrs
 
 __all__ = ["TAG", "TYPES", "LEGACY_TAGS", "BOOKKEEPING", "tag", "stored_attrs", "result_type", "pairwise_attrs",
-           "create", "load_state", "write_tile", "write_self", "mark_complete", "open_result", "is_result"]
+           "create", "load_state", "write_tile", "write_self", "mark_complete", "open_result", "is_result", "describe",
+           "plain_strings", "plain_string_coords"]
 
 _MATRIX_VARS = {"divergence": np.float64, "ot": np.float64, "n_iter": np.int64, "marginal_error": np.float64}
 
@@ -219,6 +220,8 @@ def create(
     data["tile_done"] = (("tile",), da.zeros(max(n_tiles, 1), dtype=bool, chunks=1))
     data["self_done_source"] = (("source_chunk",), da.zeros(max(n_self_source, 1), dtype=bool, chunks=1))
     data["self_done_target"] = (("target_chunk",), da.zeros(max(n_self_target, 1), dtype=bool, chunks=1))
+    # variable-length strings in the store (Zarr v3's specified string type; fixed-width UTF-32 has no stable
+    # specification); otpipe's readers return them as ``<U`` (:func:`plain_string_coords`)
     coords = {
         "source": np.asarray(names_source, dtype=object),
         "target": np.asarray(names_target, dtype=object),
@@ -424,4 +427,84 @@ def open_result(path, *, require_complete: bool = True, bookkeeping: bool = Fals
         ds = xr.open_zarr(path, consolidated=bool(attrs.get("complete")))
     if not bookkeeping:
         ds = ds.drop_vars([v for v in BOOKKEEPING if v in ds.variables])
-    return ds
+    return plain_string_coords(ds)
+
+
+def plain_strings(values) -> np.ndarray:
+    """Names and labels as a fixed-width unicode array (``<U``): what otpipe's readers return (Zarr's variable-length
+    strings read back as NumPy's ``StringDType``, which scikit-learn's estimators reject).
+
+    Parameters
+    ----------
+    values : iterable
+        The names or labels (converted with ``str``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``<U`` array (``<U1`` when empty).
+    """
+    out = np.array([str(v) for v in values], dtype=str)
+    return out if out.size else np.array([], dtype="<U1")
+
+
+def plain_string_coords(ds):
+    """``ds`` with every string coordinate as ``<U`` (the stores hold variable-length strings, Zarr v3's specified
+    string type, which read back as NumPy's ``StringDType``).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An opened result.
+
+    Returns
+    -------
+    xarray.Dataset
+        The same Dataset, string coordinates converted.
+    """
+    fix = {}
+    for name, c in ds.coords.items():
+        kind = getattr(c.dtype, "kind", "")
+        if kind == "T" or (kind == "O" and c.size and isinstance(c.values.flat[0], str)):
+            fix[name] = (c.dims, plain_strings(c.values.tolist()))
+    return ds.assign_coords(fix) if fix else ds
+
+
+#: attributes of a result that ``otpipe info`` shows (when present)
+_INFO_ATTRS = ("complete", "created", "completed", "loss", "statistic", "by", "n_tests", "n_permutations", "diameter",
+               "symmetric", "tile", "pairs_computed", "seconds", "marginal_error_median", "marginal_error_max",
+               "solves_above_tol", "convergence_warning")
+
+
+def describe(path) -> dict | None:
+    """What an otpipe result store holds, for ``otpipe info``: its type, arrays and main attributes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A store.
+
+    Returns
+    -------
+    dict or None
+        ``path``, ``type`` (:func:`result_type`), ``arrays`` (``{name: {"shape", "dtype", "dims"}}``, the
+        checkpoint bookkeeping left out), ``parameters`` and the attributes of :data:`_INFO_ATTRS` that are
+        present; ``None`` when ``path`` is no otpipe result (a collection, another store or nothing).
+    """
+    import zarr
+
+    attrs = stored_attrs(path)
+    kind = result_type(attrs)
+    if kind is None or kind == "collection":
+        return None
+    g = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    arrays = {}
+    for name in sorted(g.array_keys()):
+        if name in BOOKKEEPING:
+            continue
+        a = g[name]
+        dims = a.metadata.dimension_names if hasattr(a.metadata, "dimension_names") else None
+        arrays[name] = {"shape": list(a.shape), "dtype": str(a.dtype), "dims": list(dims) if dims else None}
+    out = {"path": str(path), "type": kind, "arrays": arrays, "parameters": attrs.get("parameters")}
+    out.update({k: attrs[k] for k in _INFO_ATTRS if k in attrs})
+    return out

@@ -50,6 +50,7 @@ from otpipe._made import check_replaceable, made_attrs
 from otpipe.engine import checkpoint as _ck
 from otpipe.engine import convergence as _conv
 from otpipe.engine import estimate as _estimate
+from otpipe.engine import result as _result
 from otpipe.engine import run as _run
 from otpipe.engine.cluster import ClusterSpec, open_client
 from otpipe.engine.identity import jsonable, versions
@@ -522,11 +523,13 @@ def open_result(path):
         raise ValueError(f"{path} is an unfinished run: finish it with `otpipe two-sample ... --resume`")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = xr.open_zarr(path, consolidated=False).load()
-    return ds.rename({old: new for old, new in RENAMED.items() if old in ds.variables and new not in ds.variables})
+        ds = xr.open_zarr(path, consolidated=None).load()
+    ds = ds.rename({old: new for old, new in RENAMED.items() if old in ds.variables and new not in ds.variables})
+    return _result.plain_string_coords(ds)
 
 
 def _strings(values) -> np.ndarray:
+    # variable-length strings in the store (Zarr v3's specified type); open_result returns them as <U
     return np.array([str(v) for v in values], dtype=object)
 
 
@@ -579,6 +582,8 @@ def write_result(ds, out, *, overwrite: bool = False) -> Path:
         If ``out`` exists without ``overwrite``, or is not a Zarr store, a symbolic link, or a store otpipe did
         not make.
     """
+    import warnings
+
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"output exists: {out} (use --overwrite)")
@@ -592,7 +597,9 @@ def write_result(ds, out, *, overwrite: bool = False) -> Path:
     remove_stale(out)  # temporaries of a killed earlier run of this output
     tmp = tmp_sibling(out)
     try:
-        ds.to_zarr(tmp, mode="w", consolidated=False)
+        with warnings.catch_warnings():  # "consolidated metadata is not in the Zarr v3 spec": known, harmless
+            warnings.simplefilter("ignore")
+            ds.to_zarr(tmp, mode="w", consolidated=True)  # xr.open_zarr reads it without a warning
         if out.exists():
             old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(out, old)
