@@ -42,6 +42,24 @@ def _silence(spec: ClusterSpec) -> int:
     return logging.ERROR if spec.quiet else logging.WARN
 
 
+#: loggers of the process that closes an embedded cluster, raised to ERROR while it closes
+_CLOSING_LOGGERS = ("distributed.nanny", "distributed.worker", "distributed.core", "distributed.scheduler",
+                    "distributed.client", "distributed.deploy")
+
+
+@contextlib.contextmanager
+def _quiet_logs(*names: str):
+    """Loggers ``names`` at ERROR within the block (their levels restored after)."""
+    old = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for n, lv in old.items():
+            logging.getLogger(n).setLevel(lv)
+
+
 @dataclass
 class ClusterSpec:
     """How to get a Dask client (see the module docstring).
@@ -360,9 +378,12 @@ def open_client(spec: ClusterSpec | None = None, *, client=None) -> Iterator:
     finally:
         if watcher is not None:
             watcher.stop()
-        c.close()
-        if cluster is not None:
-            cluster.close()
+        # closing a cluster that otpipe started (after Ctrl-C: tasks cancelled, a busy worker killed) is otpipe's
+        # business: the nanny's "still alive ... killing" and the like are not the user's
+        with _quiet_logs(*((_CLOSING_LOGGERS) if cluster is not None else ())):
+            c.close()
+            if cluster is not None:
+                cluster.close()
 
 
 def _print_dashboard(c, remote: bool, existing: bool) -> None:

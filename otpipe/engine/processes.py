@@ -161,6 +161,8 @@ class QuietTaskErrors(WorkerPlugin):
         lg = logging.getLogger("distributed.worker")
         if not any(isinstance(f, _NoComputeFailed) for f in lg.filters):
             lg.addFilter(_NoComputeFailed())
+        # "Async instruction for <Task cancelled ...>" after Ctrl-C: the client cancelled the tasks on purpose
+        logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
 class IgnoreSigint(WorkerPlugin):
